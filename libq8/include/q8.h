@@ -1,0 +1,153 @@
+/* q8.h: the public ABI of libq8.
+ *
+ * Everything between the cdef markers is plain C that cffi parses as its cdef (the Python
+ * binding reads this very file), so it holds only typedefs, structs and prototypes.
+ *
+ * Conventions for every entry point:
+ *  - sizes are int64_t; a negative or zero size, a NULL pointer or K % 32 != 0 where Q8_0 is
+ *    involved returns Q8_EINVAL and writes nothing;
+ *  - matrices are row-major; a Q8_0 matrix of N rows and K columns is N * (K / 32) blocks;
+ *  - results never depend on the thread count: every output row has exactly one writer and
+ *    the arithmetic of a row is fixed by the scalar reference (see src/kernels_ref.c);
+ *  - functions that spread work over the pool say so; the others run on the caller's thread.
+ */
+#ifndef PYRUSTML_Q8_H
+#define PYRUSTML_Q8_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* cdef-begin */
+
+/* GGML block_q8_0: fp16 scale d, then 32 signed 8-bit quants. x[i] = d * qs[i]. */
+typedef struct {
+    uint16_t d;
+    int8_t qs[32];
+} q8_block;
+
+enum {
+    Q8_OK = 0,
+    Q8_EINVAL = -1,  /* bad argument: NULL, size <= 0, K not a multiple of 32, unknown name */
+    Q8_ENOMEM = -2,  /* allocation failed */
+    Q8_ESTATE = -3   /* the thread pool could not be (re)started */
+};
+
+/* Source element types for the loader's converters. */
+enum {
+    Q8_DTYPE_F32 = 0,
+    Q8_DTYPE_F16 = 1,
+    Q8_DTYPE_BF16 = 2
+};
+
+/* ---- library facts ---------------------------------------------------------------------- */
+int q8_abi_version(void);
+/* Comma-separated kernel paths this CPU and OS can run, best last ("ref,avx2,avx512,..."). */
+const char *q8_isa_supported(void);
+const char *q8_isa_active(void);
+/* Force a kernel path by name; Q8_EINVAL if unknown or not supported here. The environment
+ * variable PYRUSTML_ISA does the same when the library is first used. */
+int q8_isa_set(const char *name);
+
+/* ---- memory --------------------------------------------------------------------------------- */
+/* 64-byte aligned allocation, 2 MiB aligned and advised for transparent huge pages when large.
+ * Returns NULL on failure or bytes == 0. Free with q8_free. */
+void *q8_alloc(size_t bytes);
+void q8_free(void *p);
+
+/* ---- fp16 / bf16 ---------------------------------------------------------------------------- */
+uint16_t q8_fp32_to_fp16(float f);   /* round to nearest even, overflow to inf, NaN kept */
+float q8_fp16_to_fp32(uint16_t h);
+/* n elements of dtype (Q8_DTYPE_*) at src converted to float32. Caller's thread. */
+int q8_convert_to_f32(const void *src, int dtype, int64_t n, float *dst);
+
+/* ---- Q8_0 quantization (byte-identical to ggml's quantize_row_q8_0_ref) -------------------- */
+/* rows x k source elements of dtype at src -> rows * k/32 blocks. Spread over the pool. */
+int q8_quantize(const void *src, int dtype, int64_t rows, int64_t k, q8_block *dst);
+/* Transposed source: src is k x rows (HF Conv1D [in, out] layout); dst gets rows x k. */
+int q8_quantize_transposed(const void *src, int dtype, int64_t k, int64_t rows, q8_block *dst);
+int q8_dequantize(const q8_block *src, int64_t rows, int64_t k, float *dst);
+
+/* ---- matrix-vector and matrix-matrix products --------------------------------------------- */
+/* y[n] = sum_k W[n,k] x[k] (+ bias[n] when bias != NULL). W is n x k Q8_0; x is quantized to
+ * Q8_0 once per call (non-finite x makes every output NaN). Spread over the pool. */
+int q8_gemv(const q8_block *w, int64_t n, int64_t k, const float *x, const float *bias,
+            float *y);
+/* T activations at once: x is t x k, y is t x n (row-major). Each weight row is read once for
+ * a tile of tokens; y[t] is bitwise equal to q8_gemv on x[t]. */
+int q8_gemm(const q8_block *w, int64_t n, int64_t k, const float *x, int64_t t,
+            const float *bias, float *y);
+/* Full-precision counterparts: W is n x k float32. */
+int q8_gemv_f32(const float *w, int64_t n, int64_t k, const float *x, const float *bias,
+                float *y);
+int q8_gemm_f32(const float *w, int64_t n, int64_t k, const float *x, int64_t t,
+                const float *bias, float *y);
+
+/* The vocabulary projection, tiled over the vocabulary: equal to q8_gemv bit for bit. */
+int q8_lmhead(const q8_block *w, int64_t n, int64_t k, const float *x, float *y);
+int q8_lmhead_f32(const float *w, int64_t n, int64_t k, const float *x, float *y);
+/* Fused greedy path: the logits stay in C. Writes the index of the largest logit (lowest index
+ * on ties; a NaN logit counts as largest, so NaN is reported, never hidden) and its value. */
+int q8_lmhead_argmax(const q8_block *w, int64_t n, int64_t k, const float *x,
+                     int64_t *index, float *value);
+int q8_lmhead_argmax_f32(const float *w, int64_t n, int64_t k, const float *x,
+                         int64_t *index, float *value);
+
+/* ---- per-layer operations (caller's thread; rows x n, row-major, in place allowed) -------- */
+int q8_layernorm(const float *x, const float *gamma, const float *beta, int64_t rows,
+                 int64_t n, float eps, float *y);
+/* y = x / rms(x) * (w + offset): offset 0 for Llama-style, 1 for Gemma's (1 + w). */
+int q8_rmsnorm(const float *x, const float *w, int64_t rows, int64_t n, float eps,
+               float offset, float *y);
+int q8_gelu_tanh(const float *x, int64_t n, float *y);
+/* y = gelu_tanh(gate) * up */
+int q8_geglu(const float *gate, const float *up, int64_t n, float *y);
+int q8_add(const float *a, const float *b, int64_t n, float *y);
+int q8_scale(const float *x, float s, int64_t n, float *y);
+/* y = cap * tanh(x / cap) */
+int q8_softcap(const float *x, float cap, int64_t n, float *y);
+int q8_softmax(const float *x, int64_t rows, int64_t n, float *y);
+/* Rotary embedding, "rotate half" layout (pairs i and i + head_dim/2), in place on x of
+ * rows x n_heads x head_dim; row r is at position pos[r]. */
+int q8_rope(float *x, int64_t rows, int64_t n_heads, int64_t head_dim, const int64_t *pos,
+            float theta);
+
+/* ---- KV cache and attention ------------------------------------------------------------ */
+/* Cache layout per layer: k and v are n_kv x cap x head_dim float32; position p lives in slot
+ * p % cap (a ring when cap is smaller than the context). kv_write stores t new rows
+ * (t x n_kv x head_dim each) for positions pos0 .. pos0 + t - 1. */
+int q8_kv_write(const float *k_new, const float *v_new, int64_t t, int64_t pos0, float *k,
+                float *v, int64_t n_kv, int64_t cap, int64_t head_dim);
+/* Causal attention for t queries at positions pos0 .. pos0 + t - 1 (t = 1: a decode step).
+ * q and out are t x n_heads x head_dim; query head h reads KV head h / (n_heads / n_kv).
+ * Query at position p sees positions max(0, p - window + 1) .. p (window 0: all of them),
+ * which must all be in the cache (window <= cap, or cap > p). scale multiplies q.k;
+ * softcap > 0 applies cap * tanh(s / cap) to the scores. Spread over the pool (heads x t). */
+int q8_attention(const float *q, int64_t t, int64_t pos0, const float *k, const float *v,
+                 int64_t n_heads, int64_t n_kv, int64_t cap, int64_t head_dim, int64_t window,
+                 float scale, float softcap, float *out);
+
+/* ---- thread pool ------------------------------------------------------------------------ */
+int q8_physical_cores(void);
+/* (Re)start the pool with this many threads including the caller (0: physical cores). */
+int q8_pool_init(int threads);
+int q8_pool_threads(void);
+/* Wake every worker, let it touch its stack and run an empty job; returns Q8_OK. */
+int q8_pool_warmup(void);
+void q8_pool_shutdown(void);
+
+/* ---- measurement ----------------------------------------------------------------------- */
+/* Read bandwidth of this machine in GB/s (1e9 bytes/s): the best of reps passes of all pool
+ * threads summing a bytes-long buffer from q8_alloc. Returns a negative value on failure. */
+double q8_probe_read_bandwidth(size_t bytes, int reps);
+
+/* cdef-end */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PYRUSTML_Q8_H */

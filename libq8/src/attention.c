@@ -1,0 +1,96 @@
+/* KV cache writes and causal attention (decode: t = 1; prefill: t > 1).
+ *
+ * One work item is one (query row, head): it streams that head's keys and values once with an
+ * online softmax over blocks of positions, so no score buffer grows with the context and each
+ * output has one writer. Dot products and the V accumulation use the dispatched kernels. */
+#include <math.h>
+
+#include "q8_internal.h"
+
+#define POS_BLOCK 64
+#define MAX_HEAD_DIM 512
+
+int q8_kv_write(const float *k_new, const float *v_new, int64_t t, int64_t pos0, float *k,
+                float *v, int64_t n_kv, int64_t cap, int64_t head_dim) {
+    Q8_CHECK(k_new && v_new && k && v && t > 0 && pos0 >= 0 && pos0 <= Q8_MAX_DIM);
+    Q8_CHECK(q8_mat_ok(n_kv, cap) && q8_mat_ok(n_kv * cap, head_dim) && q8_mat_ok(t, n_kv));
+    for (int64_t j = 0; j < t; j++) {
+        const int64_t slot = (pos0 + j) % cap;
+        for (int64_t h = 0; h < n_kv; h++) {
+            const float *ks = k_new + (j * n_kv + h) * head_dim;
+            const float *vs = v_new + (j * n_kv + h) * head_dim;
+            memcpy(k + (h * cap + slot) * head_dim, ks, (size_t)head_dim * sizeof(float));
+            memcpy(v + (h * cap + slot) * head_dim, vs, (size_t)head_dim * sizeof(float));
+        }
+    }
+    return Q8_OK;
+}
+
+typedef struct {
+    const q8_kernels *kt;
+    const float *q, *k, *v;
+    float *out;
+    int64_t pos0, n_heads, group, cap, hd, window;
+    float scale, softcap;
+} attn_job;
+
+static void attend_one(const attn_job *a, int64_t j, int64_t h) {
+    const int64_t p = a->pos0 + j;
+    const int64_t lo = a->window > 0 && p - a->window + 1 > 0 ? p - a->window + 1 : 0;
+    const int64_t kvh = h / a->group;
+    const float *qv = a->q + (j * a->n_heads + h) * a->hd;
+    const float *kh = a->k + kvh * a->cap * a->hd;
+    const float *vh = a->v + kvh * a->cap * a->hd;
+    float o[MAX_HEAD_DIM] = {0};
+    float s[POS_BLOCK];
+    float m = -INFINITY;
+    double l = 0.0;
+    for (int64_t b0 = lo; b0 <= p; b0 += POS_BLOCK) {
+        const int64_t nb = p - b0 + 1 < POS_BLOCK ? p - b0 + 1 : POS_BLOCK;
+        float bm = -INFINITY;
+        for (int64_t i = 0; i < nb; i++) {
+            float sc = a->kt->dot_f32(qv, kh + ((b0 + i) % a->cap) * a->hd, a->hd) * a->scale;
+            if (a->softcap > 0.0f) sc = a->softcap * tanhf(sc / a->softcap);
+            s[i] = sc;
+            if (sc > bm || isnan(sc)) bm = sc;
+        }
+        if (bm > m || isnan(bm)) {
+            /* New running max: rescale what was accumulated so far. */
+            const float f = m == -INFINITY ? 0.0f : expf(m - bm);
+            for (int64_t d = 0; d < a->hd; d++) o[d] *= f;
+            l *= f;
+            m = bm;
+        }
+        for (int64_t i = 0; i < nb; i++) {
+            const float e = expf(s[i] - m);
+            l += e;
+            a->kt->axpy_f32(e, vh + ((b0 + i) % a->cap) * a->hd, o, a->hd);
+        }
+    }
+    float *out = a->out + (j * a->n_heads + h) * a->hd;
+    const float inv = (float)(1.0 / l);
+    for (int64_t d = 0; d < a->hd; d++) out[d] = o[d] * inv;
+}
+
+static void attn_task(void *ctx, int64_t begin, int64_t end, int worker) {
+    (void)worker;
+    const attn_job *a = ctx;
+    for (int64_t it = begin; it < end; it++) attend_one(a, it / a->n_heads, it % a->n_heads);
+}
+
+int q8_attention(const float *q, int64_t t, int64_t pos0, const float *k, const float *v,
+                 int64_t n_heads, int64_t n_kv, int64_t cap, int64_t head_dim, int64_t window,
+                 float scale, float softcap, float *out) {
+    Q8_CHECK(q && k && v && out && t > 0 && pos0 >= 0 && pos0 <= Q8_MAX_DIM);
+    Q8_CHECK(q8_mat_ok(t, n_heads) && q8_mat_ok(t * n_heads, head_dim));
+    Q8_CHECK(q8_mat_ok(n_kv, cap) && q8_mat_ok(n_kv * cap, head_dim));
+    Q8_CHECK(head_dim <= MAX_HEAD_DIM && n_heads % n_kv == 0 && window >= 0);
+    Q8_CHECK(isfinite(scale) && !(softcap < 0.0f) && !isnan(softcap));
+    /* Every position a query reads must still be in the cache after the t writes. */
+    const int64_t last = pos0 + t - 1;
+    const int64_t lo0 = window > 0 && pos0 - window + 1 > 0 ? pos0 - window + 1 : 0;
+    Q8_CHECK(last < cap || lo0 >= last - cap + 1);
+    attn_job a = {q8_kernels_get(), q, k, v, out, pos0, n_heads, n_heads / n_kv, cap, head_dim,
+                  window, scale, softcap};
+    return q8_parallel_for(t * n_heads, 1, attn_task, &a);
+}

@@ -1,0 +1,154 @@
+/* AVX2 + FMA + F16C kernels (compiled with exactly those flags). Same arithmetic as
+ * kernels_ref.c: a block's 8 lanes are sums of 4 byte products, even blocks accumulate in one
+ * 256-bit register and odd blocks in another, and the fold is the reference's tree. */
+#include <immintrin.h>
+#include <math.h>
+
+#include "q8_internal.h"
+
+static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+/* 8 int32 lanes, lane g = sum_{j<4} w[4g+j] * x[4g+j]; exact for quants in [-127, 127]. */
+static inline __m256i lanes_q8(__m256i w, __m256i x) {
+    const __m256i aw = _mm256_sign_epi8(w, w); /* |w| as unsigned bytes */
+    const __m256i sx = _mm256_sign_epi8(x, w); /* x with w's sign (0 where w is 0) */
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1));
+}
+
+static inline float fold(__m256 even, __m256 odd) {
+    const __m256 s8 = _mm256_add_ps(even, odd);
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
+
+#define LOADQ(b) _mm256_loadu_si256((const __m256i *)(b).qs)
+
+static inline void step_q8(const q8_block *wb, __m256i xv, float xd, __m256 *acc) {
+    const __m256 d = _mm256_set1_ps(h2f(wb->d) * xd);
+    *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes_q8(LOADQ(*wb), xv)), *acc);
+}
+
+static void q8_rows_avx2(const q8_block *w, int64_t nb, const q8_block *x, int64_t r0,
+                         int64_t r1, float *y) {
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const q8_block *w0 = w + r * nb, *w1 = w0 + nb, *w2 = w1 + nb, *w3 = w2 + nb;
+        __m256 e0 = _mm256_setzero_ps(), e1 = e0, e2 = e0, e3 = e0;
+        __m256 o0 = e0, o1 = e0, o2 = e0, o3 = e0;
+        int64_t b = 0;
+        for (; b + 2 <= nb; b += 2) {
+            __m256i xv = LOADQ(x[b]);
+            float xd = h2f(x[b].d);
+            step_q8(w0 + b, xv, xd, &e0);
+            step_q8(w1 + b, xv, xd, &e1);
+            step_q8(w2 + b, xv, xd, &e2);
+            step_q8(w3 + b, xv, xd, &e3);
+            xv = LOADQ(x[b + 1]);
+            xd = h2f(x[b + 1].d);
+            step_q8(w0 + b + 1, xv, xd, &o0);
+            step_q8(w1 + b + 1, xv, xd, &o1);
+            step_q8(w2 + b + 1, xv, xd, &o2);
+            step_q8(w3 + b + 1, xv, xd, &o3);
+        }
+        if (b < nb) { /* a last even block */
+            const __m256i xv = LOADQ(x[b]);
+            const float xd = h2f(x[b].d);
+            step_q8(w0 + b, xv, xd, &e0);
+            step_q8(w1 + b, xv, xd, &e1);
+            step_q8(w2 + b, xv, xd, &e2);
+            step_q8(w3 + b, xv, xd, &e3);
+        }
+        y[r] = fold(e0, o0);
+        y[r + 1] = fold(e1, o1);
+        y[r + 2] = fold(e2, o2);
+        y[r + 3] = fold(e3, o3);
+    }
+    for (; r < r1; r++) {
+        const q8_block *wr = w + r * nb;
+        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int64_t b = 0; b < nb; b++) step_q8(wr + b, LOADQ(x[b]), h2f(x[b].d), &acc[b & 1]);
+        y[r] = fold(acc[0], acc[1]);
+    }
+}
+
+static void q8_tile_avx2(const q8_block *w, int64_t nb, const q8_block *x, int64_t t, int64_t r0,
+                         int64_t r1, float *y, int64_t ldy) {
+    /* Row groups of 16 stay in L1/L2 while every activation row passes over them. */
+    for (int64_t g = r0; g < r1; g += 16) {
+        const int64_t g1 = g + 16 < r1 ? g + 16 : r1;
+        for (int64_t j = 0; j < t; j++) q8_rows_avx2(w, nb, x + j * nb, g, g1, y + j * ldy);
+    }
+}
+
+static float dot_f32_avx2(const float *a, const float *b, int64_t n) {
+    __m256 lo = _mm256_setzero_ps(), hi = lo;
+    const int64_t main = n - n % 16;
+    for (int64_t i = 0; i < main; i += 16) {
+        lo = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), lo);
+        hi = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), hi);
+    }
+    float s = fold(lo, hi);
+    for (int64_t i = main; i < n; i++) s = fmaf(a[i], b[i], s);
+    return s;
+}
+
+static void f32_rows_avx2(const float *w, int64_t k, const float *x, int64_t r0, int64_t r1,
+                          float *y) {
+    int64_t r = r0;
+    const int64_t main = k - k % 16;
+    for (; r + 4 <= r1; r += 4) {
+        const float *w0 = w + r * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
+        __m256 l0 = _mm256_setzero_ps(), l1 = l0, l2 = l0, l3 = l0;
+        __m256 h0 = l0, h1 = l0, h2 = l0, h3 = l0;
+        for (int64_t i = 0; i < main; i += 16) {
+            const __m256 xl = _mm256_loadu_ps(x + i), xh = _mm256_loadu_ps(x + i + 8);
+            l0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + i), xl, l0);
+            h0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + i + 8), xh, h0);
+            l1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + i), xl, l1);
+            h1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + i + 8), xh, h1);
+            l2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + i), xl, l2);
+            h2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + i + 8), xh, h2);
+            l3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + i), xl, l3);
+            h3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + i + 8), xh, h3);
+        }
+        float s0 = fold(l0, h0), s1 = fold(l1, h1), s2 = fold(l2, h2), s3 = fold(l3, h3);
+        for (int64_t i = main; i < k; i++) {
+            s0 = fmaf(w0[i], x[i], s0);
+            s1 = fmaf(w1[i], x[i], s1);
+            s2 = fmaf(w2[i], x[i], s2);
+            s3 = fmaf(w3[i], x[i], s3);
+        }
+        y[r] = s0;
+        y[r + 1] = s1;
+        y[r + 2] = s2;
+        y[r + 3] = s3;
+    }
+    for (; r < r1; r++) y[r] = dot_f32_avx2(w + r * k, x, k);
+}
+
+static void f32_tile_avx2(const float *w, int64_t k, const float *x, int64_t t, int64_t r0,
+                          int64_t r1, float *y, int64_t ldy) {
+    for (int64_t g = r0; g < r1; g += 16) {
+        const int64_t g1 = g + 16 < r1 ? g + 16 : r1;
+        for (int64_t j = 0; j < t; j++) f32_rows_avx2(w, k, x + j * k, g, g1, y + j * ldy);
+    }
+}
+
+static void axpy_f32_avx2(float a, const float *x, float *y, int64_t n) {
+    const __m256 av = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
+}
+
+const q8_kernels q8_kernels_avx2 = {
+    .name = "avx2",
+    .q8_rows = q8_rows_avx2,
+    .q8_tile = q8_tile_avx2,
+    .f32_rows = f32_rows_avx2,
+    .f32_tile = f32_tile_avx2,
+    .dot_f32 = dot_f32_avx2,
+    .axpy_f32 = axpy_f32_avx2,
+};

@@ -1,0 +1,38 @@
+"""The one exception family of pyrustml.
+
+Every error the library raises on purpose is a PyrustmlError; callers (and the CLI, which turns
+them into one line on stderr) catch that one base class. Argument errors of the low-level kernel
+wrappers are ValueError/TypeError subclasses as well, so numpy-style callers can catch those.
+"""
+
+
+class PyrustmlError(Exception):
+    """Base class of every error pyrustml raises on purpose."""
+
+
+class LibraryError(PyrustmlError):
+    """libq8 could not be loaded, or refused a call it should have accepted."""
+
+
+class KernelArgumentError(PyrustmlError, ValueError):
+    """A kernel wrapper was given an array of the wrong shape, layout or size."""
+
+
+class KernelTypeError(PyrustmlError, TypeError):
+    """A kernel wrapper was given an array of the wrong dtype or a non-array."""
+
+
+class ModelFormatError(PyrustmlError):
+    """A checkpoint file is malformed: bad header, missing or mis-shaped tensor, bad config."""
+
+
+class UnsupportedModelError(PyrustmlError):
+    """A well-formed checkpoint uses an architecture or option pyrustml does not implement."""
+
+
+class ContextLengthError(PyrustmlError):
+    """The prompt (plus generation) does not fit the model's context window."""
+
+
+class NumericalError(PyrustmlError):
+    """A forward pass produced NaN or Inf."""

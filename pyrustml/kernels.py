@@ -1,0 +1,437 @@
+"""Typed, checked wrappers over libq8.
+
+Every wrapper checks dtype, dimensionality, C-contiguity, alignment and sizes before it takes a
+pointer, and raises KernelTypeError / KernelArgumentError (a TypeError / ValueError) naming the
+argument, so a wrong call never reaches C. These wrappers allocate their outputs and are meant
+for tests, tools and one-off use; the model's hot path takes pointers of preallocated buffers
+once instead (a pointer per call costs about a microsecond).
+
+Numerical contract (see libq8/src/kernels_ref.c): results are bitwise identical for every
+kernel path and thread count. Non-finite activations make every output of a Q8_0 product NaN
+(a block holding NaN or Inf gets a NaN scale); quantize_q8_0 refuses non-finite weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import numpy as np
+
+from ._ffi import ffi, lib
+from .errors import KernelArgumentError, KernelTypeError, LibraryError
+
+QK8_0: Final = 32
+BLOCK_BYTES: Final = 34
+
+_DTYPE_CODES: Final = {"float32": 0, "float16": 1}
+
+
+def _rc(rc: int, what: str) -> None:
+    if rc == 0:
+        return
+    if rc == -1:
+        raise KernelArgumentError(f"{what}: libq8 rejected the arguments")
+    if rc == -2:
+        raise MemoryError(f"{what}: libq8 could not allocate memory")
+    raise LibraryError(f"{what}: libq8 returned error {rc}")
+
+
+def _array(name: str, a: object, ndim: int) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise KernelTypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.ndim != ndim:
+        raise KernelArgumentError(f"{name} must be {ndim}-D, got shape {a.shape}")
+    if a.size == 0:
+        raise KernelArgumentError(f"{name} must not be empty, got shape {a.shape}")
+    if not a.flags.c_contiguous:
+        raise KernelArgumentError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
+    if not a.flags.aligned:
+        raise KernelArgumentError(f"{name} must be aligned to its element size")
+    return a
+
+
+def _f32(name: str, a: object, ndim: int) -> np.ndarray:
+    arr = _array(name, a, ndim)
+    if arr.dtype != np.float32:
+        raise KernelTypeError(f"{name} must be float32, got {arr.dtype}")
+    return arr
+
+
+def _ptr(ctype: str, a: np.ndarray) -> Any:
+    return ffi.from_buffer(ctype, a)
+
+
+def _len(name: str, a: np.ndarray, expected: int) -> None:
+    if a.shape[-1] != expected:
+        raise KernelArgumentError(
+            f"{name} has {a.shape[-1]} elements along its last axis, expected {expected}"
+        )
+
+
+def _opt_bias(bias: np.ndarray | None, n: int) -> Any:
+    if bias is None:
+        return ffi.NULL
+    b = _f32("bias", bias, 1)
+    _len("bias", b, n)
+    return _ptr("float[]", b)
+
+
+class Q8Matrix:
+    """An N x K matrix in GGML Q8_0 blocks: `blocks` is uint8 (N, K // 32 * 34), each row
+    K // 32 blocks of an fp16 scale followed by 32 int8 quants. The bytes live in a
+    huge-page-advised allocation from libq8 and stay valid as long as `blocks` is referenced."""
+
+    blocks: np.ndarray
+    shape: tuple[int, int]
+    _mem: Any
+
+    def __init__(self, n: int, k: int) -> None:
+        """An uninitialized matrix; use quantize_q8_0 or Q8Matrix.from_blocks."""
+        if n <= 0 or k <= 0 or k % QK8_0 != 0:
+            raise KernelArgumentError(f"Q8Matrix shape must be positive with K % 32 == 0, got ({n}, {k})")
+        nbytes = n * (k // QK8_0) * BLOCK_BYTES
+        mem = lib.q8_alloc(nbytes)
+        if mem == ffi.NULL:
+            raise MemoryError(f"cannot allocate {nbytes} bytes for a ({n}, {k}) Q8_0 matrix")
+        self._mem = ffi.gc(mem, lib.q8_free)
+        flat = np.frombuffer(ffi.buffer(self._mem, nbytes), dtype=np.uint8)
+        self.blocks = flat.reshape(n, k // QK8_0 * BLOCK_BYTES)
+        self.shape = (n, k)
+
+    @staticmethod
+    def from_blocks(blocks: np.ndarray, k: int) -> Q8Matrix:
+        """Copy GGML Q8_0 bytes (N, K // 32 * 34). Quants must lie in [-127, 127], as every
+        ggml quantizer produces them (the integer kernels rely on it)."""
+        b = _array("blocks", blocks, 2)
+        if b.dtype != np.uint8:
+            raise KernelTypeError(f"blocks must be uint8, got {b.dtype}")
+        if k <= 0 or k % QK8_0 != 0:
+            raise KernelArgumentError(f"k must be a positive multiple of 32, got {k}")
+        _len("blocks", b, k // QK8_0 * BLOCK_BYTES)
+        qs = b.reshape(-1, BLOCK_BYTES)[:, 2:]
+        if bool((qs == 0x80).any()):
+            raise KernelArgumentError("blocks hold the quant -128, outside ggml's [-127, 127]")
+        m = Q8Matrix(int(b.shape[0]), k)
+        m.blocks[...] = b
+        return m
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.blocks.nbytes)
+
+    def ptr(self) -> Any:
+        """The q8_block pointer for libq8 calls (valid while this matrix lives)."""
+        return ffi.cast("q8_block *", self._mem)
+
+    def dequantize(self) -> np.ndarray:
+        n, k = self.shape
+        out = np.empty((n, k), dtype=np.float32)
+        _rc(lib.q8_dequantize(self.ptr(), n, k, _ptr("float[]", out)), "dequantize")
+        return out
+
+    def __repr__(self) -> str:
+        return f"Q8Matrix(shape={self.shape}, nbytes={self.nbytes})"
+
+
+def quantize_q8_0(w: np.ndarray) -> Q8Matrix:
+    """Quantize a float32 or float16 (N, K) matrix, K % 32 == 0, to Q8_0: byte-identical to
+    ggml's quantize_row_q8_0_ref and gguf.quants.quantize. Non-finite weights are refused."""
+    a = _array("w", w, 2)
+    code = _DTYPE_CODES.get(str(a.dtype), -1)
+    if code < 0:
+        raise KernelTypeError(f"w must be float32 or float16, got {a.dtype}")
+    n, k = int(a.shape[0]), int(a.shape[1])
+    if k % QK8_0 != 0:
+        raise KernelArgumentError(f"w has K = {k} columns, which is not a multiple of 32")
+    if not bool(np.isfinite(a).all()):
+        raise KernelArgumentError("w contains NaN or Inf, which Q8_0 cannot represent")
+    m = Q8Matrix(n, k)
+    _rc(lib.q8_quantize(_ptr("char[]", a), code, n, k, m.ptr()), "quantize_q8_0")
+    return m
+
+
+def _q8_and_x(q: object, x: object, xdim: int) -> tuple[Q8Matrix, np.ndarray]:
+    if not isinstance(q, Q8Matrix):
+        raise KernelTypeError(f"q must be a Q8Matrix, got {type(q).__name__}")
+    xa = _f32("x", x, xdim)
+    _len("x", xa, q.shape[1])
+    return q, xa
+
+
+def gemv_q8_0(q: Q8Matrix, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """y = W x (+ bias): W Q8_0 (N, K), x float32 (K,) -> float32 (N,)."""
+    m, xa = _q8_and_x(q, x, 1)
+    n, k = m.shape
+    y = np.empty(n, dtype=np.float32)
+    rc = lib.q8_gemv(m.ptr(), n, k, _ptr("float[]", xa), _opt_bias(bias, n), _ptr("float[]", y))
+    _rc(rc, "gemv_q8_0")
+    return y
+
+
+def gemm_q8_0(q: Q8Matrix, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """Y = X W^T (+ bias): x float32 (T, K) -> float32 (T, N); row t equals gemv_q8_0(q, x[t])."""
+    m, xa = _q8_and_x(q, x, 2)
+    n, k = m.shape
+    t = int(xa.shape[0])
+    y = np.empty((t, n), dtype=np.float32)
+    rc = lib.q8_gemm(m.ptr(), n, k, _ptr("float[]", xa), t, _opt_bias(bias, n), _ptr("float[]", y))
+    _rc(rc, "gemm_q8_0")
+    return y
+
+
+def _w_and_x(w: object, x: object, xdim: int) -> tuple[np.ndarray, np.ndarray]:
+    wa = _f32("w", w, 2)
+    xa = _f32("x", x, xdim)
+    _len("x", xa, int(wa.shape[1]))
+    return wa, xa
+
+
+def gemv_f32(w: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """y = W x (+ bias) in float32: W (N, K), x (K,) -> (N,)."""
+    wa, xa = _w_and_x(w, x, 1)
+    n, k = int(wa.shape[0]), int(wa.shape[1])
+    y = np.empty(n, dtype=np.float32)
+    rc = lib.q8_gemv_f32(_ptr("float[]", wa), n, k, _ptr("float[]", xa), _opt_bias(bias, n), _ptr("float[]", y))
+    _rc(rc, "gemv_f32")
+    return y
+
+
+def gemm_f32(w: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """Y = X W^T (+ bias) in float32: x (T, K) -> (T, N)."""
+    wa, xa = _w_and_x(w, x, 2)
+    n, k, t = int(wa.shape[0]), int(wa.shape[1]), int(xa.shape[0])
+    y = np.empty((t, n), dtype=np.float32)
+    rc = lib.q8_gemm_f32(
+        _ptr("float[]", wa), n, k, _ptr("float[]", xa), t, _opt_bias(bias, n), _ptr("float[]", y)
+    )
+    _rc(rc, "gemm_f32")
+    return y
+
+
+def lmhead_q8_0(q: Q8Matrix, x: np.ndarray) -> np.ndarray:
+    """Vocabulary logits through the tiled projection; bitwise equal to gemv_q8_0(q, x)."""
+    m, xa = _q8_and_x(q, x, 1)
+    n, k = m.shape
+    y = np.empty(n, dtype=np.float32)
+    _rc(lib.q8_lmhead(m.ptr(), n, k, _ptr("float[]", xa), _ptr("float[]", y)), "lmhead_q8_0")
+    return y
+
+
+def lmhead_f32(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    wa, xa = _w_and_x(w, x, 1)
+    n, k = int(wa.shape[0]), int(wa.shape[1])
+    y = np.empty(n, dtype=np.float32)
+    _rc(lib.q8_lmhead_f32(_ptr("float[]", wa), n, k, _ptr("float[]", xa), _ptr("float[]", y)), "lmhead_f32")
+    return y
+
+
+def lmhead_argmax_q8_0(q: Q8Matrix, x: np.ndarray) -> tuple[int, float]:
+    """(index, value) of the largest logit without materializing the logits; the lowest index
+    wins ties and a NaN logit counts as the largest (so it is reported, never hidden)."""
+    m, xa = _q8_and_x(q, x, 1)
+    n, k = m.shape
+    idx = ffi.new("int64_t *")
+    val = ffi.new("float *")
+    _rc(lib.q8_lmhead_argmax(m.ptr(), n, k, _ptr("float[]", xa), idx, val), "lmhead_argmax_q8_0")
+    return int(idx[0]), float(val[0])
+
+
+def lmhead_argmax_f32(w: np.ndarray, x: np.ndarray) -> tuple[int, float]:
+    wa, xa = _w_and_x(w, x, 1)
+    n, k = int(wa.shape[0]), int(wa.shape[1])
+    idx = ffi.new("int64_t *")
+    val = ffi.new("float *")
+    _rc(lib.q8_lmhead_argmax_f32(_ptr("float[]", wa), n, k, _ptr("float[]", xa), idx, val), "lmhead_argmax_f32")
+    return int(idx[0]), float(val[0])
+
+
+# ---- per-layer operations --------------------------------------------------------------
+
+
+def _rows(name: str, x: object) -> tuple[np.ndarray, int, int]:
+    """A 1-D (n,) or 2-D (rows, n) float32 array and its (rows, n)."""
+    if isinstance(x, np.ndarray) and x.ndim == 1:
+        a = _f32(name, x, 1)
+        return a, 1, int(a.shape[0])
+    a = _f32(name, x, 2)
+    return a, int(a.shape[0]), int(a.shape[1])
+
+
+def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
+    xa, rows, n = _rows("x", x)
+    g = _f32("gamma", gamma, 1)
+    b = _f32("beta", beta, 1)
+    _len("gamma", g, n)
+    _len("beta", b, n)
+    y = np.empty_like(xa)
+    _rc(lib.q8_layernorm(_ptr("float[]", xa), _ptr("float[]", g), _ptr("float[]", b), rows, n, eps, _ptr("float[]", y)), "layernorm")
+    return y
+
+
+def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float, offset: float = 0.0) -> np.ndarray:
+    """x / rms(x) * (offset + w); Gemma uses offset 1.0."""
+    xa, rows, n = _rows("x", x)
+    wa = _f32("w", w, 1)
+    _len("w", wa, n)
+    y = np.empty_like(xa)
+    _rc(lib.q8_rmsnorm(_ptr("float[]", xa), _ptr("float[]", wa), rows, n, eps, offset, _ptr("float[]", y)), "rmsnorm")
+    return y
+
+
+def _unary(name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    xa = _array("x", x, x.ndim if isinstance(x, np.ndarray) and x.ndim > 0 else 1)
+    if xa.dtype != np.float32:
+        raise KernelTypeError(f"{name}: x must be float32, got {xa.dtype}")
+    return xa, np.empty_like(xa)
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    xa, y = _unary("gelu_tanh", x)
+    _rc(lib.q8_gelu_tanh(_ptr("float[]", xa), xa.size, _ptr("float[]", y)), "gelu_tanh")
+    return y
+
+
+def _binary(name: str, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    aa, y = _unary(name, a)
+    bb = _array("b", b, aa.ndim)
+    if bb.dtype != np.float32:
+        raise KernelTypeError(f"{name}: b must be float32, got {bb.dtype}")
+    if bb.shape != aa.shape:
+        raise KernelArgumentError(f"{name}: shapes differ, {aa.shape} and {bb.shape}")
+    return aa, bb, y
+
+
+def geglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """gelu_tanh(gate) * up."""
+    g, u, y = _binary("geglu", gate, up)
+    _rc(lib.q8_geglu(_ptr("float[]", g), _ptr("float[]", u), g.size, _ptr("float[]", y)), "geglu")
+    return y
+
+
+def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    aa, bb, y = _binary("add", a, b)
+    _rc(lib.q8_add(_ptr("float[]", aa), _ptr("float[]", bb), aa.size, _ptr("float[]", y)), "add")
+    return y
+
+
+def softcap(x: np.ndarray, cap: float) -> np.ndarray:
+    """cap * tanh(x / cap)."""
+    if not cap > 0.0:
+        raise KernelArgumentError(f"cap must be positive, got {cap}")
+    xa, y = _unary("softcap", x)
+    _rc(lib.q8_softcap(_ptr("float[]", xa), cap, xa.size, _ptr("float[]", y)), "softcap")
+    return y
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis of a 1-D or 2-D array."""
+    xa, rows, n = _rows("x", x)
+    y = np.empty_like(xa)
+    _rc(lib.q8_softmax(_ptr("float[]", xa), rows, n, _ptr("float[]", y)), "softmax")
+    return y
+
+
+def rope(x: np.ndarray, pos: np.ndarray, theta: float) -> np.ndarray:
+    """Rotary embedding ("rotate half" pairs i, i + D/2) of x (T, H, D) at positions pos (T,)."""
+    xa = _f32("x", x, 3)
+    p = _array("pos", pos, 1)
+    if p.dtype != np.int64:
+        raise KernelTypeError(f"pos must be int64, got {p.dtype}")
+    t, h, d = (int(s) for s in xa.shape)
+    if int(p.shape[0]) != t:
+        raise KernelArgumentError(f"pos has {p.shape[0]} entries for {t} rows of x")
+    if d % 2 != 0:
+        raise KernelArgumentError(f"head_dim must be even, got {d}")
+    if not theta > 0.0:
+        raise KernelArgumentError(f"theta must be positive, got {theta}")
+    if bool((p < 0).any()) or bool((p >= 1 << 24).any()):
+        raise KernelArgumentError("positions must lie in [0, 2**24)")
+    y = xa.copy()
+    _rc(lib.q8_rope(_ptr("float[]", y), t, h, d, _ptr("int64_t[]", p), theta), "rope")
+    return y
+
+
+def kv_write(k_new: np.ndarray, v_new: np.ndarray, pos0: int, k_cache: np.ndarray, v_cache: np.ndarray) -> None:
+    """Store t rows (t, n_kv, D) for positions pos0.. in caches (n_kv, cap, D), slot = pos % cap."""
+    kn = _f32("k_new", k_new, 3)
+    vn = _f32("v_new", v_new, 3)
+    kc = _f32("k_cache", k_cache, 3)
+    vc = _f32("v_cache", v_cache, 3)
+    if not kc.flags.writeable or not vc.flags.writeable:
+        raise KernelArgumentError("k_cache and v_cache must be writeable")
+    if kn.shape != vn.shape or kc.shape != vc.shape:
+        raise KernelArgumentError("k and v arrays must have matching shapes")
+    t, n_kv, d = (int(s) for s in kn.shape)
+    if (int(kc.shape[0]), int(kc.shape[2])) != (n_kv, d):
+        raise KernelArgumentError(f"cache shape {kc.shape} does not fit rows of shape {kn.shape[1:]}")
+    if pos0 < 0:
+        raise KernelArgumentError(f"pos0 must be >= 0, got {pos0}")
+    cap = int(kc.shape[1])
+    rc = lib.q8_kv_write(_ptr("float[]", kn), _ptr("float[]", vn), t, pos0, _ptr("float[]", kc), _ptr("float[]", vc), n_kv, cap, d)
+    _rc(rc, "kv_write")
+
+
+def attention(
+    q: np.ndarray,
+    pos0: int,
+    k_cache: np.ndarray,
+    v_cache: np.ndarray,
+    scale: float,
+    window: int = 0,
+    softcap: float = 0.0,
+) -> np.ndarray:
+    """Causal attention of q (T, H, D) at positions pos0.. over caches (n_kv, cap, D)."""
+    qa = _f32("q", q, 3)
+    kc = _f32("k_cache", k_cache, 3)
+    vc = _f32("v_cache", v_cache, 3)
+    if kc.shape != vc.shape:
+        raise KernelArgumentError("k_cache and v_cache shapes differ")
+    t, h, d = (int(s) for s in qa.shape)
+    n_kv, cap = int(kc.shape[0]), int(kc.shape[1])
+    if int(kc.shape[2]) != d:
+        raise KernelArgumentError(f"cache head_dim {kc.shape[2]} != q head_dim {d}")
+    if h % n_kv != 0:
+        raise KernelArgumentError(f"{h} query heads cannot share {n_kv} KV heads evenly")
+    if d > 512:
+        raise KernelArgumentError(f"head_dim {d} exceeds 512")
+    if pos0 < 0 or window < 0:
+        raise KernelArgumentError("pos0 and window must be >= 0")
+    last = pos0 + t - 1
+    lo0 = max(0, pos0 - window + 1) if window > 0 else 0
+    if not (last < cap or lo0 >= last - cap + 1):
+        raise KernelArgumentError(
+            f"positions {lo0}..{last} do not all fit a cache of {cap} slots"
+        )
+    out = np.empty_like(qa)
+    rc = lib.q8_attention(
+        _ptr("float[]", qa), t, pos0, _ptr("float[]", kc), _ptr("float[]", vc),
+        h, n_kv, cap, d, window, scale, softcap, _ptr("float[]", out),
+    )
+    _rc(rc, "attention")
+    return out
+
+
+# ---- library facts --------------------------------------------------------------------
+
+
+def isa_supported() -> list[str]:
+    """Kernel paths this CPU and OS can run, worst to best."""
+    return [s for s in bytes(ffi.string(lib.q8_isa_supported())).decode().split(",") if s]
+
+
+def isa_active() -> str:
+    return bytes(ffi.string(lib.q8_isa_active())).decode()
+
+
+def set_isa(name: str) -> None:
+    """Force a kernel path (as PYRUSTML_ISA does); ValueError if this machine lacks it."""
+    if lib.q8_isa_set(name.encode()) != 0:
+        raise KernelArgumentError(f"kernel path {name!r} is not supported here; supported: {isa_supported()}")
+
+
+def probe_read_bandwidth(nbytes: int = 1 << 28, reps: int = 5) -> float:
+    """This machine's read bandwidth in GB/s, with every pool thread streaming."""
+    gbs = float(lib.q8_probe_read_bandwidth(nbytes, reps))
+    if gbs <= 0.0:
+        raise LibraryError(f"bandwidth probe failed for {nbytes} bytes")
+    return gbs
