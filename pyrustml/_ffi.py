@@ -23,11 +23,11 @@ def _cdef_text(header: str) -> str:
     return header[start:end]
 
 
-def _load() -> tuple[cffi.FFI, Any, str]:
+def _load() -> tuple[Any, Any, str]:
     pkg = resources.files("pyrustml")
     header = pkg.joinpath("q8.h").read_text(encoding="utf-8")
     override = os.environ.get("PYRUSTML_LIBQ8")
-    ffi = cffi.FFI()
+    ffi: Any = cffi.FFI()
     ffi.cdef(_cdef_text(header))
     if override:
         path = override
@@ -36,7 +36,7 @@ def _load() -> tuple[cffi.FFI, Any, str]:
         with resources.as_file(pkg.joinpath("libq8.so")) as p:
             path = str(p)
     try:
-        lib = ffi.dlopen(path)
+        lib: Any = ffi.dlopen(path)
     except OSError as exc:
         raise LibraryError(f"cannot load libq8 from {path}: {exc}") from exc
     if lib.q8_abi_version() != ABI_VERSION:
@@ -44,10 +44,12 @@ def _load() -> tuple[cffi.FFI, Any, str]:
     forced = os.environ.get("PYRUSTML_ISA", "")
     if forced and ffi.string(lib.q8_isa_active()).decode() != forced:
         supported = ffi.string(lib.q8_isa_supported()).decode()
-        raise LibraryError(
-            f"PYRUSTML_ISA={forced} is not a kernel path this machine supports ({supported})"
-        )
+        raise LibraryError(f"PYRUSTML_ISA={forced} is not a kernel path this machine supports ({supported})")
     return ffi, lib, path
 
 
+# Typed Any on purpose: cffi's stubs cannot know the functions the cdef declares.
+ffi: Any
+lib: Any
+library_path: str
 ffi, lib, library_path = _load()

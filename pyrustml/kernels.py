@@ -191,7 +191,9 @@ def gemv_f32(w: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None) -> np
     wa, xa = _w_and_x(w, x, 1)
     n, k = int(wa.shape[0]), int(wa.shape[1])
     y = np.empty(n, dtype=np.float32)
-    rc = lib.q8_gemv_f32(_ptr("float[]", wa), n, k, _ptr("float[]", xa), _opt_bias(bias, n), _ptr("float[]", y))
+    rc = lib.q8_gemv_f32(
+        _ptr("float[]", wa), n, k, _ptr("float[]", xa), _opt_bias(bias, n), _ptr("float[]", y)
+    )
     _rc(rc, "gemv_f32")
     return y
 
@@ -241,7 +243,10 @@ def lmhead_argmax_f32(w: np.ndarray, x: np.ndarray) -> tuple[int, float]:
     n, k = int(wa.shape[0]), int(wa.shape[1])
     idx = ffi.new("int64_t *")
     val = ffi.new("float *")
-    _rc(lib.q8_lmhead_argmax_f32(_ptr("float[]", wa), n, k, _ptr("float[]", xa), idx, val), "lmhead_argmax_f32")
+    _rc(
+        lib.q8_lmhead_argmax_f32(_ptr("float[]", wa), n, k, _ptr("float[]", xa), idx, val),
+        "lmhead_argmax_f32",
+    )
     return int(idx[0]), float(val[0])
 
 
@@ -264,7 +269,12 @@ def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) ->
     _len("gamma", g, n)
     _len("beta", b, n)
     y = np.empty_like(xa)
-    _rc(lib.q8_layernorm(_ptr("float[]", xa), _ptr("float[]", g), _ptr("float[]", b), rows, n, eps, _ptr("float[]", y)), "layernorm")
+    _rc(
+        lib.q8_layernorm(
+            _ptr("float[]", xa), _ptr("float[]", g), _ptr("float[]", b), rows, n, eps, _ptr("float[]", y)
+        ),
+        "layernorm",
+    )
     return y
 
 
@@ -274,7 +284,10 @@ def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float, offset: float = 0.0) -> np
     wa = _f32("w", w, 1)
     _len("w", wa, n)
     y = np.empty_like(xa)
-    _rc(lib.q8_rmsnorm(_ptr("float[]", xa), _ptr("float[]", wa), rows, n, eps, offset, _ptr("float[]", y)), "rmsnorm")
+    _rc(
+        lib.q8_rmsnorm(_ptr("float[]", xa), _ptr("float[]", wa), rows, n, eps, offset, _ptr("float[]", y)),
+        "rmsnorm",
+    )
     return y
 
 
@@ -351,7 +364,9 @@ def rope(x: np.ndarray, pos: np.ndarray, theta: float) -> np.ndarray:
     return y
 
 
-def kv_write(k_new: np.ndarray, v_new: np.ndarray, pos0: int, k_cache: np.ndarray, v_cache: np.ndarray) -> None:
+def kv_write(
+    k_new: np.ndarray, v_new: np.ndarray, pos0: int, k_cache: np.ndarray, v_cache: np.ndarray
+) -> None:
     """Store t rows (t, n_kv, D) for positions pos0.. in caches (n_kv, cap, D), slot = pos % cap."""
     kn = _f32("k_new", k_new, 3)
     vn = _f32("v_new", v_new, 3)
@@ -367,7 +382,17 @@ def kv_write(k_new: np.ndarray, v_new: np.ndarray, pos0: int, k_cache: np.ndarra
     if pos0 < 0:
         raise KernelArgumentError(f"pos0 must be >= 0, got {pos0}")
     cap = int(kc.shape[1])
-    rc = lib.q8_kv_write(_ptr("float[]", kn), _ptr("float[]", vn), t, pos0, _ptr("float[]", kc), _ptr("float[]", vc), n_kv, cap, d)
+    rc = lib.q8_kv_write(
+        _ptr("float[]", kn),
+        _ptr("float[]", vn),
+        t,
+        pos0,
+        _ptr("float[]", kc),
+        _ptr("float[]", vc),
+        n_kv,
+        cap,
+        d,
+    )
     _rc(rc, "kv_write")
 
 
@@ -399,13 +424,22 @@ def attention(
     last = pos0 + t - 1
     lo0 = max(0, pos0 - window + 1) if window > 0 else 0
     if not (last < cap or lo0 >= last - cap + 1):
-        raise KernelArgumentError(
-            f"positions {lo0}..{last} do not all fit a cache of {cap} slots"
-        )
+        raise KernelArgumentError(f"positions {lo0}..{last} do not all fit a cache of {cap} slots")
     out = np.empty_like(qa)
     rc = lib.q8_attention(
-        _ptr("float[]", qa), t, pos0, _ptr("float[]", kc), _ptr("float[]", vc),
-        h, n_kv, cap, d, window, scale, softcap, _ptr("float[]", out),
+        _ptr("float[]", qa),
+        t,
+        pos0,
+        _ptr("float[]", kc),
+        _ptr("float[]", vc),
+        h,
+        n_kv,
+        cap,
+        d,
+        window,
+        scale,
+        softcap,
+        _ptr("float[]", out),
     )
     _rc(rc, "attention")
     return out

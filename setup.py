@@ -1,0 +1,53 @@
+"""Build: `make -C libq8` for the C kernels, then mypyc for the typed modules.
+
+PYRUSTML_NO_MYPYC=1 skips mypyc (a faster edit-run loop in development); the wheel is still
+platform-specific because it carries libq8.so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from setuptools import Distribution, setup
+from setuptools.command.build_py import build_py
+
+# Typed modules compiled by mypyc. Left interpreted, each for a reason:
+#   _ffi.py   owns cffi, whose objects are dynamic; it runs once at import.
+#   errors.py exception classes with two built-in bases, which mypyc cannot make native.
+#   __init__.py, __main__.py, cli.py: entry points, run once.
+COMPILED = ["pyrustml/kernels.py", "pyrustml/runtime.py"]
+
+
+class BuildPyWithLibq8(build_py):
+    def run(self) -> None:
+        if shutil.which("make") is None:
+            raise SystemExit("building pyrustml needs `make` and a C compiler (apt-get install make gcc)")
+        subprocess.run(["make", "-C", "libq8", "lib"], check=True)
+        super().run()
+        for target in (os.path.join(self.build_lib, "pyrustml"), "pyrustml"):
+            # The source tree gets a copy too, so an editable install finds the library.
+            os.makedirs(target, exist_ok=True)
+            shutil.copy("libq8/build/libq8.so", target)
+            shutil.copy("libq8/include/q8.h", target)
+
+
+class BinaryDistribution(Distribution):
+    def has_ext_modules(self) -> bool:
+        return True  # libq8.so makes the wheel platform-specific even without mypyc
+
+
+def ext_modules() -> list:  # type: ignore[type-arg]
+    if os.environ.get("PYRUSTML_NO_MYPYC") == "1":
+        return []
+    from mypyc.build import mypycify
+
+    return mypycify(COMPILED, opt_level="3")
+
+
+setup(
+    cmdclass={"build_py": BuildPyWithLibq8},
+    distclass=BinaryDistribution,
+    ext_modules=ext_modules(),
+)
