@@ -46,11 +46,12 @@ static void f32_task(void *ctx, int64_t r0, int64_t r1, int worker) {
 
 /* Quantize t activation rows; small ones on the stack (the decode path), big ones on the heap. */
 #define STACK_BLOCKS 512
-static q8_block *quantize_acts(const float *x, int64_t t, int64_t k, q8_block *stack) {
+static q8_block *quantize_acts(const q8_kernels *kt, const float *x, int64_t t, int64_t k,
+                               q8_block *stack) {
     const int64_t nb = k / QK;
     q8_block *xq = t * nb <= STACK_BLOCKS ? stack : malloc((size_t)(t * nb) * sizeof(q8_block));
     if (!xq) return NULL;
-    for (int64_t i = 0; i < t; i++) q8_quantize_row_ref(x + i * k, xq + i * nb, k);
+    for (int64_t i = 0; i < t; i++) kt->quantize_row(x + i * k, xq + i * nb, k);
     return xq;
 }
 
@@ -58,10 +59,11 @@ static int q8_matmul(const q8_block *w, int64_t n, int64_t k, const float *x, in
                      const float *bias, float *y) {
     Q8_CHECK(w && x && y && q8_mat_ok(n, k) && q8_mat_ok(t, k) && q8_mat_ok(t, n));
     Q8_CHECK(k % QK == 0);
+    const q8_kernels *kt = q8_kernels_get();
     q8_block stack[STACK_BLOCKS];
-    q8_block *xq = quantize_acts(x, t, k, stack);
+    q8_block *xq = quantize_acts(kt, x, t, k, stack);
     if (!xq) return Q8_ENOMEM;
-    mat_job j = {q8_kernels_get(), w, NULL, n, k, k / QK, t, xq, NULL, bias, y};
+    mat_job j = {kt, w, NULL, n, k, k / QK, t, xq, NULL, bias, y};
     const int rc = q8_parallel_for(n, ROW_ALIGN, q8_task, &j);
     if (xq != stack) free(xq);
     return rc;
@@ -147,15 +149,16 @@ static int lmhead_common(const q8_block *w, const float *wf, int64_t n, int64_t 
                          const float *x, float *y, int64_t *index, float *value) {
     Q8_CHECK((w || wf) && x && q8_mat_ok(n, k) && (y || (index && value)));
     Q8_CHECK(!w || k % QK == 0);
+    const q8_kernels *kt = q8_kernels_get();
     q8_block stack[STACK_BLOCKS];
     q8_block *xq = NULL;
-    if (w && !(xq = quantize_acts(x, 1, k, stack))) return Q8_ENOMEM;
+    if (w && !(xq = quantize_acts(kt, x, 1, k, stack))) return Q8_ENOMEM;
     lm_job *j = malloc(sizeof *j);
     if (!j) {
         if (xq != stack) free(xq);
         return Q8_ENOMEM;
     }
-    j->m = (mat_job){q8_kernels_get(), w, wf, n, k, k / QK, 1, xq, x, NULL, y};
+    j->m = (mat_job){kt, w, wf, n, k, k / QK, 1, xq, x, NULL, y};
     for (int i = 0; i < MAX_WORKERS; i++) j->best[i] = (best_t){0.0f, -1};
     int rc = q8_parallel_for(n, LMHEAD_TILE, y ? lm_task : argmax_task, j);
     if (rc == Q8_OK && !y) {

@@ -22,6 +22,50 @@ static inline float fold(__m256 even, __m256 odd) {
     return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
 }
 
+/* Round half away from zero, exactly as roundf: floor(|v|) plus one when the (exact) fraction
+ * is at least one half, with v's sign put back. */
+static inline __m256i round_away(__m256 v) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 a = _mm256_andnot_ps(sign, v);
+    const __m256 f = _mm256_round_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __m256 up = _mm256_cmp_ps(_mm256_sub_ps(a, f), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+    const __m256 r = _mm256_add_ps(f, _mm256_and_ps(up, _mm256_set1_ps(1.0f)));
+    return _mm256_cvttps_epi32(_mm256_or_ps(r, _mm256_and_ps(sign, v)));
+}
+
+static void quantize_row_avx2(const float *x, q8_block *y, int64_t k) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), big = _mm256_set1_ps(3.40282347e38f);
+    for (int64_t b = 0; b < k / QK; b++) {
+        const float *xb = x + b * QK;
+        __m256 v[4], amax = _mm256_setzero_ps(), fin = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+        for (int i = 0; i < 4; i++) {
+            v[i] = _mm256_loadu_ps(xb + 8 * i);
+            const __m256 a = _mm256_andnot_ps(sign, v[i]);
+            fin = _mm256_and_ps(fin, _mm256_cmp_ps(a, big, _CMP_LE_OQ)); /* false for NaN, Inf */
+            amax = _mm256_max_ps(amax, a);
+        }
+        if (_mm256_movemask_ps(fin) != 0xff) {
+            q8_quantize_row_ref(xb, y + b, QK); /* the reference owns the non-finite case */
+            continue;
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        const float d = _mm_cvtss_f32(_mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1))) / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = q8_fp32_to_fp16_ref(d);
+        const __m256 idv = _mm256_set1_ps(id);
+        __m256i q[4];
+        for (int i = 0; i < 4; i++) q[i] = round_away(_mm256_mul_ps(v[i], idv));
+        /* int32 -> int8 (values lie in [-127, 127]); the packs interleave 128-bit lanes, the
+         * permute restores element order. */
+        const __m256i p16 = _mm256_packs_epi32(q[0], q[1]);
+        const __m256i p16b = _mm256_packs_epi32(q[2], q[3]);
+        const __m256i p8 = _mm256_packs_epi16(p16, p16b);
+        const __m256i ord = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)y[b].qs, ord);
+    }
+}
+
 #define LOADQ(b) _mm256_loadu_si256((const __m256i *)(b).qs)
 
 static inline void step_q8(const q8_block *wb, __m256i xv, float xd, __m256 *acc) {
@@ -145,6 +189,7 @@ static void axpy_f32_avx2(float a, const float *x, float *y, int64_t n) {
 
 const q8_kernels q8_kernels_avx2 = {
     .name = "avx2",
+    .quantize_row = quantize_row_avx2,
     .q8_rows = q8_rows_avx2,
     .q8_tile = q8_tile_avx2,
     .f32_rows = f32_rows_avx2,

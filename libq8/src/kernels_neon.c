@@ -103,6 +103,7 @@ static void SUFFIX(axpy_f32)(float a, const float *x, float *y, int64_t n) {
 
 const q8_kernels SUFFIX(q8_kernels) = {
     .name = PATH_NAME,
+    .quantize_row = q8_quantize_row_ref, /* small next to the GEMV; not worth a variant yet */
     .q8_rows = SUFFIX(q8_rows),
     .q8_tile = SUFFIX(q8_tile),
     .f32_rows = SUFFIX(f32_rows),

@@ -72,6 +72,7 @@ static void axpy_f32_ref(float a, const float *x, float *y, int64_t n) {
 
 const q8_kernels q8_kernels_ref = {
     .name = "ref",
+    .quantize_row = q8_quantize_row_ref,
     .q8_rows = q8_rows_ref,
     .q8_tile = q8_tile_ref,
     .f32_rows = f32_rows_ref,

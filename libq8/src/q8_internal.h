@@ -22,6 +22,8 @@ static_assert(offsetof(q8_block, qs) == 2, "quants follow the scale directly");
  * activations j of x (each nb blocks, or k floats, long) and the same rows. */
 typedef struct {
     const char *name;
+    /* Activation quantizer: bytes identical to q8_quantize_row_ref. */
+    void (*quantize_row)(const float *x, q8_block *y, int64_t k);
     void (*q8_rows)(const q8_block *w, int64_t nb, const q8_block *x, int64_t r0, int64_t r1,
                     float *y);
     void (*q8_tile)(const q8_block *w, int64_t nb, const q8_block *x, int64_t t, int64_t r0,

@@ -1,0 +1,1152 @@
+/* test_q8: the C-only harness of libq8 (make test / asan / ubsan).
+ *
+ * Every kernel table this CPU runs is compared bit for bit with the scalar reference on odd
+ * sizes; fp16 conversions against the hardware; the quantizer on known bytes; the public drivers
+ * against each other, across thread counts and kernel paths; attention against a double
+ * precision scalar version; argument checks; the pool's restart and fork paths.
+ * Exit status is non-zero on any failure; the last line is "N passed, M failed". */
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
+#include "q8.h"
+#include "q8_internal.h"
+
+/* ---- bookkeeping: one line per group, a failure's first lines in detail -------------------- */
+static long n_pass, n_fail, grp_pass, grp_fail;
+static char grp_name[96];
+
+static void group(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(grp_name, sizeof grp_name, fmt, ap);
+    va_end(ap);
+    grp_pass = grp_fail = 0;
+}
+
+static void group_end(void) {
+    if (grp_fail) printf("FAIL %-28s %ld of %ld checks failed\n", grp_name, grp_fail, grp_pass + grp_fail);
+    else printf("ok   %-28s %ld checks\n", grp_name, grp_pass);
+    fflush(stdout);
+    n_pass += grp_pass;
+    n_fail += grp_fail;
+}
+
+#define CHECK(cond, ...) check_at(!!(cond), __LINE__, __VA_ARGS__)
+static int check_at(int ok, int line, const char *fmt, ...) {
+    if (ok) {
+        grp_pass++;
+        return 1;
+    }
+    if (++grp_fail <= 8) { /* enough to diagnose, not a flood */
+        va_list ap;
+        va_start(ap, fmt);
+        fprintf(stderr, "  [%s] line %d: ", grp_name, line);
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
+        va_end(ap);
+    }
+    return 0;
+}
+
+/* ---- data: xorshift64* with a fixed seed, so a failure reproduces ---------------------------- */
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint64_t rnd(void) {
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return rng * 0x2545f4914f6cdd1dull;
+}
+static float frand(void) { return (float)(rnd() >> 40) * 0x1p-23f - 1.0f; } /* [-1, 1) */
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+static void fill_f32(float *x, int64_t n, float mag) {
+    for (int64_t i = 0; i < n; i++) x[i] = frand() * mag;
+}
+
+/* Floats for nblocks blocks of assorted kinds: zero blocks, all-+-max blocks (quants +-127, the
+ * widest products), tiny and large scales; then quantized by the library's own producer. */
+static void random_blocks(q8_block *dst, int64_t rows, int64_t nb) {
+    float *f = xmalloc((size_t)(rows * nb * QK) * sizeof(float));
+    for (int64_t b = 0; b < rows * nb; b++) {
+        float *x = f + b * QK;
+        const unsigned kind = (unsigned)(rnd() % 8);
+        const float mag = ldexpf(1.0f, (int)(rnd() % 36) - 24);
+        for (int i = 0; i < QK; i++) {
+            if (kind == 0) x[i] = 0.0f;
+            else if (kind == 1) x[i] = (rnd() & 1) ? mag : -mag;
+            else x[i] = frand() * mag;
+        }
+    }
+    if (q8_quantize(f, Q8_DTYPE_F32, rows, nb * QK, dst) != Q8_OK) {
+        fprintf(stderr, "q8_quantize failed while building test data\n");
+        exit(2);
+    }
+    free(f);
+}
+
+static int same_f32(const float *a, const float *b, int64_t n) {
+    return memcmp(a, b, (size_t)n * sizeof(float)) == 0;
+}
+
+static int64_t first_diff(const float *a, const float *b, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (memcmp(a + i, b + i, sizeof(float))) return i;
+    return -1;
+}
+
+/* A byte pattern for "must stay untouched" checks. */
+#define GUARD 0xa5
+static int untouched(const void *p, size_t n) {
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++)
+        if (c[i] != GUARD) return 0;
+    return 1;
+}
+
+/* ---- kernel tables -------------------------------------------------------------------------- */
+typedef struct {
+    const char *name;
+    const q8_kernels *kt;
+} table_t;
+
+static const table_t all_tables[] = {
+    {"ref", &q8_kernels_ref},
+#if defined(__x86_64__)
+    {"avx2", &q8_kernels_avx2},
+    {"avx512", &q8_kernels_avx512},
+    {"avx512vnni", &q8_kernels_avx512vnni},
+#endif
+#if defined(__aarch64__)
+    {"neon", &q8_kernels_neon},
+    {"neon_dotprod", &q8_kernels_neon_dotprod},
+#endif
+};
+#define N_TABLES (int)(sizeof all_tables / sizeof all_tables[0])
+
+/* Whether q8_isa_supported() lists this name (comma separated). */
+static int isa_listed(const char *name) {
+    const char *s = q8_isa_supported();
+    const size_t l = strlen(name);
+    while (*s) {
+        const char *e = strchr(s, ',');
+        const size_t n = e ? (size_t)(e - s) : strlen(s);
+        if (n == l && memcmp(s, name, l) == 0) return 1;
+        if (!e) break;
+        s = e + 1;
+    }
+    return 0;
+}
+
+static const int64_t ROWS[] = {1, 2, 3, 5, 31, 33};
+static const int64_t NBS[] = {1, 2, 3, 7, 36};
+static const int64_t KS[] = {1, 15, 16, 17, 33, 100, 768};
+static const int64_t TS[] = {1, 2, 3, 4, 5, 7};
+#define LEN(a) (int)(sizeof(a) / sizeof((a)[0]))
+
+/* Row ranges to ask for: all rows, and one starting off the 4-row grid. */
+static void ranges(int64_t R, int64_t rr[2][2]) {
+    rr[0][0] = 0, rr[0][1] = R;
+    rr[1][0] = R > 1 ? 1 : 0, rr[1][1] = R > 4 ? R - 1 : R;
+}
+
+static void test_q8_kernels(const q8_kernels *kt) {
+    for (int ir = 0; ir < LEN(ROWS); ir++) {
+        for (int ib = 0; ib < LEN(NBS); ib++) {
+            const int64_t R = ROWS[ir], nb = NBS[ib], tmax = 7, ldy = R + 3;
+            q8_block *w = xmalloc((size_t)(R * nb) * sizeof *w);
+            q8_block *x = xmalloc((size_t)(tmax * nb) * sizeof *x);
+            random_blocks(w, R, nb);
+            random_blocks(x, tmax, nb);
+            float *ya = xmalloc((size_t)(tmax * ldy) * sizeof(float));
+            float *yb = xmalloc((size_t)(tmax * ldy) * sizeof(float));
+            int64_t rr[2][2];
+            ranges(R, rr);
+            for (int g = 0; g < 2; g++) {
+                memset(ya, GUARD, (size_t)ldy * sizeof(float));
+                memset(yb, GUARD, (size_t)ldy * sizeof(float));
+                q8_kernels_ref.q8_rows(w, nb, x, rr[g][0], rr[g][1], ya);
+                kt->q8_rows(w, nb, x, rr[g][0], rr[g][1], yb);
+                CHECK(same_f32(ya, yb, ldy), "%s q8_rows R=%lld nb=%lld r=[%lld,%lld) first diff %lld",
+                      kt->name, (long long)R, (long long)nb, (long long)rr[g][0],
+                      (long long)rr[g][1], (long long)first_diff(ya, yb, ldy));
+                for (int it = 0; it < LEN(TS); it++) {
+                    const int64_t t = TS[it];
+                    memset(ya, GUARD, (size_t)(t * ldy) * sizeof(float));
+                    memset(yb, GUARD, (size_t)(t * ldy) * sizeof(float));
+                    q8_kernels_ref.q8_tile(w, nb, x, t, rr[g][0], rr[g][1], ya, ldy);
+                    kt->q8_tile(w, nb, x, t, rr[g][0], rr[g][1], yb, ldy);
+                    CHECK(same_f32(ya, yb, t * ldy),
+                          "%s q8_tile R=%lld nb=%lld t=%lld r=[%lld,%lld) first diff %lld", kt->name,
+                          (long long)R, (long long)nb, (long long)t, (long long)rr[g][0],
+                          (long long)rr[g][1], (long long)first_diff(ya, yb, t * ldy));
+                }
+            }
+            free(w), free(x), free(ya), free(yb);
+        }
+    }
+}
+
+static void test_f32_kernels(const q8_kernels *kt) {
+    for (int ir = 0; ir < LEN(ROWS); ir++) {
+        for (int ik = 0; ik < LEN(KS); ik++) {
+            const int64_t R = ROWS[ir], k = KS[ik], tmax = 7, ldy = R + 3;
+            float *w = xmalloc((size_t)(R * k) * sizeof(float));
+            float *x = xmalloc((size_t)(tmax * k) * sizeof(float));
+            fill_f32(w, R * k, 1.0f);
+            fill_f32(x, tmax * k, 3.0f);
+            float *ya = xmalloc((size_t)(tmax * ldy) * sizeof(float));
+            float *yb = xmalloc((size_t)(tmax * ldy) * sizeof(float));
+            int64_t rr[2][2];
+            ranges(R, rr);
+            for (int g = 0; g < 2; g++) {
+                memset(ya, GUARD, (size_t)ldy * sizeof(float));
+                memset(yb, GUARD, (size_t)ldy * sizeof(float));
+                q8_kernels_ref.f32_rows(w, k, x, rr[g][0], rr[g][1], ya);
+                kt->f32_rows(w, k, x, rr[g][0], rr[g][1], yb);
+                CHECK(same_f32(ya, yb, ldy), "%s f32_rows R=%lld k=%lld r=[%lld,%lld) first diff %lld",
+                      kt->name, (long long)R, (long long)k, (long long)rr[g][0],
+                      (long long)rr[g][1], (long long)first_diff(ya, yb, ldy));
+                for (int it = 0; it < LEN(TS); it++) {
+                    const int64_t t = TS[it];
+                    memset(ya, GUARD, (size_t)(t * ldy) * sizeof(float));
+                    memset(yb, GUARD, (size_t)(t * ldy) * sizeof(float));
+                    q8_kernels_ref.f32_tile(w, k, x, t, rr[g][0], rr[g][1], ya, ldy);
+                    kt->f32_tile(w, k, x, t, rr[g][0], rr[g][1], yb, ldy);
+                    CHECK(same_f32(ya, yb, t * ldy),
+                          "%s f32_tile R=%lld k=%lld t=%lld r=[%lld,%lld) first diff %lld", kt->name,
+                          (long long)R, (long long)k, (long long)t, (long long)rr[g][0],
+                          (long long)rr[g][1], (long long)first_diff(ya, yb, t * ldy));
+                }
+            }
+            free(w), free(x), free(ya), free(yb);
+        }
+    }
+    /* dot and axpy, also from addresses off the vector alignment */
+    for (int ik = 0; ik < LEN(KS); ik++) {
+        const int64_t k = KS[ik];
+        float *a = xmalloc((size_t)(k + 1) * sizeof(float));
+        float *b = xmalloc((size_t)(k + 1) * sizeof(float));
+        float *ya = xmalloc((size_t)(k + 1) * sizeof(float));
+        float *yb = xmalloc((size_t)(k + 1) * sizeof(float));
+        fill_f32(a, k + 1, 2.0f);
+        fill_f32(b, k + 1, 2.0f);
+        for (int off = 0; off < 2; off++) {
+            const float da = q8_kernels_ref.dot_f32(a + off, b + off, k);
+            const float db = kt->dot_f32(a + off, b + off, k);
+            CHECK(memcmp(&da, &db, sizeof da) == 0, "%s dot_f32 k=%lld off=%d: %a vs %a", kt->name,
+                  (long long)k, off, (double)da, (double)db);
+            fill_f32(ya, k + 1, 1.0f);
+            memcpy(yb, ya, (size_t)(k + 1) * sizeof(float));
+            const float s = frand() * 4.0f;
+            q8_kernels_ref.axpy_f32(s, a + off, ya + off, k);
+            kt->axpy_f32(s, a + off, yb + off, k);
+            CHECK(same_f32(ya, yb, k + 1), "%s axpy_f32 k=%lld off=%d first diff %lld", kt->name,
+                  (long long)k, off, (long long)first_diff(ya, yb, k + 1));
+        }
+        free(a), free(b), free(ya), free(yb);
+    }
+}
+
+/* A poisoned block (d = NaN, as the quantizer writes for Inf/NaN input) must make exactly the
+ * rows that hold it NaN, on every path. */
+static void test_nan_blocks(const q8_kernels *kt) {
+    const int64_t R = 9, nb = 5, t = 4;
+    q8_block *w = xmalloc((size_t)(R * nb) * sizeof *w);
+    q8_block *x = xmalloc((size_t)(t * nb) * sizeof *x);
+    random_blocks(w, R, nb);
+    random_blocks(x, t, nb);
+    w[2 * nb + 3].d = 0x7e00; /* row 2 */
+    w[7 * nb + 0].d = 0x7e00; /* row 7 */
+    float ya[4 * 9], yb[4 * 9];
+    q8_kernels_ref.q8_tile(w, nb, x, t, 0, R, ya, R);
+    kt->q8_tile(w, nb, x, t, 0, R, yb, R);
+    int ok = 1;
+    for (int64_t i = 0; i < t * R; i++) {
+        const int poisoned = i % R == 2 || i % R == 7;
+        ok &= poisoned ? isnan(ya[i]) && isnan(yb[i]) : memcmp(&ya[i], &yb[i], 4) == 0;
+    }
+    CHECK(ok, "%s: NaN block rows", kt->name);
+    free(w), free(x);
+}
+
+static void test_tables(void) {
+    int tested = 0;
+    for (int i = 0; i < N_TABLES; i++) {
+        if (!isa_listed(all_tables[i].name)) {
+            printf("skip kernels/%-20s not supported here\n", all_tables[i].name);
+            continue;
+        }
+        tested++;
+        group("kernels/%s", all_tables[i].name);
+        CHECK(strcmp(all_tables[i].kt->name, all_tables[i].name) == 0, "table name %s",
+              all_tables[i].kt->name);
+        test_q8_kernels(all_tables[i].kt);
+        test_f32_kernels(all_tables[i].kt);
+        test_nan_blocks(all_tables[i].kt);
+        group_end();
+    }
+    group("kernels/coverage");
+    CHECK(tested >= 1 && isa_listed("ref"), "supported list '%s'", q8_isa_supported());
+    /* Every listed name must be a table we know, or a new path would go untested silently. */
+    char names[128];
+    snprintf(names, sizeof names, "%s", q8_isa_supported());
+    for (char *save = NULL, *tok = strtok_r(names, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int known = 0;
+        for (int i = 0; i < N_TABLES; i++) known |= strcmp(tok, all_tables[i].name) == 0;
+        CHECK(known, "supported path '%s' has no table in this harness", tok);
+    }
+    group_end();
+}
+
+/* ---- fp16 ------------------------------------------------------------------------------------ */
+static uint32_t f2u(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static float u2f(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static int h_isnan(uint16_t h) { return (h & 0x7fff) > 0x7c00; }
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+#if defined(__x86_64__)
+static int have_f16c(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    if (!((c >> 29) & 1) || !((c >> 27) & 1)) return 0; /* F16C, OSXSAVE */
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (lo & 6) == 6; /* VEX instructions need the OS to save YMM state */
+}
+__attribute__((target("f16c"))) static uint16_t hw_to_half(float f) {
+    return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+}
+__attribute__((target("f16c"))) static float hw_to_float(uint16_t h) { return _cvtsh_ss(h); }
+#define HAVE_HW_HALF have_f16c()
+#elif defined(__aarch64__)
+/* AArch64 converts in hardware (FCVT), round to nearest even under the default FPCR. */
+static uint16_t hw_to_half(float f) {
+    __fp16 h = (__fp16)f;
+    uint16_t u;
+    memcpy(&u, &h, 2);
+    return u;
+}
+static float hw_to_float(uint16_t u) {
+    __fp16 h;
+    memcpy(&h, &u, 2);
+    return (float)h;
+}
+#define HAVE_HW_HALF 1
+#else
+static uint16_t hw_to_half(float f) { return q8_fp32_to_fp16(f); }
+static float hw_to_float(uint16_t u) { return q8_fp16_to_fp32(u); }
+#define HAVE_HW_HALF 0
+#endif
+
+/* Compares fp32 -> fp16 for bit patterns [begin, end) with the given stride; returns mismatches
+ * and the first one. */
+static uint64_t f2h_range(uint64_t begin, uint64_t end, uint64_t stride, uint32_t *first) {
+    uint64_t bad = 0;
+    for (uint64_t u = begin; u < end; u += stride) {
+        const float f = u2f((uint32_t)u);
+        const uint16_t r = q8_fp32_to_fp16(f);
+        const int ok = isnan(f) ? h_isnan(r) : r == hw_to_half(f);
+        if (!ok && bad++ == 0) *first = (uint32_t)u;
+    }
+    return bad;
+}
+
+static void test_fp16(void) {
+    group("fp16");
+    /* fixed points that need no hardware */
+    CHECK(q8_fp32_to_fp16(1.0f) == 0x3c00 && q8_fp32_to_fp16(-2.0f) == 0xc000, "1, -2");
+    CHECK(q8_fp32_to_fp16(65504.0f) == 0x7bff && q8_fp32_to_fp16(65520.0f) == 0x7c00, "max, overflow");
+    CHECK(q8_fp32_to_fp16(0x1p-24f) == 0x0001 && q8_fp32_to_fp16(0x1p-25f) == 0x0000, "subnormal ties to even");
+    CHECK(q8_fp32_to_fp16(-0.0f) == 0x8000 && h_isnan(q8_fp32_to_fp16(NAN)), "-0, NaN");
+    CHECK(q8_fp16_to_fp32(0x0001) == 0x1p-24f && isinf(q8_fp16_to_fp32(0xfc00)), "decode");
+    /* fp16 -> fp32 -> fp16 is the identity on every non-NaN half */
+    uint32_t bad = 0;
+    for (uint32_t h = 0; h < 65536; h++)
+        if (!h_isnan((uint16_t)h)) bad += q8_fp32_to_fp16(q8_fp16_to_fp32((uint16_t)h)) != h;
+    CHECK(bad == 0, "round trip: %u halves differ", bad);
+    if (!HAVE_HW_HALF) {
+        group_end();
+        printf("skip fp16/hardware             no F16C here\n");
+        return;
+    }
+    bad = 0;
+    uint32_t first = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        const float a = q8_fp16_to_fp32((uint16_t)h), b = hw_to_float((uint16_t)h);
+        const int ok = h_isnan((uint16_t)h) ? isnan(a) : f2u(a) == f2u(b);
+        if (!ok && bad++ == 0) first = h;
+    }
+    CHECK(bad == 0, "fp16->fp32: %u of 65536 differ from hardware, first 0x%04x", bad, first);
+    /* All 2^32 floats when that takes under 20 s (it does at -O2 on current x86), else every 7th
+     * pattern: the first 2^24 patterns time the rate. */
+    const uint64_t calib = (uint64_t)1 << 24, all = (uint64_t)1 << 32;
+    const double t0 = now_s();
+    uint64_t nbad = f2h_range(0, calib, 1, &first);
+    const double est = (now_s() - t0) * (double)(all / calib);
+    const uint64_t stride = est < 20.0 ? 1 : 7;
+    nbad += f2h_range(calib, all, stride, &first);
+    CHECK(nbad == 0, "fp32->fp16: %llu patterns differ from hardware, first 0x%08x",
+          (unsigned long long)nbad, first);
+    group_end();
+    printf("     fp32->fp16 checked %s bit patterns (%.1f s projected for all)\n",
+           stride == 1 ? "all 2^32" : "every 7th of 2^32", est);
+}
+
+/* ---- quantization ---------------------------------------------------------------------------- */
+static void test_quantize(void) {
+    group("quantize");
+    float x[4 * QK];
+    q8_block q[4];
+    /* zeros */
+    memset(x, 0, sizeof x);
+    memset(q, GUARD, sizeof q);
+    CHECK(q8_quantize(x, Q8_DTYPE_F32, 1, QK, q) == Q8_OK, "rc");
+    int zero = q[0].d == 0;
+    for (int i = 0; i < QK; i++) zero &= q[0].qs[i] == 0;
+    CHECK(zero, "zero block: d=0x%04x", q[0].d);
+    CHECK(untouched(&q[1], sizeof q[1]), "wrote past one block");
+    /* max 127 -> d = 1 exactly, and x * id is exact, so halves show the rounding */
+    static const float known[QK] = {127, -3, 2.5f, -2.5f, 0.5f, -0.5f, 1.5f, -1.5f, 126.5f, -126.5f,
+                                    0.49f, -0.49f, 0, -0.0f, 1, -127, 64.25f, -64.75f};
+    static const int8_t want[QK] = {127, -3, 3, -3, 1, -1, 2, -2, 127, -127,
+                                    0, 0, 0, 0, 1, -127, 64, -65};
+    CHECK(q8_quantize(known, Q8_DTYPE_F32, 1, QK, q) == Q8_OK && q[0].d == 0x3c00,
+          "max 127: d=0x%04x", q[0].d);
+    CHECK(memcmp(q[0].qs, want, QK) == 0, "half-way values round away from zero");
+    /* a non-finite value poisons its own block only */
+    for (int kind = 0; kind < 3; kind++) {
+        fill_f32(x, 4 * QK, 5.0f);
+        x[QK + 7] = kind == 0 ? INFINITY : kind == 1 ? -INFINITY : NAN;
+        CHECK(q8_quantize(x, Q8_DTYPE_F32, 1, 4 * QK, q) == Q8_OK, "rc");
+        int zq = 1;
+        for (int i = 0; i < QK; i++) zq &= q[1].qs[i] == 0;
+        CHECK(q[1].d == 0x7e00 && zq, "non-finite kind %d: d=0x%04x", kind, q[1].d);
+        CHECK(!h_isnan(q[0].d) && !h_isnan(q[2].d) && !h_isnan(q[3].d), "neighbours poisoned");
+    }
+    /* random rows: properties of the definition, and the pool's split equals one row at a time */
+    const int64_t rows = 67, k = 5 * QK, nb = k / QK;
+    float *f = xmalloc((size_t)(rows * k) * sizeof(float));
+    for (int64_t i = 0; i < rows * k; i++) f[i] = frand() * ldexpf(1.0f, (int)(i / QK % 20) - 10);
+    q8_block *qa = xmalloc((size_t)(rows * nb) * sizeof *qa);
+    q8_block *qb = xmalloc((size_t)(rows * nb) * sizeof *qb);
+    CHECK(q8_quantize(f, Q8_DTYPE_F32, rows, k, qa) == Q8_OK, "rc");
+    for (int64_t r = 0; r < rows; r++) q8_quantize_row_ref(f + r * k, qb + r * nb, k);
+    CHECK(memcmp(qa, qb, (size_t)(rows * nb) * sizeof *qa) == 0, "threaded != row by row");
+    int props = 1;
+    for (int64_t b = 0; b < rows * nb; b++) {
+        float amax = 0.0f;
+        int hit = 0;
+        for (int i = 0; i < QK; i++) amax = fmaxf(amax, fabsf(f[b * QK + i]));
+        for (int i = 0; i < QK; i++) {
+            props &= qa[b].qs[i] >= -127;
+            hit |= abs(qa[b].qs[i]) == 127;
+        }
+        props &= hit && qa[b].d == q8_fp32_to_fp16(amax / 127.0f);
+    }
+    CHECK(props, "|q| <= 127, max |x| -> +-127, d = fp16(amax/127)");
+    /* f16 and bf16 sources equal quantizing their float32 values; transposed equals transposing */
+    uint16_t *h = xmalloc((size_t)(rows * k) * 2);
+    float *hf = xmalloc((size_t)(rows * k) * sizeof(float));
+    for (int dt = Q8_DTYPE_F16; dt <= Q8_DTYPE_BF16; dt++) {
+        for (int64_t i = 0; i < rows * k; i++)
+            h[i] = dt == Q8_DTYPE_F16 ? q8_fp32_to_fp16(f[i]) : (uint16_t)(f2u(f[i]) >> 16);
+        CHECK(q8_convert_to_f32(h, dt, rows * k, hf) == Q8_OK, "convert rc");
+        CHECK(q8_quantize(h, dt, rows, k, qa) == Q8_OK && q8_quantize(hf, Q8_DTYPE_F32, rows, k, qb) == Q8_OK,
+              "rc");
+        CHECK(memcmp(qa, qb, (size_t)(rows * nb) * sizeof *qa) == 0, "dtype %d source", dt);
+    }
+    float *tr = xmalloc((size_t)(rows * k) * sizeof(float));
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < k; i++) tr[i * rows + r] = f[r * k + i];
+    CHECK(q8_quantize_transposed(tr, Q8_DTYPE_F32, k, rows, qa) == Q8_OK, "rc");
+    CHECK(q8_quantize(f, Q8_DTYPE_F32, rows, k, qb) == Q8_OK, "rc");
+    CHECK(memcmp(qa, qb, (size_t)(rows * nb) * sizeof *qa) == 0, "transposed f32");
+    for (int64_t i = 0; i < rows * k; i++) h[i] = q8_fp32_to_fp16(tr[i]);
+    for (int64_t i = 0; i < rows * k; i++) hf[i] = q8_fp16_to_fp32(h[i]);
+    CHECK(q8_quantize_transposed(h, Q8_DTYPE_F16, k, rows, qa) == Q8_OK, "rc");
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < k; i++) f[r * k + i] = hf[i * rows + r];
+    CHECK(q8_quantize(f, Q8_DTYPE_F32, rows, k, qb) == Q8_OK, "rc");
+    CHECK(memcmp(qa, qb, (size_t)(rows * nb) * sizeof *qa) == 0, "transposed f16");
+    /* dequantize is d * q */
+    CHECK(q8_dequantize(qa, rows, k, hf) == Q8_OK, "rc");
+    int deq = 1;
+    for (int64_t i = 0; i < rows * k; i++)
+        deq &= hf[i] == q8_fp16_to_fp32(qa[i / QK].d) * (float)qa[i / QK].qs[i % QK];
+    CHECK(deq, "dequantize");
+    free(f), free(qa), free(qb), free(h), free(hf), free(tr);
+    group_end();
+}
+
+/* ---- public drivers -------------------------------------------------------------------------- */
+static int64_t argmax_scalar(const float *y, int64_t n) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < n && !isnan(y[best]); i++)
+        if (isnan(y[i]) || y[i] > y[best]) best = i;
+    return best;
+}
+
+typedef struct {
+    int64_t n, k;
+} shape_t;
+static const shape_t SHAPES[] = {{1, 32}, {5, 64}, {37, 96}, {700, 256}, {1029, 64}};
+#define N_SHAPES LEN(SHAPES)
+#define GEMM_T 5
+
+/* Inputs per shape, and the outputs of the first (path, thread count) run to compare with. */
+typedef struct {
+    q8_block *w;
+    float *wf, *x, *bias;
+    float *y0_q, *y0_f; /* gemv with bias, every activation row: GEMM_T x n */
+    int have0;
+} drv_data;
+
+static void driver_case(drv_data *d, const shape_t *s, const char *path, int threads) {
+    const int64_t n = s->n, k = s->k, nb = k / QK, T = GEMM_T;
+    float *y = xmalloc((size_t)(T * n) * sizeof(float));
+    float *yg = xmalloc((size_t)(T * n) * sizeof(float));
+    float *yl = xmalloc((size_t)n * sizeof(float));
+    const char *tag = path;
+    for (int f32 = 0; f32 < 2; f32++) {
+        /* gemv per activation row (with bias) and gemm on all of them */
+        int rc = 0;
+        for (int64_t j = 0; j < T; j++)
+            rc |= f32 ? q8_gemv_f32(d->wf, n, k, d->x + j * k, d->bias, y + j * n)
+                      : q8_gemv(d->w, n, k, d->x + j * k, d->bias, y + j * n);
+        rc |= f32 ? q8_gemm_f32(d->wf, n, k, d->x, T, d->bias, yg)
+                  : q8_gemm(d->w, n, k, d->x, T, d->bias, yg);
+        CHECK(rc == Q8_OK, "%s t%d %s n=%lld: rc", tag, threads, f32 ? "f32" : "q8", (long long)n);
+        CHECK(same_f32(y, yg, T * n), "%s t%d %s n=%lld k=%lld: gemm row != gemv, first diff %lld", tag,
+              threads, f32 ? "f32" : "q8", (long long)n, (long long)k,
+              (long long)first_diff(y, yg, T * n));
+        /* against the specification: reference kernel on the reference quantization, + bias */
+        float *ref = xmalloc((size_t)n * sizeof(float));
+        if (f32) {
+            q8_kernels_ref.f32_rows(d->wf, k, d->x, 0, n, ref);
+        } else {
+            q8_block xq[8];
+            q8_quantize_row_ref(d->x, xq, k);
+            q8_kernels_ref.q8_rows(d->w, nb, xq, 0, n, ref);
+        }
+        for (int64_t r = 0; r < n; r++) ref[r] += d->bias[r];
+        CHECK(same_f32(ref, y, n), "%s t%d %s n=%lld: gemv != reference", tag, threads,
+              f32 ? "f32" : "q8", (long long)n);
+        free(ref);
+        /* the same across paths and thread counts */
+        float *y0 = f32 ? d->y0_f : d->y0_q;
+        if (!d->have0) memcpy(y0, y, (size_t)(T * n) * sizeof(float));
+        else CHECK(same_f32(y0, y, T * n), "%s t%d %s n=%lld: differs from the first run", tag, threads,
+                   f32 ? "f32" : "q8", (long long)n);
+        /* lmhead = gemv without bias; argmax = scalar argmax of that */
+        rc = f32 ? q8_gemv_f32(d->wf, n, k, d->x, NULL, y) : q8_gemv(d->w, n, k, d->x, NULL, y);
+        rc |= f32 ? q8_lmhead_f32(d->wf, n, k, d->x, yl) : q8_lmhead(d->w, n, k, d->x, yl);
+        CHECK(rc == Q8_OK && same_f32(y, yl, n), "%s t%d %s n=%lld: lmhead != gemv", tag, threads,
+              f32 ? "f32" : "q8", (long long)n);
+        int64_t idx = -7;
+        float val = 0.0f;
+        rc = f32 ? q8_lmhead_argmax_f32(d->wf, n, k, d->x, &idx, &val)
+                 : q8_lmhead_argmax(d->w, n, k, d->x, &idx, &val);
+        const int64_t want = argmax_scalar(y, n);
+        CHECK(rc == Q8_OK && idx == want && memcmp(&val, &y[want], 4) == 0,
+              "%s t%d %s n=%lld: argmax %lld (%g), want %lld (%g)", tag, threads, f32 ? "f32" : "q8",
+              (long long)n, (long long)idx, (double)val, (long long)want, (double)y[want]);
+    }
+    d->have0 = 1;
+    free(y), free(yg), free(yl);
+}
+
+/* Ties across chunks and NaN rows: n = 700 spans three 256-row tiles. */
+static void argmax_edges(int threads) {
+    const int64_t n = 700, k = 64, nb = k / QK;
+    q8_block *w = xmalloc((size_t)(n * nb) * sizeof *w);
+    float *wf = xmalloc((size_t)(n * k) * sizeof(float));
+    float x[64], y[700];
+    /* weights in [-1, 1], so the 4 * x row below is the clear maximum */
+    fill_f32(wf, n * k, 1.0f);
+    q8_quantize(wf, Q8_DTYPE_F32, n, k, w);
+    fill_f32(x, k, 1.0f);
+    /* rows 300 and 650 are the same strong row: equal largest logits, lowest index wins */
+    float strong[64];
+    for (int i = 0; i < k; i++) strong[i] = 4.0f * x[i];
+    q8_quantize_row_ref(strong, w + 300 * nb, k);
+    memcpy(w + 650 * nb, w + 300 * nb, (size_t)nb * sizeof *w);
+    memcpy(wf + 300 * k, strong, sizeof strong);
+    memcpy(wf + 650 * k, strong, sizeof strong);
+    for (int f32 = 0; f32 < 2; f32++) {
+        int64_t idx = -1;
+        float val = 0.0f;
+        int rc = f32 ? q8_gemv_f32(wf, n, k, x, NULL, y) : q8_gemv(w, n, k, x, NULL, y);
+        rc |= f32 ? q8_lmhead_argmax_f32(wf, n, k, x, &idx, &val) : q8_lmhead_argmax(w, n, k, x, &idx, &val);
+        CHECK(rc == Q8_OK && idx == 300 && argmax_scalar(y, n) == 300 && y[300] == y[650],
+              "t%d %s tie: index %lld", threads, f32 ? "f32" : "q8", (long long)idx);
+    }
+    /* a NaN weight row is reported even though row 300 is larger than anything finite */
+    w[513 * nb + 1].d = 0x7e00;
+    wf[513 * k + 5] = NAN;
+    for (int f32 = 0; f32 < 2; f32++) {
+        int64_t idx = -1;
+        float val = 0.0f;
+        const int rc = f32 ? q8_lmhead_argmax_f32(wf, n, k, x, &idx, &val)
+                           : q8_lmhead_argmax(w, n, k, x, &idx, &val);
+        CHECK(rc == Q8_OK && idx == 513 && isnan(val), "t%d %s NaN row: index %lld value %g", threads,
+              f32 ? "f32" : "q8", (long long)idx, (double)val);
+    }
+    /* a NaN activation makes every logit NaN: index 0, value NaN */
+    x[17] = NAN;
+    for (int f32 = 0; f32 < 2; f32++) {
+        int64_t idx = -1;
+        float val = 0.0f;
+        int rc = f32 ? q8_gemv_f32(wf, n, k, x, NULL, y) : q8_gemv(w, n, k, x, NULL, y);
+        int all_nan = 1;
+        for (int64_t r = 0; r < n; r++) all_nan &= isnan(y[r]);
+        rc |= f32 ? q8_lmhead_argmax_f32(wf, n, k, x, &idx, &val) : q8_lmhead_argmax(w, n, k, x, &idx, &val);
+        CHECK(rc == Q8_OK && all_nan && idx == 0 && isnan(val), "t%d %s NaN activation: index %lld",
+              threads, f32 ? "f32" : "q8", (long long)idx);
+    }
+    free(w), free(wf);
+}
+
+static void test_drivers(void) {
+    static const int THREADS[] = {1, 2, 3, 7};
+    drv_data data[N_SHAPES];
+    for (int s = 0; s < N_SHAPES; s++) {
+        const int64_t n = SHAPES[s].n, k = SHAPES[s].k;
+        drv_data *d = &data[s];
+        d->w = xmalloc((size_t)(n * k / QK) * sizeof(q8_block));
+        d->wf = xmalloc((size_t)(n * k) * sizeof(float));
+        d->x = xmalloc((size_t)(GEMM_T * k) * sizeof(float));
+        d->bias = xmalloc((size_t)n * sizeof(float));
+        d->y0_q = xmalloc((size_t)(GEMM_T * n) * sizeof(float));
+        d->y0_f = xmalloc((size_t)(GEMM_T * n) * sizeof(float));
+        d->have0 = 0;
+        random_blocks(d->w, n, k / QK);
+        fill_f32(d->wf, n * k, 1.0f);
+        fill_f32(d->x, GEMM_T * k, 2.0f);
+        fill_f32(d->bias, n, 0.5f);
+    }
+    const char *best = q8_isa_active();
+    for (int i = 0; i < N_TABLES; i++) {
+        if (!isa_listed(all_tables[i].name)) continue;
+        group("drivers/%s", all_tables[i].name);
+        CHECK(q8_isa_set(all_tables[i].name) == Q8_OK && strcmp(q8_isa_active(), all_tables[i].name) == 0,
+              "q8_isa_set(%s)", all_tables[i].name);
+        for (int ti = 0; ti < LEN(THREADS); ti++) {
+            CHECK(q8_pool_init(THREADS[ti]) == Q8_OK && q8_pool_threads() == THREADS[ti], "pool_init(%d)",
+                  THREADS[ti]);
+            for (int s = 0; s < N_SHAPES; s++) driver_case(&data[s], &SHAPES[s], all_tables[i].name, THREADS[ti]);
+            argmax_edges(THREADS[ti]);
+        }
+        group_end();
+    }
+    q8_isa_set(best);
+    for (int s = 0; s < N_SHAPES; s++) {
+        drv_data *d = &data[s];
+        free(d->w), free(d->wf), free(d->x), free(d->bias), free(d->y0_q), free(d->y0_f);
+    }
+}
+
+/* ---- argument checks --------------------------------------------------------------------------- */
+#define EINV(call, out, bytes)                                                                     \
+    do {                                                                                           \
+        memset((out), GUARD, (bytes));                                                             \
+        const int rc_ = (call);                                                                    \
+        CHECK(rc_ == Q8_EINVAL && untouched((out), (bytes)), "%s -> %d%s", #call, rc_,             \
+              untouched((out), (bytes)) ? "" : " (wrote output)");                               \
+    } while (0)
+
+static void test_args(void) {
+    group("arguments");
+    enum { N = 64, K = 64 };
+    static q8_block w[N * K / QK];
+    static float wf[N * K], x[4 * K], a[N * K], g[N * K], out[4 * N * K];
+    q8_block qout[N * K / QK];
+    random_blocks(w, N, K / QK);
+    fill_f32(wf, N * K, 1.0f);
+    fill_f32(x, 4 * K, 1.0f);
+    fill_f32(a, N * K, 1.0f);
+    fill_f32(g, N * K, 1.0f);
+    const size_t OB = sizeof out, QB = sizeof qout;
+    int64_t idx;
+    float val;
+    /* index and value outputs of the argmax entry points, guarded together */
+    static struct {
+        int64_t index;
+        float value;
+    } iv;
+    const size_t IVB = sizeof iv;
+    const int64_t bad_sizes[] = {0, -1, -64, INT64_MIN};
+    const int64_t bad_k[] = {31, 33, 48, 1};
+
+    const char *active = q8_isa_active();
+    CHECK(q8_isa_set(NULL) == Q8_EINVAL && q8_isa_set("") == Q8_EINVAL && q8_isa_set("sse9") == Q8_EINVAL,
+          "q8_isa_set bad names");
+    CHECK(strcmp(q8_isa_active(), active) == 0, "a bad name changed the active path");
+    CHECK(q8_alloc(0) == NULL && q8_alloc(SIZE_MAX) == NULL, "q8_alloc(0 / huge)");
+    CHECK(q8_pool_init(-1) == Q8_EINVAL, "q8_pool_init(-1)");
+    CHECK(q8_probe_read_bandwidth(0, 1) < 0 && q8_probe_read_bandwidth((size_t)1 << 20, 0) < 0, "probe");
+    CHECK(q8_abi_version() == 1, "abi");
+
+    /* NULL pointers */
+    EINV(q8_convert_to_f32(NULL, Q8_DTYPE_F32, K, out), out, OB);
+    EINV(q8_convert_to_f32(x, Q8_DTYPE_F32, K, NULL), out, OB);
+    EINV(q8_convert_to_f32(x, 3, K, out), out, OB);
+    EINV(q8_convert_to_f32(x, -1, K, out), out, OB);
+    EINV(q8_quantize(NULL, Q8_DTYPE_F32, 1, K, qout), qout, QB);
+    EINV(q8_quantize(x, Q8_DTYPE_F32, 1, K, NULL), qout, QB);
+    EINV(q8_quantize(x, 3, 1, K, qout), qout, QB);
+    EINV(q8_quantize_transposed(NULL, Q8_DTYPE_F32, K, 1, qout), qout, QB);
+    EINV(q8_quantize_transposed(x, Q8_DTYPE_F32, K, 1, NULL), qout, QB);
+    EINV(q8_quantize_transposed(x, 7, K, 1, qout), qout, QB);
+    EINV(q8_dequantize(NULL, 1, K, out), out, OB);
+    EINV(q8_dequantize(w, 1, K, NULL), out, OB);
+    EINV(q8_gemv(NULL, N, K, x, NULL, out), out, OB);
+    EINV(q8_gemv(w, N, K, NULL, NULL, out), out, OB);
+    EINV(q8_gemv(w, N, K, x, NULL, NULL), out, OB);
+    EINV(q8_gemm(NULL, N, K, x, 2, NULL, out), out, OB);
+    EINV(q8_gemm(w, N, K, NULL, 2, NULL, out), out, OB);
+    EINV(q8_gemm(w, N, K, x, 2, NULL, NULL), out, OB);
+    EINV(q8_gemv_f32(NULL, N, K, x, NULL, out), out, OB);
+    EINV(q8_gemv_f32(wf, N, K, NULL, NULL, out), out, OB);
+    EINV(q8_gemv_f32(wf, N, K, x, NULL, NULL), out, OB);
+    EINV(q8_gemm_f32(NULL, N, K, x, 2, NULL, out), out, OB);
+    EINV(q8_gemm_f32(wf, N, K, NULL, 2, NULL, out), out, OB);
+    EINV(q8_gemm_f32(wf, N, K, x, 2, NULL, NULL), out, OB);
+    EINV(q8_lmhead(NULL, N, K, x, out), out, OB);
+    EINV(q8_lmhead(w, N, K, NULL, out), out, OB);
+    EINV(q8_lmhead(w, N, K, x, NULL), out, OB);
+    EINV(q8_lmhead_f32(NULL, N, K, x, out), out, OB);
+    EINV(q8_lmhead_f32(wf, N, K, NULL, out), out, OB);
+    EINV(q8_lmhead_f32(wf, N, K, x, NULL), out, OB);
+    EINV(q8_lmhead_argmax(NULL, N, K, x, &iv.index, &iv.value), &iv, IVB);
+    EINV(q8_lmhead_argmax(w, N, K, NULL, &iv.index, &iv.value), &iv, IVB);
+    EINV(q8_lmhead_argmax(w, N, K, x, NULL, &iv.value), &iv, IVB);
+    EINV(q8_lmhead_argmax(w, N, K, x, &iv.index, NULL), &iv, IVB);
+    EINV(q8_lmhead_argmax_f32(NULL, N, K, x, &iv.index, &iv.value), &iv, IVB);
+    EINV(q8_lmhead_argmax_f32(wf, N, K, NULL, &iv.index, &iv.value), &iv, IVB);
+    EINV(q8_lmhead_argmax_f32(wf, N, K, x, NULL, &iv.value), &iv, IVB);
+    EINV(q8_lmhead_argmax_f32(wf, N, K, x, &iv.index, NULL), &iv, IVB);
+    EINV(q8_layernorm(NULL, g, a, 1, K, 1e-5f, out), out, OB);
+    EINV(q8_layernorm(x, NULL, a, 1, K, 1e-5f, out), out, OB);
+    EINV(q8_layernorm(x, g, NULL, 1, K, 1e-5f, out), out, OB);
+    EINV(q8_layernorm(x, g, a, 1, K, 1e-5f, NULL), out, OB);
+    EINV(q8_layernorm(x, g, a, 1, K, -1.0f, out), out, OB);
+    EINV(q8_rmsnorm(NULL, g, 1, K, 1e-5f, 0.0f, out), out, OB);
+    EINV(q8_rmsnorm(x, NULL, 1, K, 1e-5f, 0.0f, out), out, OB);
+    EINV(q8_rmsnorm(x, g, 1, K, 1e-5f, 0.0f, NULL), out, OB);
+    EINV(q8_gelu_tanh(NULL, K, out), out, OB);
+    EINV(q8_gelu_tanh(x, K, NULL), out, OB);
+    EINV(q8_geglu(NULL, g, K, out), out, OB);
+    EINV(q8_geglu(x, NULL, K, out), out, OB);
+    EINV(q8_geglu(x, g, K, NULL), out, OB);
+    EINV(q8_add(NULL, g, K, out), out, OB);
+    EINV(q8_add(x, NULL, K, out), out, OB);
+    EINV(q8_add(x, g, K, NULL), out, OB);
+    EINV(q8_scale(NULL, 2.0f, K, out), out, OB);
+    EINV(q8_scale(x, 2.0f, K, NULL), out, OB);
+    EINV(q8_softcap(NULL, 30.0f, K, out), out, OB);
+    EINV(q8_softcap(x, 30.0f, K, NULL), out, OB);
+    EINV(q8_softcap(x, 0.0f, K, out), out, OB);
+    EINV(q8_softcap(x, -1.0f, K, out), out, OB);
+    EINV(q8_softmax(NULL, 1, K, out), out, OB);
+    EINV(q8_softmax(x, 1, K, NULL), out, OB);
+    {
+        const int64_t pos[4] = {0, 1, 2, 3}, negpos[4] = {0, 1, -2, 3};
+        memcpy(out, x, 4 * K * sizeof(float));
+        int bad = q8_rope(NULL, 4, 2, 32, pos, 10000.0f) != Q8_EINVAL;
+        /* q8_rope works in place: x itself must be left as it was */
+        bad |= q8_rope(out, 4, 2, 32, NULL, 10000.0f) != Q8_EINVAL;
+        bad |= q8_rope(out, 4, 2, 31, pos, 10000.0f) != Q8_EINVAL;
+        bad |= q8_rope(out, 4, 2, 2048, pos, 10000.0f) != Q8_EINVAL;
+        bad |= q8_rope(out, 4, 2, 32, pos, 0.0f) != Q8_EINVAL;
+        bad |= q8_rope(out, 4, 2, 32, negpos, 10000.0f) != Q8_EINVAL;
+        for (int i = 0; i < LEN(bad_sizes); i++) {
+            bad |= q8_rope(out, bad_sizes[i], 2, 32, pos, 10000.0f) != Q8_EINVAL;
+            bad |= q8_rope(out, 4, bad_sizes[i], 32, pos, 10000.0f) != Q8_EINVAL;
+            bad |= q8_rope(out, 4, 2, bad_sizes[i], pos, 10000.0f) != Q8_EINVAL;
+        }
+        CHECK(!bad && memcmp(out, x, 4 * K * sizeof(float)) == 0, "q8_rope bad arguments");
+    }
+
+    /* sizes: zero and negative everywhere, K % 32 where Q8_0 is involved */
+    for (int i = 0; i < LEN(bad_sizes); i++) {
+        const int64_t s = bad_sizes[i];
+        EINV(q8_convert_to_f32(x, Q8_DTYPE_F32, s, out), out, OB);
+        EINV(q8_quantize(x, Q8_DTYPE_F32, s, K, qout), qout, QB);
+        EINV(q8_quantize(x, Q8_DTYPE_F32, 1, s, qout), qout, QB);
+        EINV(q8_quantize_transposed(x, Q8_DTYPE_F32, s, 1, qout), qout, QB);
+        EINV(q8_quantize_transposed(x, Q8_DTYPE_F32, K, s, qout), qout, QB);
+        EINV(q8_dequantize(w, s, K, out), out, OB);
+        EINV(q8_dequantize(w, 1, s, out), out, OB);
+        EINV(q8_gemv(w, s, K, x, NULL, out), out, OB);
+        EINV(q8_gemv(w, N, s, x, NULL, out), out, OB);
+        EINV(q8_gemm(w, s, K, x, 2, NULL, out), out, OB);
+        EINV(q8_gemm(w, N, s, x, 2, NULL, out), out, OB);
+        EINV(q8_gemm(w, N, K, x, s, NULL, out), out, OB);
+        EINV(q8_gemv_f32(wf, s, K, x, NULL, out), out, OB);
+        EINV(q8_gemv_f32(wf, N, s, x, NULL, out), out, OB);
+        EINV(q8_gemm_f32(wf, s, K, x, 2, NULL, out), out, OB);
+        EINV(q8_gemm_f32(wf, N, s, x, 2, NULL, out), out, OB);
+        EINV(q8_gemm_f32(wf, N, K, x, s, NULL, out), out, OB);
+        EINV(q8_lmhead(w, s, K, x, out), out, OB);
+        EINV(q8_lmhead(w, N, s, x, out), out, OB);
+        EINV(q8_lmhead_f32(wf, s, K, x, out), out, OB);
+        EINV(q8_lmhead_f32(wf, N, s, x, out), out, OB);
+        EINV(q8_lmhead_argmax(w, s, K, x, &iv.index, &iv.value), &iv, IVB);
+        EINV(q8_lmhead_argmax(w, N, s, x, &iv.index, &iv.value), &iv, IVB);
+        EINV(q8_lmhead_argmax_f32(wf, s, K, x, &iv.index, &iv.value), &iv, IVB);
+        EINV(q8_lmhead_argmax_f32(wf, N, s, x, &iv.index, &iv.value), &iv, IVB);
+        EINV(q8_layernorm(x, g, a, s, K, 1e-5f, out), out, OB);
+        EINV(q8_layernorm(x, g, a, 1, s, 1e-5f, out), out, OB);
+        EINV(q8_rmsnorm(x, g, s, K, 1e-5f, 1.0f, out), out, OB);
+        EINV(q8_rmsnorm(x, g, 1, s, 1e-5f, 1.0f, out), out, OB);
+        EINV(q8_gelu_tanh(x, s, out), out, OB);
+        EINV(q8_geglu(x, g, s, out), out, OB);
+        EINV(q8_add(x, g, s, out), out, OB);
+        EINV(q8_scale(x, 2.0f, s, out), out, OB);
+        EINV(q8_softcap(x, 30.0f, s, out), out, OB);
+        EINV(q8_softmax(x, s, K, out), out, OB);
+        EINV(q8_softmax(x, 1, s, out), out, OB);
+    }
+    for (int i = 0; i < LEN(bad_k); i++) {
+        const int64_t kk = bad_k[i];
+        EINV(q8_quantize(x, Q8_DTYPE_F32, 1, kk, qout), qout, QB);
+        EINV(q8_quantize_transposed(x, Q8_DTYPE_F32, kk, 1, qout), qout, QB);
+        EINV(q8_dequantize(w, 1, kk, out), out, OB);
+        EINV(q8_gemv(w, N, kk, x, NULL, out), out, OB);
+        EINV(q8_gemm(w, N, kk, x, 2, NULL, out), out, OB);
+        EINV(q8_lmhead(w, N, kk, x, out), out, OB);
+        EINV(q8_lmhead_argmax(w, N, kk, x, &iv.index, &iv.value), &iv, IVB);
+    }
+    /* the f32 paths take any k */
+    CHECK(q8_gemv_f32(wf, 3, 5, x, NULL, out) == Q8_OK && q8_lmhead_argmax_f32(wf, 3, 5, x, &idx, &val) == Q8_OK,
+          "f32 paths with k = 5");
+
+    /* KV cache and attention */
+    enum { NKV = 2, NH = 4, HD = 8, CAP = 4 };
+    float kc[NKV * CAP * HD], vc[NKV * CAP * HD], q[2 * NH * HD];
+    fill_f32(q, 2 * NH * HD, 1.0f);
+    memset(kc, GUARD, sizeof kc);
+    memset(vc, GUARD, sizeof vc);
+    int kvbad = 0;
+    kvbad |= q8_kv_write(NULL, x, 1, 0, kc, vc, NKV, CAP, HD) != Q8_EINVAL;
+    kvbad |= q8_kv_write(x, NULL, 1, 0, kc, vc, NKV, CAP, HD) != Q8_EINVAL;
+    kvbad |= q8_kv_write(x, x, 1, 0, NULL, vc, NKV, CAP, HD) != Q8_EINVAL;
+    kvbad |= q8_kv_write(x, x, 1, 0, kc, NULL, NKV, CAP, HD) != Q8_EINVAL;
+    kvbad |= q8_kv_write(x, x, 1, -1, kc, vc, NKV, CAP, HD) != Q8_EINVAL;
+    for (int i = 0; i < LEN(bad_sizes); i++) {
+        const int64_t s = bad_sizes[i];
+        kvbad |= q8_kv_write(x, x, s, 0, kc, vc, NKV, CAP, HD) != Q8_EINVAL;
+        kvbad |= q8_kv_write(x, x, 1, 0, kc, vc, s, CAP, HD) != Q8_EINVAL;
+        kvbad |= q8_kv_write(x, x, 1, 0, kc, vc, NKV, s, HD) != Q8_EINVAL;
+        kvbad |= q8_kv_write(x, x, 1, 0, kc, vc, NKV, CAP, s) != Q8_EINVAL;
+    }
+    CHECK(!kvbad && untouched(kc, sizeof kc) && untouched(vc, sizeof vc), "q8_kv_write bad arguments");
+    fill_f32(kc, NKV * CAP * HD, 1.0f);
+    fill_f32(vc, NKV * CAP * HD, 1.0f);
+    const size_t AB = sizeof(float) * 2 * NH * HD;
+    EINV(q8_attention(NULL, 1, 0, kc, vc, NH, NKV, CAP, HD, 0, 1.0f, 0.0f, out), out, AB);
+    EINV(q8_attention(q, 1, 0, NULL, vc, NH, NKV, CAP, HD, 0, 1.0f, 0.0f, out), out, AB);
+    EINV(q8_attention(q, 1, 0, kc, NULL, NH, NKV, CAP, HD, 0, 1.0f, 0.0f, out), out, AB);
+    EINV(q8_attention(q, 1, 0, kc, vc, NH, NKV, CAP, HD, 0, 1.0f, 0.0f, NULL), out, AB);
+    EINV(q8_attention(q, 1, -1, kc, vc, NH, NKV, CAP, HD, 0, 1.0f, 0.0f, out), out, AB);
+    EINV(q8_attention(q, 1, 0, kc, vc, NH, 3, CAP, HD, 0, 1.0f, 0.0f, out), out, AB); /* 4 % 3 */
+    EINV(q8_attention(q, 1, 0, kc, vc, NH, NKV, CAP, 513, 0, 1.0f, 0.0f, out), out, AB);
+    EINV(q8_attention(q, 1, 0, kc, vc, NH, NKV, CAP, HD, -1, 1.0f, 0.0f, out), out, AB);
+    EINV(q8_attention(q, 1, 0, kc, vc, NH, NKV, CAP, HD, 0, NAN, 0.0f, out), out, AB);
+    EINV(q8_attention(q, 1, 0, kc, vc, NH, NKV, CAP, HD, 0, INFINITY, 0.0f, out), out, AB);
+    EINV(q8_attention(q, 1, 0, kc, vc, NH, NKV, CAP, HD, 0, 1.0f, -1.0f, out), out, AB);
+    EINV(q8_attention(q, 1, 0, kc, vc, NH, NKV, CAP, HD, 0, 1.0f, NAN, out), out, AB);
+    for (int i = 0; i < LEN(bad_sizes); i++) {
+        const int64_t s = bad_sizes[i];
+        EINV(q8_attention(q, s, 0, kc, vc, NH, NKV, CAP, HD, 0, 1.0f, 0.0f, out), out, AB);
+        EINV(q8_attention(q, 1, 0, kc, vc, s, NKV, CAP, HD, 0, 1.0f, 0.0f, out), out, AB);
+        EINV(q8_attention(q, 1, 0, kc, vc, NH, s, CAP, HD, 0, 1.0f, 0.0f, out), out, AB);
+        EINV(q8_attention(q, 1, 0, kc, vc, NH, NKV, s, HD, 0, 1.0f, 0.0f, out), out, AB);
+        EINV(q8_attention(q, 1, 0, kc, vc, NH, NKV, CAP, s, 0, 1.0f, 0.0f, out), out, AB);
+    }
+    /* positions that are no longer in a ring of 4: p = 4 with all of history, or a window of 5 */
+    EINV(q8_attention(q, 1, 4, kc, vc, NH, NKV, CAP, HD, 0, 1.0f, 0.0f, out), out, AB);
+    EINV(q8_attention(q, 1, 4, kc, vc, NH, NKV, CAP, HD, 5, 1.0f, 0.0f, out), out, AB);
+    EINV(q8_attention(q, 2, 3, kc, vc, NH, NKV, CAP, HD, 0, 1.0f, 0.0f, out), out, AB);
+    EINV(q8_attention(q, 2, 6, kc, vc, NH, NKV, CAP, HD, 4, 1.0f, 0.0f, out), out, AB);
+    /* ... and the edges that still fit */
+    CHECK(q8_attention(q, 1, 3, kc, vc, NH, NKV, CAP, HD, 0, 1.0f, 0.0f, out) == Q8_OK, "p = cap - 1");
+    CHECK(q8_attention(q, 1, 9, kc, vc, NH, NKV, CAP, HD, 4, 1.0f, 0.0f, out) == Q8_OK, "window = cap");
+    CHECK(q8_attention(q, 2, 6, kc, vc, NH, NKV, CAP, HD, 3, 1.0f, 0.0f, out) == Q8_OK, "t=2 window 3");
+    group_end();
+}
+
+/* ---- attention --------------------------------------------------------------------------------- */
+typedef struct {
+    int64_t n_heads, n_kv, hd, cap, window;
+    float scale, softcap;
+} attn_cfg;
+
+static double attn_worst; /* largest error seen, for the report */
+
+/* Scalar double precision over the full history (position-major: pos x n_kv x hd). */
+static void attn_ref(const attn_cfg *c, const float *q, int64_t t, int64_t pos0, const float *kh,
+                     const float *vh, double *out) {
+    const int64_t g = c->n_heads / c->n_kv;
+    double *w = xmalloc((size_t)(pos0 + t) * sizeof(double));
+    for (int64_t j = 0; j < t; j++) {
+        const int64_t p = pos0 + j;
+        const int64_t lo = c->window > 0 && p - c->window + 1 > 0 ? p - c->window + 1 : 0;
+        for (int64_t h = 0; h < c->n_heads; h++) {
+            const float *qv = q + (j * c->n_heads + h) * c->hd;
+            const int64_t kvh = h / g;
+            double m = -INFINITY, sum = 0.0;
+            for (int64_t i = lo; i <= p; i++) {
+                const float *kv = kh + (i * c->n_kv + kvh) * c->hd;
+                double s = 0.0;
+                for (int64_t d = 0; d < c->hd; d++) s += (double)qv[d] * kv[d];
+                s *= c->scale;
+                if (c->softcap > 0.0f) s = c->softcap * tanh(s / c->softcap);
+                w[i] = s;
+                m = s > m ? s : m;
+            }
+            for (int64_t i = lo; i <= p; i++) sum += (w[i] = exp(w[i] - m));
+            double *o = out + (j * c->n_heads + h) * c->hd;
+            for (int64_t d = 0; d < c->hd; d++) {
+                double acc = 0.0;
+                for (int64_t i = lo; i <= p; i++) acc += w[i] * vh[(i * c->n_kv + kvh) * c->hd + d];
+                o[d] = acc / sum;
+            }
+        }
+    }
+    free(w);
+}
+
+/* Runs a schedule of (t) chunks through kv_write + attention and compares each result. The
+ * error bound is relative to the magnitude of V, which the output is an average of. */
+static void attn_run(const attn_cfg *c, const int64_t *chunks, int n_chunks, const char *tag) {
+    int64_t total = 0;
+    for (int i = 0; i < n_chunks; i++) total += chunks[i];
+    const int64_t row = c->n_kv * c->hd, qrow = c->n_heads * c->hd;
+    float *kh = xmalloc((size_t)(total * row) * sizeof(float));
+    float *vh = xmalloc((size_t)(total * row) * sizeof(float));
+    float *q = xmalloc((size_t)(total * qrow) * sizeof(float));
+    float *kc = xmalloc((size_t)(c->cap * row) * sizeof(float));
+    float *vc = xmalloc((size_t)(c->cap * row) * sizeof(float));
+    float *out = xmalloc((size_t)(total * qrow) * sizeof(float));
+    float *out1 = xmalloc((size_t)(total * qrow) * sizeof(float));
+    double *ref = xmalloc((size_t)(total * qrow) * sizeof(double));
+    fill_f32(kh, total * row, 1.0f);
+    fill_f32(vh, total * row, 2.0f);
+    fill_f32(q, total * qrow, 1.0f);
+    memset(kc, 0, (size_t)(c->cap * row) * sizeof(float));
+    memset(vc, 0, (size_t)(c->cap * row) * sizeof(float));
+    const float vmax = 2.0f;
+    double worst = 0.0;
+    int64_t pos = 0;
+    for (int i = 0; i < n_chunks; i++) {
+        const int64_t t = chunks[i];
+        int rc = q8_kv_write(kh + pos * row, vh + pos * row, t, pos, kc, vc, c->n_kv, c->cap, c->hd);
+        rc |= q8_attention(q + pos * qrow, t, pos, kc, vc, c->n_heads, c->n_kv, c->cap, c->hd,
+                           c->window, c->scale, c->softcap, out);
+        CHECK(rc == Q8_OK, "%s: rc at pos %lld t %lld", tag, (long long)pos, (long long)t);
+        /* one thread gives the same bits */
+        const int th = q8_pool_threads();
+        q8_pool_init(1);
+        q8_attention(q + pos * qrow, t, pos, kc, vc, c->n_heads, c->n_kv, c->cap, c->hd, c->window,
+                     c->scale, c->softcap, out1);
+        q8_pool_init(th);
+        CHECK(same_f32(out, out1, t * qrow), "%s: thread count changed the result at pos %lld", tag,
+              (long long)pos);
+        attn_ref(c, q + pos * qrow, t, pos, kh, vh, ref);
+        double err = 0.0;
+        for (int64_t e = 0; e < t * qrow; e++) {
+            const double d = fabs(out[e] - ref[e]) / (fabs(ref[e]) + vmax);
+            err = d > err || isnan(d) ? d : err;
+        }
+        CHECK(err <= 1e-5, "%s: error %.3g at pos %lld t %lld", tag, err, (long long)pos, (long long)t);
+        worst = err > worst ? err : worst;
+        pos += t;
+    }
+    free(kh), free(vh), free(q), free(kc), free(vc), free(out), free(out1), free(ref);
+    attn_worst = worst > attn_worst ? worst : attn_worst;
+}
+
+static void test_attention(void) {
+    group("attention");
+    q8_pool_init(3);
+    /* GQA (4 query heads per KV head), whole history: prefill, decode steps, another prefill */
+    const attn_cfg gqa = {8, 2, 64, 64, 0, 0.125f, 0.0f};
+    int64_t sched[40];
+    int n = 0;
+    sched[n++] = 5;
+    for (int i = 0; i < 30; i++) sched[n++] = 1;
+    sched[n++] = 7;
+    sched[n++] = 1;
+    attn_run(&gqa, sched, n, "gqa");
+    /* multi-head, head_dim with a tail past 16, softcap, more than one 64-position block */
+    const attn_cfg mha = {3, 3, 40, 160, 0, 0.3f, 5.0f};
+    n = 0;
+    sched[n++] = 70;
+    sched[n++] = 1;
+    sched[n++] = 66;
+    sched[n++] = 1;
+    attn_run(&mha, sched, n, "softcap");
+    /* sliding window in a ring smaller than the context: decode, and chunks that just fit */
+    const attn_cfg ring = {6, 3, 24, 8, 5, 0.2f, 0.0f};
+    n = 0;
+    sched[n++] = 3;
+    for (int i = 0; i < 20; i++) sched[n++] = 1;
+    sched[n++] = 4; /* t = 4, window 5, cap 8: the oldest position read is exactly the oldest kept */
+    sched[n++] = 2;
+    for (int i = 0; i < 10; i++) sched[n++] = 1;
+    attn_run(&ring, sched, n, "ring+window");
+    const attn_cfg ring_full = {2, 1, 16, 8, 8, 1.0f, 0.0f}; /* window == cap */
+    n = 0;
+    for (int i = 0; i < 20; i++) sched[n++] = 1;
+    attn_run(&ring_full, sched, n, "window=cap");
+    const attn_cfg hd1 = {2, 2, 1, 16, 0, 1.0f, 0.0f};
+    n = 0;
+    sched[n++] = 9;
+    sched[n++] = 1;
+    attn_run(&hd1, sched, n, "head_dim=1");
+    /* in a ring of 8 with window 5, a chunk of 5 would overwrite a position its first query reads */
+    {
+        float kc[8 * 24], vc[8 * 24], q[5 * 24], out[5 * 24];
+        fill_f32(kc, 8 * 24, 1.0f);
+        fill_f32(vc, 8 * 24, 1.0f);
+        fill_f32(q, 5 * 24, 1.0f);
+        EINV(q8_attention(q, 5, 30, kc, vc, 1, 1, 8, 24, 5, 1.0f, 0.0f, out), out, sizeof out);
+        CHECK(q8_attention(q, 4, 30, kc, vc, 1, 1, 8, 24, 5, 1.0f, 0.0f, out) == Q8_OK, "t=4 fits");
+        EINV(q8_attention(q, 1, 30, kc, vc, 1, 1, 8, 24, 9, 1.0f, 0.0f, out), out, sizeof out);
+        EINV(q8_attention(q, 1, 8, kc, vc, 1, 1, 8, 24, 0, 1.0f, 0.0f, out), out, sizeof out);
+    }
+    group_end();
+    printf("     attention: largest error %.2g of (|ref| + max|v|)\n", attn_worst);
+}
+
+/* ---- thread pool ------------------------------------------------------------------------------- */
+typedef struct {
+    q8_block *w;
+    float *x, *want;
+    int64_t n, k;
+} gemv_case;
+
+static gemv_case make_case(int64_t n, int64_t k) {
+    gemv_case g = {xmalloc((size_t)(n * k / QK) * sizeof(q8_block)), xmalloc((size_t)k * sizeof(float)),
+                   xmalloc((size_t)n * sizeof(float)), n, k};
+    random_blocks(g.w, n, k / QK);
+    fill_f32(g.x, k, 1.0f);
+    q8_block xq[16];
+    q8_quantize_row_ref(g.x, xq, k);
+    q8_kernels_ref.q8_rows(g.w, k / QK, xq, 0, n, g.want);
+    return g;
+}
+
+static int gemv_matches(const gemv_case *g) {
+    float *y = xmalloc((size_t)g->n * sizeof(float));
+    const int ok = q8_gemv(g->w, g->n, g->k, g->x, NULL, y) == Q8_OK && same_f32(y, g->want, g->n);
+    free(y);
+    return ok;
+}
+
+static void test_pool(void) {
+    group("pool");
+    gemv_case g = make_case(999, 128);
+    CHECK(q8_physical_cores() >= 1, "physical cores");
+    CHECK(q8_pool_init(3) == Q8_OK && q8_pool_threads() == 3, "init 3");
+    CHECK(q8_pool_warmup() == Q8_OK && gemv_matches(&g), "warm gemv");
+    q8_pool_shutdown();
+    CHECK(gemv_matches(&g), "gemv after shutdown (lazy restart)");
+    CHECK(q8_pool_threads() == q8_physical_cores(), "restart size %d", q8_pool_threads());
+    q8_pool_shutdown();
+    CHECK(q8_pool_warmup() == Q8_OK && gemv_matches(&g), "warmup after shutdown");
+    q8_pool_shutdown();
+    q8_pool_shutdown(); /* twice is harmless */
+    CHECK(q8_pool_init(0) == Q8_OK && q8_pool_threads() == q8_physical_cores(), "init 0");
+    for (int th = 1; th <= 8; th++)
+        CHECK(q8_pool_init(th) == Q8_OK && gemv_matches(&g) && q8_pool_warmup() == Q8_OK && gemv_matches(&g),
+              "resize to %d", th);
+    /* fork with a warm pool: the child has none of the parent's workers and must rebuild them */
+    for (int th = 1; th <= 4; th += 3) {
+        q8_pool_init(th);
+        q8_pool_warmup();
+        CHECK(gemv_matches(&g), "parent before fork");
+        fflush(NULL);
+        const pid_t pid = fork();
+        if (pid == 0) {
+            alarm(30); /* a hang kills the child, so the parent sees a failure, not a stall */
+            int ok = 1;
+            for (int i = 0; i < 20; i++) ok &= gemv_matches(&g);
+            ok &= q8_pool_threads() == th && q8_pool_warmup() == Q8_OK && gemv_matches(&g);
+            _exit(ok ? 0 : 1);
+        }
+        int status = 0;
+        CHECK(pid > 0 && waitpid(pid, &status, 0) == pid, "fork/waitpid");
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child with %d threads: %s %d", th,
+              WIFSIGNALED(status) ? "signal" : "exit", WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+        CHECK(gemv_matches(&g), "parent after fork");
+    }
+    free(g.w), free(g.x), free(g.want);
+    group_end();
+}
+
+/* ---- memory ------------------------------------------------------------------------------------ */
+static void test_memory(void) {
+    group("memory");
+    unsigned char *small = q8_alloc(100), *big = q8_alloc((size_t)5 << 20);
+    CHECK(small && (uintptr_t)small % 64 == 0, "small alignment");
+    CHECK(big && (uintptr_t)big % ((size_t)2 << 20) == 0, "large alignment");
+    if (small) memset(small, 1, 100);
+    if (big) memset(big, 1, (size_t)5 << 20);
+    q8_free(small);
+    q8_free(big);
+    q8_free(NULL);
+    group_end();
+}
+
+int main(void) {
+    const double t0 = now_s();
+    printf("libq8 test: supported %s, active %s, %d physical cores\n", q8_isa_supported(),
+           q8_isa_active(), q8_physical_cores());
+    test_tables();
+    test_fp16();
+    test_quantize();
+    test_drivers();
+    test_args();
+    test_attention();
+    test_pool();
+    test_memory();
+    q8_pool_shutdown();
+    printf("(%.1f s)\n%ld passed, %ld failed\n", now_s() - t0, n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}

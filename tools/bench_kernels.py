@@ -1,0 +1,641 @@
+"""Benchmark libq8's Q8_0 kernels on the real GPT-2 and Gemma 3 1B weight shapes.
+
+Run from the repository root:
+
+    python tools/bench_kernels.py                     # full run, markdown table on stdout
+    python tools/bench_kernels.py --quick --json out.json
+    python tools/bench_kernels.py --threads 1,2 --shapes gemma
+
+Every shape is y = W x with W of N rows (outputs) and K columns (inputs), stored as Q8_0:
+N * K/32 blocks of 34 bytes. The issue text lists some shapes as K x N (768x2304, 768x3072,
+1152x1536, 1152x13824) and some as N x K (3072x768, 50257x768, 6912x1152, 262144x1152); the
+table below uses N x K throughout, so e.g. GPT-2's MLP projection 3072x768 (in x out) is
+N x K = 768 x 3072.
+
+For each thread count (1 and the default, one thread per physical core) the run:
+  1. measures read bandwidth with libq8's probe (best of its passes, all pool threads), before
+     and after the shapes; the better of the two is the reference for "% of probe";
+  2. times one GEMV per call through the raw cffi entry point (pointers taken once), rotating
+     over enough distinct copies of the matrix that they exceed about 3x the L3 cache, so the
+     weights come from DRAM as they do in a real decode step; median and min per call;
+  3. times the fused vocabulary argmax for the two lm_head shapes the same way;
+  4. times one q8_gemm over T = 64 tokens against 64 separate GEMV calls (the same 64 rows of
+     activations, the same copy rotation): the ratio is the per-token prefill speedup.
+The Python wrapper's own cost per call is measured once, on one small matrix kept in cache.
+
+Progress goes to stderr; stdout carries only the markdown report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+if importlib.util.find_spec("pyrustml") is None:  # run from a checkout: use the source tree
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pyrustml
+from pyrustml import RuntimeConfig
+from pyrustml import kernels as K
+from pyrustml._ffi import ffi, lib, library_path
+from pyrustml.errors import LibraryError
+
+T_PREFILL = 64  # tokens of the prefill GEMM
+LOW_PCT = 85.0  # rows with at least BIG_WEIGHTS weights below this % of the probe are flagged
+BIG_WEIGHTS = 1 << 20
+SPEEDUP_TARGET = 8.0
+DEFAULT_L3 = 32 << 20
+
+
+# ---- shapes --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shape:
+    model: str  # "gpt2" or "gemma"
+    name: str
+    n: int  # output rows of W
+    k: int  # input columns of W
+    lmhead: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} {self.name}"
+
+    @property
+    def weights(self) -> int:
+        return self.n * self.k
+
+    @property
+    def nbytes(self) -> int:
+        return self.n * (self.k // K.QK8_0) * K.BLOCK_BYTES
+
+
+SHAPES: tuple[Shape, ...] = (
+    Shape("gpt2", "qkv (c_attn)", 2304, 768),
+    Shape("gpt2", "attn proj", 768, 768),
+    Shape("gpt2", "fc", 3072, 768),
+    Shape("gpt2", "fc proj", 768, 3072),
+    Shape("gpt2", "lm_head", 50257, 768, lmhead=True),
+    # Gemma 3 1B: 4 query heads x 256 + (1 K + 1 V head) x 256 = 1536 fused QKV rows.
+    Shape("gemma", "qkv (fused)", 1536, 1152),
+    Shape("gemma", "o_proj", 1152, 1024),
+    Shape("gemma", "gate+up (fused)", 13824, 1152),
+    Shape("gemma", "down", 1152, 6912),
+    Shape("gemma", "lm_head", 262144, 1152, lmhead=True),
+)
+
+
+# ---- machine facts -------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def l3_bytes() -> int:
+    """Size of the largest cache level seen by CPU 0, or 32 MiB when sysfs does not say."""
+    best = 0
+    for d in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (d / "size").read_text().strip()
+        except OSError:
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        mult = units.get(text[-1:].upper(), 1)
+        digits = text[:-1] if text[-1:].upper() in units else text
+        if digits.isdigit():
+            best = max(best, int(digits) * mult)
+    return best or DEFAULT_L3
+
+
+def library_identity() -> dict[str, str]:
+    """Which libq8 build was measured: the .so's hash and mtime, and the checkout's commit with
+    a note when libq8's sources differ from it (kernels change under a benchmark in progress)."""
+    out = {"path": library_path, "sha256": "?", "mtime": "?", "git": "?"}
+    try:
+        data = Path(library_path).read_bytes()
+        out["sha256"] = hashlib.sha256(data).hexdigest()[:12]
+        out["mtime"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(Path(library_path).stat().st_mtime))
+    except OSError:
+        pass
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "libq8"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        out["git"] = head + (" + uncommitted libq8 changes" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
+def thp_setting() -> str:
+    try:
+        return Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+class CpuLoad:
+    """CPU time used by other processes while we ran, from /proc/stat and /proc/self/stat:
+    a benchmark that shares its cores with a build or a test run measures that instead."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.busy0, self.steal0 = self._system()
+        self.self0 = self._own()
+
+    @staticmethod
+    def _system() -> tuple[int, int]:
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        except (OSError, IndexError):
+            return 0, 0
+        v = [int(f) for f in fields] + [0] * 10
+        user, nice, system, _idle, _iowait, irq, softirq, steal = v[:8]
+        return user + nice + system + irq + softirq, steal
+
+    @staticmethod
+    def _own() -> int:
+        try:
+            text = Path("/proc/self/stat").read_text()
+        except OSError:
+            return 0
+        rest = text.rsplit(")", 1)[1].split()  # fields after "(comm)"; utime, stime are 14, 15
+        return int(rest[11]) + int(rest[12])
+
+    def report(self) -> dict[str, float]:
+        wall = max(time.monotonic() - self.t0, 1e-9)
+        busy, steal = self._system()
+        own = self._own()
+        tick = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+        capacity = wall * tick * (os.cpu_count() or 1)
+        foreign = max(0, (busy - self.busy0) - (own - self.self0))
+        return {
+            "wall_s": round(wall, 2),
+            "other_processes_pct": round(100.0 * foreign / capacity, 1),
+            "steal_pct": round(100.0 * (steal - self.steal0) / capacity, 1),
+        }
+
+
+# ---- weights -------------------------------------------------------------------------------
+
+
+@dataclass
+class Weights:
+    shape: Shape
+    copies: list[K.Q8Matrix]  # distinct allocations with distinct bytes
+    ptrs: list[Any]  # q8_block * of each copy, taken once
+
+
+def quantized_random(n: int, k: int, rng: np.random.Generator) -> K.Q8Matrix:
+    """Random N(0, 1) float32 weights quantized with quantize_q8_0, a slab of rows at a time
+    so the float32 source never needs more than about 64 MiB."""
+    q = K.Q8Matrix(n, k)
+    step = max(1, (64 << 20) // (4 * k))
+    for r0 in range(0, n, step):
+        r1 = min(n, r0 + step)
+        q.blocks[r0:r1] = K.quantize_q8_0(rng.standard_normal((r1 - r0, k), dtype=np.float32)).blocks
+    return q
+
+
+def build_weights(shape: Shape, rng: np.random.Generator, rotate_bytes: int, max_copies: int) -> Weights:
+    """ceil(rotate_bytes / matrix bytes) copies (at most max_copies). Each further copy holds the
+    first one's rows in another random order: same statistics, different bytes, so neither the
+    caches nor a hypervisor's page merging can make two copies one."""
+    first = quantized_random(shape.n, shape.k, rng)
+    count = max(1, min(max_copies, math.ceil(rotate_bytes / shape.nbytes)))
+    copies = [first]
+    for _ in range(count - 1):
+        q = K.Q8Matrix(shape.n, shape.k)
+        q.blocks[...] = first.blocks[rng.permutation(shape.n)]
+        copies.append(q)
+    return Weights(shape, copies, [c.ptr() for c in copies])
+
+
+# ---- timing --------------------------------------------------------------------------------
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        raise LibraryError(f"{what} returned {rc}")
+
+
+def time_calls(fn: Callable[..., int], args: Sequence[tuple[Any, ...]], reps: int) -> list[float]:
+    """Seconds of each of `reps` calls fn(*args[i % len(args)]), timed one by one."""
+    clock = time.perf_counter_ns
+    ns = [0] * reps
+    count = len(args)
+    bad = 0
+    for i in range(reps):
+        a = args[i % count]
+        t0 = clock()
+        rc = fn(*a)
+        t1 = clock()
+        ns[i] = t1 - t0
+        bad |= rc
+    _check(bad, getattr(fn, "__name__", "kernel"))
+    return [t * 1e-9 for t in ns]
+
+
+def time_batches(
+    fn: Callable[..., int], batches: Sequence[Sequence[tuple[Any, ...]]], reps: int
+) -> list[float]:
+    """Seconds of each of `reps` samples; sample i makes every call of batches[i % len]."""
+    clock = time.perf_counter_ns
+    ns = [0] * reps
+    bad = 0
+    for i in range(reps):
+        batch = batches[i % len(batches)]
+        t0 = clock()
+        for a in batch:
+            bad |= fn(*a)
+        ns[i] = clock() - t0
+    _check(bad, getattr(fn, "__name__", "kernel"))
+    return [t * 1e-9 for t in ns]
+
+
+@dataclass(frozen=True)
+class Plan:
+    target_s: float  # wall time aimed at per measurement
+    fixed_reps: int | None  # --reps: exactly this many samples instead
+    min_reps: int
+    max_reps: int
+
+    def reps(self, per_sample_s: float) -> int:
+        if self.fixed_reps is not None:
+            return self.fixed_reps
+        want = math.ceil(self.target_s / max(per_sample_s, 1e-9))
+        return max(self.min_reps, min(self.max_reps, want))
+
+
+def measure(
+    fn: Callable[..., int], args: Sequence[tuple[Any, ...]], plan: Plan, warm: int
+) -> list[float]:
+    """Warm up (at least one pass over every copy), size the run from the warm calls, time it."""
+    warm_times = time_calls(fn, args, max(warm, len(args)))
+    return time_calls(fn, args, plan.reps(statistics.median(warm_times)))
+
+
+def measure_batches(
+    fn: Callable[..., int], batches: Sequence[Sequence[tuple[Any, ...]]], plan: Plan
+) -> list[float]:
+    warm_times = time_batches(fn, batches, 1)
+    return time_batches(fn, batches, plan.reps(warm_times[0]))
+
+
+# ---- results -------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    model: str
+    shape: str
+    op: str  # "gemv" or "lmhead_argmax"
+    n: int
+    k: int
+    weights: int
+    mib: float
+    threads: int
+    copies: int
+    reps: int
+    median_us: float
+    min_us: float
+    bytes_per_call: int
+    gbs: float
+    pct_probe: float
+    low: bool  # >= BIG_WEIGHTS weights and below LOW_PCT % of the probe
+    gemm64_median_us: float | None = None
+    gemv64_median_us: float | None = None  # 64 separate GEMV calls, one sample
+    gemm64_speedup: float | None = None
+    gemm64_gmacs: float | None = None
+    gemm64_reps: int | None = None
+
+
+@dataclass
+class Probe:
+    threads: int
+    gbs_before: float
+    gbs_after: float
+
+    @property
+    def gbs(self) -> float:
+        return max(self.gbs_before, self.gbs_after)
+
+
+def _us(s: float) -> float:
+    return round(s * 1e6, 2)
+
+
+def bench_gemv(w: Weights, plan: Plan, probe_gbs: float, threads: int, rng: np.random.Generator) -> Row:
+    s = w.shape
+    x = rng.standard_normal(s.k, dtype=np.float32)
+    y = np.empty(s.n, dtype=np.float32)
+    xp, yp = ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", y)
+    args = [(p, s.n, s.k, xp, ffi.NULL, yp) for p in w.ptrs]
+    times = measure(lib.q8_gemv, args, plan, warm=3)
+    return _row(s, "gemv", times, w, probe_gbs, threads)
+
+
+def bench_argmax(w: Weights, plan: Plan, probe_gbs: float, threads: int, rng: np.random.Generator) -> Row:
+    s = w.shape
+    x = rng.standard_normal(s.k, dtype=np.float32)
+    xp = ffi.from_buffer("float[]", x)
+    index, value = ffi.new("int64_t *"), ffi.new("float *")
+    args = [(p, s.n, s.k, xp, index, value) for p in w.ptrs]
+    times = measure(lib.q8_lmhead_argmax, args, plan, warm=3)
+    return _row(s, "lmhead_argmax", times, w, probe_gbs, threads)
+
+
+def _row(s: Shape, op: str, times: list[float], w: Weights, probe_gbs: float, threads: int) -> Row:
+    med = statistics.median(times)
+    gbs = s.nbytes / med / 1e9
+    pct = 100.0 * gbs / probe_gbs
+    return Row(
+        model=s.model, shape=s.name, op=op, n=s.n, k=s.k, weights=s.weights,
+        mib=round(s.nbytes / (1 << 20), 2), threads=threads, copies=len(w.copies), reps=len(times),
+        median_us=_us(med), min_us=_us(min(times)), bytes_per_call=s.nbytes,
+        gbs=round(gbs, 2), pct_probe=round(pct, 1), low=s.weights >= BIG_WEIGHTS and pct < LOW_PCT,
+    )
+
+
+def bench_prefill(w: Weights, plan: Plan, row: Row, rng: np.random.Generator) -> None:
+    """q8_gemm over T_PREFILL tokens against T_PREFILL q8_gemv calls on the same activation
+    rows; both rotate over the copies (a prefill meets every layer's weights cold too)."""
+    s = w.shape
+    x = rng.standard_normal((T_PREFILL, s.k), dtype=np.float32)
+    y = np.empty((T_PREFILL, s.n), dtype=np.float32)
+    xp, yp = ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", y)
+    gemm_args = [(p, s.n, s.k, xp, T_PREFILL, ffi.NULL, yp) for p in w.ptrs]
+    gemm = measure(lib.q8_gemm, gemm_args, plan, warm=1)
+
+    rows_x = [ffi.from_buffer("float[]", x[t]) for t in range(T_PREFILL)]
+    rows_y = [ffi.from_buffer("float[]", y[t]) for t in range(T_PREFILL)]
+    count = len(w.ptrs)
+    batches = [
+        [
+            (w.ptrs[(b * T_PREFILL + t) % count], s.n, s.k, rows_x[t], ffi.NULL, rows_y[t])
+            for t in range(T_PREFILL)
+        ]
+        for b in range(max(1, min(count, 16)))
+    ]
+    gemv64 = measure_batches(lib.q8_gemv, batches, plan)
+
+    g, v = statistics.median(gemm), statistics.median(gemv64)
+    row.gemm64_median_us = _us(g)
+    row.gemv64_median_us = _us(v)
+    row.gemm64_speedup = round(v / g, 2)
+    row.gemm64_gmacs = round(T_PREFILL * s.weights / g / 1e9, 2)
+    row.gemm64_reps = len(gemm)
+
+
+def wrapper_overhead(plan: Plan, rng: np.random.Generator) -> dict[str, float]:
+    """pyrustml.kernels.gemv_q8_0 against the raw call on one 768 x 768 matrix left in cache:
+    alternating rounds of each, medians over all calls of each kind."""
+    n = k = 768
+    q = quantized_random(n, k, rng)
+    x = rng.standard_normal(k, dtype=np.float32)
+    y = np.empty(n, dtype=np.float32)
+    raw_args = [(q.ptr(), n, k, ffi.from_buffer("float[]", x), ffi.NULL, ffi.from_buffer("float[]", y))]
+    per_round = 200 if plan.fixed_reps is None else max(1, plan.fixed_reps // 10)
+    rounds = 10 if plan.target_s >= 0.2 else 3
+
+    def wrapped(qm: K.Q8Matrix, xv: np.ndarray) -> int:
+        K.gemv_q8_0(qm, xv)
+        return 0
+
+    time_calls(lib.q8_gemv, raw_args, per_round)
+    time_calls(wrapped, [(q, x)], per_round)
+    raw: list[float] = []
+    wrap: list[float] = []
+    for _ in range(rounds):
+        raw += time_calls(lib.q8_gemv, raw_args, per_round)
+        wrap += time_calls(wrapped, [(q, x)], per_round)
+    r, wr = statistics.median(raw), statistics.median(wrap)
+    return {
+        "n": n, "k": k, "threads": lib.q8_pool_threads(), "calls_each": len(raw),
+        "raw_median_us": _us(r), "wrapper_median_us": _us(wr), "overhead_us": _us(wr - r),
+    }
+
+
+# ---- report --------------------------------------------------------------------------------
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    head = (
+        "| shape | N x K | MiB | copies | threads | median us | min us | GB/s | % of probe "
+        "| GEMM64 us | 64x GEMV us | GEMM64 speedup | GEMM64 GMAC/s |"
+    )
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows:
+        name = f"{r.model} {r.shape}" + (" argmax" if r.op == "lmhead_argmax" else "")
+        pct = f"{r.pct_probe:.1f}" + (" **<85%**" if r.low else "")
+        speed = _fmt(r.gemm64_speedup, ".2f")
+        if r.gemm64_speedup is not None and r.gemm64_speedup < SPEEDUP_TARGET:
+            speed += " **<8x**"
+        lines.append(
+            f"| {name} | {r.n} x {r.k} | {r.mib:.2f} | {r.copies} | {r.threads} | {r.median_us:.1f} "
+            f"| {r.min_us:.1f} | {r.gbs:.1f} | {pct} | {_fmt(r.gemm64_median_us, '.0f')} "
+            f"| {_fmt(r.gemv64_median_us, '.0f')} | {speed} | {_fmt(r.gemm64_gmacs, '.1f')} |"
+        )
+    return "\n".join(lines)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---- main ----------------------------------------------------------------------------------
+
+
+def parse_threads(text: str) -> list[int | None]:
+    """"1,default" -> [1, None]; None is RuntimeConfig's default (one per physical core)."""
+    out: list[int | None] = []
+    for tok in text.split(","):
+        tok = tok.strip().lower()
+        if not tok:
+            continue
+        value: int | None = None if tok in ("default", "0") else int(tok)
+        if value is not None and value < 1:
+            raise argparse.ArgumentTypeError(f"thread counts must be >= 1, got {tok}")
+        out.append(value)
+    if not out:
+        raise argparse.ArgumentTypeError("no thread counts given")
+    return out
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--threads", type=parse_threads, default=parse_threads("1,default"),
+                    help="comma-separated pool sizes; 'default' = one per physical core (default: 1,default)")
+    ap.add_argument("--shapes", default="gpt2,gemma", help="models to cover: gpt2, gemma (default: both)")
+    ap.add_argument("--quick", action="store_true", help="short run: ~0.05 s per measurement, smaller probe")
+    ap.add_argument("--reps", type=int, default=None,
+                    help="exactly this many timed samples per measurement instead of a time target")
+    ap.add_argument("--target-s", type=float, default=None,
+                    help="seconds aimed at per measurement (default 0.4, --quick 0.05)")
+    ap.add_argument("--probe-mib", type=int, default=256, help="bandwidth probe buffer (default 256 MiB)")
+    ap.add_argument("--probe-reps", type=int, default=None, help="probe passes (default 5, --quick 3)")
+    ap.add_argument("--max-copies", type=int, default=256, help="cap on rotated copies per shape")
+    ap.add_argument("--no-gemm", action="store_true", help="skip the prefill GEMM comparison")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results here")
+    args = ap.parse_args(argv)
+    models = {m.strip() for m in args.shapes.split(",") if m.strip()}
+    unknown = models - {s.model for s in SHAPES}
+    if unknown or not models:
+        ap.error(f"--shapes takes gpt2 and/or gemma, got {args.shapes!r}")
+    args.models = models
+    if args.reps is not None and args.reps < 1:
+        ap.error("--reps must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    quick: bool = args.quick
+    target = args.target_s if args.target_s is not None else (0.05 if quick else 0.4)
+    plan = Plan(target_s=target, fixed_reps=args.reps, min_reps=3 if quick else 5, max_reps=200_000)
+    gemm_plan = Plan(target_s=target, fixed_reps=args.reps, min_reps=1 if quick else 3, max_reps=10_000)
+    probe_bytes = args.probe_mib << 20
+    probe_reps = args.probe_reps if args.probe_reps is not None else (3 if quick else 5)
+    l3 = l3_bytes()
+    rotate_bytes = 3 * l3
+    shapes = [s for s in SHAPES if s.model in args.models]
+    rng = np.random.default_rng(args.seed)
+    libid = library_identity()  # before the run: the file is what this process mapped
+    load = CpuLoad()
+    loadavg = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+
+    _log(f"quantizing {len(shapes)} shapes (copies to exceed {rotate_bytes >> 20} MiB each) ...")
+    weights: list[Weights] = []
+    for s in shapes:
+        weights.append(build_weights(s, rng, rotate_bytes, args.max_copies))
+        _log(f"  {s.label}: {s.n} x {s.k}, {s.nbytes / (1 << 20):.2f} MiB x {len(weights[-1].copies)} copies")
+
+    rows: list[Row] = []
+    probes: list[Probe] = []
+    wrapper: dict[str, float] | None = None
+    seen: set[int] = set()
+    for requested in args.threads:
+        cfg = RuntimeConfig(threads=requested)
+        if cfg.threads in seen:
+            continue
+        seen.add(cfg.threads)
+        cfg.warmup_thread_pool()
+        before = K.probe_read_bandwidth(probe_bytes, probe_reps)
+        _log(f"threads={cfg.threads}: probe {before:.1f} GB/s")
+        if wrapper is None:
+            wrapper = wrapper_overhead(plan, rng)
+        section: list[Row] = []
+        for w in weights:
+            row = bench_gemv(w, plan, before, cfg.threads, rng)
+            if not args.no_gemm:
+                bench_prefill(w, gemm_plan, row, rng)
+            section.append(row)
+            _log(f"  {w.shape.label}: gemv {row.median_us:.1f} us, {row.gbs:.1f} GB/s"
+                 + ("" if row.gemm64_speedup is None else f", GEMM64 speedup {row.gemm64_speedup:.2f}x"))
+            if w.shape.lmhead:
+                section.append(bench_argmax(w, plan, before, cfg.threads, rng))
+        after = K.probe_read_bandwidth(probe_bytes, probe_reps)
+        probe = Probe(cfg.threads, round(before, 2), round(after, 2))
+        probes.append(probe)
+        for r in section:  # % of the better probe of this thread count
+            gbs = r.bytes_per_call / (r.median_us * 1e-6) / 1e9
+            r.pct_probe = round(100.0 * gbs / probe.gbs, 1)
+            r.low = r.weights >= BIG_WEIGHTS and r.pct_probe < LOW_PCT
+        rows += section
+    cpu = load.report()
+
+    header = [
+        "# libq8 kernel benchmark",
+        "",
+        f"- CPU: {cpu_model()} ({os.cpu_count()} logical CPUs, "
+        f"{RuntimeConfig.physical_cores()} physical cores)",
+        f"- kernel path: {K.isa_active()} (supported: {','.join(K.isa_supported())})",
+        f"- library: {libid['path']} (sha256 {libid['sha256']}, built {libid['mtime']}; checkout "
+        f"{libid['git']}); pyrustml {pyrustml.__version__}; Python {platform.python_version()}; "
+        f"numpy {np.__version__}",
+        f"- L3: {l3 >> 20} MiB; each shape rotates over distinct copies totalling "
+        f">= {rotate_bytes >> 20} MiB (at most {args.max_copies} copies), so weights stream from DRAM; "
+        f"THP: {thp_setting()}",
+        "- read-bandwidth probe (GB/s, best pass of all pool threads, before / after the shapes): "
+        + "; ".join(f"{p.threads} thread(s): {p.gbs_before:.1f} / {p.gbs_after:.1f}" for p in probes),
+        f"- GEMV: raw cffi q8_gemv, one timed call per sample, target {target} s per shape; "
+        f"GB/s = N*K/32*34 bytes / median; % of probe against the better probe of that thread count",
+        f"- GEMM64: one q8_gemm over {T_PREFILL} tokens vs {T_PREFILL} separate q8_gemv calls (same rows, "
+        f"same rotation); speedup = per-token throughput ratio (target >= {SPEEDUP_TARGET:.0f}x); "
+        f"GMAC/s = {T_PREFILL}*N*K / GEMM median",
+        f"- flags: **<85%** = at least {BIG_WEIGHTS} weights and below {LOW_PCT:.0f}% of the probe; "
+        f"**<8x** = GEMM64 speedup below target",
+        f"- load average at start {loadavg[0]:.2f}; CPU used by other processes during the run "
+        f"{cpu['other_processes_pct']:.1f}%, steal {cpu['steal_pct']:.1f}% (wall {cpu['wall_s']:.0f} s)",
+    ]
+    if wrapper is not None:
+        header.append(
+            f"- wrapper overhead (gemv_q8_0 vs raw call, {wrapper['n']} x {wrapper['k']} in cache, "
+            f"{wrapper['threads']:.0f} thread(s)): {wrapper['wrapper_median_us']:.2f} vs "
+            f"{wrapper['raw_median_us']:.2f} us, +{wrapper['overhead_us']:.2f} us per call"
+        )
+    if library_identity()["sha256"] != libid["sha256"]:
+        header.append("- WARNING: libq8.so was rebuilt on disk during the run; results may mix builds")
+    if cpu["other_processes_pct"] > 5.0 or cpu["steal_pct"] > 5.0:
+        header.append("- WARNING: other work shared these CPUs during the run; the timings are suspect")
+    print("\n".join(header) + "\n\n" + markdown_table(rows))
+
+    if args.json is not None:
+        doc = {
+            "meta": {
+                "cpu_model": cpu_model(), "logical_cpus": os.cpu_count(),
+                "physical_cores": RuntimeConfig.physical_cores(), "isa_active": K.isa_active(),
+                "isa_supported": K.isa_supported(), "library": libid,
+                "pyrustml": pyrustml.__version__, "python": platform.python_version(),
+                "numpy": np.__version__, "l3_bytes": l3, "rotate_bytes": rotate_bytes,
+                "max_copies": args.max_copies, "thp": thp_setting(), "target_s": target,
+                "fixed_reps": args.reps, "quick": quick, "t_prefill": T_PREFILL,
+                "probe_bytes": probe_bytes, "probe_reps": probe_reps, "seed": args.seed,
+                "loadavg_start": list(loadavg), "cpu_load": cpu,
+                "low_pct": LOW_PCT, "big_weights": BIG_WEIGHTS, "speedup_target": SPEEDUP_TARGET,
+            },
+            "probes": [{**asdict(p), "gbs": p.gbs} for p in probes],
+            "wrapper_overhead": wrapper,
+            "rows": [asdict(r) for r in rows],
+        }
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        _log(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
