@@ -2,7 +2,8 @@
 
 from . import errors, kernels
 from .errors import PyrustmlError
+from .model import Generation, Model, load
 from .runtime import RuntimeConfig
 
-__all__ = ["PyrustmlError", "RuntimeConfig", "errors", "kernels"]
+__all__ = ["Generation", "Model", "PyrustmlError", "RuntimeConfig", "errors", "kernels", "load"]
 __version__ = "0.1.0"

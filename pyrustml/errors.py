@@ -36,3 +36,7 @@ class ContextLengthError(PyrustmlError):
 
 class NumericalError(PyrustmlError):
     """A forward pass produced NaN or Inf."""
+
+
+class ModelNotFoundError(PyrustmlError):
+    """The checkpoint could not be found: no such directory, repo, revision, or not cached offline."""

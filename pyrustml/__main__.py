@@ -1,0 +1,5 @@
+"""python -m pyrustml: the same as pyrustml-infer."""
+
+from .cli import entry
+
+entry()

@@ -1,0 +1,156 @@
+"""pyrustml-infer: the seed's command line, plus what a llama.cpp user expects.
+
+Generated text goes to stdout, flushed per piece; logs and the timing summary go to stderr.
+Any PyrustmlError or bad option is one line on stderr and a non-zero exit, never a traceback.
+Exit codes: 0 ok, 1 model/runtime error, 2 bad arguments, 130 interrupted (Ctrl-C).
+Interpreted on purpose (not mypyc-compiled): it runs once per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+DEFAULT_MODEL = "openai-community/gpt2"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pyrustml-infer",
+        description="Generate text with a Hugging Face checkpoint (GPT-2, Gemma 3) on the CPU.",
+    )
+    p.add_argument(
+        "--safetensors",
+        "-m",
+        "--model",
+        dest="source",
+        default=DEFAULT_MODEL,
+        help=f"local checkpoint directory or hub repo id (default {DEFAULT_MODEL})",
+    )
+    p.add_argument("--prompt", "-p", default="", help="prompt text")
+    p.add_argument(
+        "--max-tokens",
+        "-n",
+        "--n-predict",
+        dest="max_tokens",
+        type=int,
+        default=None,
+        help="tokens to generate (default 16)",
+    )
+    p.add_argument("--temperature", "--temp", type=float, default=None, help="0 is greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--min-p", type=float, default=None)
+    p.add_argument(
+        "--repeat-penalty", "--repetition-penalty", dest="repeat_penalty", type=float, default=None
+    )
+    p.add_argument("--seed", "-s", type=int, default=None)
+    p.add_argument("--threads", "-t", type=int, default=None, help="default: physical cores")
+    p.add_argument("--quant", choices=["q8_0", "f32"], default="q8_0")
+    p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
+    p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of streaming")
+    return p  # fmt: skip
+
+
+def _setup_logging() -> None:
+    level = os.environ.get("PYRUSTML_LOG", "").lower()
+    rust = os.environ.get("RUST_LOG", "")
+    if level == "debug" or "pyrustml=debug" in rust or "rustml=debug" in rust:
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s", stream=sys.stderr)
+    elif level in ("info", "warning", "error"):
+        logging.basicConfig(level=level.upper(), format="%(name)s: %(message)s", stream=sys.stderr)
+
+
+def _fail(msg: str, code: int) -> int:
+    print(f"pyrustml-infer: error: {msg}", file=sys.stderr)
+    return code
+
+
+def _summary(load_ms: float, t: dict[str, float]) -> None:
+    def line(label: str, ms: float, n: float, unit: str) -> str:
+        per = ms / n if n else 0.0
+        rate = 1000.0 * n / ms if ms > 0 else 0.0
+        return (
+            f"{label:>17} = {ms:10.2f} ms / {int(n):5d} {unit} "
+            f"({per:8.2f} ms per token, {rate:9.2f} tokens per second)"
+        )
+
+    print(f"{'load time':>17} = {load_ms:10.2f} ms", file=sys.stderr)
+    print(line("prompt eval time", t["prompt_ms"], t["prompt_tokens"], "tokens"), file=sys.stderr)
+    print(line("eval time", t["eval_ms"], t["eval_tokens"], "runs  "), file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging()
+    # Imported after argument parsing so --help is instant and import errors are reported cleanly.
+    try:
+        from . import load
+        from .errors import PyrustmlError
+    except Exception as exc:
+        return _fail(f"cannot import pyrustml: {exc}", 1)
+    if args.threads is not None and args.threads < 1:
+        return _fail("--threads must be >= 1", 2)
+    printed: list[str] = []
+    try:
+        model = load(args.source, quant=args.quant, threads=args.threads, revision=args.revision)
+        opts = dict(
+            max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+            min_p=args.min_p, repetition_penalty=args.repeat_penalty, seed=args.seed, stop=args.stop,
+        )  # fmt: skip
+        if args.json:
+            g = model.generate(args.prompt, **opts)
+            doc = {
+                "text": g.text,
+                "prompt_tokens": g.prompt_tokens,
+                "tokens": g.tokens,
+                "finish_reason": g.finish_reason,
+                "timings": {"load_ms": model.load_ms, **g.timings.as_dict()},
+            }
+            print(json.dumps(doc, ensure_ascii=False))
+            return 0
+        sys.stdout.write(args.prompt)
+        sys.stdout.flush()
+        params = model._params(
+            args.max_tokens, args.temperature, args.top_k, args.top_p,
+            args.min_p, args.repeat_penalty, args.seed,
+        )  # fmt: skip
+        gen = model._run(args.prompt, params, args.stop)
+        while True:
+            try:
+                piece = next(gen)
+            except StopIteration as done:
+                result = done.value
+                break
+            printed.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        _summary(model.load_ms, result.timings.as_dict())
+        return 0
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        print("pyrustml-infer: interrupted", file=sys.stderr)
+        return 130
+    except ValueError as exc:
+        return _fail(str(exc), 2)
+    except PyrustmlError as exc:
+        return _fail(str(exc), 1)
+    except MemoryError:
+        return _fail("out of memory", 1)
+    except OSError as exc:
+        return _fail(str(exc), 1)
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,57 @@
+"""Where a checkpoint comes from: a local directory, or a hub repo id through huggingface_hub
+(its cache, HF_HOME / HF_HUB_CACHE, HF_HUB_OFFLINE=1, revisions and progress bars)."""
+
+from __future__ import annotations
+
+import os
+
+from .errors import ModelNotFoundError
+
+# Only what pyrustml reads: never the .bin/.h5/.msgpack/.onnx copies a repo may also carry.
+ALLOW_PATTERNS = [
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+]
+
+
+def resolve(source: str, revision: str | None = None) -> str:
+    """A local directory holding the checkpoint."""
+    if os.path.isdir(source):
+        return source
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise ModelNotFoundError(f"{source}: no such directory")
+    # Imported here: huggingface_hub takes ~0.2 s to import and local loads never need it.
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        return str(snapshot_download(source, revision=revision, allow_patterns=ALLOW_PATTERNS))
+    except GatedRepoError:
+        raise ModelNotFoundError(
+            f"{source} is gated: accept its license on the hub and log in (huggingface-cli login)"
+        ) from None
+    except RepositoryNotFoundError:
+        raise ModelNotFoundError(f"{source}: no such repository on the hub (or it is private)") from None
+    except RevisionNotFoundError:
+        raise ModelNotFoundError(f"{source}: no revision {revision!r}") from None
+    except LocalEntryNotFoundError:
+        raise ModelNotFoundError(
+            f"{source} is not in the local cache and the hub cannot be reached "
+            "(offline, or HF_HUB_OFFLINE=1); download it once with network access"
+        ) from None
+    except HfHubHTTPError as exc:
+        raise ModelNotFoundError(f"{source}: hub request failed ({exc})") from None
+    except ValueError as exc:  # malformed repo ids
+        raise ModelNotFoundError(f"{source}: {exc}") from None

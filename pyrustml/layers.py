@@ -1,0 +1,165 @@
+"""Weights as the forward pass uses them: a Linear layer (Q8_0 or float32) whose libq8 pointers
+are taken once at load, and the helpers that quantize straight from the checkpoint's bytes.
+
+Loading goes tensor by tensor from the mmap'ed file into the final allocation (libq8 converts
+f16/bf16 and transposes HF Conv1D [in, out] weights while quantizing), so no float32 copy of a
+whole Q8_0 model ever exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import numpy as np
+
+from ._ffi import ffi, lib
+from .errors import ModelFormatError
+from .kernels import QK8_0, Q8Matrix
+from .safetensors_io import Checkpoint, TensorInfo, to_float32
+
+DTYPE_CODE: Final[dict[str, int]] = {"F32": 0, "F16": 1, "BF16": 2}
+
+
+def check_finite(ckpt: Checkpoint, name: str) -> None:
+    """Refuse NaN/Inf weights at load, on the stored words (no float32 copy for 16-bit types)."""
+    info = ckpt.info(name)
+    raw = ckpt.raw(name)
+    if info.dtype == "BF16":
+        bad = bool(((raw & 0x7F80) == 0x7F80).any())
+    elif info.dtype == "F16":
+        bad = bool(((raw.view(np.uint16) & 0x7C00) == 0x7C00).any())
+    else:
+        bad = not bool(np.isfinite(raw).all())
+    if bad:
+        raise ModelFormatError(f"tensor {name!r} holds NaN or Inf")
+
+
+def expect_shape(info: TensorInfo, shape: tuple[int, ...]) -> None:
+    if info.shape != shape:
+        raise ModelFormatError(f"tensor {info.name!r} has shape {list(info.shape)}, expected {list(shape)}")
+
+
+def vector(ckpt: Checkpoint, name: str, n: int) -> np.ndarray:
+    """A 1-D float32 tensor of length n (norm weights, biases)."""
+    expect_shape(ckpt.info(name), (n,))
+    return np.ascontiguousarray(ckpt.float32(name))
+
+
+def matrix_f32(ckpt: Checkpoint, name: str, shape: tuple[int, int]) -> np.ndarray:
+    expect_shape(ckpt.info(name), shape)
+    return np.ascontiguousarray(ckpt.float32(name))
+
+
+class Linear:
+    """y = W x (+ b) with W of shape (n, k): Q8_0 when quantized, else float32."""
+
+    n: int
+    k: int
+    quantized: bool
+    q: Q8Matrix | None
+    wf: np.ndarray | None
+    bias: np.ndarray | None
+    w_ptr: Any
+    b_ptr: Any
+
+    def __init__(self, n: int, k: int, q: Q8Matrix | None, wf: np.ndarray | None, bias: np.ndarray | None):
+        self.n = n
+        self.k = k
+        self.q = q
+        self.wf = wf
+        self.bias = bias
+        self.quantized = q is not None
+        if q is not None:
+            self.w_ptr = q.ptr()
+        elif wf is not None:
+            self.w_ptr = ffi.from_buffer("float[]", wf)
+        else:
+            raise ValueError("Linear needs Q8_0 or float32 weights")
+        self.b_ptr = ffi.NULL if bias is None else ffi.from_buffer("float[]", bias)
+
+    @property
+    def nbytes(self) -> int:
+        if self.q is not None:
+            return self.q.nbytes
+        return 0 if self.wf is None else int(self.wf.nbytes)
+
+    def gemv(self, x: Any, y: Any) -> None:
+        """y[n] = W x[k] + b; x, y are float pointers."""
+        if self.quantized:
+            rc = lib.q8_gemv(self.w_ptr, self.n, self.k, x, self.b_ptr, y)
+        else:
+            rc = lib.q8_gemv_f32(self.w_ptr, self.n, self.k, x, self.b_ptr, y)
+        if rc != 0:
+            raise RuntimeError(f"libq8 gemv failed ({rc})")
+
+    def gemm(self, x: Any, t: int, y: Any) -> None:
+        """y[t, n] = x[t, k] W^T + b."""
+        if self.quantized:
+            rc = lib.q8_gemm(self.w_ptr, self.n, self.k, x, t, self.b_ptr, y)
+        else:
+            rc = lib.q8_gemm_f32(self.w_ptr, self.n, self.k, x, t, self.b_ptr, y)
+        if rc != 0:
+            raise RuntimeError(f"libq8 gemm failed ({rc})")
+
+    def apply(self, x: Any, t: int, y: Any) -> None:
+        if t == 1:
+            self.gemv(x, y)
+        else:
+            self.gemm(x, t, y)
+
+
+def load_linear(
+    ckpt: Checkpoint,
+    name: str,
+    bias_name: str | None,
+    n: int,
+    k: int,
+    *,
+    transposed: bool,
+    quantize: bool,
+) -> Linear:
+    """A Linear of shape (n, k) from tensor `name`, stored (n, k), or (k, n) when transposed
+    (HF Conv1D). Q8_0 when `quantize` and k % 32 == 0; float32 otherwise."""
+    info = ckpt.info(name)
+    expect_shape(info, (k, n) if transposed else (n, k))
+    if info.dtype not in DTYPE_CODE:
+        raise ModelFormatError(f"tensor {name!r} has dtype {info.dtype}; expected F32, F16 or BF16")
+    check_finite(ckpt, name)
+    bias = vector(ckpt, bias_name, n) if bias_name is not None else None
+    if quantize and k % QK8_0 == 0:
+        q = Q8Matrix(n, k)
+        src = ffi.from_buffer("char[]", ckpt.raw(name))
+        code = DTYPE_CODE[info.dtype]
+        if transposed:
+            rc = lib.q8_quantize_transposed(src, code, k, n, q.ptr())
+        else:
+            rc = lib.q8_quantize(src, code, n, k, q.ptr())
+        if rc != 0:
+            raise MemoryError(f"quantizing {name!r} failed ({rc})")
+        return Linear(n, k, q, None, bias)
+    w = to_float32(info, ckpt.raw(name))
+    wf = np.ascontiguousarray(w.T if transposed else w)
+    return Linear(n, k, None, wf, bias)
+
+
+class Embedding:
+    """Token embedding rows, read from the (tied) lm_head weights: dequantized Q8_0 rows when
+    quantized (as llama.cpp does), exact float32 rows otherwise."""
+
+    table: Linear
+    dim: int
+
+    def __init__(self, table: Linear) -> None:
+        self.table = table
+        self.dim = table.k
+
+    def lookup(self, token: int, out: Any) -> None:
+        if not 0 <= token < self.table.n:
+            raise ValueError(f"token id {token} outside the vocabulary of {self.table.n}")
+        if self.table.quantized:
+            nb = self.dim // QK8_0
+            rc = lib.q8_dequantize(self.table.w_ptr + token * nb, 1, self.dim, out)
+            if rc != 0:
+                raise RuntimeError(f"libq8 dequantize failed ({rc})")
+        else:
+            ffi.memmove(out, self.table.w_ptr + token * self.dim, self.dim * 4)

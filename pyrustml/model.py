@@ -1,0 +1,404 @@
+"""pyrustml.load and the Model it returns: logits, generate, stream.
+
+Concurrency: a Model serializes its callers with a per-model lock (its buffers and KV cache are
+shared state), so several Python threads each get exactly what they would get alone. Every
+generate() starts from a fresh cache, so an interrupted call (KeyboardInterrupt) leaves the
+model ready for the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Generator, Iterator
+
+import numpy as np
+
+from .config import Fields, read_json
+from .errors import ContextLengthError, ModelFormatError, PyrustmlError
+from .hub import resolve
+from .models.base import PREFILL_CHUNK, Transformer
+from .models.registry import builder_for
+from .runtime import RuntimeConfig
+from .safetensors_io import Checkpoint
+from .sampling import Sampler, SamplingParams
+from .tokenizer import StreamDecoder, Tokenizer
+
+log = logging.getLogger("pyrustml")
+
+QUANTS = ("q8_0", "f32")
+
+
+class Timings:
+    """Wall-clock figures of one generation, in milliseconds."""
+
+    prompt_ms: float
+    prompt_tokens: int
+    eval_ms: float
+    eval_tokens: int
+    first_token_ms: float
+
+    def __init__(self) -> None:
+        self.prompt_ms = 0.0
+        self.prompt_tokens = 0
+        self.eval_ms = 0.0
+        self.eval_tokens = 0
+        self.first_token_ms = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "prompt_ms": self.prompt_ms,
+            "prompt_tokens": float(self.prompt_tokens),
+            "prompt_tok_per_s": _rate(self.prompt_tokens, self.prompt_ms),
+            "eval_ms": self.eval_ms,
+            "eval_tokens": float(self.eval_tokens),
+            "eval_tok_per_s": _rate(self.eval_tokens, self.eval_ms),
+            "time_to_first_token_ms": self.first_token_ms,
+        }
+
+
+def _rate(n: int, ms: float) -> float:
+    return 1000.0 * n / ms if ms > 0 else 0.0
+
+
+class Generation:
+    text: str
+    tokens: list[int]
+    prompt_tokens: list[int]
+    finish_reason: str
+    timings: Timings
+
+    def __init__(
+        self, text: str, tokens: list[int], prompt_tokens: list[int], finish_reason: str, timings: Timings
+    ):
+        self.text = text
+        self.tokens = tokens
+        self.prompt_tokens = prompt_tokens
+        self.finish_reason = finish_reason
+        self.timings = timings
+
+    def __repr__(self) -> str:
+        return (
+            f"Generation(finish_reason={self.finish_reason!r}, tokens={len(self.tokens)}, text={self.text!r})"
+        )
+
+
+class Model:
+    net: Transformer
+    tokenizer: Tokenizer
+    directory: str
+    quant: str
+    eos_ids: list[int]
+    bos_id: int | None
+    add_bos: bool
+    defaults: dict[str, float]
+    load_ms: float
+    runtime: RuntimeConfig
+    _lock: threading.Lock
+
+    def __init__(
+        self,
+        net: Transformer,
+        tokenizer: Tokenizer,
+        directory: str,
+        quant: str,
+        gen_cfg: Fields,
+        tok_cfg: Fields,
+        runtime: RuntimeConfig,
+        load_ms: float,
+    ) -> None:
+        self.net = net
+        self.tokenizer = tokenizer
+        self.directory = directory
+        self.quant = quant
+        self.runtime = runtime
+        self.load_ms = load_ms
+        self._lock = threading.Lock()
+        eos = gen_cfg.int_list("eos_token_id")
+        self.eos_ids = sorted({i for i in eos if 0 <= i < net.vocab_size})
+        bos = gen_cfg.int_list("bos_token_id")
+        self.bos_id = bos[0] if bos and 0 <= bos[0] < net.vocab_size else None
+        self.add_bos = bool(tok_cfg.data.get("add_bos_token", False)) and self.bos_id is not None
+        # Sampling defaults from generation_config.json (explicit arguments override them).
+        self.defaults = {}
+        for key in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty"):
+            v = gen_cfg.data.get(key)
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                self.defaults[key] = float(v)
+        if gen_cfg.data.get("do_sample") is False:
+            self.defaults["temperature"] = 0.0
+
+    # ---- inputs ------------------------------------------------------------------------
+    def encode(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+            if self.add_bos and (not ids or ids[0] != self.bos_id) and self.bos_id is not None:
+                ids = [self.bos_id, *ids]
+        elif isinstance(prompt, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in prompt):
+            ids = list(prompt)
+        else:
+            raise TypeError("prompt must be a string or a list of token ids")
+        if not ids:
+            # GPT-2 has no BOS in its prompts; its <|endoftext|> is the documented start token.
+            start = self.bos_id if self.bos_id is not None else (self.eos_ids[0] if self.eos_ids else None)
+            if start is None:
+                raise ValueError("the prompt is empty and the model has no start token")
+            ids = [start]
+        bad = [i for i in ids if not 0 <= i < self.net.vocab_size]
+        if bad:
+            raise ValueError(f"token ids outside the vocabulary of {self.net.vocab_size}: {bad[:5]}")
+        return ids
+
+    def _check_context(self, n: int) -> None:
+        if n > self.net.max_positions:
+            raise ContextLengthError(
+                f"the prompt has {n} tokens; the model's context is {self.net.max_positions}"
+            )
+
+    # ---- forward -----------------------------------------------------------------------
+    def _prefill(self, ids: list[int], pos0: int) -> int:
+        """Run ids through the model; returns the row of the last token in net.final."""
+        rows = 0
+        for c in range(0, len(ids), PREFILL_CHUNK):
+            chunk = ids[c : c + PREFILL_CHUNK]
+            self.net.forward_chunk(chunk, pos0 + c)
+            rows = len(chunk)
+        return rows - 1
+
+    def logits(self, token_ids: list[int]) -> np.ndarray:
+        """float32 logits (len(token_ids), vocab), from a fresh cache."""
+        ids = self.encode(list(token_ids))
+        self._check_context(len(ids))
+        out = np.empty((len(ids), self.net.vocab_size), dtype=np.float32)
+        with self._lock:
+            for c in range(0, len(ids), PREFILL_CHUNK):
+                chunk = ids[c : c + PREFILL_CHUNK]
+                self.net.forward_chunk(chunk, c)
+                out[c : c + len(chunk)] = self.net.logits_rows(len(chunk))
+        return out
+
+    # ---- generation --------------------------------------------------------------------
+    def _params(
+        self,
+        max_tokens: int | None,
+        temperature: float | None,
+        top_k: int | None,
+        top_p: float | None,
+        min_p: float | None,
+        repetition_penalty: float | None,
+        seed: int | None,
+    ) -> SamplingParams:
+        d = self.defaults
+        return SamplingParams(
+            max_tokens=16 if max_tokens is None else max_tokens,
+            temperature=d.get("temperature", 1.0) if temperature is None else temperature,
+            top_k=int(d.get("top_k", 0)) if top_k is None else top_k,
+            top_p=d.get("top_p", 1.0) if top_p is None else top_p,
+            min_p=d.get("min_p", 0.0) if min_p is None else min_p,
+            repetition_penalty=d.get("repetition_penalty", 1.0)
+            if repetition_penalty is None
+            else repetition_penalty,
+            seed=seed,
+        )
+
+    def stream(
+        self,
+        prompt: str | list[int],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float | None = None,
+        seed: int | None = None,
+        stop: list[str] | None = None,
+    ) -> Iterator[str]:
+        """Yield text pieces as they become valid UTF-8; see generate for the options."""
+        gen = self._run(
+            prompt, self._params(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed), stop
+        )
+        try:
+            while True:
+                piece = next(gen)
+                if piece:
+                    yield piece
+        except StopIteration:
+            return
+
+    def generate(
+        self,
+        prompt: str | list[int],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float | None = None,
+        seed: int | None = None,
+        stop: list[str] | None = None,
+    ) -> Generation:
+        """Generate up to max_tokens tokens. temperature <= 0 is greedy; unset options come from
+        the checkpoint's generation_config.json. Stops on every eos id and on `stop` strings."""
+        params = self._params(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed)
+        gen = self._run(prompt, params, stop)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as done:
+                result: Generation = done.value
+                return result
+
+    def _run(
+        self, prompt: str | list[int], params: SamplingParams, stop: list[str] | None
+    ) -> Generator[str, None, Generation]:
+        """The generation loop, as a generator of text pieces that returns the Generation."""
+        stops = [s for s in (stop or []) if s]
+        ids = self.encode(prompt)
+        self._check_context(len(ids))
+        sampler = Sampler(params)
+        timings = Timings()
+        out: list[int] = []
+        text_parts: list[str] = []
+        finish = "length"
+        emitted = 0  # characters of the text already yielded
+        t_eval = 0.0
+        decoder = StreamDecoder(self.tokenizer)
+        with self._lock:
+            t0 = time.perf_counter()
+            row = self._prefill(ids, 0)
+            history = list(ids)
+            pos = len(ids)
+            while True:
+                if params.needs_logits:
+                    token = sampler.sample(self.net.logits_row(row), history)
+                else:
+                    token = self.net.argmax_row(row)
+                now = time.perf_counter()
+                if not out:
+                    timings.prompt_ms = (now - t0) * 1000.0
+                    timings.prompt_tokens = len(ids)
+                    timings.first_token_ms = timings.prompt_ms
+                    t_eval = now
+                if token in self.eos_ids:
+                    finish = "stop"
+                    break
+                out.append(token)
+                history.append(token)
+                piece = decoder.push(token)
+                if piece:
+                    text_parts.append(piece)
+                    if stops:
+                        full = "".join(text_parts)
+                        cut = _stop_index(full, stops)
+                        if cut >= 0:
+                            finish = "stop"
+                            if cut > emitted:
+                                yield full[emitted:cut]
+                            emitted = cut
+                            break
+                        # Hold back a suffix that may still grow into a stop string.
+                        safe = len(full) - _stop_prefix_len(full, stops)
+                        if safe > emitted:
+                            yield full[emitted:safe]
+                            emitted = safe
+                    else:
+                        emitted += len(piece)
+                        yield piece
+                if len(out) >= params.max_tokens or pos >= self.net.max_positions:
+                    break
+                self.net.forward_chunk([token], pos)
+                row = 0
+                pos += 1
+            if finish != "stop" or not stops:
+                text_parts.append(decoder.flush())
+            full = "".join(text_parts)
+            end = _stop_index(full, stops) if stops else -1
+            end = len(full) if end < 0 else end
+            if end > emitted:
+                yield full[emitted:end]
+            timings.eval_tokens = max(0, len(out) - 1)
+            timings.eval_ms = (time.perf_counter() - t_eval) * 1000.0 if out or finish == "stop" else 0.0
+        return Generation(full[:end], out, ids, finish, timings)
+
+
+def _stop_index(text: str, stops: list[str]) -> int:
+    """Index of the earliest stop string in text, or -1."""
+    cut = -1
+    for s in stops:
+        i = text.find(s)
+        if i >= 0 and (cut < 0 or i < cut):
+            cut = i
+    return cut
+
+
+def _stop_prefix_len(text: str, stops: list[str]) -> int:
+    """Length of the longest suffix of text that is a proper prefix of a stop string."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best
+
+
+def load(
+    source: str,
+    *,
+    quant: str = "q8_0",
+    threads: int | None = None,
+    revision: str | None = None,
+) -> Model:
+    """Load a checkpoint from a local directory or a hub repo id.
+
+    quant="q8_0" quantizes every matrix whose width is a multiple of 32 (GGML Q8_0);
+    quant="f32" keeps full precision (the conformance path)."""
+    if quant not in QUANTS:
+        raise ValueError(f"quant must be one of {QUANTS}, got {quant!r}")
+    t0 = time.perf_counter()
+    runtime = RuntimeConfig(threads)
+    directory = resolve(source, revision)
+    cfg = read_json(os.path.join(directory, "config.json"), required=True)
+    f = Fields(cfg, "config.json")
+    model_type = cfg.get("model_type")
+    if not isinstance(model_type, str):
+        raise ModelFormatError("config.json has no model_type")
+    build = builder_for(model_type, "config.json")
+    gen_cfg = Fields(
+        read_json(os.path.join(directory, "generation_config.json"), required=False), "generation_config.json"
+    )
+    tok_cfg = Fields(
+        read_json(os.path.join(directory, "tokenizer_config.json"), required=False), "tokenizer_config.json"
+    )
+    tokenizer = Tokenizer(directory)
+    ckpt = Checkpoint(directory)
+    try:
+        net = build(f, ckpt, quant == "q8_0")
+    finally:
+        ckpt.close()
+    if tokenizer.vocab_size > net.vocab_size:
+        raise ModelFormatError(
+            f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary is {net.vocab_size}"
+        )
+    runtime.warmup_thread_pool()
+    load_ms = (time.perf_counter() - t0) * 1000.0
+    fusions = ", ".join(f"{n} {k} fusions" for k, n in net.fusions.items())
+    log.debug(
+        "loaded %s (%s): %d %s matrices, %s; %d threads, kernels %s; %.0f ms",
+        model_type, quant, net.n_matrices, quant.upper(), fusions, runtime.threads,
+        _isa(), load_ms,
+    )  # fmt: skip
+    return Model(net, tokenizer, directory, quant, gen_cfg, tok_cfg, runtime, load_ms)
+
+
+def _isa() -> str:
+    from .kernels import isa_active
+
+    return isa_active()
+
+
+__all__ = ["Generation", "Model", "PyrustmlError", "Timings", "load"]

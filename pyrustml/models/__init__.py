@@ -1,0 +1,1 @@
+"""Architectures, chosen from config.json's model_type through the registry."""

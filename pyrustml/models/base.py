@@ -1,0 +1,83 @@
+"""What every architecture provides to the generation loop (pyrustml.model)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._ffi import ffi, lib
+from ..errors import NumericalError
+from ..layers import Linear
+
+PREFILL_CHUNK = 256  # prompt rows per batched pass: bounds the activation buffers
+
+
+class Transformer:
+    """A decoder-only model with its buffers and KV cache allocated once.
+
+    forward_chunk(ids, pos0) runs len(ids) <= PREFILL_CHUNK tokens at positions pos0.. through
+    every layer (writing the KV cache) and leaves the final-normed hidden states in `final`
+    (rows 0 .. len(ids) - 1). The lm_head methods then project the last row, or all rows."""
+
+    model_type: str
+    vocab_size: int
+    hidden_size: int
+    max_positions: int
+    lm_head: Linear
+    final: np.ndarray  # (PREFILL_CHUNK, hidden) float32
+    final_ptr: Any
+    logits_buf: np.ndarray  # (vocab,) float32
+    logits_ptr: Any
+    final_softcap: float  # 0: none
+    n_matrices: int  # Q8_0 (or f32) weight matrices, for the load summary
+    fusions: dict[str, int]
+
+    def forward_chunk(self, ids: list[int], pos0: int) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement forward_chunk")
+
+    def _alloc_head(self) -> None:
+        self.final = np.zeros((PREFILL_CHUNK, self.hidden_size), dtype=np.float32)
+        self.final_ptr = ffi.from_buffer("float[]", self.final)
+        self.logits_buf = np.zeros(self.vocab_size, dtype=np.float32)
+        self.logits_ptr = ffi.from_buffer("float[]", self.logits_buf)
+
+    def logits_row(self, row: int) -> np.ndarray:
+        """Logits of one row of `final`, in the model's reused buffer (copy to keep)."""
+        x = self.final_ptr + row * self.hidden_size
+        h = self.lm_head
+        if h.quantized:
+            rc = lib.q8_lmhead(h.w_ptr, h.n, h.k, x, self.logits_ptr)
+        else:
+            rc = lib.q8_lmhead_f32(h.w_ptr, h.n, h.k, x, self.logits_ptr)
+        if rc != 0:
+            raise RuntimeError(f"libq8 lm_head failed ({rc})")
+        if self.final_softcap > 0.0:
+            lib.q8_softcap(self.logits_ptr, self.final_softcap, self.vocab_size, self.logits_ptr)
+        return self.logits_buf
+
+    def argmax_row(self, row: int) -> int:
+        """Greedy token of one row: the logits never leave C (softcap is monotonic)."""
+        x = self.final_ptr + row * self.hidden_size
+        h = self.lm_head
+        idx = ffi.new("int64_t *")
+        val = ffi.new("float *")
+        if h.quantized:
+            rc = lib.q8_lmhead_argmax(h.w_ptr, h.n, h.k, x, idx, val)
+        else:
+            rc = lib.q8_lmhead_argmax_f32(h.w_ptr, h.n, h.k, x, idx, val)
+        if rc != 0:
+            raise RuntimeError(f"libq8 lm_head argmax failed ({rc})")
+        v = float(val[0])
+        if v != v or v in (float("inf"), float("-inf")):
+            raise NumericalError(f"the logits hold {v} (NaN/Inf) at the greedy step")
+        return int(idx[0])
+
+    def logits_rows(self, t: int) -> np.ndarray:
+        """Logits of rows 0 .. t-1 of `final` as a new (t, vocab) array."""
+        out = np.empty((t, self.vocab_size), dtype=np.float32)
+        self.lm_head.gemm(self.final_ptr, t, ffi.from_buffer("float[]", out))
+        if self.final_softcap > 0.0:
+            p = ffi.from_buffer("float[]", out)
+            lib.q8_softcap(p, self.final_softcap, t * self.vocab_size, p)
+        return out

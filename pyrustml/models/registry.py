@@ -1,0 +1,27 @@
+"""model_type -> builder. A new architecture registers here; the loader does not change."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..config import Fields
+from ..errors import UnsupportedModelError
+from ..safetensors_io import Checkpoint
+from . import gpt2
+from .base import Transformer
+
+Builder = Callable[[Fields, Checkpoint, bool], Transformer]
+
+REGISTRY: dict[str, Builder] = {
+    "gpt2": gpt2.build,
+}
+
+
+def builder_for(model_type: str, where: str) -> Builder:
+    b = REGISTRY.get(model_type)
+    if b is None:
+        supported = ", ".join(sorted(REGISTRY))
+        raise UnsupportedModelError(
+            f"{where}: model_type {model_type!r} is not supported (supported: {supported})"
+        )
+    return b
