@@ -16,8 +16,21 @@ from setuptools.command.build_py import build_py
 # Typed modules compiled by mypyc. Left interpreted, each for a reason:
 #   _ffi.py   owns cffi, whose objects are dynamic; it runs once at import.
 #   errors.py exception classes with two built-in bases, which mypyc cannot make native.
+#   hub.py    a thin wrapper over huggingface_hub, imported lazily, runs once per load.
 #   __init__.py, __main__.py, cli.py: entry points, run once.
-COMPILED = ["pyrustml/kernels.py", "pyrustml/runtime.py"]
+COMPILED = [
+    "pyrustml/kernels.py",
+    "pyrustml/runtime.py",
+    "pyrustml/config.py",
+    "pyrustml/safetensors_io.py",
+    "pyrustml/layers.py",
+    "pyrustml/sampling.py",
+    "pyrustml/tokenizer.py",
+    "pyrustml/model.py",
+    "pyrustml/models/base.py",
+    "pyrustml/models/gpt2.py",
+    "pyrustml/models/registry.py",
+]
 
 
 class BuildPyWithLibq8(build_py):

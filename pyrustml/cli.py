@@ -17,8 +17,15 @@ import sys
 DEFAULT_MODEL = "openai-community/gpt2"
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """One line on stderr and exit 2, like every other bad value."""
+        print(f"pyrustml-infer: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="pyrustml-infer",
         description="Generate text with a Hugging Face checkpoint (GPT-2, Gemma 3) on the CPU.",
     )

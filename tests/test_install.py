@@ -9,10 +9,19 @@ from pathlib import Path
 
 import pyrustml
 import pyrustml.kernels
+import pyrustml.model
+import pyrustml.models.gpt2
 import pyrustml.runtime
+import pyrustml.sampling
 from pyrustml import _ffi
 
-COMPILED_MODULES = [pyrustml.kernels, pyrustml.runtime]
+COMPILED_MODULES = [
+    pyrustml.kernels,
+    pyrustml.runtime,
+    pyrustml.model,
+    pyrustml.models.gpt2,
+    pyrustml.sampling,
+]
 
 
 def test_typed_modules_are_mypyc_extensions() -> None:

@@ -1,0 +1,65 @@
+"""Shared fixtures: the committed tiny checkpoints (made by tools/make_fixtures.py) and a
+hub cache laid out the way huggingface_hub lays it out, for offline tests of repo ids."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def fixture_dir(name: str) -> Path:
+    path = FIXTURES / name
+    if not path.is_dir():
+        pytest.fail(f"missing fixture {path}: run `python tools/make_fixtures.py`")
+    return path
+
+
+@pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """HF_HUB_CACHE holding pyrustml-test/gpt2-tiny as a real snapshot (refs/main -> sha)."""
+    cache = tmp_path_factory.mktemp("hf-cache")
+    repo = cache / "models--pyrustml-test--gpt2-tiny"
+    snap = repo / "snapshots" / SNAPSHOT
+    snap.mkdir(parents=True)
+    for f in fixture_dir("gpt2-tiny-openai").iterdir():
+        shutil.copy(f, snap / f.name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(SNAPSHOT)
+    return cache
+
+
+CliRunner = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def _run_cli(
+    args: list[str], env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """pyrustml-infer in a fresh interpreter (python -m pyrustml behaves the same)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "pyrustml", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=str(FIXTURES.parent.parent.parent),  # outside the checkout's source tree
+    )
+
+
+@pytest.fixture
+def cli() -> CliRunner:
+    return _run_cli
+
+
+@pytest.fixture
+def fixtures() -> Callable[[str], Path]:
+    return fixture_dir
