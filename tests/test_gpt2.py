@@ -230,7 +230,7 @@ def test_wrong_shape_in_config_is_a_format_error(tmp_path: Path) -> None:
 
 def test_missing_tensor_is_a_format_error(tmp_path: Path) -> None:
     d = edited_copy(tmp_path, lambda c: c.__setitem__("n_layer", 3))
-    with pytest.raises(ModelFormatError, match="h.2"):
+    with pytest.raises(ModelFormatError, match=r"h\.2"):
         pyrustml.load(str(d))
 
 
