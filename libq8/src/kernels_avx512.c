@@ -107,7 +107,7 @@ static void SUFFIX(quantize_row)(const float *x, q8_block *y, int64_t k) {
             continue;
         }
         const float d = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1)) / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float id = d != 0.0f && 1.0f / d <= 3.40282347e38f ? 1.0f / d : 0.0f; /* see quant.c */
         y[b].d = q8_fp32_to_fp16_ref(d);
         const __m512 idv = _mm512_set1_ps(id);
         _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtepi32_epi8(round_away(_mm512_mul_ps(v0, idv))));

@@ -30,17 +30,24 @@
 #define DEFAULT_SPIN_US 2000
 
 typedef struct {
-    /* the job being run; written by the submitter before it bumps `generation` */
-    q8_task_fn fn;
-    void *ctx;
-    int64_t total, chunk;
-    int warm; /* warmup job: every worker touches its stack */
-    _Atomic int64_t next;
-    _Atomic int pending; /* workers that have not finished the current job */
+    /* The job being run. Fields are written by the submitter before it publishes a new
+     * generation, and read by workers after they acquire it; they are relaxed atomics because a
+     * worker that wakes late may read them while the next job is being written (its chunk
+     * claims then fail, see claim_chunks). */
+    _Atomic(q8_task_fn) fn;
+    _Atomic(void *) ctx;
+    _Atomic int64_t total, chunk, n_chunks;
+    _Atomic int warm; /* warmup job: every worker touches its stack and checks in */
+    /* (generation tag << 32) | next chunk index: a claim succeeds only for the current job. */
+    _Atomic uint64_t claim;
+    _Atomic int64_t done;       /* chunks finished in the current job */
+    _Atomic int warmed;         /* workers that checked in for a warmup job */
     _Atomic uint64_t generation;
+    _Atomic int sleepers;
     _Atomic int stop;
     pthread_mutex_t sleep_mu;
     pthread_cond_t sleep_cv;
+    uint64_t start_gen; /* generation when the workers were created: their first "seen" */
     int threads; /* including the caller */
     int started; /* worker threads created */
     pthread_t tid[MAX_THREADS];
@@ -60,12 +67,27 @@ static long now_ns(void) {
     return ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-static void run_chunks(int worker) {
-    const int64_t total = P.total, chunk = P.chunk;
+/* Run chunks of job `gen` until none are left. Nobody waits for a thread that claims nothing,
+ * so a worker the OS has not scheduled yet cannot stall the job. */
+static void claim_chunks(uint64_t gen, int worker) {
+    const uint64_t tag = (gen & 0xffffffffu) << 32;
+    const q8_task_fn fn = atomic_load_explicit(&P.fn, memory_order_relaxed);
+    void *ctx = atomic_load_explicit(&P.ctx, memory_order_relaxed);
+    const int64_t total = atomic_load_explicit(&P.total, memory_order_relaxed);
+    const int64_t chunk = atomic_load_explicit(&P.chunk, memory_order_relaxed);
+    const int64_t n_chunks = atomic_load_explicit(&P.n_chunks, memory_order_relaxed);
+    uint64_t c = atomic_load_explicit(&P.claim, memory_order_acquire);
     for (;;) {
-        const int64_t b = atomic_fetch_add_explicit(&P.next, chunk, memory_order_relaxed);
-        if (b >= total) break;
-        P.fn(P.ctx, b, b + chunk < total ? b + chunk : total, worker);
+        if ((c & ~(uint64_t)0xffffffffu) != tag) return; /* another job: what we read is stale */
+        const int64_t idx = (int64_t)(c & 0xffffffffu);
+        if (idx >= n_chunks || !fn) return;
+        if (!atomic_compare_exchange_weak_explicit(&P.claim, &c, c + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue; /* c was reloaded */
+        const int64_t b = idx * chunk;
+        fn(ctx, b, b + chunk < total ? b + chunk : total, worker);
+        atomic_fetch_add_explicit(&P.done, 1, memory_order_release);
+        c = atomic_load_explicit(&P.claim, memory_order_acquire);
     }
 }
 
@@ -77,29 +99,41 @@ static void touch_stack(void) {
 
 static void *worker_main(void *arg) {
     const int id = *(const int *)arg;
-    uint64_t seen = 0;
+    /* start_gen was recorded under submit_mu before this thread existed: no job can have been
+     * published in between, so the worker neither misses one nor replays an old one. */
+    uint64_t seen = P.start_gen;
     for (;;) {
         uint64_t gen = atomic_load_explicit(&P.generation, memory_order_acquire);
         if (gen == seen && !atomic_load(&P.stop)) {
-            const long deadline = now_ns() + P.spin_ns;
+            /* Spin briefly (calls of a decode step come microseconds apart), yielding the core
+             * after a while so an oversubscribed machine is not starved, then sleep. */
+            const long start = now_ns();
             for (unsigned i = 1;; i++) {
                 gen = atomic_load_explicit(&P.generation, memory_order_acquire);
                 if (gen != seen || atomic_load(&P.stop)) break;
                 CPU_RELAX();
-                if ((i & 255) == 0 && now_ns() > deadline) break;
+                if ((i & 255) == 0) {
+                    const long t = now_ns() - start;
+                    if (t > P.spin_ns) break;
+                    if (t > 50000) sched_yield();
+                }
             }
         }
         if (gen == seen && !atomic_load(&P.stop)) {
             pthread_mutex_lock(&P.sleep_mu);
+            atomic_fetch_add(&P.sleepers, 1);
             while ((gen = atomic_load(&P.generation)) == seen && !atomic_load(&P.stop))
                 pthread_cond_wait(&P.sleep_cv, &P.sleep_mu);
+            atomic_fetch_sub(&P.sleepers, 1);
             pthread_mutex_unlock(&P.sleep_mu);
         }
         if (atomic_load(&P.stop)) break;
         seen = gen;
-        if (P.warm) touch_stack();
-        if (P.fn) run_chunks(id);
-        atomic_fetch_sub_explicit(&P.pending, 1, memory_order_acq_rel);
+        if (atomic_load_explicit(&P.warm, memory_order_relaxed)) {
+            touch_stack();
+            atomic_fetch_add_explicit(&P.warmed, 1, memory_order_release);
+        }
+        claim_chunks(gen, id);
     }
     return NULL;
 }
@@ -120,7 +154,7 @@ static void fork_child(void) {
     /* Only the forking thread exists here: forget the workers, rebuild the sync objects. */
     P.started = 0;
     atomic_store(&P.stop, 0);
-    atomic_store(&P.pending, 0);
+    atomic_store(&P.sleepers, 0);
     pthread_mutex_init(&P.sleep_mu, NULL);
     pthread_cond_init(&P.sleep_cv, NULL);
     pthread_mutex_init(&submit_mu, NULL);
@@ -156,7 +190,8 @@ static int start_locked(int threads) {
     const char *spin = getenv("PYRUSTML_SPIN_US");
     P.spin_ns = (spin && *spin ? atol(spin) : DEFAULT_SPIN_US) * 1000L;
     P.threads = threads;
-    P.fn = NULL;
+    atomic_store(&P.fn, NULL);
+    P.start_gen = atomic_load(&P.generation);
     for (int i = 1; i < threads; i++) {
         P.ids[i - 1] = i;
         if (pthread_create(&P.tid[i - 1], NULL, worker_main, &P.ids[i - 1]) != 0) {
@@ -202,23 +237,32 @@ void q8_pool_shutdown(void) {
     pthread_mutex_unlock(&submit_mu);
 }
 
-/* Publish the job and wait for every worker to acknowledge it. Called with submit_mu held. */
+/* Publish the job, work on it, and return when every chunk is done. With submit_mu held. */
 static void run_job_locked(q8_task_fn fn, void *ctx, int64_t total, int64_t chunk, int warm) {
-    P.fn = fn;
-    P.ctx = ctx;
-    P.total = total;
-    P.chunk = chunk;
-    P.warm = warm;
-    atomic_store_explicit(&P.next, 0, memory_order_relaxed);
-    atomic_store_explicit(&P.pending, P.started, memory_order_relaxed);
-    atomic_fetch_add_explicit(&P.generation, 1, memory_order_release);
-    /* A worker checks the generation under sleep_mu before waiting, so this cannot be lost. */
-    pthread_mutex_lock(&P.sleep_mu);
-    pthread_cond_broadcast(&P.sleep_cv);
-    pthread_mutex_unlock(&P.sleep_mu);
+    const uint64_t gen = atomic_load_explicit(&P.generation, memory_order_relaxed) + 1;
+    const int64_t n_chunks = fn ? (total + chunk - 1) / chunk : 0;
+    /* Retag the claim counter first: a late worker of the previous job that reads the fields
+     * below half-written can no longer claim anything. */
+    atomic_store_explicit(&P.claim, (gen & 0xffffffffu) << 32, memory_order_relaxed);
+    atomic_store_explicit(&P.fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&P.ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&P.total, total, memory_order_relaxed);
+    atomic_store_explicit(&P.chunk, chunk, memory_order_relaxed);
+    atomic_store_explicit(&P.n_chunks, n_chunks, memory_order_relaxed);
+    atomic_store_explicit(&P.warm, warm, memory_order_relaxed);
+    atomic_store_explicit(&P.done, 0, memory_order_relaxed);
+    atomic_store_explicit(&P.warmed, 0, memory_order_relaxed);
+    atomic_store(&P.generation, gen); /* seq_cst: pairs with the sleepers check below */
+    if (atomic_load(&P.sleepers) > 0) {
+        pthread_mutex_lock(&P.sleep_mu);
+        pthread_cond_broadcast(&P.sleep_cv);
+        pthread_mutex_unlock(&P.sleep_mu);
+    }
     if (warm) touch_stack();
-    if (fn) run_chunks(0);
-    while (atomic_load_explicit(&P.pending, memory_order_acquire) > 0) CPU_RELAX();
+    claim_chunks(gen, 0);
+    while (atomic_load_explicit(&P.done, memory_order_acquire) < n_chunks) CPU_RELAX();
+    if (warm)
+        while (atomic_load_explicit(&P.warmed, memory_order_acquire) < P.started) CPU_RELAX();
 }
 
 /* Chunks that give each thread several (for balance), a multiple of `align`. */
