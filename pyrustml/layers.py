@@ -136,9 +136,11 @@ def load_linear(
             rc = lib.q8_quantize(src, code, n, k, q.ptr())
         if rc != 0:
             raise MemoryError(f"quantizing {name!r} failed ({rc})")
+        ckpt.release(name)
         return Linear(n, k, q, None, bias)
     w = to_float32(info, ckpt.raw(name))
     wf = np.ascontiguousarray(w.T if transposed else w)
+    ckpt.release(name)
     return Linear(n, k, None, wf, bias)
 
 

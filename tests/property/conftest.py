@@ -30,7 +30,7 @@ from pyrustml._ffi import ffi
 _SUPPRESSED = [HealthCheck.function_scoped_fixture]
 settings.register_profile(
     "ci",
-    max_examples=30,
+    max_examples=50,
     derandomize=True,
     deadline=None,
     print_blob=True,
@@ -171,10 +171,6 @@ def sech2_bound(a: np.ndarray, da: np.ndarray) -> np.ndarray:
 
 
 # ---- arrays ------------------------------------------------------------------------------------
-# Magnitude regimes the generators draw from: ordinary, huge (the largest whose Q8_0 scale still
-# fits fp16: 4 * 1e6 / 127 < 65504), tiny (scales underflow fp16), float32 subnormal, and a mix of
-# them block by block.
-SCALES: tuple[str, ...] = ("1", "1e-3", "1e3", "1e6", "1e-30", "1e-40", "mixed")
 _MIXED_EXPONENTS = np.array([-40.0, -30.0, -3.0, 0.0, 3.0, 6.0])
 _CLIP = 4.0  # normal draws are clipped to +-4 so "1e6" stays below the fp16 scale limit
 
@@ -187,13 +183,24 @@ def make_array(
 ) -> np.ndarray:
     """float32 array: clipped normals times a magnitude regime; whole 32-element blocks of the last
     axis (when it is a multiple of 32), or single elements otherwise, zeroed with probability
-    zero_frac, and for zero_frac > 0 whole leading-axis rows too."""
+    zero_frac, and for zero_frac > 0 whole leading-axis rows too.
+
+    scale is a number ("1", "1e6": the largest whose Q8_0 scale still fits fp16, 4e6 / 127 <
+    65504; "1e-30": scales that underflow fp16; "1e-40": float32 subnormals), "mixed" (those
+    magnitudes block by block) or "ties" (every Q8_0 quant a rounding tie)."""
     rng = np.random.default_rng(seed)
     a = np.clip(rng.standard_normal(shape), -_CLIP, _CLIP)
     last = shape[-1]
     grain = QK if last % QK == 0 else 1
     groups = (*shape[:-1], last // grain)
-    if scale == "mixed":
+    if scale == "ties":
+        # Q8_0 rounding ties: each block holds +-127 and half-integers, times a power of two, so
+        # d = amax / 127 is that power of two and every x / d is exactly k + 1/2 (or +-127).
+        a = rng.integers(-126, 126, size=shape) + 0.5
+        if grain == QK:
+            a.reshape(*groups, QK)[..., 0] = np.where(rng.random(groups) < 0.5, -127.0, 127.0)
+            a = a * np.repeat(2.0 ** rng.integers(-20, 10, size=groups), QK, axis=-1)
+    elif scale == "mixed":
         s = 10.0 ** rng.choice(_MIXED_EXPONENTS, size=groups)
         a = a * np.repeat(s, grain, axis=-1)
     else:

@@ -23,7 +23,7 @@ ROWS = st.one_of(st.sampled_from([1, 2, 3, 4, 5, 31, 33]), st.integers(1, 70))
 BLOCKS = st.one_of(st.sampled_from([1, 3, 5, 2, 4]), st.integers(1, 12))  # K = 32 * blocks
 # Quantize accepts every finite float32: beyond the gemv regimes, scales that overflow fp16
 # (amax / 127 > 65504) and values near float32's limit.
-QSCALES = st.sampled_from(["1", "1e-3", "1e6", "1e8", "1e37", "1e-30", "1e-40", "mixed"])
+QSCALES = st.sampled_from(["1", "1e-3", "1e6", "1e8", "1e37", "1e-30", "1e-40", "mixed", "ties"])
 SEEDS = st.integers(0, 2**32 - 1)
 ZERO = st.sampled_from([0.0, 0.0, 0.3])
 
