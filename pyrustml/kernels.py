@@ -13,6 +13,7 @@ kernel path and thread count. Non-finite activations make every output of a Q8_0
 
 from __future__ import annotations
 
+import math
 from typing import Any, Final
 
 import numpy as np
@@ -253,6 +254,15 @@ def lmhead_argmax_f32(w: np.ndarray, x: np.ndarray) -> tuple[int, float]:
 # ---- per-layer operations --------------------------------------------------------------
 
 
+def _finite(name: str, v: float, *, positive: bool = False, nonneg: bool = False) -> None:
+    if not math.isfinite(v) or (positive and v <= 0.0) or (nonneg and v < 0.0):
+        need = "finite and positive" if positive else ("finite and >= 0" if nonneg else "finite")
+        raise KernelArgumentError(f"{name} must be {need}, got {v}")
+
+
+MAX_POS: Final = (1 << 31) - 1  # libq8's largest position
+
+
 def _rows(name: str, x: object) -> tuple[np.ndarray, int, int]:
     """A 1-D (n,) or 2-D (rows, n) float32 array and its (rows, n)."""
     if isinstance(x, np.ndarray) and x.ndim == 1:
@@ -263,6 +273,7 @@ def _rows(name: str, x: object) -> tuple[np.ndarray, int, int]:
 
 
 def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
+    _finite("eps", eps, nonneg=True)
     xa, rows, n = _rows("x", x)
     g = _f32("gamma", gamma, 1)
     b = _f32("beta", beta, 1)
@@ -280,6 +291,8 @@ def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) ->
 
 def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float, offset: float = 0.0) -> np.ndarray:
     """x / rms(x) * (offset + w); Gemma uses offset 1.0."""
+    _finite("eps", eps, nonneg=True)
+    _finite("offset", offset)
     xa, rows, n = _rows("x", x)
     wa = _f32("w", w, 1)
     _len("w", wa, n)
@@ -291,10 +304,10 @@ def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float, offset: float = 0.0) -> np
     return y
 
 
-def _unary(name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    xa = _array("x", x, x.ndim if isinstance(x, np.ndarray) and x.ndim > 0 else 1)
+def _unary(fname: str, x: np.ndarray, argname: str = "x") -> tuple[np.ndarray, np.ndarray]:
+    xa = _array(argname, x, x.ndim if isinstance(x, np.ndarray) and x.ndim > 0 else 1)
     if xa.dtype != np.float32:
-        raise KernelTypeError(f"{name}: x must be float32, got {xa.dtype}")
+        raise KernelTypeError(f"{fname}: {argname} must be float32, got {xa.dtype}")
     return xa, np.empty_like(xa)
 
 
@@ -304,33 +317,36 @@ def gelu_tanh(x: np.ndarray) -> np.ndarray:
     return y
 
 
-def _binary(name: str, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    aa, y = _unary(name, a)
-    bb = _array("b", b, aa.ndim)
+def _binary(
+    fname: str, a: np.ndarray, b: np.ndarray, names: tuple[str, str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    aa, y = _unary(fname, a, names[0])
+    bb = _array(names[1], b, aa.ndim)
     if bb.dtype != np.float32:
-        raise KernelTypeError(f"{name}: b must be float32, got {bb.dtype}")
+        raise KernelTypeError(f"{fname}: {names[1]} must be float32, got {bb.dtype}")
     if bb.shape != aa.shape:
-        raise KernelArgumentError(f"{name}: shapes differ, {aa.shape} and {bb.shape}")
+        raise KernelArgumentError(
+            f"{fname}: {names[1]} has shape {bb.shape}, which differs from {names[0]}'s {aa.shape}"
+        )
     return aa, bb, y
 
 
 def geglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     """gelu_tanh(gate) * up."""
-    g, u, y = _binary("geglu", gate, up)
+    g, u, y = _binary("geglu", gate, up, ("gate", "up"))
     _rc(lib.q8_geglu(_ptr("float[]", g), _ptr("float[]", u), g.size, _ptr("float[]", y)), "geglu")
     return y
 
 
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    aa, bb, y = _binary("add", a, b)
+    aa, bb, y = _binary("add", a, b, ("a", "b"))
     _rc(lib.q8_add(_ptr("float[]", aa), _ptr("float[]", bb), aa.size, _ptr("float[]", y)), "add")
     return y
 
 
 def softcap(x: np.ndarray, cap: float) -> np.ndarray:
     """cap * tanh(x / cap)."""
-    if not cap > 0.0:
-        raise KernelArgumentError(f"cap must be positive, got {cap}")
+    _finite("cap", cap, positive=True)
     xa, y = _unary("softcap", x)
     _rc(lib.q8_softcap(_ptr("float[]", xa), cap, xa.size, _ptr("float[]", y)), "softcap")
     return y
@@ -353,10 +369,9 @@ def rope(x: np.ndarray, pos: np.ndarray, theta: float) -> np.ndarray:
     t, h, d = (int(s) for s in xa.shape)
     if int(p.shape[0]) != t:
         raise KernelArgumentError(f"pos has {p.shape[0]} entries for {t} rows of x")
-    if d % 2 != 0:
-        raise KernelArgumentError(f"head_dim must be even, got {d}")
-    if not theta > 0.0:
-        raise KernelArgumentError(f"theta must be positive, got {theta}")
+    if d % 2 != 0 or d > 1024:
+        raise KernelArgumentError(f"head_dim must be even and at most 1024, got {d}")
+    _finite("theta", theta, positive=True)
     if bool((p < 0).any()) or bool((p >= 1 << 24).any()):
         raise KernelArgumentError("positions must lie in [0, 2**24)")
     y = xa.copy()
@@ -379,8 +394,8 @@ def kv_write(
     t, n_kv, d = (int(s) for s in kn.shape)
     if (int(kc.shape[0]), int(kc.shape[2])) != (n_kv, d):
         raise KernelArgumentError(f"cache shape {kc.shape} does not fit rows of shape {kn.shape[1:]}")
-    if pos0 < 0:
-        raise KernelArgumentError(f"pos0 must be >= 0, got {pos0}")
+    if not 0 <= pos0 <= MAX_POS:
+        raise KernelArgumentError(f"pos0 must lie in [0, {MAX_POS}], got {pos0}")
     cap = int(kc.shape[1])
     rc = lib.q8_kv_write(
         _ptr("float[]", kn),
@@ -419,8 +434,12 @@ def attention(
         raise KernelArgumentError(f"{h} query heads cannot share {n_kv} KV heads evenly")
     if d > 512:
         raise KernelArgumentError(f"head_dim {d} exceeds 512")
-    if pos0 < 0 or window < 0:
-        raise KernelArgumentError("pos0 and window must be >= 0")
+    if not 0 <= pos0 <= MAX_POS:
+        raise KernelArgumentError(f"pos0 must lie in [0, {MAX_POS}], got {pos0}")
+    if window < 0:
+        raise KernelArgumentError(f"window must be >= 0, got {window}")
+    _finite("scale", scale)
+    _finite("softcap", softcap, nonneg=True)
     last = pos0 + t - 1
     lo0 = max(0, pos0 - window + 1) if window > 0 else 0
     if not (last < cap or lo0 >= last - cap + 1):
@@ -459,7 +478,7 @@ def isa_active() -> str:
 
 def set_isa(name: str) -> None:
     """Force a kernel path (as PYRUSTML_ISA does); ValueError if this machine lacks it."""
-    if lib.q8_isa_set(name.encode()) != 0:
+    if "\x00" in name or lib.q8_isa_set(name.encode()) != 0:
         raise KernelArgumentError(f"kernel path {name!r} is not supported here; supported: {isa_supported()}")
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._ffi import lib
-from .errors import KernelArgumentError, LibraryError
+from .errors import KernelArgumentError, KernelTypeError, LibraryError
 
 MAX_THREADS = 256
 
@@ -18,6 +18,8 @@ class RuntimeConfig:
     threads: int
 
     def __init__(self, threads: int | None = None) -> None:
+        if threads is not None and not isinstance(threads, int):
+            raise KernelTypeError(f"threads must be an integer or None, got {threads!r}")
         if threads is not None and (isinstance(threads, bool) or not 1 <= threads <= MAX_THREADS):
             raise KernelArgumentError(f"threads must be an integer in [1, {MAX_THREADS}], got {threads!r}")
         rc = int(lib.q8_pool_init(0 if threads is None else threads))

@@ -85,7 +85,7 @@ int q8_attention(const float *q, int64_t t, int64_t pos0, const float *k, const 
     Q8_CHECK(q8_mat_ok(t, n_heads) && q8_mat_ok(t * n_heads, head_dim));
     Q8_CHECK(q8_mat_ok(n_kv, cap) && q8_mat_ok(n_kv * cap, head_dim));
     Q8_CHECK(head_dim <= MAX_HEAD_DIM && n_heads % n_kv == 0 && window >= 0);
-    Q8_CHECK(isfinite(scale) && !(softcap < 0.0f) && !isnan(softcap));
+    Q8_CHECK(isfinite(scale) && softcap >= 0.0f && isfinite(softcap));
     /* Every position a query reads must still be in the cache after the t writes. */
     const int64_t last = pos0 + t - 1;
     const int64_t lo0 = window > 0 && pos0 - window + 1 > 0 ? pos0 - window + 1 : 0;

@@ -70,7 +70,7 @@ int q8_scale(const float *x, float s, int64_t n, float *y) {
 }
 
 int q8_softcap(const float *x, float cap, int64_t n, float *y) {
-    Q8_CHECK(x && y && rows_ok(1, n) && cap > 0.0f);
+    Q8_CHECK(x && y && rows_ok(1, n) && cap > 0.0f && isfinite(cap));
     for (int64_t i = 0; i < n; i++) y[i] = cap * tanhf(x[i] / cap);
     return Q8_OK;
 }

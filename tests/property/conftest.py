@@ -196,10 +196,11 @@ def make_array(
     if scale == "ties":
         # Q8_0 rounding ties: each block holds +-127 and half-integers, times a power of two, so
         # d = amax / 127 is that power of two and every x / d is exactly k + 1/2 (or +-127).
-        a = rng.integers(-126, 126, size=shape) + 0.5
+        a = (rng.integers(-126, 126, size=shape) + 0.5).astype(np.float64)
         if grain == QK:
-            a.reshape(*groups, QK)[..., 0] = np.where(rng.random(groups) < 0.5, -127.0, 127.0)
-            a = a * np.repeat(2.0 ** rng.integers(-20, 10, size=groups), QK, axis=-1)
+            blocks = a.reshape(*groups, QK)
+            blocks[..., 0] = np.where(rng.random(groups) < 0.5, -127.0, 127.0)
+            a = blocks.reshape(shape) * np.repeat(2.0 ** rng.integers(-20, 10, size=groups), QK, axis=-1)
     elif scale == "mixed":
         s = 10.0 ** rng.choice(_MIXED_EXPONENTS, size=groups)
         a = a * np.repeat(s, grain, axis=-1)

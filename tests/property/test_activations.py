@@ -1,0 +1,230 @@
+"""gelu_tanh, geglu, softcap, add and softmax against float64 oracles."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pyrustml import kernels
+
+NS = st.one_of(st.sampled_from([1, 2, 3, 31, 33, 1000]), st.integers(1, 300))
+SEEDS = st.integers(0, 2**32 - 1)
+SCALES = st.sampled_from(["1", "1e-3", "1e1", "1e3", "1e6", "1e-30", "1e-40", "mixed"])
+SPECIALS = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], dtype=np.float32)
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+GELU_CUBIC = 0.044715
+# Roundings in gelu's tanh argument c1 * (v + c2 * v * v * v): three products for c2 v^3, the
+# rounded constants fl(c2) and fl(c1), one add and one multiply (see gelu_oracle).
+GELU_ARG_ROUNDINGS = 7
+
+
+def with_specials(x: np.ndarray, seed: int, count: int) -> np.ndarray:
+    """Overwrite `count` random elements of x with NaN, +-Inf or signed zeros."""
+    rng = np.random.default_rng(seed)
+    flat = x.reshape(-1)
+    for _ in range(count):
+        flat[rng.integers(0, flat.size)] = SPECIALS[rng.integers(0, SPECIALS.size)]
+    return x
+
+
+def gelu_oracle(v: np.ndarray, fp: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(gelu_tanh(v) in float64, bound on |gelu_tanh32(v) - it|) for finite v.
+
+    Derivation (ops.c, 0.5f * v * (1 + tanhf(c1 * (v + c2 * v * v * v))), no contraction): the
+    argument a = c1 (v + c2 v^3) goes through 3 roundings for v^3 * c2, the rounded constants
+    fl(c2) and fl(c1), one add and one multiply: |da| <= 7 U32 c1 (|v| + c2 |v|^3). tanh moves it
+    by at most sech^2 * da (sech^2 bounded on [a - da, a + da]), tanhf adds 1 ulp <= 2 U32 |t|;
+    1 + t, 0.5 v (exact) and the last product round once each:
+      |y - g| <= 0.5 |v| (sech^2 da + 2 U32 |t| + U32 |1 + t|) + U32 |g|,
+    plus 2^-150 for each rounding that underflows, scaled by what multiplies it afterwards.
+    """
+    vd = v.astype(np.float64)
+    a = SQRT_2_OVER_PI * (vd + GELU_CUBIC * vd**3)
+    t = np.tanh(a)
+    g = 0.5 * vd * (1.0 + t)
+    u = fp.U32
+    da = GELU_ARG_ROUNDINGS * u * SQRT_2_OVER_PI * (np.abs(vd) + GELU_CUBIC * np.abs(vd) ** 3)
+    dt = fp.sech2_bound(a, da) * da + fp.LIBM_ULPS * np.abs(t)
+    bound = (0.5 * np.abs(vd) * (dt + u * np.abs(1.0 + t)) + u * np.abs(g)) * fp.SECOND_ORDER
+    bound = bound + fp.TINY32 * (4 + np.abs(vd))
+    return g, bound
+
+
+def assert_ieee_like(y: np.ndarray, ref: np.ndarray, bound: np.ndarray) -> None:
+    """NaN exactly where the oracle is NaN, infinities equal, finite values within bound."""
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    inf = np.isinf(ref)
+    np.testing.assert_array_equal(y[inf], ref[inf])
+    fin = np.isfinite(ref)
+    assert np.isfinite(y[fin]).all()
+    assert (np.abs(y[fin] - ref[fin]) <= bound[fin]).all()
+
+
+@given(n=NS, seed=SEEDS, scale=SCALES, two_d=st.booleans(), specials=st.integers(0, 3))
+def test_gelu_tanh_matches_float64(
+    isa: str,
+    arrays: Callable[..., np.ndarray],
+    fp: Any,
+    n: int,
+    seed: int,
+    scale: str,
+    two_d: bool,
+    specials: int,
+) -> None:
+    shape = (2, n) if two_d else (n,)
+    x = with_specials(arrays(seed, shape, scale), seed, specials)
+    y = kernels.gelu_tanh(x)
+    assert y.shape == x.shape and y.dtype == np.float32
+    finite = np.isfinite(x)
+    g, bound = gelu_oracle(np.where(finite, x, 0.0), fp)
+    # gelu(+inf) = +inf, gelu(-inf) = -inf * 0 = NaN, gelu(NaN) = NaN, as the formula in IEEE.
+    with np.errstate(invalid="ignore"):
+        g = np.where(finite, g, np.where(x == np.inf, np.inf, np.nan))
+    assert_ieee_like(y, g, bound)
+
+
+@given(n=NS, seed=SEEDS, scale=SCALES, up_scale=st.sampled_from(["1", "1e3", "1e-30"]))
+def test_geglu_matches_float64(
+    isa: str, arrays: Callable[..., np.ndarray], fp: Any, n: int, seed: int, scale: str, up_scale: str
+) -> None:
+    """gelu_tanh(gate) * up: the gelu bound times |up| plus one more rounding."""
+    gate = arrays(seed, (n,), scale)
+    up = arrays(seed + 1, (n,), up_scale, 0.1)
+    y = kernels.geglu(gate, up)
+    g, bound = gelu_oracle(gate, fp)
+    upd = up.astype(np.float64)
+    ref = g * upd
+    total = (np.abs(upd) * bound + fp.U32 * np.abs(ref)) * fp.SECOND_ORDER + fp.TINY32
+    assert (np.abs(y - ref) <= total).all()
+    np.testing.assert_array_equal(y, kernels.gelu_tanh(gate) * up)
+
+
+@given(
+    n=NS,
+    seed=SEEDS,
+    scale=SCALES,
+    cap=st.sampled_from([1.0, 5.0, 30.0, 50.0, 0.1]),
+    specials=st.integers(0, 3),
+)
+def test_softcap_matches_float64(
+    isa: str,
+    arrays: Callable[..., np.ndarray],
+    fp: Any,
+    n: int,
+    seed: int,
+    scale: str,
+    cap: float,
+    specials: int,
+) -> None:
+    """y = cap * tanh(x / cap).
+
+    Derivation: x / cap rounds once (|dr| <= U32 |x / cap| + 2^-150), tanhf adds sech^2 dr and
+    1 ulp <= 2 U32 |t|, the product with cap one more rounding:
+    |y - z| <= cap (sech^2 dr + 2 U32 |t|) + U32 |z| (+ 2^-150).
+    """
+    x = with_specials(arrays(seed, (n,), scale), seed, specials)
+    y = kernels.softcap(x, cap)
+    c = float(np.float32(cap))
+    xd = x.astype(np.float64)
+    finite = np.isfinite(xd)
+    r = np.where(finite, xd, 0.0) / c
+    t = np.tanh(r)
+    dr = fp.U32 * np.abs(r) + fp.TINY32
+    bound = (
+        c * (fp.sech2_bound(r, dr) * dr + fp.LIBM_ULPS * np.abs(t)) + fp.U32 * np.abs(c * t)
+    ) * fp.SECOND_ORDER
+    bound = bound + fp.TINY32
+    with np.errstate(invalid="ignore"):
+        ref = np.where(finite, c * t, c * np.tanh(xd / c))  # +-Inf -> +-cap, NaN -> NaN
+    assert_ieee_like(y, ref, bound)
+    assert (np.abs(y[np.isfinite(y)]) <= c).all()
+
+
+@given(n=NS, seed=SEEDS, scale=SCALES, two_d=st.booleans(), specials=st.integers(0, 4))
+def test_add_is_ieee_float32_addition(
+    isa: str, arrays: Callable[..., np.ndarray], n: int, seed: int, scale: str, two_d: bool, specials: int
+) -> None:
+    """One correctly rounded float32 add per element: bitwise numpy's float32 add (NaNs as NaN)."""
+    shape = (3, n) if two_d else (n,)
+    a = with_specials(arrays(seed, shape, scale), seed, specials)
+    b = with_specials(arrays(seed + 1, shape, scale), seed + 1, specials)
+    y = kernels.add(a, b)
+    assert y.shape == shape and y.dtype == np.float32
+    with np.errstate(invalid="ignore"):
+        ref = a + b
+    nan = np.isnan(ref)
+    np.testing.assert_array_equal(np.isnan(y), nan)
+    np.testing.assert_array_equal(y[~nan].view(np.uint32), ref[~nan].view(np.uint32))
+
+
+@given(
+    rows=st.integers(1, 4),
+    n=NS,
+    seed=SEEDS,
+    scale=st.sampled_from(["1", "1e1", "1e2", "1e-30", "mixed"]),
+    one_d=st.booleans(),
+    neg_inf=st.integers(0, 3),
+)
+def test_softmax_matches_float64(
+    isa: str,
+    arrays: Callable[..., np.ndarray],
+    fp: Any,
+    rows: int,
+    n: int,
+    seed: int,
+    scale: str,
+    one_d: bool,
+    neg_inf: int,
+) -> None:
+    """p_i = exp(x_i - max) / sum_j exp(x_j - max) per row.
+
+    Derivation (ops.c): with m the row max (exact), e_j = expf(fl(x_j - m)) has relative error
+    eps_j <= expm1(U32 |x_j - m|) + 2 U32 (one rounding of the difference, expf within 1 ulp),
+    plus 2^-149 absolute where it underflows; the double sum S (>= 1: the max contributes
+    expf(0) = 1) has relative error eta <= sum_j (e_j eps_j + 2^-149) / S + n 2^-53; then
+    inv = fl32(1 / S) and e_i * inv round once each:
+      |y_i - p_i| <= p_i (eps_i + eta + 2 U32) / (1 - eta) + 2^-149 / S + 2^-150.
+    -Inf inputs give exactly 0.
+    """
+    if one_d:
+        rows = 1
+    x = arrays(seed, (rows, n), scale)
+    rng = np.random.default_rng(seed)
+    keep = int(rng.integers(0, n))  # a column left finite, so every row has a finite max
+    for _ in range(neg_inf if n > 1 else 0):
+        col = int(rng.integers(0, n))
+        if col != keep:
+            x[rng.integers(0, rows), col] = -np.inf
+    y = kernels.softmax(x[0] if one_d else x).reshape(rows, n)
+    xd = x.astype(np.float64)
+    m = xd.max(axis=1, keepdims=True)
+    e = np.exp(xd - m)  # -inf - m = -inf: exp gives 0
+    s = e.sum(axis=1, keepdims=True)
+    p = e / s
+    u = fp.U32
+    with np.errstate(invalid="ignore"):
+        eps = np.where(np.isfinite(xd), np.expm1(u * np.abs(xd - m)), 0.0) + fp.LIBM_ULPS
+    eta = (e * eps + 2 * fp.TINY32).sum(axis=1, keepdims=True) / s + n * fp.U64
+    bound = p * (eps + eta + 2 * u) / (1 - eta) * fp.SECOND_ORDER + 2 * fp.TINY32 / s + fp.TINY32
+    assert (np.abs(y - p) <= bound).all()
+    np.testing.assert_array_equal(y[np.isneginf(x)], 0.0)
+    assert (y >= 0).all()
+
+
+@given(rows=st.integers(1, 4), n=st.integers(1, 100), seed=SEEDS, bad=st.sampled_from([np.nan, np.inf]))
+def test_softmax_nan_or_inf_poisons_its_row(
+    isa: str, arrays: Callable[..., np.ndarray], rows: int, n: int, seed: int, bad: float
+) -> None:
+    """IEEE, as the float64 formula: NaN anywhere or +Inf (Inf - Inf) makes the row NaN."""
+    x = arrays(seed, (rows, n))
+    r = seed % rows
+    x[r, seed % n] = bad
+    y = kernels.softmax(x)
+    assert np.isnan(y[r]).all()
+    others = np.arange(rows) != r
+    assert np.isfinite(y[others]).all()

@@ -1,0 +1,159 @@
+"""gemm_q8_0: row t is bitwise gemv_q8_0(x[t]) (whatever the tiling), within the Q8_0 bound of
+the float64 oracle, non-finite rows stay in their row, and the raw entry point writes only Y."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pyrustml import kernels
+from pyrustml._ffi import ffi, lib
+
+QK = 32
+# Row counts around the 4-row register tiles and the 16- (AVX2) and 64-row (AVX-512) groups;
+# token counts around the 3-token tiles of the AVX-512 kernels.
+ROWS = st.one_of(st.sampled_from([1, 2, 3, 4, 5, 15, 16, 17, 31, 33, 63, 64, 65, 129]), st.integers(1, 70))
+TOKENS = st.integers(1, 8)
+BLOCKS = st.one_of(st.sampled_from([1, 3, 5, 2, 4]), st.integers(1, 10))
+SEEDS = st.integers(0, 2**32 - 1)
+SCALES = st.sampled_from(["1", "1e-3", "1e6", "1e-30", "1e-40", "mixed", "ties"])
+ZERO = st.sampled_from([0.0, 0.0, 0.3])
+
+
+def bits(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a).view(np.uint32)
+
+
+@given(
+    rows=ROWS,
+    t=TOKENS,
+    nb=BLOCKS,
+    seed=SEEDS,
+    w_scale=SCALES,
+    x_scale=SCALES,
+    zero=ZERO,
+    with_bias=st.booleans(),
+)
+def test_gemm_rows_are_gemv_and_within_the_q8_bound(
+    isa: str,
+    arrays: Callable[..., np.ndarray],
+    q8_bound: Callable[..., np.ndarray],
+    rows: int,
+    t: int,
+    nb: int,
+    seed: int,
+    w_scale: str,
+    x_scale: str,
+    zero: float,
+    with_bias: bool,
+) -> None:
+    """Y[t] == gemv_q8_0(W, X[t]) bit for bit (q8.h), hence within the same bound as gemv:
+    |Y[t] - Wq @ X[t]| <= conftest.q8_dot_bound (derivation in test_gemv and there)."""
+    k = nb * QK
+    q = kernels.quantize_q8_0(arrays(seed, (rows, k), w_scale, zero))
+    x = arrays(seed + 1, (t, k), x_scale, zero)
+    bias = arrays(seed + 2, (rows,)) if with_bias else None
+    y = kernels.gemm_q8_0(q, x, bias)
+    assert y.dtype == np.float32 and y.shape == (t, rows)
+    wq = np.asarray(dequantize(q.blocks, GGMLQuantizationType.Q8_0), dtype=np.float64)
+    for j in range(t):
+        np.testing.assert_array_equal(bits(y[j]), bits(kernels.gemv_q8_0(q, x[j], bias)))
+        ref = wq @ x[j].astype(np.float64) + (0.0 if bias is None else bias)
+        assert (np.abs(y[j] - ref) <= q8_bound(wq, x[j], bias)).all()
+
+
+@given(
+    rows=ROWS,
+    t=st.integers(2, 7),
+    nb=BLOCKS,
+    seed=SEEDS,
+    bad=st.sampled_from([np.nan, np.inf, -np.inf]),
+    data=st.data(),
+)
+def test_gemm_non_finite_activation_poisons_only_its_row(
+    isa: str,
+    arrays: Callable[..., np.ndarray],
+    rows: int,
+    t: int,
+    nb: int,
+    seed: int,
+    bad: float,
+    data: st.DataObject,
+) -> None:
+    k = nb * QK
+    q = kernels.quantize_q8_0(arrays(seed, (rows, k), "1", 0.3))
+    x = arrays(seed + 1, (t, k))
+    hit = data.draw(st.integers(0, t - 1), label="token")
+    x[hit, data.draw(st.integers(0, k - 1), label="position")] = bad
+    y = kernels.gemm_q8_0(q, x)
+    assert np.isnan(y[hit]).all()
+    for j in range(t):
+        if j != hit:
+            assert np.isfinite(y[j]).all()
+            np.testing.assert_array_equal(y[j], kernels.gemv_q8_0(q, x[j]))
+
+
+@pytest.fixture(scope="module", params=[50257, 262144])
+def big(request: pytest.FixtureRequest) -> tuple[kernels.Q8Matrix, np.ndarray]:
+    """A vocabulary-sized Q8_0 matrix (K = 64) and 4 activations, built once per size."""
+    rng = np.random.default_rng(request.param)
+    q = kernels.quantize_q8_0(rng.standard_normal((request.param, 64)).astype(np.float32))
+    return q, rng.standard_normal((4, 64)).astype(np.float32)
+
+
+def test_gemm_big_row_counts(isa: str, big: tuple[kernels.Q8Matrix, np.ndarray]) -> None:
+    q, x = big
+    y = kernels.gemm_q8_0(q, x)
+    for j in range(4):
+        np.testing.assert_array_equal(bits(y[j]), bits(kernels.gemv_q8_0(q, x[j])))
+
+
+# Long rows: K = 8224 is 257 blocks (the AVX-512 row kernel prepares up to 128 block pairs on its
+# stack, plus the odd tail); 8256 (129 pairs) and 16416 take the heap path, and every t * K / 32
+# above 512 blocks quantizes the activations on the heap.
+LONG_KS = [8224, 8256, 16416]
+
+
+@pytest.mark.parametrize("k", LONG_KS)
+def test_long_rows(
+    isa: str, arrays: Callable[..., np.ndarray], q8_bound: Callable[..., np.ndarray], k: int
+) -> None:
+    q = kernels.quantize_q8_0(arrays(k, (5, k), "mixed", 0.1))
+    x = arrays(k + 1, (4, k), "1", 0.1)
+    wq = np.asarray(dequantize(q.blocks, GGMLQuantizationType.Q8_0), dtype=np.float64)
+    y = kernels.gemm_q8_0(q, x)
+    for j in range(4):
+        yv = kernels.gemv_q8_0(q, x[j])
+        np.testing.assert_array_equal(bits(y[j]), bits(yv))
+        assert (np.abs(yv - wq @ x[j].astype(np.float64)) <= q8_bound(wq, x[j])).all()
+
+
+@given(rows=ROWS, t=TOKENS, nb=BLOCKS, seed=SEEDS, with_bias=st.booleans())
+def test_gemm_writes_only_y(
+    isa: str,
+    arrays: Callable[..., np.ndarray],
+    guarded_floats: Any,
+    rows: int,
+    t: int,
+    nb: int,
+    seed: int,
+    with_bias: bool,
+) -> None:
+    k = nb * QK
+    q = kernels.quantize_q8_0(arrays(seed, (rows, k)))
+    x = arrays(seed + 1, (t, k))
+    bias = arrays(seed + 2, (rows,)) if with_bias else None
+    out = guarded_floats((t, rows))
+    b = ffi.from_buffer("float[]", bias) if bias is not None else ffi.NULL
+    rc = lib.q8_gemm(q.ptr(), rows, k, ffi.from_buffer("float[]", x), t, b, out.ptr())
+    assert rc == lib.Q8_OK
+    assert out.guards_intact()
+    assert out.fully_written()
+    np.testing.assert_array_equal(out.region, kernels.gemm_q8_0(q, x, bias))

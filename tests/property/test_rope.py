@@ -1,0 +1,154 @@
+"""rope: "rotate half" rotary embedding against a float64 oracle; position 0 is the identity and
+every rotation keeps the pair's length, at any position the kernel accepts (< 2^24)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pyrustml import kernels
+
+SEEDS = st.integers(0, 2**32 - 1)
+HEAD_DIMS = st.sampled_from([2, 4, 6, 16, 32, 64, 80, 128, 256])
+THETAS = st.sampled_from([10000.0, 1000000.0, 500.0])
+SCALES = st.sampled_from(["1", "1e-3", "1e3", "1e-30", "mixed"])
+# Positions for the oracle comparison: the bound grows with the angle (see below), so keep to
+# context lengths where it stays well under a radian; any position for the exact properties.
+ORACLE_POS = st.integers(0, 8192)
+ANY_POS = st.integers(0, 2**24 - 1)
+# Bound on | |rotated pair| - |pair| | in units of U32 |pair|: sqrt(2) (4 sqrt(2) + 1) < 10, see
+# test_rope_rotations_keep_pair_lengths.
+ROPE_LENGTH_ULPS = 10
+
+
+def angle_error_rel(theta: float, head_dim: int, fp: Any) -> np.ndarray:
+    """Relative error of the float32 angle pos * inv_freq_i computed as transformers does:
+    fl(2i / d) errs by U32 relative, which moves theta^(2i/d) by U32 (2i/d) ln(theta);
+    powf adds 1 ulp (2 U32), the division 1 / powf one rounding, the product with pos another."""
+    e = np.arange(0, head_dim, 2) / head_dim
+    return np.asarray(fp.U32 * e * np.log(theta) + fp.LIBM_ULPS + 2 * fp.U32, dtype=np.float64)
+
+
+@given(
+    t=st.integers(1, 4),
+    heads=st.integers(1, 4),
+    d=HEAD_DIMS,
+    theta=THETAS,
+    seed=SEEDS,
+    scale=SCALES,
+    pos=st.lists(ORACLE_POS, min_size=4, max_size=4),
+)
+def test_rope_matches_float64(
+    isa: str,
+    arrays: Callable[..., np.ndarray],
+    fp: Any,
+    t: int,
+    heads: int,
+    d: int,
+    theta: float,
+    seed: int,
+    scale: str,
+    pos: list[int],
+) -> None:
+    """x'_i = x_i cos(p f_i) - x_{i+d/2} sin(p f_i), x'_{i+d/2} = x_{i+d/2} cos + x_i sin,
+    f_i = theta^(-2i/d).
+
+    Derivation: the kernel's angle phi^ = fl32(p fl32(1 / powf(theta, 2i/d))) is within
+    |phi| angle_error_rel of phi = p f_i; cosf/sinf add 1 ulp (2 U32 relative); a c, b s and
+    their difference round once each. With r = |a| + |b|:
+      |y - y_exact| <= r |phi| angle_error_rel + (|a c| + |b s|) (2 U32 + U32) + U32 |y|,
+    plus 2^-150 per underflowing rounding.
+    """
+    p = np.array(pos[:t], dtype=np.int64)
+    x = arrays(seed, (t, heads, d), scale)
+    y = kernels.rope(x, p, theta)
+    assert y.shape == x.shape and y.dtype == np.float32
+    half = d // 2
+    th = float(np.float32(theta))
+    phi = p[:, None].astype(np.float64) * th ** (-np.arange(0, d, 2) / d)  # (t, half)
+    c, s = np.cos(phi)[:, None, :], np.sin(phi)[:, None, :]
+    a, b = x[..., :half].astype(np.float64), x[..., half:].astype(np.float64)
+    ya, yb = a * c - b * s, b * c + a * s
+    u = fp.U32
+    dphi = (np.abs(phi) * angle_error_rel(th, d, fp))[:, None, :]
+    r = np.abs(a) + np.abs(b)
+    ba = (
+        r * dphi + (np.abs(a * c) + np.abs(b * s)) * 3 * u + u * np.abs(ya)
+    ) * fp.SECOND_ORDER + 3 * fp.TINY32
+    bb = (
+        r * dphi + (np.abs(b * c) + np.abs(a * s)) * 3 * u + u * np.abs(yb)
+    ) * fp.SECOND_ORDER + 3 * fp.TINY32
+    assert (np.abs(y[..., :half] - ya) <= ba).all()
+    assert (np.abs(y[..., half:] - yb) <= bb).all()
+
+
+@given(t=st.integers(1, 4), heads=st.integers(1, 3), d=HEAD_DIMS, theta=THETAS, seed=SEEDS, scale=SCALES)
+def test_rope_at_position_zero_is_the_identity(
+    isa: str,
+    arrays: Callable[..., np.ndarray],
+    t: int,
+    heads: int,
+    d: int,
+    theta: float,
+    seed: int,
+    scale: str,
+) -> None:
+    """cos 0 = 1 and sin 0 = 0 exactly: a * 1 - b * 0 = a bit for bit (b * 0 = +-0)."""
+    x = arrays(seed, (t, heads, d), scale)
+    np.testing.assert_array_equal(kernels.rope(x, np.zeros(t, np.int64), theta), x)
+
+
+@given(
+    t=st.integers(1, 4),
+    heads=st.integers(1, 3),
+    d=HEAD_DIMS,
+    theta=THETAS,
+    seed=SEEDS,
+    pos=st.lists(ANY_POS, min_size=4, max_size=4),
+)
+def test_rope_rotations_keep_pair_lengths(
+    isa: str,
+    arrays: Callable[..., np.ndarray],
+    fp: Any,
+    t: int,
+    heads: int,
+    d: int,
+    theta: float,
+    seed: int,
+    pos: list[int],
+) -> None:
+    """|(x'_i, x'_{i+d/2})| = |(x_i, x_{i+d/2})| whatever the angle's accuracy.
+
+    Derivation: cosf and sinf are each within 2 U32 relative of a true (cos, sin) pair of the
+    computed angle, and the four products and two sums round once each; the rotated pair is
+    within (2 U32 + 2 U32) (|a c| + |b s|) + U32 |y| <= 4 U32 sqrt(2) r + U32 r per component of
+    an exact rotation, so the lengths differ by at most sqrt(2) (4 sqrt(2) + 1) U32 r < 10 U32 r.
+    """
+    p = np.array(pos[:t], dtype=np.int64)
+    x = arrays(seed, (t, heads, d), "1")
+    y = kernels.rope(x, p, theta).astype(np.float64)
+    half = d // 2
+    xd = x.astype(np.float64)
+    r_in = np.hypot(xd[..., :half], xd[..., half:])
+    r_out = np.hypot(y[..., :half], y[..., half:])
+    assert (np.abs(r_out - r_in) <= ROPE_LENGTH_ULPS * fp.U32 * r_in + fp.TINY32).all()
+
+
+@given(heads=st.integers(1, 3), d=HEAD_DIMS, theta=THETAS, seed=SEEDS, pos=ANY_POS)
+def test_rope_rows_are_independent(
+    isa: str, arrays: Callable[..., np.ndarray], heads: int, d: int, theta: float, seed: int, pos: int
+) -> None:
+    """Row r depends only on x[r] and pos[r]: a batch equals its rows one at a time, and every
+    head of a row gets the same rotation."""
+    x = arrays(seed, (3, heads, d), "1")
+    p = np.array([pos, 0, max(pos - 1, 0)], dtype=np.int64)
+    y = kernels.rope(x, p, theta)
+    for r in range(3):
+        np.testing.assert_array_equal(y[r : r + 1], kernels.rope(x[r : r + 1], p[r : r + 1], theta))
+    same = np.broadcast_to(x[:1, :1], (1, heads, d)).copy()
+    ys = kernels.rope(same, p[:1], theta)
+    np.testing.assert_array_equal(ys, np.broadcast_to(ys[:, :1], ys.shape))
