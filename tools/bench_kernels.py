@@ -592,8 +592,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"THP: {thp_setting()}",
         "- read-bandwidth probe (GB/s, best pass of all pool threads, before / after the shapes): "
         + "; ".join(f"{p.threads} thread(s): {p.gbs_before:.1f} / {p.gbs_after:.1f}" for p in probes),
-        f"- GEMV: raw cffi q8_gemv, one timed call per sample, target {target} s per shape; "
-        f"GB/s = N*K/32*34 bytes / median; % of probe against the better probe of that thread count",
+        "- GEMV: raw cffi q8_gemv, one timed call per sample, "
+        + (f"{args.reps} samples" if args.reps is not None else f"target {target} s")
+        + " per shape; GB/s = N*K/32*34 bytes / median; % of probe against the better probe of that "
+        "thread count (a soft ceiling: a kernel can beat the probe's SSE loop by a few %)",
         f"- GEMM64: one q8_gemm over {T_PREFILL} tokens vs {T_PREFILL} separate q8_gemv calls (same rows, "
         f"same rotation); speedup = per-token throughput ratio (target >= {SPEEDUP_TARGET:.0f}x); "
         f"GMAC/s = {T_PREFILL}*N*K / GEMM median",
