@@ -42,8 +42,12 @@ class BuildPyWithLibq8(build_py):
         for target in (os.path.join(self.build_lib, "pyrustml"), "pyrustml"):
             # The source tree gets a copy too, so an editable install finds the library.
             os.makedirs(target, exist_ok=True)
-            shutil.copy("libq8/build/libq8.so", target)
-            shutil.copy("libq8/include/q8.h", target)
+            for src in ("libq8/build/libq8.so", "libq8/include/q8.h"):
+                # Copy then rename: a process that has the old library mapped keeps its inode
+                # (copying over the live file in place crashed running benchmarks).
+                dst = os.path.join(target, os.path.basename(src))
+                shutil.copy(src, dst + ".tmp")
+                os.replace(dst + ".tmp", dst)
 
 
 class BinaryDistribution(Distribution):
