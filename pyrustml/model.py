@@ -117,6 +117,14 @@ class Model:
         self.load_ms = load_ms
         self._lock = threading.Lock()
         eos = gen_cfg.int_list("eos_token_id")
+        # The tokenizer's eos token stops generation too (tokenizer_config.json names it).
+        tok_eos = tok_cfg.data.get("eos_token")
+        if isinstance(tok_eos, dict):
+            tok_eos = tok_eos.get("content")
+        if isinstance(tok_eos, str):
+            i = tokenizer.token_id(tok_eos)
+            if i is not None:
+                eos.append(i)
         self.eos_ids = sorted({i for i in eos if 0 <= i < net.vocab_size})
         bos = gen_cfg.int_list("bos_token_id")
         self.bos_id = bos[0] if bos and 0 <= bos[0] < net.vocab_size else None
