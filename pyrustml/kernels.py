@@ -151,6 +151,8 @@ def quantize_q8_0(w: np.ndarray) -> Q8Matrix:
     return m
 
 
+# Public wrappers take `q: object` (documented as a Q8Matrix): mypyc would otherwise reject a
+# wrong object with its own bare TypeError before our check could name the argument.
 def _q8_and_x(q: object, x: object, xdim: int) -> tuple[Q8Matrix, np.ndarray]:
     if not isinstance(q, Q8Matrix):
         raise KernelTypeError(f"q must be a Q8Matrix, got {type(q).__name__}")
@@ -159,7 +161,7 @@ def _q8_and_x(q: object, x: object, xdim: int) -> tuple[Q8Matrix, np.ndarray]:
     return q, xa
 
 
-def gemv_q8_0(q: Q8Matrix, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+def gemv_q8_0(q: object, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """y = W x (+ bias): W Q8_0 (N, K), x float32 (K,) -> float32 (N,)."""
     m, xa = _q8_and_x(q, x, 1)
     n, k = m.shape
@@ -169,7 +171,7 @@ def gemv_q8_0(q: Q8Matrix, x: np.ndarray, bias: np.ndarray | None = None) -> np.
     return y
 
 
-def gemm_q8_0(q: Q8Matrix, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+def gemm_q8_0(q: object, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """Y = X W^T (+ bias): x float32 (T, K) -> float32 (T, N); row t equals gemv_q8_0(q, x[t])."""
     m, xa = _q8_and_x(q, x, 2)
     n, k = m.shape
@@ -211,7 +213,7 @@ def gemm_f32(w: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None) -> np
     return y
 
 
-def lmhead_q8_0(q: Q8Matrix, x: np.ndarray) -> np.ndarray:
+def lmhead_q8_0(q: object, x: np.ndarray) -> np.ndarray:
     """Vocabulary logits through the tiled projection; bitwise equal to gemv_q8_0(q, x)."""
     m, xa = _q8_and_x(q, x, 1)
     n, k = m.shape
@@ -228,7 +230,7 @@ def lmhead_f32(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     return y
 
 
-def lmhead_argmax_q8_0(q: Q8Matrix, x: np.ndarray) -> tuple[int, float]:
+def lmhead_argmax_q8_0(q: object, x: np.ndarray) -> tuple[int, float]:
     """(index, value) of the largest logit without materializing the logits; the lowest index
     wins ties and a NaN logit counts as the largest (so it is reported, never hidden)."""
     m, xa = _q8_and_x(q, x, 1)

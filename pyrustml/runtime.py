@@ -17,12 +17,13 @@ class RuntimeConfig:
 
     threads: int
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: object = None) -> None:
+        # `object`, not int | None: mypyc would reject a wrong type with its own bare TypeError.
         if threads is not None and not isinstance(threads, int):
             raise KernelTypeError(f"threads must be an integer or None, got {threads!r}")
         if threads is not None and (isinstance(threads, bool) or not 1 <= threads <= MAX_THREADS):
             raise KernelArgumentError(f"threads must be an integer in [1, {MAX_THREADS}], got {threads!r}")
-        rc = int(lib.q8_pool_init(0 if threads is None else threads))
+        rc = int(lib.q8_pool_init(threads if isinstance(threads, int) else 0))
         if rc != 0:
             raise LibraryError(f"could not start the libq8 thread pool (error {rc})")
         self.threads = int(lib.q8_pool_threads())
