@@ -165,3 +165,35 @@ class Embedding:
                 raise RuntimeError(f"libq8 dequantize failed ({rc})")
         else:
             ffi.memmove(out, self.table.w_ptr + token * self.dim, self.dim * 4)
+
+
+def load_fused(ckpt: Checkpoint, names: list[str], rows: list[int], k: int, *, quantize: bool) -> Linear:
+    """One Linear whose rows are the given (rows_i, k) tensors stacked in order: the QKV and
+    gate+up fusions, so a decode step makes one weight pass where it would make several.
+    Each part is quantized straight into its row range of the fused matrix."""
+    n = sum(rows)
+    infos = []
+    for name, r in zip(names, rows, strict=True):
+        info = ckpt.info(name)
+        expect_shape(info, (r, k))
+        if info.dtype not in DTYPE_CODE:
+            raise ModelFormatError(f"tensor {name!r} has dtype {info.dtype}; expected F32, F16 or BF16")
+        check_finite(ckpt, name)
+        infos.append(info)
+    if quantize and k % QK8_0 == 0:
+        q = Q8Matrix(n, k)
+        base = q.ptr()
+        row = 0
+        for info, r in zip(infos, rows, strict=True):
+            src = ffi.from_buffer("char[]", ckpt.raw(info.name))
+            rc = lib.q8_quantize(src, DTYPE_CODE[info.dtype], r, k, base + row * (k // QK8_0))
+            if rc != 0:
+                raise MemoryError(f"quantizing {info.name!r} failed ({rc})")
+            ckpt.release(info.name)
+            row += r
+        return Linear(n, k, q, None, None)
+    parts = []
+    for info in infos:
+        parts.append(to_float32(info, ckpt.raw(info.name)))
+        ckpt.release(info.name)
+    return Linear(n, k, None, np.ascontiguousarray(np.concatenate(parts, axis=0)), None)

@@ -7,13 +7,14 @@ from collections.abc import Callable
 from ..config import Fields
 from ..errors import UnsupportedModelError
 from ..safetensors_io import Checkpoint
-from . import gpt2
+from . import gemma3, gpt2
 from .base import Transformer
 
 Builder = Callable[[Fields, Checkpoint, bool], Transformer]
 
 REGISTRY: dict[str, Builder] = {
     "gpt2": gpt2.build,
+    "gemma3_text": gemma3.build,
 }
 
 

@@ -1,0 +1,287 @@
+"""Gemma 3 text models (model_type "gemma3_text", Gemma3ForCausalLM; google/gemma-3-1b-it).
+
+Every quirk in code: embedding x sqrt(hidden); RMSNorm scales by (1 + w) in float32, also as
+per-head q_norm / k_norm; four norms per layer (input, post-attention, pre- and post-feedforward);
+grouped-query attention; head_dim from config; attention scale query_pre_attn_scalar^-0.5;
+sliding-window attention on local layers (a ring cache), full attention on global ones, with
+RoPE base rope_local_base_freq (local) and rope_theta (global); GeGLU with gelu tanh; tied
+lm_head; optional final and attention logit softcapping. Config: the 4.x keys real checkpoints
+carry (rope_theta, rope_local_base_freq, sliding_window_pattern) and the transformers 5 keys
+(rope_parameters, layer_types) are both read.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .._ffi import ffi, lib
+from ..config import Fields
+from ..errors import ModelFormatError, UnsupportedModelError
+from ..layers import Embedding, Linear, load_fused, load_linear, vector
+from ..safetensors_io import Checkpoint
+from .base import PREFILL_CHUNK, Transformer
+
+SLIDING = "sliding_attention"
+FULL = "full_attention"
+
+
+class Gemma3Config:
+    hidden: int
+    inter: int
+    n_layer: int
+    n_head: int
+    n_kv: int
+    head_dim: int
+    vocab: int
+    eps: float
+    max_pos: int
+    scale: float
+    window: int
+    layer_types: list[str]
+    theta_local: float
+    theta_global: float
+    final_softcap: float
+    attn_softcap: float
+
+    def __init__(self, f: Fields) -> None:
+        self.hidden = f.int_("hidden_size")
+        self.inter = f.int_("intermediate_size")
+        self.n_layer = f.int_("num_hidden_layers")
+        self.n_head = f.int_("num_attention_heads")
+        self.n_kv = f.int_("num_key_value_heads", self.n_head)
+        self.head_dim = f.int_("head_dim", self.hidden // self.n_head)
+        self.vocab = f.int_("vocab_size")
+        self.eps = f.float_("rms_norm_eps", 1e-6)
+        self.max_pos = f.int_("max_position_embeddings", 32768)
+        self.scale = f.float_("query_pre_attn_scalar", float(self.head_dim)) ** -0.5
+        self.window = f.int_("sliding_window", 4096)
+        self.final_softcap = f.opt_float("final_logit_softcapping") or 0.0
+        self.attn_softcap = f.opt_float("attn_logit_softcapping") or 0.0
+        act = f.str_("hidden_activation", "gelu_pytorch_tanh")
+        if act not in ("gelu_pytorch_tanh", "gelu_tanh", "gelu_new"):
+            raise UnsupportedModelError(f"{f.where}: hidden_activation {act!r} is not supported")
+        if self.n_head % self.n_kv != 0:
+            raise ModelFormatError(f"{f.where}: {self.n_head} heads cannot share {self.n_kv} KV heads")
+        if self.head_dim % 2 != 0 or self.head_dim > 512:
+            raise UnsupportedModelError(f"{f.where}: head_dim {self.head_dim} (even, at most 512)")
+        self.layer_types = _layer_types(f, self.n_layer)
+        self.theta_local, self.theta_global = _rope_bases(f)
+
+
+def _layer_types(f: Fields, n_layer: int) -> list[str]:
+    lt = f.data.get("layer_types")
+    if lt is not None:  # transformers 5
+        if not isinstance(lt, list) or len(lt) != n_layer or any(t not in (SLIDING, FULL) for t in lt):
+            raise ModelFormatError(f"{f.where}: layer_types must list {n_layer} of {SLIDING!r}/{FULL!r}")
+        return [str(t) for t in lt]
+    pattern = f.int_("sliding_window_pattern", 6)  # 4.x: every pattern-th layer is global
+    return [FULL if (i + 1) % pattern == 0 else SLIDING for i in range(n_layer)]
+
+
+def _rope_bases(f: Fields) -> tuple[float, float]:
+    params = f.data.get("rope_parameters")
+    if isinstance(params, dict) and (SLIDING in params or FULL in params):  # transformers 5
+        bases = []
+        for kind, default in ((SLIDING, 10000.0), (FULL, 1000000.0)):
+            p = params.get(kind, {})
+            if not isinstance(p, dict):
+                raise ModelFormatError(f"{f.where}: rope_parameters[{kind!r}] is not an object")
+            rtype = p.get("rope_type", "default")
+            if rtype != "default":
+                raise UnsupportedModelError(f"{f.where}: rope_type {rtype!r} for {kind} is not supported")
+            theta = p.get("rope_theta", default)
+            if isinstance(theta, bool) or not isinstance(theta, int | float) or not theta > 0:
+                raise ModelFormatError(f"{f.where}: rope_theta for {kind} must be positive")
+            bases.append(float(theta))
+        return bases[0], bases[1]
+    scaling = f.data.get("rope_scaling")
+    if scaling is not None and not (isinstance(scaling, dict) and scaling.get("rope_type", scaling.get("type")) == "default"):
+        raise UnsupportedModelError(f"{f.where}: rope_scaling {scaling!r} is not supported")
+    return f.float_("rope_local_base_freq", 10000.0), f.float_("rope_theta", 1000000.0)
+
+
+class Gemma3Layer:
+    sliding: bool
+    theta: float
+    window: int  # 0: full attention
+    cap: int  # KV slots: a ring of window + chunk for local layers
+    qkv: Linear  # (H*hd + 2*KV*hd, D): q | k | v rows, fused
+    o: Linear  # (D, H*hd)
+    gate_up: Linear  # (2I, D): gate | up rows, fused
+    down: Linear  # (D, I)
+    norms: dict[str, np.ndarray]  # input, post_attention, pre_feedforward, post_feedforward, q, k
+    k_cache: np.ndarray  # (KV, cap, hd)
+    v_cache: np.ndarray
+    p: dict[str, Any]
+
+
+class Gemma3(Transformer):
+    cfg: Gemma3Config
+    layers: list[Gemma3Layer]
+    embed_table: Linear
+    embed: Embedding
+    final_norm: np.ndarray
+    x: np.ndarray
+    h: np.ndarray
+    qkv: np.ndarray
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+    att: np.ndarray
+    tmp: np.ndarray
+    gu: np.ndarray
+    act: np.ndarray
+    pos: np.ndarray
+    ptr: dict[str, Any]
+    embed_scale: float
+
+    def __init__(self, f: Fields, ckpt: Checkpoint, quantize: bool) -> None:
+        cfg = Gemma3Config(f)
+        self.cfg = cfg
+        self.model_type = "gemma3_text"
+        self.vocab_size = cfg.vocab
+        self.hidden_size = cfg.hidden
+        self.max_positions = cfg.max_pos
+        self.final_softcap = cfg.final_softcap
+        D, H, KV, hd, FF = cfg.hidden, cfg.n_head, cfg.n_kv, cfg.head_dim, cfg.inter
+        names = set(ckpt.names())
+        self.embed_table = load_linear(
+            ckpt, "model.embed_tokens.weight", None, cfg.vocab, D, transposed=False, quantize=quantize
+        )
+        self.lm_head = self.embed_table
+        if "lm_head.weight" in names:
+            self.lm_head = load_linear(ckpt, "lm_head.weight", None, cfg.vocab, D, transposed=False, quantize=quantize)
+        self.embed = Embedding(self.embed_table)
+        # The embedding is scaled by sqrt(hidden) rounded to float32, as transformers does.
+        self.embed_scale = float(np.float32(math.sqrt(D)))
+        self.layers = []
+        for i in range(cfg.n_layer):
+            n = f"model.layers.{i}."
+            L = Gemma3Layer()
+            L.sliding = cfg.layer_types[i] == SLIDING
+            L.theta = cfg.theta_local if L.sliding else cfg.theta_global
+            L.window = cfg.window if L.sliding else 0
+            # A ring must still hold the window behind the first query of a prefill chunk.
+            L.cap = min(cfg.max_pos, cfg.window + PREFILL_CHUNK) if L.sliding else cfg.max_pos
+            L.qkv = load_fused(
+                ckpt,
+                [n + "self_attn.q_proj.weight", n + "self_attn.k_proj.weight", n + "self_attn.v_proj.weight"],
+                [H * hd, KV * hd, KV * hd],
+                D,
+                quantize=quantize,
+            )
+            L.o = load_linear(ckpt, n + "self_attn.o_proj.weight", None, D, H * hd, transposed=False, quantize=quantize)
+            L.gate_up = load_fused(
+                ckpt, [n + "mlp.gate_proj.weight", n + "mlp.up_proj.weight"], [FF, FF], D, quantize=quantize
+            )
+            L.down = load_linear(ckpt, n + "mlp.down_proj.weight", None, D, FF, transposed=False, quantize=quantize)
+            L.norms = {
+                "input": vector(ckpt, n + "input_layernorm.weight", D),
+                "post_attention": vector(ckpt, n + "post_attention_layernorm.weight", D),
+                "pre_feedforward": vector(ckpt, n + "pre_feedforward_layernorm.weight", D),
+                "post_feedforward": vector(ckpt, n + "post_feedforward_layernorm.weight", D),
+                "q": vector(ckpt, n + "self_attn.q_norm.weight", hd),
+                "k": vector(ckpt, n + "self_attn.k_norm.weight", hd),
+            }
+            L.k_cache = np.zeros((KV, L.cap, hd), dtype=np.float32)
+            L.v_cache = np.zeros((KV, L.cap, hd), dtype=np.float32)
+            L.p = {key: ffi.from_buffer("float[]", arr) for key, arr in L.norms.items()}
+            L.p["k_cache"] = ffi.from_buffer("float[]", L.k_cache)
+            L.p["v_cache"] = ffi.from_buffer("float[]", L.v_cache)
+            self.layers.append(L)
+        self.final_norm = vector(ckpt, "model.norm.weight", D)
+        self._check_leftovers(names)
+        self.n_matrices = 4 * cfg.n_layer + (2 if self.lm_head is not self.embed_table else 1)
+        self.fusions = {"qkv": cfg.n_layer, "gate+up": cfg.n_layer}
+        self._alloc()
+
+    def _check_leftovers(self, names: set[str]) -> None:
+        known = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
+        per_layer = (
+            "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+            "self_attn.o_proj.weight", "self_attn.q_norm.weight", "self_attn.k_norm.weight",
+            "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
+            "input_layernorm.weight", "post_attention_layernorm.weight",
+            "pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight",
+        )  # fmt: skip
+        for i in range(self.cfg.n_layer):
+            known |= {f"model.layers.{i}.{s}" for s in per_layer}
+        extra = sorted(names - known)
+        if extra:
+            raise ModelFormatError(f"checkpoint has tensors Gemma 3 does not use: {extra[:5]}")
+
+    def _alloc(self) -> None:
+        c, T = self.cfg, PREFILL_CHUNK
+        qd, kd = c.n_head * c.head_dim, c.n_kv * c.head_dim
+        self.x = np.zeros((T, c.hidden), dtype=np.float32)
+        self.h = np.zeros((T, c.hidden), dtype=np.float32)
+        self.qkv = np.zeros((T, qd + 2 * kd), dtype=np.float32)
+        self.q = np.zeros((T, qd), dtype=np.float32)
+        self.k = np.zeros((T, kd), dtype=np.float32)
+        self.v = np.zeros((T, kd), dtype=np.float32)
+        self.att = np.zeros((T, qd), dtype=np.float32)
+        self.tmp = np.zeros((T, c.hidden), dtype=np.float32)
+        self.gu = np.zeros((T, 2 * c.inter), dtype=np.float32)
+        self.act = np.zeros((T, c.inter), dtype=np.float32)
+        self.pos = np.zeros(T, dtype=np.int64)
+        self.ptr = {}
+        for key in ("x", "h", "qkv", "q", "k", "v", "att", "tmp", "gu", "act", "final_norm"):
+            self.ptr[key] = ffi.from_buffer("float[]", getattr(self, key))
+        self.ptr["pos"] = ffi.from_buffer("int64_t[]", self.pos)
+        self._alloc_head()
+
+    def forward_chunk(self, ids: list[int], pos0: int) -> None:
+        c = self.cfg
+        t = len(ids)
+        D, H, KV, hd, FF = c.hidden, c.n_head, c.n_kv, c.head_dim, c.inter
+        qd, kd = H * hd, KV * hd
+        P = self.ptr
+        for j in range(t):
+            self.pos[j] = pos0 + j
+        # Embedding rows, scaled by sqrt(hidden).
+        for j in range(t):
+            xj = P["x"] + j * D
+            self.embed.lookup(ids[j], xj)
+            lib.q8_scale(xj, self.embed_scale, D, xj)
+        for L in self.layers:
+            p = L.p
+            # Attention block: norm -> fused QKV -> q/k norms -> RoPE -> cache -> attention -> o.
+            lib.q8_rmsnorm(P["x"], p["input"], t, D, c.eps, 1.0, P["h"])
+            L.qkv.apply(P["h"], t, P["qkv"])
+            if t == 1:
+                q, k, v = P["qkv"], P["qkv"] + qd, P["qkv"] + qd + kd
+            else:
+                np.copyto(self.q[:t], self.qkv[:t, :qd])
+                np.copyto(self.k[:t], self.qkv[:t, qd : qd + kd])
+                np.copyto(self.v[:t], self.qkv[:t, qd + kd :])
+                q, k, v = P["q"], P["k"], P["v"]
+            lib.q8_rmsnorm(q, p["q"], t * H, hd, c.eps, 1.0, q)
+            lib.q8_rmsnorm(k, p["k"], t * KV, hd, c.eps, 1.0, k)
+            lib.q8_rope(q, t, H, hd, P["pos"], L.theta)
+            lib.q8_rope(k, t, KV, hd, P["pos"], L.theta)
+            lib.q8_kv_write(k, v, t, pos0, p["k_cache"], p["v_cache"], KV, L.cap, hd)
+            rc = lib.q8_attention(
+                q, t, pos0, p["k_cache"], p["v_cache"], H, KV, L.cap, hd, L.window, c.scale, c.attn_softcap, P["att"]
+            )
+            if rc != 0:
+                raise RuntimeError(f"libq8 attention failed ({rc})")
+            L.o.apply(P["att"], t, P["tmp"])
+            lib.q8_rmsnorm(P["tmp"], p["post_attention"], t, D, c.eps, 1.0, P["tmp"])
+            lib.q8_add(P["x"], P["tmp"], t * D, P["x"])
+            # Feed-forward block: norm -> fused gate|up -> GeGLU -> down -> norm -> residual.
+            lib.q8_rmsnorm(P["x"], p["pre_feedforward"], t, D, c.eps, 1.0, P["h"])
+            L.gate_up.apply(P["h"], t, P["gu"])
+            for j in range(t):
+                row = P["gu"] + j * 2 * FF
+                lib.q8_geglu(row, row + FF, FF, P["act"] + j * FF)
+            L.down.apply(P["act"], t, P["tmp"])
+            lib.q8_rmsnorm(P["tmp"], p["post_feedforward"], t, D, c.eps, 1.0, P["tmp"])
+            lib.q8_add(P["x"], P["tmp"], t * D, P["x"])
+        lib.q8_rmsnorm(P["x"], P["final_norm"], t, D, c.eps, 1.0, self.final_ptr)
+
+
+def build(f: Fields, ckpt: Checkpoint, quantize: bool) -> Transformer:
+    return Gemma3(f, ckpt, quantize)
