@@ -29,6 +29,7 @@ COMPILED = [
     "pyrustml/model.py",
     "pyrustml/models/base.py",
     "pyrustml/models/gpt2.py",
+    "pyrustml/models/gemma3.py",
     "pyrustml/models/registry.py",
 ]
 

@@ -276,10 +276,13 @@ def _write_openai_layout(model: GPT2LMHeadModel, directory: Path, n_positions: i
     return sorted(tensors)
 
 
-def _gpt2_reference(
-    model: GPT2LMHeadModel, sequences: list[list[int]]
+def _lm_reference(
+    model: torch.nn.Module, sequences: list[list[int]], new_tokens: int = GREEDY_NEW_TOKENS
 ) -> tuple[list[np.ndarray], list[list[int]], list[list[float]]]:
-    """Float32 logits at every position, and a 20-token greedy continuation, per sequence."""
+    """Float32 logits at every position, and a ``new_tokens`` greedy continuation, per sequence.
+
+    Any transformers causal LM (GPT-2, Gemma 3): ``model(ids).logits`` of shape (1, len, vocab).
+    """
     import torch
 
     logits_out: list[np.ndarray] = []
@@ -292,7 +295,7 @@ def _gpt2_reference(
             ids = list(seq)
             new: list[int] = []
             margins: list[float] = []
-            for _ in range(GREEDY_NEW_TOKENS):
+            for _ in range(new_tokens):
                 # Full recompute each step (no KV cache): the plainest possible greedy decode.
                 last = model(torch.tensor([ids], dtype=torch.long)).logits[0, -1].to(torch.float32)
                 top2 = torch.topk(last, 2)
@@ -398,7 +401,7 @@ def make_gpt2_fixtures(out: Path) -> dict[str, object]:
     arrays: dict[str, np.ndarray] = {}
     references: dict[str, object] = {}
     for key, src in (("f32", "gpt2-tiny-hf"), (ref_key, "gpt2-tiny-sharded")):
-        logits, greedy, margins = _gpt2_reference(_load_gpt2(dirs[src]), sequences)
+        logits, greedy, margins = _lm_reference(_load_gpt2(dirs[src]), sequences)
         names = [f"{key}_seq{i}" for i in range(len(sequences))]
         arrays.update(zip(names, logits, strict=True))
         references[key] = {
@@ -479,13 +482,375 @@ def make_gpt2_fixtures(out: Path) -> dict[str, object]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Gemma 3 (gemma3_text)
+# ----------------------------------------------------------------------------------------------
+
+# Tiny sizes that still exercise every Gemma 3 quirk: 6 layers (5 sliding + 1 global, the real
+# pattern), GQA with 2 KV heads, head_dim 24 != hidden/heads (16) and 4*24 = 96 != hidden,
+# query_pre_attn_scalar 20 != head_dim, a sliding window of 8 (shorter than the 30-token sequence),
+# distinct local/global RoPE bases, and final logit softcapping (null in the real 1B, supported by
+# the architecture). attn_logit_softcapping stays null: transformers 5.24's Gemma3Attention never
+# passes it to the attention function, so it would have no effect on the reference.
+GEMMA3_TINY: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 24,
+    "query_pre_attn_scalar": 20,
+    "sliding_window": 8,
+    "sliding_window_pattern": 6,
+    "max_position_embeddings": 128,
+    "rope_theta": 1_000_000.0,
+    "rope_local_base_freq": 10_000.0,
+    "rms_norm_eps": 1e-6,
+    "final_logit_softcapping": 30.0,
+    "attn_logit_softcapping": None,
+    "hidden_activation": "gelu_pytorch_tanh",
+}
+GEMMA3_V5_KV_HEADS = 1  # gemma3-tiny-v5 is MQA, like the real gemma-3-1b
+GEMMA3_V5_DTYPE = "bfloat16"
+GEMMA3_TOKENIZER_VOCAB = 401  # 107 specials (<pad>..<end_of_turn>) + 256 bytes + 38 merges; prime
+GEMMA3_BOS, GEMMA3_EOS, GEMMA3_EOT = 2, 1, 106
+# Weight seeds and scales: see _init_gemma3_weights; the seeds were picked from 0..39 for the largest
+# smallest greedy margin with varied output.
+GEMMA3_SEED = 0
+GEMMA3_V5_SEED = 0
+GEMMA3_EMB_STD = 0.4
+GEMMA3_LINEAR_STD = 0.2
+GEMMA3_NORM_STD = 0.2
+GEMMA3_SEQ_SEED = 4321
+GEMMA3_SEQ_LENGTHS = (1, 9, 30)
+GEMMA3_GREEDY_NEW_TOKENS = 40
+GEMMA3_CHAT: tuple[dict[str, str], ...] = (
+    {"role": "system", "content": "You are a terse assistant."},
+    {"role": "user", "content": "What does the small engine read first?"},
+    {"role": "assistant", "content": "  The model file, one tensor at a time.\n"},
+    {"role": "user", "content": "And then?\n"},
+)
+GEMMA3_PROMPTS: tuple[str, ...] = (
+    "The small engine reads the model file.",
+    "<start_of_turn>user\nHello,\nworld!\t42<end_of_turn>\n",
+    "caf\u00e9 na\u00efve \u4e2d\u6587 \U0001f600",
+)
+
+
+def gemma3_fixture_tokenizer() -> Tokenizer:
+    """Byte-level BPE with Gemma's special tokens at their real ids, <bos> prepended on encode.
+
+    make_random_model.gemma3_tokenizer, with a small trained vocabulary instead of fillers.
+    """
+    from make_random_model import GEMMA3_SPECIAL
+    from tokenizers import processors
+
+    tok = train_byte_level_bpe(GEMMA3_TOKENIZER_VOCAB, GEMMA3_SPECIAL)
+    for token, expected in (
+        ("<pad>", 0),
+        ("<eos>", GEMMA3_EOS),
+        ("<bos>", GEMMA3_BOS),
+        ("<unk>", 3),
+        ("<start_of_turn>", 105),
+        ("<end_of_turn>", GEMMA3_EOT),
+    ):
+        assert tok.token_to_id(token) == expected, token
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", GEMMA3_BOS)]
+    )
+    return tok
+
+
+def _gemma3_layer_types(cfg: dict[str, Any]) -> list[str]:
+    pattern = int(cfg["sliding_window_pattern"])
+    return [
+        "full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
+        for i in range(int(cfg["num_hidden_layers"]))
+    ]
+
+
+def _gemma3_config_4x(cfg: dict[str, Any], vocab_size: int, dtype: str) -> dict[str, Any]:
+    """config.json as real Gemma 3 checkpoints carry it (4.x keys: rope_theta,
+    rope_local_base_freq, sliding_window_pattern, rope_scaling null), with the tiny sizes."""
+    from make_random_model import GEMMA3_1B_CONFIG
+
+    out = {**GEMMA3_1B_CONFIG, **cfg, "vocab_size": vocab_size, "torch_dtype": dtype}
+    assert set(out) == set(GEMMA3_1B_CONFIG), set(out) ^ set(GEMMA3_1B_CONFIG)
+    return dict(sorted(out.items()))
+
+
+def _gemma3_generation_config() -> dict[str, Any]:
+    """generation_config.json as google/gemma-3-1b-it has it."""
+    return {
+        "bos_token_id": GEMMA3_BOS,
+        "cache_implementation": "hybrid",
+        "do_sample": True,
+        "eos_token_id": [GEMMA3_EOS, GEMMA3_EOT],
+        "pad_token_id": 0,
+        "top_k": 64,
+        "top_p": 0.95,
+        "transformers_version": "4.50.0.dev0",
+    }
+
+
+def _gemma3_model(cfg: dict[str, Any], vocab_size: int, num_kv_heads: int, seed: int) -> Any:
+    """A Gemma3ForCausalLM in float32 with large random weights (see _init_gemma3_weights)."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg["hidden_size"],
+        intermediate_size=cfg["intermediate_size"],
+        num_hidden_layers=cfg["num_hidden_layers"],
+        num_attention_heads=cfg["num_attention_heads"],
+        num_key_value_heads=num_kv_heads,
+        head_dim=cfg["head_dim"],
+        query_pre_attn_scalar=cfg["query_pre_attn_scalar"],
+        sliding_window=cfg["sliding_window"],
+        layer_types=_gemma3_layer_types(cfg),
+        max_position_embeddings=cfg["max_position_embeddings"],
+        rope_parameters={
+            "full_attention": {"rope_type": "default", "rope_theta": cfg["rope_theta"]},
+            "sliding_attention": {"rope_type": "default", "rope_theta": cfg["rope_local_base_freq"]},
+        },
+        rms_norm_eps=cfg["rms_norm_eps"],
+        final_logit_softcapping=cfg["final_logit_softcapping"],
+        attn_logit_softcapping=cfg["attn_logit_softcapping"],
+        hidden_activation=cfg["hidden_activation"],
+        tie_word_embeddings=True,
+        bos_token_id=GEMMA3_BOS,
+        eos_token_id=[GEMMA3_EOS, GEMMA3_EOT],
+        pad_token_id=0,
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForCausalLM(config)
+    _init_gemma3_weights(model, seed)
+    model.set_attn_implementation("eager")
+    model.train(False)
+    return model
+
+
+def _init_gemma3_weights(model: torch.nn.Module, seed: int) -> None:
+    """Large random weights: embedding (also the tied lm_head) N(0, EMB_STD), projections
+    N(0, LINEAR_STD), every RMSNorm weight N(0, NORM_STD) (Gemma scales by 1 + w)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():  # tied lm_head appears once (as embed_tokens)
+            noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
+            if name.endswith("norm.weight"):  # 4 per layer, q_norm, k_norm, the final norm
+                p.copy_(GEMMA3_NORM_STD * noise)
+            elif name == "model.embed_tokens.weight":
+                p.copy_(GEMMA3_EMB_STD * noise)
+            else:
+                assert name.endswith("_proj.weight"), name
+                p.copy_(GEMMA3_LINEAR_STD * noise)
+
+
+def _load_gemma3(directory: Path) -> torch.nn.Module:
+    import torch
+    from transformers import Gemma3ForCausalLM
+
+    model = Gemma3ForCausalLM.from_pretrained(
+        str(directory), dtype=torch.float32, attn_implementation="eager"
+    )
+    model.train(False)
+    assert isinstance(model, torch.nn.Module)
+    return model
+
+
+def _gemma3_sequences(vocab_size: int) -> list[list[int]]:
+    """BOS, then random ids; the long one (past the window) also holds ids 0, 106 and vocab-1."""
+    rng = np.random.default_rng(GEMMA3_SEQ_SEED)
+    sequences = [
+        [GEMMA3_BOS] + [int(x) for x in rng.integers(0, vocab_size, size=n - 1)] for n in GEMMA3_SEQ_LENGTHS
+    ]
+    long = sequences[-1]
+    long[4], long[11], long[20] = 0, GEMMA3_EOT, vocab_size - 1
+    return sequences
+
+
+def make_gemma3_fixtures(out: Path) -> dict[str, object]:
+    import torch
+    from make_random_model import write_gemma3_tokenizer_files
+    from transformers import AutoTokenizer, GenerationConfig
+
+    cfg = GEMMA3_TINY
+    tok = gemma3_fixture_tokenizer()
+    vocab_size = tok.get_vocab_size(with_added_tokens=True)
+    assert vocab_size == GEMMA3_TOKENIZER_VOCAB, vocab_size
+    n_pos = int(cfg["max_position_embeddings"])
+    names = ("gemma3-tiny", "gemma3-tiny-v5")
+    dirs = {name: out / name for name in names}
+    for d in dirs.values():
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+
+    # 1. gemma3-tiny: float32, GQA (2 KV heads), config.json / generation_config.json in the 4.x
+    #    style of the real hub checkpoints (written here, not by transformers).
+    model = _gemma3_model(cfg, vocab_size, int(cfg["num_key_value_heads"]), GEMMA3_SEED)
+    d = dirs["gemma3-tiny"]
+    model.save_pretrained(str(d), safe_serialization=True)
+    write_json(d / "config.json", _gemma3_config_4x(cfg, vocab_size, "float32"))
+    write_json(d / "generation_config.json", _gemma3_generation_config())
+    # 2. gemma3-tiny-v5: other weights, MQA (1 KV head), GEMMA3_V5_DTYPE, files as transformers 5
+    #    writes them (config.json with rope_parameters and layer_types).
+    model_v5 = _gemma3_model(cfg, vocab_size, GEMMA3_V5_KV_HEADS, GEMMA3_V5_SEED)
+    model_v5.to(getattr(torch, GEMMA3_V5_DTYPE))
+    model_v5.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
+        bos_token_id=GEMMA3_BOS, eos_token_id=[GEMMA3_EOS, GEMMA3_EOT], pad_token_id=0
+    )
+    model_v5.save_pretrained(str(dirs["gemma3-tiny-v5"]), safe_serialization=True)
+    del model_v5
+    for d in dirs.values():
+        write_gemma3_tokenizer_files(d, tok, n_pos)
+
+    # The config styles are what this fixture is for: check both.
+    cfg_4x = json.loads((dirs["gemma3-tiny"] / "config.json").read_text(encoding="utf-8"))
+    cfg_v5 = json.loads((dirs["gemma3-tiny-v5"] / "config.json").read_text(encoding="utf-8"))
+    for key in ("rope_theta", "rope_local_base_freq", "sliding_window_pattern", "rope_scaling"):
+        assert key in cfg_4x and key not in cfg_v5, key
+    for key in ("rope_parameters", "layer_types"):
+        assert key in cfg_v5 and key not in cfg_4x, key
+
+    sequences = _gemma3_sequences(vocab_size)
+    assert max(len(s) for s in sequences) + GEMMA3_GREEDY_NEW_TOKENS <= n_pos
+
+    # References come from the checkpoints as written (reloaded), never from the in-memory model.
+    v5_key = {"float16": "f16", "bfloat16": "bf16"}[GEMMA3_V5_DTYPE]
+    arrays: dict[str, np.ndarray] = {}
+    references: dict[str, object] = {}
+    effects: dict[str, float] = {}
+    for key, src in (("f32", "gemma3-tiny"), (v5_key, "gemma3-tiny-v5")):
+        loaded = _load_gemma3(dirs[src])
+        lc = loaded.config
+        assert lc.layer_types == _gemma3_layer_types(cfg), lc.layer_types
+        assert lc.rope_parameters["full_attention"]["rope_theta"] == cfg["rope_theta"]
+        assert lc.rope_parameters["sliding_attention"]["rope_theta"] == cfg["rope_local_base_freq"]
+        logits, greedy, margins = _lm_reference(loaded, sequences, GEMMA3_GREEDY_NEW_TOKENS)
+        arr_names = [f"{key}_seq{i}" for i in range(len(sequences))]
+        arrays.update(zip(arr_names, logits, strict=True))
+        references[key] = {
+            "computed_from": src,
+            "description": (
+                "transformers Gemma3ForCausalLM, eager attention, float32 forward on CPU"
+                + ("" if key == "f32" else f", weights = the {GEMMA3_V5_DTYPE} checkpoint upcast to float32")
+            ),
+            "num_key_value_heads": int(lc.num_key_value_heads),
+            "logits_keys": arr_names,
+            "greedy": greedy,
+            "greedy_margins": margins,
+        }
+        # How much the fixture depends on the quirks it is meant to test (max |logit change| on the
+        # longest sequence when the quirk is switched off).
+        seq = torch.tensor([sequences[-1]])
+        with torch.no_grad():
+            lc.final_logit_softcapping = None
+            effects[f"{key}_final_softcap"] = float(np.max(np.abs(loaded(seq).logits[0].numpy() - logits[-1])))
+            lc.final_logit_softcapping = cfg["final_logit_softcapping"]
+            lc.sliding_window = n_pos
+            effects[f"{key}_sliding_window"] = float(np.max(np.abs(loaded(seq).logits[0].numpy() - logits[-1])))
+        del loaded
+        if key == "f32":  # the reloaded checkpoint is the in-memory model (up to alignment rounding)
+            with torch.no_grad():
+                for s, lg in zip(sequences, logits, strict=True):
+                    _assert_close(model(torch.tensor([s])).logits[0].numpy(), lg, "gemma3-tiny reload")
+    del model
+    # Each directory reloads and reproduces its stored logits (fresh load, after the checks above).
+    for key, src in (("f32", "gemma3-tiny"), (v5_key, "gemma3-tiny-v5")):
+        reloaded = _load_gemma3(dirs[src])
+        with torch.no_grad():
+            for i, s in enumerate(sequences):
+                lg = reloaded(torch.tensor([s])).logits[0].numpy()
+                _assert_close(lg, arrays[f"{key}_seq{i}"], f"{src} reload")
+        del reloaded
+    write_npz(out / "gemma3-tiny-reference.npz", arrays)
+
+    # The chat template as transformers renders it, and its ids (the text already starts with <bos>).
+    hf_tok = AutoTokenizer.from_pretrained(str(dirs["gemma3-tiny"]))
+    messages = [dict(m) for m in GEMMA3_CHAT]
+    chat_text = hf_tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert isinstance(chat_text, str)
+    chat_ids = [int(i) for i in hf_tok(chat_text, add_special_tokens=False)["input_ids"]]
+    assert chat_ids == tok.encode(chat_text, add_special_tokens=False).ids
+    assert chat_ids[0] == GEMMA3_BOS and chat_ids.count(GEMMA3_BOS) == 1, chat_ids
+    prompts = [
+        {
+            "text": text,
+            "ids": tok.encode(text).ids,
+            "decoded": tok.decode(tok.encode(text).ids, skip_special_tokens=False),
+        }
+        for text in GEMMA3_PROMPTS
+    ]
+    for p in prompts:
+        assert [int(i) for i in hf_tok(p["text"])["input_ids"]] == p["ids"], p["text"]
+
+    reference = {
+        "generator": "tools/make_fixtures.py",
+        "versions": reference_versions(),
+        "model": {k: v for k, v in cfg.items() if k != "num_key_value_heads"},
+        "vocab_size": vocab_size,
+        "bos_token_id": GEMMA3_BOS,
+        "eos_token_id": [GEMMA3_EOS, GEMMA3_EOT],
+        "seeds": {"torch": GEMMA3_SEED, "torch_v5": GEMMA3_V5_SEED, "sequences": GEMMA3_SEQ_SEED},
+        "checkpoints": {
+            "gemma3-tiny": {
+                "dtype": "float32",
+                "config_style": "4.x (rope_theta, rope_local_base_freq, sliding_window_pattern)",
+                "num_key_value_heads": int(cfg["num_key_value_heads"]),
+                "reference": "f32",
+            },
+            "gemma3-tiny-v5": {
+                "dtype": GEMMA3_V5_DTYPE,
+                "config_style": "transformers 5 (rope_parameters, layer_types)",
+                "num_key_value_heads": GEMMA3_V5_KV_HEADS,
+                "reference": v5_key,
+            },
+        },
+        "layer_types": _gemma3_layer_types(cfg),
+        "logits_file": "gemma3-tiny-reference.npz",
+        "sequences": sequences,
+        "greedy_new_tokens": GEMMA3_GREEDY_NEW_TOKENS,
+        "greedy_method": "argmax of the last position's logits over a full forward of prompt+generated "
+        "ids, repeated; EOS does not stop it",
+        "quirk_effects": {k: round(v, 4) for k, v in sorted(effects.items())},
+        "references": references,
+        "chat": {
+            "messages": messages,
+            "add_generation_prompt": True,
+            "text": chat_text,
+            "ids": chat_ids,
+            "method": "transformers AutoTokenizer.apply_chat_template(messages, tokenize=False, "
+            "add_generation_prompt=True); ids = encode(text, add_special_tokens=False)",
+        },
+        "prompts": prompts,
+    }
+    write_json(out / "gemma3-tiny-reference.json", reference)
+    return {
+        "vocab_size": vocab_size,
+        "min_greedy_margin": {
+            k: min(min(m) for m in v["greedy_margins"])  # type: ignore[index]
+            for k, v in references.items()
+        },
+        "distinct_greedy_tokens": {
+            k: [len(set(g)) for g in v["greedy"]]  # type: ignore[index]
+            for k, v in references.items()
+        },
+        "quirk_effects": reference["quirk_effects"],
+        "sizes": {name: dir_size(d) for name, d in dirs.items()},
+    }
+
+
+# ----------------------------------------------------------------------------------------------
 # registry and CLI
 # ----------------------------------------------------------------------------------------------
 
 # One entry per architecture: make_<arch>_fixtures(out) writes its files and returns a summary.
-# Gemma 3 (gemma3_text) goes here as "gemma3": make_gemma3_fixtures.
 ARCHITECTURES: dict[str, Callable[[Path], dict[str, object]]] = {
     "gpt2": make_gpt2_fixtures,
+    "gemma3": make_gemma3_fixtures,
 }
 
 

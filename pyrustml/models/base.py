@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .._ffi import ffi, lib
-from ..errors import NumericalError
+from ..errors import ModelFormatError, NumericalError
 from ..layers import Linear
 
 PREFILL_CHUNK = 256  # prompt rows per batched pass: bounds the activation buffers
@@ -35,6 +35,13 @@ class Transformer:
 
     def forward_chunk(self, ids: list[int], pos0: int) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement forward_chunk")
+
+    def refuse_unknown(self, names: set[str], known: set[str]) -> None:
+        """A checkpoint tensor the architecture does not use means a different model (or a
+        variant we do not implement): refuse it rather than compute something else."""
+        extra = sorted(names - known)
+        if extra:
+            raise ModelFormatError(f"checkpoint has tensors {self.model_type} does not use: {extra[:5]}")
 
     def _alloc_head(self) -> None:
         self.final = np.zeros((PREFILL_CHUNK, self.hidden_size), dtype=np.float32)

@@ -209,9 +209,7 @@ class Gemma3(Transformer):
         )  # fmt: skip
         for i in range(self.cfg.n_layer):
             known |= {f"model.layers.{i}.{s}" for s in per_layer}
-        extra = sorted(names - known)
-        if extra:
-            raise ModelFormatError(f"checkpoint has tensors Gemma 3 does not use: {extra[:5]}")
+        self.refuse_unknown(names, known)
 
     def _alloc(self) -> None:
         c, T = self.cfg, PREFILL_CHUNK

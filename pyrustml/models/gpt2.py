@@ -178,9 +178,7 @@ class GPT2(Transformer):
         )  # fmt: skip
         for i in range(self.cfg.n_layer):
             known |= {f"{pre}h.{i}.{s}" for s in per_layer}
-        extra = sorted(names - known)
-        if extra:
-            raise ModelFormatError(f"checkpoint has tensors GPT-2 does not use: {extra[:5]}")
+        self.refuse_unknown(names, known)
 
     def _alloc(self) -> None:
         D, F, T = self.cfg.n_embd, self.cfg.n_inner, PREFILL_CHUNK
