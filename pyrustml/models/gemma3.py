@@ -98,7 +98,8 @@ def _rope_bases(f: Fields) -> tuple[float, float]:
             bases.append(float(theta))
         return bases[0], bases[1]
     scaling = f.data.get("rope_scaling")
-    if scaling is not None and not (isinstance(scaling, dict) and scaling.get("rope_type", scaling.get("type")) == "default"):
+    kind = scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict) else scaling
+    if scaling is not None and kind != "default":
         raise UnsupportedModelError(f"{f.where}: rope_scaling {scaling!r} is not supported")
     return f.float_("rope_local_base_freq", 10000.0), f.float_("rope_theta", 1000000.0)
 
@@ -153,7 +154,9 @@ class Gemma3(Transformer):
         )
         self.lm_head = self.embed_table
         if "lm_head.weight" in names:
-            self.lm_head = load_linear(ckpt, "lm_head.weight", None, cfg.vocab, D, transposed=False, quantize=quantize)
+            self.lm_head = load_linear(
+                ckpt, "lm_head.weight", None, cfg.vocab, D, transposed=False, quantize=quantize
+            )
         self.embed = Embedding(self.embed_table)
         # The embedding is scaled by sqrt(hidden) rounded to float32, as transformers does.
         self.embed_scale = float(np.float32(math.sqrt(D)))
@@ -173,11 +176,15 @@ class Gemma3(Transformer):
                 D,
                 quantize=quantize,
             )
-            L.o = load_linear(ckpt, n + "self_attn.o_proj.weight", None, D, H * hd, transposed=False, quantize=quantize)
+            L.o = load_linear(
+                ckpt, n + "self_attn.o_proj.weight", None, D, H * hd, transposed=False, quantize=quantize
+            )
             L.gate_up = load_fused(
                 ckpt, [n + "mlp.gate_proj.weight", n + "mlp.up_proj.weight"], [FF, FF], D, quantize=quantize
             )
-            L.down = load_linear(ckpt, n + "mlp.down_proj.weight", None, D, FF, transposed=False, quantize=quantize)
+            L.down = load_linear(
+                ckpt, n + "mlp.down_proj.weight", None, D, FF, transposed=False, quantize=quantize
+            )
             L.norms = {
                 "input": vector(ckpt, n + "input_layernorm.weight", D),
                 "post_attention": vector(ckpt, n + "post_attention_layernorm.weight", D),
@@ -262,7 +269,19 @@ class Gemma3(Transformer):
             lib.q8_rope(k, t, KV, hd, P["pos"], L.theta)
             lib.q8_kv_write(k, v, t, pos0, p["k_cache"], p["v_cache"], KV, L.cap, hd)
             rc = lib.q8_attention(
-                q, t, pos0, p["k_cache"], p["v_cache"], H, KV, L.cap, hd, L.window, c.scale, c.attn_softcap, P["att"]
+                q,
+                t,
+                pos0,
+                p["k_cache"],
+                p["v_cache"],
+                H,
+                KV,
+                L.cap,
+                hd,
+                L.window,
+                c.scale,
+                c.attn_softcap,
+                P["att"],
             )
             if rc != 0:
                 raise RuntimeError(f"libq8 attention failed ({rc})")
