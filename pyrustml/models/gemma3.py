@@ -98,8 +98,8 @@ def _rope_bases(f: Fields) -> tuple[float, float]:
             bases.append(float(theta))
         return bases[0], bases[1]
     scaling = f.data.get("rope_scaling")
-    kind = scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict) else scaling
-    if scaling is not None and kind != "default":
+    scaling_type = scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict) else scaling
+    if scaling is not None and scaling_type != "default":
         raise UnsupportedModelError(f"{f.where}: rope_scaling {scaling!r} is not supported")
     return f.float_("rope_local_base_freq", 10000.0), f.float_("rope_theta", 1000000.0)
 
