@@ -17,6 +17,7 @@ from setuptools.command.build_py import build_py
 #   _ffi.py   owns cffi, whose objects are dynamic; it runs once at import.
 #   errors.py exception classes with two built-in bases, which mypyc cannot make native.
 #   hub.py    a thin wrapper over huggingface_hub, imported lazily, runs once per load.
+#   chat.py   hands callables to Jinja's sandbox and runs once per turn.
 #   __init__.py, __main__.py, cli.py: entry points, run once.
 COMPILED = [
     "pyrustml/kernels.py",

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+from typing import Any
 
 DEFAULT_MODEL = "openai-community/gpt2"
 
@@ -60,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of streaming")
+    p.add_argument(
+        "--chat",
+        action="store_true",
+        help="render the checkpoint's chat template; without --prompt, read user turns from stdin",
+    )
+    p.add_argument(
+        "--system-prompt", "--system", dest="system_prompt", default=None, help="system message for --chat"
+    )
     return p  # fmt: skip
 
 
@@ -91,6 +100,55 @@ def _summary(load_ms: float, t: dict[str, float]) -> None:
     print(line("eval time", t["eval_ms"], t["eval_tokens"], "runs  "), file=sys.stderr)
 
 
+def _stream(gen: Any) -> Any:
+    """Print the pieces of a running generation as they come; returns its Generation."""
+    while True:
+        try:
+            piece = next(gen)
+        except StopIteration as done:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            return done.value
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+
+def _messages(args: argparse.Namespace, prompt: str) -> list[dict[str, str]]:
+    msgs = [{"role": "system", "content": args.system_prompt}] if args.system_prompt else []
+    return [*msgs, {"role": "user", "content": prompt}]
+
+
+def _chat(model: Any, args: argparse.Namespace, params: Any) -> int:
+    """One turn with --prompt; otherwise a conversation read from stdin, one user turn per line,
+    keeping the KV cache of the earlier turns (only each new turn is prefilled)."""
+    if args.prompt:
+        result = _stream(model._run(model.render_chat(_messages(args, args.prompt)), params, args.stop, True))
+        _summary(model.load_ms, result.timings.as_dict())
+        return 0
+    messages = _messages(args, "")[:-1]
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        text = line.rstrip("\n")
+        if not text.strip():
+            continue
+        messages.append({"role": "user", "content": text})
+        result = _stream(model._run(model.render_chat(messages), params, args.stop, True))
+        messages.append({"role": "assistant", "content": result.text})
+        if os.environ.get("PYRUSTML_LOG", "").lower() == "debug":
+            t = result.timings
+            new = t.prompt_tokens - t.cached_tokens
+            kept = t.cached_tokens
+            print(
+                f"turn: {kept} tokens kept in the KV cache, {new} prefilled in {t.prompt_ms:.1f} ms",
+                file=sys.stderr,
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging()
@@ -102,7 +160,6 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"cannot import pyrustml: {exc}", 1)
     if args.threads is not None and args.threads < 1:
         return _fail("--threads must be >= 1", 2)
-    printed: list[str] = []
     try:
         model = load(args.source, quant=args.quant, threads=args.threads, revision=args.revision)
         opts = dict(
@@ -110,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
             min_p=args.min_p, repetition_penalty=args.repeat_penalty, seed=args.seed, stop=args.stop,
         )  # fmt: skip
         if args.json:
-            g = model.generate(args.prompt, **opts)
+            if args.chat:
+                g = model.chat(_messages(args, args.prompt), **opts)
+            else:
+                g = model.generate(args.prompt, **opts)
             doc = {
                 "text": g.text,
                 "prompt_tokens": g.prompt_tokens,
@@ -120,24 +180,15 @@ def main(argv: list[str] | None = None) -> int:
             }
             print(json.dumps(doc, ensure_ascii=False))
             return 0
-        sys.stdout.write(args.prompt)
-        sys.stdout.flush()
         params = model._params(
             args.max_tokens, args.temperature, args.top_k, args.top_p,
             args.min_p, args.repeat_penalty, args.seed,
         )  # fmt: skip
-        gen = model._run(args.prompt, params, args.stop)
-        while True:
-            try:
-                piece = next(gen)
-            except StopIteration as done:
-                result = done.value
-                break
-            printed.append(piece)
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
+        if args.chat:
+            return _chat(model, args, params)
+        sys.stdout.write(args.prompt)
         sys.stdout.flush()
+        result = _stream(model._run(args.prompt, params, args.stop))
         _summary(model.load_ms, result.timings.as_dict())
         return 0
     except KeyboardInterrupt:

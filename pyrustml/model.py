@@ -16,6 +16,7 @@ from collections.abc import Generator, Iterator
 
 import numpy as np
 
+from .chat import ChatTemplate, ChatTemplateError, load_template
 from .config import Fields, read_json
 from .errors import ContextLengthError, ModelFormatError, PyrustmlError
 from .hub import resolve
@@ -39,8 +40,10 @@ class Timings:
     eval_ms: float
     eval_tokens: int
     first_token_ms: float
+    cached_tokens: int  # prompt tokens whose KV cache was kept from the previous call
 
     def __init__(self) -> None:
+        self.cached_tokens = 0
         self.prompt_ms = 0.0
         self.prompt_tokens = 0
         self.eval_ms = 0.0
@@ -56,6 +59,7 @@ class Timings:
             "eval_tokens": float(self.eval_tokens),
             "eval_tok_per_s": _rate(self.eval_tokens, self.eval_ms),
             "time_to_first_token_ms": self.first_token_ms,
+            "cached_tokens": float(self.cached_tokens),
         }
 
 
@@ -96,6 +100,8 @@ class Model:
     defaults: dict[str, float]
     load_ms: float
     runtime: RuntimeConfig
+    chat_template: ChatTemplate | None
+    _session: list[int]  # token ids whose keys and values are in the KV cache, in order
     _lock: threading.Lock
 
     def __init__(
@@ -116,6 +122,8 @@ class Model:
         self.runtime = runtime
         self.load_ms = load_ms
         self._lock = threading.Lock()
+        self._session = []
+        self.chat_template = load_template(directory, tok_cfg.data)
         eos = gen_cfg.int_list("eos_token_id")
         # The tokenizer's eos token stops generation too (tokenizer_config.json names it).
         tok_eos = tok_cfg.data.get("eos_token")
@@ -181,11 +189,60 @@ class Model:
         self._check_context(len(ids))
         out = np.empty((len(ids), self.net.vocab_size), dtype=np.float32)
         with self._lock:
+            self._session = []
             for c in range(0, len(ids), PREFILL_CHUNK):
                 chunk = ids[c : c + PREFILL_CHUNK]
                 self.net.forward_chunk(chunk, c)
                 out[c : c + len(chunk)] = self.net.logits_rows(len(chunk))
+            self._session = list(ids)
         return out
+
+    def _reusable_prefix(self, ids: list[int]) -> int:
+        """How many leading tokens of ids already sit in the KV cache and can be kept."""
+        prev = self._session
+        n = 0
+        limit = min(len(prev), len(ids) - 1)  # at least one token must run to give logits
+        while n < limit and prev[n] == ids[n]:
+            n += 1
+        # Ring caches of sliding layers hold a bounded number of positions past the window.
+        if n < len(prev) and len(prev) - n > self.net.resume_slack():
+            return 0
+        return n
+
+    # ---- chat --------------------------------------------------------------------------
+    def render_chat(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> list[int]:
+        """Token ids of the conversation rendered by the checkpoint's chat template (the rendered
+        text already holds BOS, so none is added)."""
+        if self.chat_template is None:
+            raise ChatTemplateError("this checkpoint has no chat template")
+        text = self.chat_template.render(messages, add_generation_prompt=add_generation_prompt)
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if not ids:
+            raise ChatTemplateError("the chat template rendered an empty prompt")
+        return ids
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float | None = None,
+        seed: int | None = None,
+        stop: list[str] | None = None,
+    ) -> Generation:
+        """The assistant's reply to a conversation of {"role", "content"} messages."""
+        params = self._params(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed)
+        gen = self._run(self.render_chat(messages), params, stop, reuse=True)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as done:
+                result: Generation = done.value
+                return result
 
     # ---- generation --------------------------------------------------------------------
     def _params(
@@ -261,9 +318,12 @@ class Model:
                 return result
 
     def _run(
-        self, prompt: str | list[int], params: SamplingParams, stop: list[str] | None
+        self, prompt: str | list[int], params: SamplingParams, stop: list[str] | None, reuse: bool = False
     ) -> Generator[str, None, Generation]:
-        """The generation loop, as a generator of text pieces that returns the Generation."""
+        """The generation loop, as a generator of text pieces that returns the Generation.
+
+        reuse=True keeps the KV cache of the tokens this prompt shares with the previous call (a
+        chat's earlier turns) and prefills only the rest; the result is the same either way."""
         stops = [s for s in (stop or []) if s]
         ids = self.encode(prompt)
         self._check_context(len(ids))
@@ -277,7 +337,11 @@ class Model:
         decoder = StreamDecoder(self.tokenizer)
         with self._lock:
             t0 = time.perf_counter()
-            row = self._prefill(ids, 0)
+            start = self._reusable_prefix(ids) if reuse else 0
+            timings.cached_tokens = start
+            self._session = []  # until this call has written the cache it is in no known state
+            row = self._prefill(ids[start:], start)
+            fed = list(ids)
             history = list(ids)
             pos = len(ids)
             while True:
@@ -319,6 +383,7 @@ class Model:
                 if len(out) >= params.max_tokens or pos >= self.net.max_positions:
                     break
                 self.net.forward_chunk([token], pos)
+                fed.append(token)
                 row = 0
                 pos += 1
             if finish != "stop" or not stops:
@@ -328,6 +393,7 @@ class Model:
             end = len(full) if end < 0 else end
             if end > emitted:
                 yield full[emitted:end]
+            self._session = fed
             timings.eval_tokens = max(0, len(out) - 1)
             timings.eval_ms = (time.perf_counter() - t_eval) * 1000.0 if out or finish == "stop" else 0.0
         return Generation(full[:end], out, ids, finish, timings)

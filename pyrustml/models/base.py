@@ -36,6 +36,11 @@ class Transformer:
     def forward_chunk(self, ids: list[int], pos0: int) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement forward_chunk")
 
+    def resume_slack(self) -> int:
+        """How many cached positions past a kept prefix may be overwritten before a ring cache
+        loses part of the window the first new query needs (full caches: no limit)."""
+        return 1 << 62
+
     def refuse_unknown(self, names: set[str], known: set[str]) -> None:
         """A checkpoint tensor the architecture does not use means a different model (or a
         variant we do not implement): refuse it rather than compute something else."""

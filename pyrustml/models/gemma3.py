@@ -205,6 +205,12 @@ class Gemma3(Transformer):
         self.fusions = {"qkv": cfg.n_layer, "gate+up": cfg.n_layer}
         self._alloc()
 
+    def resume_slack(self) -> int:
+        # A sliding layer's ring holds cap = window + PREFILL_CHUNK slots: resuming at position p
+        # after positions up to P were written needs P - p < cap - window + 1.
+        rings = [L.cap - L.window for L in self.layers if L.sliding and L.cap < self.cfg.max_pos]
+        return min(rings, default=1 << 62)
+
     def _check_leftovers(self, names: set[str]) -> None:
         known = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
         per_layer = (
