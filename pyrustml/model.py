@@ -20,7 +20,7 @@ from .chat import ChatTemplate, ChatTemplateError, load_template
 from .config import Fields, read_json
 from .errors import ContextLengthError, ModelFormatError, PyrustmlError
 from .hub import resolve
-from .models.base import PREFILL_CHUNK, Transformer
+from .models.base import Transformer
 from .models.registry import builder_for
 from .runtime import RuntimeConfig
 from .safetensors_io import Checkpoint
@@ -177,8 +177,9 @@ class Model:
     def _prefill(self, ids: list[int], pos0: int) -> int:
         """Run ids through the model; returns the row of the last token in net.final."""
         rows = 0
-        for c in range(0, len(ids), PREFILL_CHUNK):
-            chunk = ids[c : c + PREFILL_CHUNK]
+        step = self.net.prefill_chunk
+        for c in range(0, len(ids), step):
+            chunk = ids[c : c + step]
             self.net.forward_chunk(chunk, pos0 + c)
             rows = len(chunk)
         return rows - 1
@@ -190,8 +191,9 @@ class Model:
         out = np.empty((len(ids), self.net.vocab_size), dtype=np.float32)
         with self._lock:
             self._session = []
-            for c in range(0, len(ids), PREFILL_CHUNK):
-                chunk = ids[c : c + PREFILL_CHUNK]
+            step = self.net.prefill_chunk
+            for c in range(0, len(ids), step):
+                chunk = ids[c : c + step]
                 self.net.forward_chunk(chunk, c)
                 out[c : c + len(chunk)] = self.net.logits_rows(len(chunk))
             self._session = list(ids)

@@ -16,11 +16,12 @@ PREFILL_CHUNK = 256  # prompt rows per batched pass: bounds the activation buffe
 class Transformer:
     """A decoder-only model with its buffers and KV cache allocated once.
 
-    forward_chunk(ids, pos0) runs len(ids) <= PREFILL_CHUNK tokens at positions pos0.. through
+    forward_chunk(ids, pos0) runs len(ids) <= prefill_chunk tokens at positions pos0.. through
     every layer (writing the KV cache) and leaves the final-normed hidden states in `final`
     (rows 0 .. len(ids) - 1). The lm_head methods then project the last row, or all rows."""
 
     model_type: str
+    prefill_chunk: int  # rows per batched pass (<= PREFILL_CHUNK, the buffers' height)
     vocab_size: int
     hidden_size: int
     max_positions: int

@@ -143,6 +143,9 @@ class Gemma3(Transformer):
         cfg = Gemma3Config(f)
         self.cfg = cfg
         self.model_type = "gemma3_text"
+        # Prefill chunks no longer than the window keep each local layer's ring at window + chunk
+        # slots (at most twice the window) while a chunk's first query still sees its window.
+        self.prefill_chunk = min(PREFILL_CHUNK, cfg.window)
         self.vocab_size = cfg.vocab
         self.hidden_size = cfg.hidden
         self.max_positions = cfg.max_pos
@@ -168,7 +171,7 @@ class Gemma3(Transformer):
             L.theta = cfg.theta_local if L.sliding else cfg.theta_global
             L.window = cfg.window if L.sliding else 0
             # A ring must still hold the window behind the first query of a prefill chunk.
-            L.cap = min(cfg.max_pos, cfg.window + PREFILL_CHUNK) if L.sliding else cfg.max_pos
+            L.cap = min(cfg.max_pos, cfg.window + self.prefill_chunk) if L.sliding else cfg.max_pos
             L.qkv = load_fused(
                 ckpt,
                 [n + "self_attn.q_proj.weight", n + "self_attn.k_proj.weight", n + "self_attn.v_proj.weight"],
@@ -206,7 +209,7 @@ class Gemma3(Transformer):
         self._alloc()
 
     def resume_slack(self) -> int:
-        # A sliding layer's ring holds cap = window + PREFILL_CHUNK slots: resuming at position p
+        # A sliding layer's ring holds cap = window + prefill_chunk slots: resuming at position p
         # after positions up to P were written needs P - p < cap - window + 1.
         rings = [L.cap - L.window for L in self.layers if L.sliding and L.cap < self.cfg.max_pos]
         return min(rings, default=1 << 62)

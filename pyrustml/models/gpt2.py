@@ -104,6 +104,7 @@ class GPT2(Transformer):
         cfg = GPT2Config(f)
         self.cfg = cfg
         self.model_type = "gpt2"
+        self.prefill_chunk = PREFILL_CHUNK
         self.vocab_size = cfg.vocab_size
         self.hidden_size = cfg.n_embd
         self.max_positions = cfg.n_positions
