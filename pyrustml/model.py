@@ -152,8 +152,8 @@ class Model:
             ids = self.tokenizer.encode(prompt, add_special_tokens=False)
             if self.add_bos and (not ids or ids[0] != self.bos_id) and self.bos_id is not None:
                 ids = [self.bos_id, *ids]
-        elif isinstance(prompt, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in prompt):
-            ids = list(prompt)
+        elif isinstance(prompt, list) and all(_is_token(i) for i in prompt):
+            ids = [int(i) for i in prompt]
         else:
             raise TypeError("prompt must be a string or a list of token ids")
         if not ids:
@@ -399,6 +399,11 @@ class Model:
             timings.eval_tokens = max(0, len(out) - 1)
             timings.eval_ms = (time.perf_counter() - t_eval) * 1000.0 if out or finish == "stop" else 0.0
         return Generation(full[:end], out, ids, finish, timings)
+
+
+def _is_token(i: object) -> bool:
+    """An integer token id (numpy integers too), never a bool."""
+    return isinstance(i, int | np.integer) and not isinstance(i, bool | np.bool_)
 
 
 def _stop_index(text: str, stops: list[str]) -> int:

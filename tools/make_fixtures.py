@@ -45,6 +45,35 @@ GPT-2), tokenizer_config.json, special_tokens_map.json and generation_config.jso
     Also ``prompts``: fixed texts and their token ids from the tokenizer (encode with special
     tokens; GPT-2 adds none; ``<|endoftext|>`` written in the text becomes id ``eos_token_id``).
 
+What ``--arch gemma3`` writes (about 1.9 MiB; Gemma3ForCausalLM, model_type ``gemma3_text``):
+
+``gemma3-tiny/``
+    A tiny random model (GEMMA3_TINY: 6 layers = 5 sliding + 1 global, hidden 64, 4 heads, 2 KV
+    heads, head_dim 24, query_pre_attn_scalar 20, sliding_window 8, RoPE 1e6 global / 1e4 local,
+    final_logit_softcapping 30, tied embeddings, gelu_pytorch_tanh, vocab 401) in float32,
+    model.safetensors written by transformers (keys ``model.embed_tokens.weight``,
+    ``model.layers.N.self_attn.q_proj.weight`` ..., no ``lm_head``). config.json and
+    generation_config.json are written here in the 4.x style real checkpoints carry
+    (``rope_theta``, ``rope_local_base_freq``, ``sliding_window_pattern``, ``rope_scaling: null``).
+``gemma3-tiny-v5/``
+    Another tiny random model, same sizes but MQA (1 KV head, like gemma-3-1b), stored in
+    bfloat16, all files as transformers 5 writes them: config.json with ``rope_parameters`` (per
+    layer type) and ``layer_types`` (and also a private ``_sliding_window_pattern``). Its reference
+    is from the bfloat16 weights upcast to float32.
+Both hold a byte-level BPE tokenizer.json with Gemma's special tokens at their real ids (<pad> 0,
+<eos> 1, <bos> 2, <start_of_turn> 105, <end_of_turn> 106; <bos> prepended on encode) and
+tokenizer_config.json with the Gemma 3 chat template (both from make_random_model.py), and
+generation_config.json with ``eos_token_id [1, 106]``. attn_logit_softcapping is null: transformers
+5.24's Gemma3Attention does not pass it to the attention function, so it would not be tested.
+
+``gemma3-tiny-reference.json`` + ``gemma3-tiny-reference.npz``
+    As for GPT-2 (references ``f32`` from gemma3-tiny and ``bf16`` from gemma3-tiny-v5): sequences
+    of lengths 1, 9, 30 (each starting with <bos>; 30 > the window), logits at every position, 40
+    greedy tokens per sequence and their margins; ``quirk_effects`` (how far the logits move when
+    the final softcap or the sliding window is switched off); ``chat``: a system + user + assistant
+    + user conversation rendered by transformers' ``apply_chat_template(..., tokenize=False,
+    add_generation_prompt=True)`` and its ids (encoded without adding a second <bos>); ``prompts``.
+
 Tolerances: compare logits with a tolerance, never bitwise. torch's own float32 CPU result moves by
 ~1e-6 with nothing but the memory alignment of the weights (the openai-layout reload differs from
 the hf-layout reload by ~1e-6), and an independent float64 numpy forward of these checkpoints
@@ -513,13 +542,17 @@ GEMMA3_V5_KV_HEADS = 1  # gemma3-tiny-v5 is MQA, like the real gemma-3-1b
 GEMMA3_V5_DTYPE = "bfloat16"
 GEMMA3_TOKENIZER_VOCAB = 401  # 107 specials (<pad>..<end_of_turn>) + 256 bytes + 38 merges; prime
 GEMMA3_BOS, GEMMA3_EOS, GEMMA3_EOT = 2, 1, 106
-# Weight seeds and scales: see _init_gemma3_weights; the seeds were picked from 0..39 for the largest
-# smallest greedy margin with varied output.
-GEMMA3_SEED = 0
+# Weights (see _init_gemma3_weights): a small embedding, so that the residual stream is not dominated
+# by the current token's own row (with a tied lm_head that makes greedy decoding repeat the last
+# token forever), and a large final norm weight (scale 1 + 31 = 32), so the logits still spread
+# widely (|logit| up to ~20: the final softcap at 30 matters). Seeds: of 0..39, the largest smallest
+# top-1/top-2 margin over all 120 greedy steps with varied output (~0.07 for both checkpoints).
+GEMMA3_SEED = 23
 GEMMA3_V5_SEED = 0
-GEMMA3_EMB_STD = 0.4
+GEMMA3_EMB_STD = 0.03
 GEMMA3_LINEAR_STD = 0.2
 GEMMA3_NORM_STD = 0.2
+GEMMA3_FINAL_NORM_MEAN = 31.0
 GEMMA3_SEQ_SEED = 4321
 GEMMA3_SEQ_LENGTHS = (1, 9, 30)
 GEMMA3_GREEDY_NEW_TOKENS = 40
@@ -632,14 +665,17 @@ def _gemma3_model(cfg: dict[str, Any], vocab_size: int, num_kv_heads: int, seed:
 
 def _init_gemma3_weights(model: torch.nn.Module, seed: int) -> None:
     """Large random weights: embedding (also the tied lm_head) N(0, EMB_STD), projections
-    N(0, LINEAR_STD), every RMSNorm weight N(0, NORM_STD) (Gemma scales by 1 + w)."""
+    N(0, LINEAR_STD), RMSNorm weights N(0, NORM_STD) (Gemma scales by 1 + w), except the final
+    norm's, N(FINAL_NORM_MEAN, NORM_STD)."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():  # tied lm_head appears once (as embed_tokens)
             noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
-            if name.endswith("norm.weight"):  # 4 per layer, q_norm, k_norm, the final norm
+            if name == "model.norm.weight":  # the final norm also sets the logits' spread
+                p.copy_(GEMMA3_FINAL_NORM_MEAN + GEMMA3_NORM_STD * noise)
+            elif name.endswith("norm.weight"):  # 4 per layer, q_norm, k_norm
                 p.copy_(GEMMA3_NORM_STD * noise)
             elif name == "model.embed_tokens.weight":
                 p.copy_(GEMMA3_EMB_STD * noise)
@@ -725,7 +761,7 @@ def make_gemma3_fixtures(out: Path) -> dict[str, object]:
     effects: dict[str, float] = {}
     for key, src in (("f32", "gemma3-tiny"), (v5_key, "gemma3-tiny-v5")):
         loaded = _load_gemma3(dirs[src])
-        lc = loaded.config
+        lc: Any = loaded.config
         assert lc.layer_types == _gemma3_layer_types(cfg), lc.layer_types
         assert lc.rope_parameters["full_attention"]["rope_theta"] == cfg["rope_theta"]
         assert lc.rope_parameters["sliding_attention"]["rope_theta"] == cfg["rope_local_base_freq"]
@@ -748,10 +784,12 @@ def make_gemma3_fixtures(out: Path) -> dict[str, object]:
         seq = torch.tensor([sequences[-1]])
         with torch.no_grad():
             lc.final_logit_softcapping = None
-            effects[f"{key}_final_softcap"] = float(np.max(np.abs(loaded(seq).logits[0].numpy() - logits[-1])))
+            changed = loaded(seq).logits[0].numpy()
+            effects[f"{key}_final_softcap"] = float(np.max(np.abs(changed - logits[-1])))
             lc.final_logit_softcapping = cfg["final_logit_softcapping"]
             lc.sliding_window = n_pos
-            effects[f"{key}_sliding_window"] = float(np.max(np.abs(loaded(seq).logits[0].numpy() - logits[-1])))
+            changed = loaded(seq).logits[0].numpy()
+            effects[f"{key}_sliding_window"] = float(np.max(np.abs(changed - logits[-1])))
         del loaded
         if key == "f32":  # the reloaded checkpoint is the in-memory model (up to alignment rounding)
             with torch.no_grad():
