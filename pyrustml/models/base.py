@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ from ..layers import Linear
 PREFILL_CHUNK = 256  # prompt rows per batched pass: bounds the activation buffers
 
 
-class Transformer:
+class Transformer(ABC):
     """A decoder-only model with its buffers and KV cache allocated once.
 
     forward_chunk(ids, pos0) runs len(ids) <= prefill_chunk tokens at positions pos0.. through
@@ -34,8 +35,9 @@ class Transformer:
     n_matrices: int  # Q8_0 (or f32) weight matrices, for the load summary
     fusions: dict[str, int]
 
+    @abstractmethod
     def forward_chunk(self, ids: list[int], pos0: int) -> None:
-        raise NotImplementedError(f"{type(self).__name__} must implement forward_chunk")
+        """Run ids (at most prefill_chunk of them) at positions pos0.. through every layer."""
 
     def resume_slack(self) -> int:
         """How many cached positions past a kept prefix may be overwritten before a ring cache
