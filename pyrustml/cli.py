@@ -100,17 +100,18 @@ def _summary(load_ms: float, t: dict[str, float]) -> None:
     print(line("eval time", t["eval_ms"], t["eval_tokens"], "runs  "), file=sys.stderr)
 
 
+def _write(piece: str) -> None:
+    sys.stdout.write(piece)
+    sys.stdout.flush()
+
+
 def _stream(gen: Any) -> Any:
     """Print the pieces of a running generation as they come; returns its Generation."""
-    while True:
-        try:
-            piece = next(gen)
-        except StopIteration as done:
-            sys.stdout.write("\n")
-            sys.stdout.flush()
-            return done.value
-        sys.stdout.write(piece)
-        sys.stdout.flush()
+    from .model import drain
+
+    result = drain(gen, _write)
+    _write("\n")
+    return result
 
 
 def _messages(args: argparse.Namespace, prompt: str) -> list[dict[str, str]]:

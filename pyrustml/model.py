@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import numpy as np
 
@@ -238,13 +238,7 @@ class Model:
     ) -> Generation:
         """The assistant's reply to a conversation of {"role", "content"} messages."""
         params = self._params(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed)
-        gen = self._run(self.render_chat(messages), params, stop, reuse=True)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as done:
-                result: Generation = done.value
-                return result
+        return drain(self._run(self.render_chat(messages), params, stop, reuse=True))
 
     # ---- generation --------------------------------------------------------------------
     def _params(
@@ -311,13 +305,7 @@ class Model:
         """Generate up to max_tokens tokens. temperature <= 0 is greedy; unset options come from
         the checkpoint's generation_config.json. Stops on every eos id and on `stop` strings."""
         params = self._params(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed)
-        gen = self._run(prompt, params, stop)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as done:
-                result: Generation = done.value
-                return result
+        return drain(self._run(prompt, params, stop))
 
     def _run(
         self, prompt: str | list[int], params: SamplingParams, stop: list[str] | None, reuse: bool = False
@@ -399,6 +387,18 @@ class Model:
             timings.eval_tokens = max(0, len(out) - 1)
             timings.eval_ms = (time.perf_counter() - t_eval) * 1000.0 if out or finish == "stop" else 0.0
         return Generation(full[:end], out, ids, finish, timings)
+
+
+def drain(gen: Generator[str, None, Generation], sink: Callable[[str], None] | None = None) -> Generation:
+    """Run a generation to its end, handing each text piece to sink; returns the Generation."""
+    while True:
+        try:
+            piece = next(gen)
+        except StopIteration as done:
+            result: Generation = done.value
+            return result
+        if sink is not None:
+            sink(piece)
 
 
 def _is_token(i: object) -> bool:
