@@ -31,6 +31,8 @@ class Transformer(ABC):
     final_ptr: Any
     logits_buf: np.ndarray  # (vocab,) float32
     logits_ptr: Any
+    _argmax_idx: Any  # int64_t * and float * out-parameters of the fused argmax, made once
+    _argmax_val: Any
     final_softcap: float  # 0: none
     n_matrices: int  # Q8_0 (or f32) weight matrices, for the load summary
     fusions: dict[str, int]
@@ -38,6 +40,28 @@ class Transformer(ABC):
     @abstractmethod
     def forward_chunk(self, ids: list[int], pos0: int) -> None:
         """Run ids (at most prefill_chunk of them) at positions pos0.. through every layer."""
+
+    @staticmethod
+    def split_columns(src: np.ndarray, t: int, parts: list[np.ndarray]) -> None:
+        """Prefill: copy consecutive column ranges of fused rows (q | k | v) into contiguous
+        (t, width) buffers, the layout the cache write and attention take."""
+        c = 0
+        for dst in parts:
+            w = int(dst.shape[1])
+            np.copyto(dst[:t], src[:t, c : c + w])
+            c += w
+
+    @staticmethod
+    def attend(
+        q: Any, t: int, pos0: int, k_cache: Any, v_cache: Any, n_heads: int, n_kv: int, cap: int,
+        head_dim: int, window: int, scale: float, softcap: float, out: Any,
+    ) -> None:  # fmt: skip
+        """Causal attention over the cache; libq8 refuses positions the cache no longer holds."""
+        rc = lib.q8_attention(
+            q, t, pos0, k_cache, v_cache, n_heads, n_kv, cap, head_dim, window, scale, softcap, out
+        )
+        if rc != 0:
+            raise RuntimeError(f"libq8 attention failed ({rc}) at positions {pos0}..{pos0 + t - 1}")
 
     def resume_slack(self) -> int:
         """How many cached positions past a kept prefix may be overwritten before a ring cache
@@ -56,6 +80,8 @@ class Transformer(ABC):
         self.final_ptr = ffi.from_buffer("float[]", self.final)
         self.logits_buf = np.zeros(self.vocab_size, dtype=np.float32)
         self.logits_ptr = ffi.from_buffer("float[]", self.logits_buf)
+        self._argmax_idx = ffi.new("int64_t *")
+        self._argmax_val = ffi.new("float *")
 
     def logits_row(self, row: int) -> np.ndarray:
         """Logits of one row of `final`, in the model's reused buffer (copy to keep)."""
@@ -75,8 +101,7 @@ class Transformer(ABC):
         """Greedy token of one row: the logits never leave C (softcap is monotonic)."""
         x = self.final_ptr + row * self.hidden_size
         h = self.lm_head
-        idx = ffi.new("int64_t *")
-        val = ffi.new("float *")
+        idx, val = self._argmax_idx, self._argmax_val
         if h.quantized:
             rc = lib.q8_lmhead_argmax(h.w_ptr, h.n, h.k, x, idx, val)
         else:

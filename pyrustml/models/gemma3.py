@@ -268,32 +268,15 @@ class Gemma3(Transformer):
             if t == 1:
                 q, k, v = P["qkv"], P["qkv"] + qd, P["qkv"] + qd + kd
             else:
-                np.copyto(self.q[:t], self.qkv[:t, :qd])
-                np.copyto(self.k[:t], self.qkv[:t, qd : qd + kd])
-                np.copyto(self.v[:t], self.qkv[:t, qd + kd :])
+                self.split_columns(self.qkv, t, [self.q, self.k, self.v])
                 q, k, v = P["q"], P["k"], P["v"]
             lib.q8_rmsnorm(q, p["q"], t * H, hd, c.eps, 1.0, q)
             lib.q8_rmsnorm(k, p["k"], t * KV, hd, c.eps, 1.0, k)
             lib.q8_rope(q, t, H, hd, P["pos"], L.theta)
             lib.q8_rope(k, t, KV, hd, P["pos"], L.theta)
             lib.q8_kv_write(k, v, t, pos0, p["k_cache"], p["v_cache"], KV, L.cap, hd)
-            rc = lib.q8_attention(
-                q,
-                t,
-                pos0,
-                p["k_cache"],
-                p["v_cache"],
-                H,
-                KV,
-                L.cap,
-                hd,
-                L.window,
-                c.scale,
-                c.attn_softcap,
-                P["att"],
-            )
-            if rc != 0:
-                raise RuntimeError(f"libq8 attention failed ({rc})")
+            self.attend(q, t, pos0, p["k_cache"], p["v_cache"], H, KV, L.cap, hd, L.window,
+                        c.scale, c.attn_softcap, P["att"])  # fmt: skip
             L.o.apply(P["att"], t, P["tmp"])
             lib.q8_rmsnorm(P["tmp"], p["post_attention"], t, D, c.eps, 1.0, P["tmp"])
             lib.q8_add(P["x"], P["tmp"], t * D, P["x"])

@@ -219,12 +219,10 @@ class GPT2(Transformer):
                 q, k, v = P["qkv"], P["qkv"] + D, P["qkv"] + 2 * D
             else:
                 # Prefill: split the fused rows into contiguous q, k, v (t x D each).
-                np.copyto(self.q[:t], self.qkv[:t, :D])
-                np.copyto(self.k[:t], self.qkv[:t, D : 2 * D])
-                np.copyto(self.v[:t], self.qkv[:t, 2 * D :])
+                self.split_columns(self.qkv, t, [self.q, self.k, self.v])
                 q, k, v = P["q"], P["k"], P["v"]
             lib.q8_kv_write(k, v, t, pos0, bp["k_cache"], bp["v_cache"], H, cfg.n_positions, hd)
-            lib.q8_attention(
+            self.attend(
                 q, t, pos0, bp["k_cache"], bp["v_cache"], H, H, cfg.n_positions, hd, 0, scale, 0.0, P["att"]
             )
             b.proj.apply(P["att"], t, P["tmp"])
