@@ -60,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quant", choices=["q8_0", "f32"], default="q8_0")
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    p.add_argument("--ignore-eos", action="store_true", help="keep generating past end-of-sequence tokens")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of streaming")
     p.add_argument(
         "--chat",
@@ -167,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
             min_p=args.min_p, repetition_penalty=args.repeat_penalty, seed=args.seed, stop=args.stop,
         )  # fmt: skip
+        if args.ignore_eos:
+            opts["ignore_eos"] = True
         if args.json:
             if args.chat:
                 g = model.chat(_messages(args, args.prompt), **opts)
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         params = model._params(
             args.max_tokens, args.temperature, args.top_k, args.top_p,
-            args.min_p, args.repeat_penalty, args.seed,
+            args.min_p, args.repeat_penalty, args.seed, args.ignore_eos,
         )  # fmt: skip
         if args.chat:
             return _chat(model, args, params)

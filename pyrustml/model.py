@@ -41,6 +41,7 @@ class Timings:
     eval_tokens: int
     first_token_ms: float
     cached_tokens: int  # prompt tokens whose KV cache was kept from the previous call
+    step_ms: list[float]  # each decode step after the first token: forward, lm_head, sampling
 
     def __init__(self) -> None:
         self.cached_tokens = 0
@@ -49,6 +50,7 @@ class Timings:
         self.eval_ms = 0.0
         self.eval_tokens = 0
         self.first_token_ms = 0.0
+        self.step_ms = []
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -235,9 +237,12 @@ class Model:
         repetition_penalty: float | None = None,
         seed: int | None = None,
         stop: list[str] | None = None,
+        ignore_eos: bool = False,
     ) -> Generation:
         """The assistant's reply to a conversation of {"role", "content"} messages."""
-        params = self._params(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed)
+        params = self._params(
+            max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, ignore_eos
+        )
         return drain(self._run(self.render_chat(messages), params, stop, reuse=True))
 
     # ---- generation --------------------------------------------------------------------
@@ -250,6 +255,7 @@ class Model:
         min_p: float | None,
         repetition_penalty: float | None,
         seed: int | None,
+        ignore_eos: bool = False,
     ) -> SamplingParams:
         d = self.defaults
         return SamplingParams(
@@ -262,6 +268,7 @@ class Model:
             if repetition_penalty is None
             else repetition_penalty,
             seed=seed,
+            ignore_eos=ignore_eos,
         )
 
     def stream(
@@ -276,11 +283,13 @@ class Model:
         repetition_penalty: float | None = None,
         seed: int | None = None,
         stop: list[str] | None = None,
+        ignore_eos: bool = False,
     ) -> Iterator[str]:
         """Yield text pieces as they become valid UTF-8; see generate for the options."""
-        gen = self._run(
-            prompt, self._params(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed), stop
+        params = self._params(
+            max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, ignore_eos
         )
+        gen = self._run(prompt, params, stop)
         try:
             while True:
                 piece = next(gen)
@@ -301,10 +310,14 @@ class Model:
         repetition_penalty: float | None = None,
         seed: int | None = None,
         stop: list[str] | None = None,
+        ignore_eos: bool = False,
     ) -> Generation:
         """Generate up to max_tokens tokens. temperature <= 0 is greedy; unset options come from
-        the checkpoint's generation_config.json. Stops on every eos id and on `stop` strings."""
-        params = self._params(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed)
+        the checkpoint's generation_config.json. Stops on every eos id (unless ignore_eos) and
+        on `stop` strings."""
+        params = self._params(
+            max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, ignore_eos
+        )
         return drain(self._run(prompt, params, stop))
 
     def _run(
@@ -324,6 +337,7 @@ class Model:
         finish = "length"
         emitted = 0  # characters of the text already yielded
         t_eval = 0.0
+        t_step = 0.0
         decoder = StreamDecoder(self.tokenizer)
         with self._lock:
             t0 = time.perf_counter()
@@ -340,12 +354,14 @@ class Model:
                 else:
                     token = self.net.argmax_row(row)
                 now = time.perf_counter()
-                if not out:
+                if out:
+                    timings.step_ms.append((now - t_step) * 1000.0)
+                else:
                     timings.prompt_ms = (now - t0) * 1000.0
                     timings.prompt_tokens = len(ids)
                     timings.first_token_ms = timings.prompt_ms
                     t_eval = now
-                if token in self.eos_ids:
+                if token in self.eos_ids and not params.ignore_eos:
                     finish = "stop"
                     break
                 out.append(token)
@@ -372,6 +388,7 @@ class Model:
                         yield piece
                 if len(out) >= params.max_tokens or pos >= self.net.max_positions:
                     break
+                t_step = time.perf_counter()
                 self.net.forward_chunk([token], pos)
                 fed.append(token)
                 row = 0

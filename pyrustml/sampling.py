@@ -23,6 +23,7 @@ class SamplingParams:
     min_p: float
     repetition_penalty: float
     seed: int | None
+    ignore_eos: bool  # keep generating past eos ids (benchmarks; llama.cpp's --ignore-eos)
 
     def __init__(
         self,
@@ -33,6 +34,7 @@ class SamplingParams:
         min_p: float = 0.0,
         repetition_penalty: float = 1.0,
         seed: int | None = None,
+        ignore_eos: bool = False,
     ) -> None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
@@ -58,6 +60,7 @@ class SamplingParams:
         self.top_p = float(top_p)
         self.min_p = float(min_p)
         self.repetition_penalty = float(repetition_penalty)
+        self.ignore_eos = bool(ignore_eos)
         self.seed = seed
 
     @property

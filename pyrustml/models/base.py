@@ -14,6 +14,25 @@ from ..layers import Linear
 PREFILL_CHUNK = 256  # prompt rows per batched pass: bounds the activation buffers
 
 
+class StreamBytes:
+    """Bytes a decode step reads, by component; attention includes its KV cache reads."""
+
+    embedding: int
+    attention: list[int]  # per layer
+    ffn: list[int]  # per layer
+    lm_head: int
+
+    def __init__(self) -> None:
+        self.embedding = 0
+        self.attention = []
+        self.ffn = []
+        self.lm_head = 0
+
+    @property
+    def total(self) -> int:
+        return self.embedding + sum(self.attention) + sum(self.ffn) + self.lm_head
+
+
 class Transformer(ABC):
     """A decoder-only model with its buffers and KV cache allocated once.
 
@@ -62,6 +81,27 @@ class Transformer(ABC):
         )
         if rc != 0:
             raise RuntimeError(f"libq8 attention failed ({rc}) at positions {pos0}..{pos0 + t - 1}")
+
+    @abstractmethod
+    def layer_weights(self) -> list[tuple[list[Linear], list[Linear]]]:
+        """Each layer's weight matrices: (attention block's, feed-forward block's)."""
+
+    @abstractmethod
+    def layer_kv(self) -> list[tuple[int, int]]:
+        """Each layer's KV cache: (bytes of keys + values per cached position, window or 0)."""
+
+    def decode_bytes(self, pos: int) -> StreamBytes:
+        """Bytes one decode step at position pos streams from memory, by component (weights and
+        the KV cache it reads; activations stay in cache and are not counted)."""
+        sb = StreamBytes()
+        h = self.lm_head
+        sb.embedding = h.nbytes // h.n if h.n else 0  # one row of the table
+        for (attn, ffn), (row, window) in zip(self.layer_weights(), self.layer_kv(), strict=True):
+            seen = pos + 1 if window == 0 else min(pos + 1, window)
+            sb.attention.append(sum(m.nbytes for m in attn) + seen * row)
+            sb.ffn.append(sum(m.nbytes for m in ffn))
+        sb.lm_head = h.nbytes
+        return sb
 
     def resume_slack(self) -> int:
         """How many cached positions past a kept prefix may be overwritten before a ring cache

@@ -247,6 +247,12 @@ class Gemma3(Transformer):
         self.ptr["pos"] = ffi.from_buffer("int64_t[]", self.pos)
         self._alloc_head()
 
+    def layer_weights(self) -> list[tuple[list[Linear], list[Linear]]]:
+        return [([L.qkv, L.o], [L.gate_up, L.down]) for L in self.layers]
+
+    def layer_kv(self) -> list[tuple[int, int]]:
+        return [(2 * self.cfg.n_kv * self.cfg.head_dim * 4, L.window) for L in self.layers]
+
     def forward_chunk(self, ids: list[int], pos0: int) -> None:
         c = self.cfg
         t = len(ids)

@@ -198,6 +198,12 @@ class GPT2(Transformer):
             self.ptr[key] = ffi.from_buffer("float[]", getattr(self, key))
         self._alloc_head()
 
+    def layer_weights(self) -> list[tuple[list[Linear], list[Linear]]]:
+        return [([b.attn, b.proj], [b.fc, b.fc_proj]) for b in self.blocks]
+
+    def layer_kv(self) -> list[tuple[int, int]]:
+        return [(2 * self.cfg.n_embd * 4, 0) for _ in self.blocks]
+
     def forward_chunk(self, ids: list[int], pos0: int) -> None:
         cfg = self.cfg
         t = len(ids)
