@@ -1,0 +1,685 @@
+"""End-to-end benchmark: load, cold first token, prefill and decode against the memory roofline.
+
+    pyrustml-bench /tmp/gpt2-random /tmp/gemma3-random --repeat 3 --json bench.json
+    python tools/bench.py --make-models /tmp --repeat 3 --out table.md
+    python -m pyrustml.bench --quick tests/fixtures/gpt2-tiny-hf
+
+Every checkpoint is loaded with Q8_0 weights at each thread count (--threads, default "1,default";
+"default" is one thread per physical core), --repeat times. Each (repeat, model, threads) is one
+fresh worker process, so its load starts from nothing (peak RSS, cold caches, a new thread pool)
+and no model's memory or kernels warm another's. The worker, in order:
+
+1. load: wall time of pyrustml.load and Model.load_ms; peak RSS during the load (VmHWM, reset
+   with /proc/self/clear_refs just before it, so the interpreter's import peak is not counted)
+   against the resident size (VmRSS) right after it;
+2. cold first token: the first generate after the load, on a 1-token prompt, max_tokens=1:
+   Timings.first_token_ms is one single-token forward pass plus the lm_head argmax, the same work
+   as a warm decode step, so the ratio cold / warm step shows what a first call pays extra
+   (page faults of untouched buffers, cold code and caches, pool wake-up);
+3. one unmeasured warm-up prefill of the prompt (its time is kept in the JSON as first_prefill_ms):
+   the first batched pass touches the prefill buffers' pages, which a user pays once per process;
+4. the measured run: a --prompt-tokens token-id prompt (a fixed pseudo-random sequence of ordinary
+   ids, BOS first where the checkpoint wants one) then --decode-tokens greedy decode steps with
+   ignore_eos=True (max_tokens = decode + 1: the first token comes from the prefill).
+   prefill tok/s = prompt tokens / Timings.prompt_ms, which ends at the first token (TTFT), so it
+   includes the last row's lm_head; decode figures come from Timings.step_ms (one forward of one
+   token plus the lm_head argmax per step): median, p90, tok/s = 1000 / median ms.
+
+Bytes per token = Transformer.decode_bytes(pos).total (weights, one embedding row, the KV cache the
+step reads) averaged over the decode positions; GB/s = bytes / median step; the roofline is the
+libq8 read-bandwidth probe of the same thread count (run in this process at the start and at the
+end, the better of the two is the reference, so % of probe is the conservative figure):
+roofline tok/s = probe / bytes, % of probe = GB/s / probe.
+
+The CPU time other processes used while each worker ran (from /proc/stat, minus this process and
+its reaped children) is reported next to its figures: this benchmark measures a shared machine.
+The summary is the median over the repeats with min-max. Progress goes to stderr; stdout carries
+only the markdown report (also --out FILE); --json FILE keeps every raw figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__, kernels
+from ._ffi import library_path
+from .model import Generation, Model, load
+from .runtime import RuntimeConfig
+
+PROMPT_TOKENS = 128
+DECODE_TOKENS = 128
+QUICK_TOKENS = 8
+PROBE_MIB = 256
+PROBE_REPS = 5
+QUICK_PROBE_MIB = 32
+QUICK_PROBE_REPS = 2
+NOISY_PCT = 5.0  # other-process CPU above this share of the machine marks figures as suspect
+
+# The speed issue's goals, checked at the default thread count; by config.json's model_type.
+DECODE_PCT_TARGET = {"gpt2": 85.0, "gemma3_text": 90.0}
+PREFILL_TARGET = {"gpt2": 1100.0, "gemma3_text": 200.0}
+PEAK_RSS_TARGET = {"gemma3_text": 1.5}
+COLD_RATIO_TARGET = 2.0
+
+# Checkpoints --make-models writes with tools/make_random_model.py: (--arch, directory name).
+RANDOM_MODELS = (("gpt2", "gpt2-random"), ("gemma3-1b", "gemma3-random"))
+
+
+# ---- the worker: one fresh process per (repeat, model, threads) ---------------------------
+
+
+def proc_status_kib() -> dict[str, int]:
+    """VmRSS and VmHWM of this process in KiB (0 where /proc does not say)."""
+    out = {"VmRSS": 0, "VmHWM": 0}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in out:
+                out[key] = int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def reset_peak_rss() -> bool:
+    """Make VmHWM restart from the current RSS (Linux >= 4.0); False where that is refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def prompt_ids(model: Model, n: int, seed: int) -> list[int]:
+    """n token ids: BOS first if the checkpoint adds one, then ids drawn with a fixed seed from
+    those the tokenizer knows, skipping BOS and every EOS (so no id ends or restarts a text)."""
+    vocab = min(model.net.vocab_size, model.tokenizer.vocab_size)
+    skip = set(model.eos_ids)
+    if model.bos_id is not None:
+        skip.add(model.bos_id)
+    if len(skip) >= vocab:
+        raise ValueError("the vocabulary has no ordinary token ids")
+    ids: list[int] = [model.bos_id] if model.add_bos and model.bos_id is not None else []
+    rng = random.Random(seed)  # randrange on ints is stable across Python versions
+    while len(ids) < n:
+        i = rng.randrange(vocab)
+        if i not in skip:
+            ids.append(i)
+    return ids[:n]
+
+
+def greedy(model: Model, ids: list[int], max_tokens: int) -> Generation:
+    """A fixed-length greedy run: every sampling option pinned, so generation_config's sampling
+    defaults cannot route a step through the Python sampler instead of the fused argmax."""
+    return model.generate(
+        ids, max_tokens=max_tokens, temperature=0.0, top_k=0, top_p=1.0, min_p=0.0,
+        repetition_penalty=1.0, ignore_eos=True,
+    )  # fmt: skip
+
+
+def measure(
+    source: str, threads: int | None, prompt_tokens: int, decode_tokens: int, seed: int
+) -> dict[str, Any]:
+    """Everything one worker measures, as raw figures (see the module docstring)."""
+    hwm_reset = reset_peak_rss()
+    before = proc_status_kib()
+    t0 = time.perf_counter()
+    model = load(source, quant="q8_0", threads=threads)
+    load_wall_ms = (time.perf_counter() - t0) * 1000.0
+    after = proc_status_kib()  # read before anything else allocates
+    net = model.net
+    if prompt_tokens + decode_tokens > net.max_positions:
+        raise ValueError(
+            f"{prompt_tokens} prompt + {decode_tokens} decode positions exceed the model's "
+            f"context of {net.max_positions}"
+        )
+    prompt = prompt_ids(model, prompt_tokens, seed)
+
+    t1 = time.perf_counter()
+    cold = greedy(model, prompt[:1], 1)
+    cold_wall_ms = (time.perf_counter() - t1) * 1000.0
+    warm_one = greedy(model, prompt[:1], 1)
+    first_prefill = greedy(model, prompt, 1)
+    run = greedy(model, prompt, decode_tokens + 1)
+    steps = list(run.timings.step_ms)
+    if len(steps) != decode_tokens or run.timings.prompt_tokens != prompt_tokens:
+        raise RuntimeError(
+            f"expected {prompt_tokens} prompt tokens and {decode_tokens} decode steps, got "
+            f"{run.timings.prompt_tokens} and {len(steps)}"
+        )
+    # Step i runs the token at position prompt_tokens + i (then the lm_head).
+    streams = [net.decode_bytes(prompt_tokens + i) for i in range(decode_tokens)]
+    end = proc_status_kib()
+    return {
+        "model": source,
+        "model_type": net.model_type,
+        "vocab_size": net.vocab_size,
+        "hidden_size": net.hidden_size,
+        "n_matrices": net.n_matrices,
+        "threads_requested": threads,
+        "threads": model.runtime.threads,
+        "isa": kernels.isa_active(),
+        "pid": os.getpid(),
+        "load_ms": model.load_ms,
+        "load_wall_ms": load_wall_ms,
+        "rss_before_load_kib": before["VmRSS"],
+        "peak_rss_load_kib": after["VmHWM"],
+        "rss_after_load_kib": after["VmRSS"],
+        "peak_rss_reset": hwm_reset,
+        "peak_rss_run_kib": end["VmHWM"],
+        "rss_end_kib": end["VmRSS"],
+        "cold_first_token_ms": cold.timings.first_token_ms,
+        "cold_generate_wall_ms": cold_wall_ms,
+        "warm_first_token_ms": warm_one.timings.first_token_ms,
+        "first_prefill_ms": first_prefill.timings.prompt_ms,
+        "prompt_tokens": run.timings.prompt_tokens,
+        "prompt_ms": run.timings.prompt_ms,
+        "time_to_first_token_ms": run.timings.first_token_ms,
+        "decode_tokens": len(steps),
+        "step_ms": steps,
+        "bytes_per_token": statistics.fmean(s.total for s in streams),
+        "bytes_first_step": streams[0].total,
+        "bytes_last_step": streams[-1].total,
+        "bytes_embedding": statistics.fmean(s.embedding for s in streams),
+        "bytes_attention": statistics.fmean(sum(s.attention) for s in streams),  # incl. KV reads
+        "bytes_ffn": statistics.fmean(sum(s.ffn) for s in streams),
+        "bytes_lm_head": statistics.fmean(s.lm_head for s in streams),
+        "generated_tokens": len(run.tokens),
+    }
+
+
+def worker_main(argv: Sequence[str]) -> int:
+    ap = argparse.ArgumentParser(prog="pyrustml.bench --worker")
+    ap.add_argument("--worker", required=True, help="JSON: source, threads, prompt/decode tokens, seed")
+    ap.add_argument("--worker-out", type=Path, required=True)
+    a = ap.parse_args(argv)
+    spec = json.loads(a.worker)
+    res = measure(
+        str(spec["source"]), spec["threads"], int(spec["prompt_tokens"]), int(spec["decode_tokens"]),
+        int(spec["seed"]),
+    )  # fmt: skip
+    a.worker_out.write_text(json.dumps(res))
+    return 0
+
+
+# ---- machine facts ----------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def git_commit() -> str:
+    """The checkout's commit when the package runs from one ('' when installed elsewhere)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return ""
+    try:
+        r = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+        return r.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+class CpuLoad:
+    """Share of the machine's CPU time other processes used since construction: /proc/stat's
+    busy ticks minus this process's and its reaped children's (the workers are our children)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.busy0, self.steal0 = self._machine()
+        self.own0 = self._own()
+
+    @staticmethod
+    def _machine() -> tuple[int, int]:
+        try:
+            v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return 0, 0
+        v += [0] * (8 - len(v))
+        # user nice system idle iowait irq softirq steal
+        return v[0] + v[1] + v[2] + v[5] + v[6], v[7]
+
+    @staticmethod
+    def _own() -> int:
+        try:
+            fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return 0
+        # After "(comm)": utime, stime, cutime, cstime are fields 14-17 of the whole line.
+        return sum(int(f) for f in fields[11:15])
+
+    def report(self) -> dict[str, float]:
+        wall = max(time.monotonic() - self.t0, 1e-9)
+        busy, steal = self._machine()
+        own = self._own() - self.own0
+        capacity = wall * float(os.sysconf("SC_CLK_TCK")) * (os.cpu_count() or 1)
+        other = max(0, busy - self.busy0 - own)
+        return {
+            "wall_s": wall,
+            "other_processes_pct": 100.0 * other / capacity,
+            "steal_pct": 100.0 * (steal - self.steal0) / capacity,
+        }
+
+
+# ---- the driver -------------------------------------------------------------------------
+
+
+def parse_threads(text: str) -> list[int | None]:
+    """'1,default' -> [1, None]; None is RuntimeConfig's default (one per physical core)."""
+    out: list[int | None] = []
+    for tok in (t.strip().lower() for t in text.split(",")):
+        if not tok:
+            continue
+        if tok == "default":
+            out.append(None)
+            continue
+        try:
+            n = int(tok)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"thread counts are integers or 'default', got {tok!r}"
+            ) from None
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"thread counts must be >= 1, got {n}")
+        out.append(n)
+    if not out:
+        raise argparse.ArgumentTypeError("no thread counts given")
+    return out
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    doc = __doc__ or ""
+    ap = argparse.ArgumentParser(
+        prog="pyrustml-bench", description=doc.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc.split("\n\n", 2)[-1],
+    )  # fmt: skip
+    ap.add_argument("models", nargs="*", help="checkpoint directories (or hub repo ids)")
+    ap.add_argument("--model", action="append", default=[], help="another checkpoint (repeatable)")
+    ap.add_argument("--make-models", type=Path, metavar="DIR",
+                    help="also benchmark DIR/gpt2-random and DIR/gemma3-random, writing the missing "
+                    "ones with tools/make_random_model.py (needs a checkout)")  # fmt: skip
+    ap.add_argument(
+        "--threads",
+        type=parse_threads,
+        default=parse_threads("1,default"),
+        help="comma-separated pool sizes; 'default' = one per physical core (default 1,default)",
+    )
+    ap.add_argument("--repeat", type=int, default=None, help="fresh-process runs of each (default 1)")
+    ap.add_argument("--prompt-tokens", type=int, default=None, help=f"default {PROMPT_TOKENS}")
+    ap.add_argument("--decode-tokens", type=int, default=None, help=f"default {DECODE_TOKENS}")
+    ap.add_argument("--probe-mib", type=int, default=None, help=f"probe buffer (default {PROBE_MIB})")
+    ap.add_argument("--probe-reps", type=int, default=None, help=f"probe passes (default {PROBE_REPS})")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the prompt's token ids")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per worker")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke test: {QUICK_TOKENS}-token prompt and decode, small probe (explicit options win)",
+    )
+    ap.add_argument("--json", type=Path, default=None, metavar="FILE", help="write every raw figure here")
+    ap.add_argument("--out", type=Path, default=None, metavar="FILE", help="also write the markdown here")
+    a = ap.parse_args(argv)
+    quick: bool = a.quick
+    a.repeat = 1 if a.repeat is None else a.repeat
+    a.prompt_tokens = (
+        (QUICK_TOKENS if quick else PROMPT_TOKENS) if a.prompt_tokens is None else a.prompt_tokens
+    )
+    a.decode_tokens = (
+        (QUICK_TOKENS if quick else DECODE_TOKENS) if a.decode_tokens is None else a.decode_tokens
+    )
+    a.probe_mib = (QUICK_PROBE_MIB if quick else PROBE_MIB) if a.probe_mib is None else a.probe_mib
+    a.probe_reps = (QUICK_PROBE_REPS if quick else PROBE_REPS) if a.probe_reps is None else a.probe_reps
+    for name in ("repeat", "prompt_tokens", "decode_tokens", "probe_mib", "probe_reps"):
+        if getattr(a, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    a.sources = [*a.models, *a.model]
+    if not a.sources and a.make_models is None:
+        ap.error("give checkpoint directories, --model, or --make-models DIR")
+    return a
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def make_models(directory: Path) -> list[str]:
+    """DIR/gpt2-random and DIR/gemma3-random, generated where missing (full size: ~0.5 and
+    ~2 GB, minutes each)."""
+    script = Path(__file__).resolve().parent.parent / "tools" / "make_random_model.py"
+    if not script.is_file():
+        raise SystemExit(f"--make-models needs a pyrustml checkout: {script} is missing")
+    out: list[str] = []
+    for arch, name in RANDOM_MODELS:
+        d = directory / name
+        if not all((d / f).is_file() for f in ("config.json", "model.safetensors", "tokenizer.json")):
+            _log(f"writing a random {arch} checkpoint to {d} ...")
+            # The generator's listing goes to stderr: stdout carries only the report.
+            subprocess.run([sys.executable, str(script), "--arch", arch, "--out", str(d)],
+                           check=True, stdout=sys.stderr)  # fmt: skip
+        out.append(str(d))
+    return out
+
+
+def _source(s: str) -> str:
+    """Local directories absolute (workers run elsewhere); anything else is a hub repo id."""
+    p = Path(s)
+    return str(p.resolve()) if p.exists() else s
+
+
+def run_worker(source: str, threads: int | None, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """One fresh interpreter running measure(); -P and PYTHONPATH make it import this very
+    pyrustml (the installed one, or the source tree we run from), whatever the directory."""
+    out = tmp / f"worker-{time.monotonic_ns()}.json"
+    spec = {"source": source, "threads": threads, "prompt_tokens": args.prompt_tokens,
+            "decode_tokens": args.decode_tokens, "seed": args.seed}  # fmt: skip
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    cmd = [
+        sys.executable,
+        "-P",
+        "-m",
+        "pyrustml.bench",
+        "--worker",
+        json.dumps(spec),
+        "--worker-out",
+        str(out),
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout, check=False)
+    if r.returncode != 0 or not out.is_file():
+        tail = (r.stderr or r.stdout).strip().splitlines()[-5:]
+        raise RuntimeError(
+            f"worker for {source} (threads {threads}) exited {r.returncode}: " + " | ".join(tail)
+        )
+    res: dict[str, Any] = json.loads(out.read_text())
+    return res
+
+
+def derive(run: dict[str, Any], probe_gbs: float) -> None:
+    """The figures computed from a worker's raw ones and the probe, added to run in place."""
+    steps: list[float] = run["step_ms"]
+    med = statistics.median(steps)
+    b = float(run["bytes_per_token"])
+    run["decode_ms_median"] = med
+    run["decode_ms_p90"] = float(np.percentile(steps, 90))
+    run["decode_ms_min"] = min(steps)
+    run["decode_ms_max"] = max(steps)
+    run["decode_tok_s"] = 1000.0 / med
+    run["achieved_gbs"] = b / (med / 1000.0) / 1e9
+    run["probe_gbs"] = probe_gbs
+    run["pct_of_probe"] = 100.0 * run["achieved_gbs"] / probe_gbs
+    run["roofline_tok_s"] = probe_gbs * 1e9 / b
+    run["roofline_ms"] = 1000.0 / run["roofline_tok_s"]
+    run["prefill_tok_s"] = 1000.0 * run["prompt_tokens"] / run["prompt_ms"]
+    run["cold_over_step"] = run["cold_first_token_ms"] / med
+    run["peak_over_final_rss"] = run["peak_rss_load_kib"] / run["rss_after_load_kib"]
+
+
+SUMMARY_METRICS = (
+    "load_ms", "peak_rss_load_kib", "rss_after_load_kib", "peak_over_final_rss", "cold_first_token_ms",
+    "warm_first_token_ms", "cold_over_step", "first_prefill_ms", "prompt_ms", "prefill_tok_s",
+    "time_to_first_token_ms", "decode_ms_median", "decode_ms_p90", "decode_tok_s", "bytes_per_token",
+    "achieved_gbs", "pct_of_probe", "roofline_tok_s", "other_processes_pct",
+)  # fmt: skip
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (model, thread label): each metric's median, min and max over the repeats."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["model"], r["threads_label"]), []).append(r)
+    rows: list[dict[str, Any]] = []
+    for (model, label), rs in groups.items():
+        row: dict[str, Any] = {
+            "model": model, "name": Path(model).name or model, "model_type": rs[0]["model_type"],
+            "threads_label": label, "threads": rs[0]["threads"], "repeats": len(rs),
+        }  # fmt: skip
+        for m in SUMMARY_METRICS:
+            vals = [float(r[m]) for r in rs]
+            row[m] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
+        rows.append(row)
+    return rows
+
+
+def target_checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's goals against the default-thread rows (the largest thread count if 'default'
+    was not measured)."""
+    default = [r for r in rows if r["threads_label"] == "default"]
+    if not default:
+        top = max((r["threads"] for r in rows), default=0)
+        default = [r for r in rows if r["threads"] == top]
+    out: list[dict[str, Any]] = []
+
+    def check(row: dict[str, Any], what: str, metric: str, goal: float, at_least: bool) -> None:
+        v = float(row[metric]["median"])
+        out.append({"model": row["name"], "model_type": row["model_type"], "threads": row["threads"],
+                    "target": what, "metric": metric, "goal": goal, "at_least": at_least, "median": v,
+                    "min": row[metric]["min"], "max": row[metric]["max"],
+                    "met": v >= goal if at_least else v <= goal})  # fmt: skip
+
+    for r in default:
+        t = r["model_type"]
+        if t in DECODE_PCT_TARGET:
+            check(r, f"decode >= {DECODE_PCT_TARGET[t]:.0f}% of roofline", "pct_of_probe",
+                  DECODE_PCT_TARGET[t], True)  # fmt: skip
+        if t in PREFILL_TARGET:
+            check(r, f"prefill >= {PREFILL_TARGET[t]:.0f} tok/s", "prefill_tok_s", PREFILL_TARGET[t], True)
+        if t in PEAK_RSS_TARGET:
+            check(r, f"peak load RSS <= {PEAK_RSS_TARGET[t]}x final", "peak_over_final_rss",
+                  PEAK_RSS_TARGET[t], False)  # fmt: skip
+        check(r, f"cold first token <= {COLD_RATIO_TARGET:.0f}x warm step", "cold_over_step",
+              COLD_RATIO_TARGET, False)  # fmt: skip
+    return out
+
+
+# ---- report -----------------------------------------------------------------------------
+
+
+def _cell(stat: dict[str, float], spec: str, scale: float = 1.0) -> str:
+    med = format(stat["median"] * scale, spec)
+    lo, hi = format(stat["min"] * scale, spec), format(stat["max"] * scale, spec)
+    return med if lo == hi else f"{med} ({lo}-{hi})"
+
+
+COLUMNS = (
+    # header, metric, format, scale
+    ("load s", "load_ms", ".2f", 1e-3),
+    ("load peak RSS MiB", "peak_rss_load_kib", ".0f", 1 / 1024),
+    ("RSS after load MiB", "rss_after_load_kib", ".0f", 1 / 1024),
+    ("peak / after", "peak_over_final_rss", ".2f", 1.0),
+    ("cold 1st token ms", "cold_first_token_ms", ".1f", 1.0),
+    ("cold / warm step", "cold_over_step", ".2f", 1.0),
+    ("prefill tok/s", "prefill_tok_s", ".0f", 1.0),
+    ("TTFT ms", "time_to_first_token_ms", ".1f", 1.0),
+    ("decode ms/tok", "decode_ms_median", ".2f", 1.0),
+    ("p90 ms", "decode_ms_p90", ".2f", 1.0),
+    ("decode tok/s", "decode_tok_s", ".1f", 1.0),
+    ("MB/token", "bytes_per_token", ".1f", 1e-6),
+    ("GB/s", "achieved_gbs", ".1f", 1.0),
+    ("% of probe", "pct_of_probe", ".1f", 1.0),
+    ("roofline tok/s", "roofline_tok_s", ".1f", 1.0),
+    ("other CPU %", "other_processes_pct", ".0f", 1.0),
+)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    meta, cpu = doc["meta"], doc["cpu_load"]
+    commit = f", commit {meta['git']}" if meta["git"] else ""
+    probes = "; ".join(
+        f"{p['threads']} thread(s): {p['start_gbs']:.1f} at start / {p['end_gbs']:.1f} at end"
+        for p in doc["probes"]
+    )
+    lines = [
+        "# pyrustml end-to-end benchmark",
+        "",
+        f"- {meta['date']}: `{meta['command']}`",
+        f"- CPU: {meta['cpu_model']} ({meta['logical_cpus']} logical CPUs, {meta['physical_cores']} "
+        f"physical cores); kernels {meta['isa_active']} (supported: {','.join(meta['isa_supported'])}); "
+        f"THP {meta['thp']}",
+        f"- pyrustml {meta['pyrustml']} ({meta['package_dir']}{commit}); Python {meta['python']}; "
+        f"numpy {meta['numpy']}",
+        f"- read-bandwidth probe, GB/s ({meta['probe_mib']} MiB x {meta['probe_reps']} passes, all pool "
+        f"threads; the better of the two is the roofline): {probes}",
+        f"- Q8_0; {meta['prompt_tokens']}-token id prompt, {meta['decode_tokens']} greedy decode steps "
+        f"(ignore_eos); {meta['repeat']} fresh process(es) per row: median (min-max)",
+        f"- load average at start {meta['loadavg_start'][0]:.2f}; CPU used by other processes during "
+        f"the run {cpu['other_processes_pct']:.1f}% of the machine, steal {cpu['steal_pct']:.1f}% "
+        f"(wall {cpu['wall_s']:.0f} s)",
+    ]
+    if cpu["other_processes_pct"] > NOISY_PCT or cpu["steal_pct"] > NOISY_PCT:
+        lines.append("- WARNING: other work shared these CPUs during the run; the timings are suspect")
+    head = "| model | threads | " + " | ".join(c[0] for c in COLUMNS) + " |"
+    lines += ["", head, "|" + "---|" * (len(COLUMNS) + 2)]
+    for r in doc["summary"]:
+        cells = [_cell(r[m], spec, scale) for _, m, spec, scale in COLUMNS]
+        lines.append(f"| {r['name']} | {r['threads']} | " + " | ".join(cells) + " |")
+    if doc["targets"]:
+        lines += ["", "| model | threads | target | median (min-max) | met |", "|---|---|---|---|---|"]
+        for t in doc["targets"]:
+            cell = _cell({"median": t["median"], "min": t["min"], "max": t["max"]}, ".2f")
+            lines.append(f"| {t['model']} | {t['threads']} | {t['target']} | {cell} | "
+                         f"{'yes' if t['met'] else '**no**'} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _probe(threads: int, mib: int, reps: int) -> float:
+    RuntimeConfig(threads).warmup_thread_pool()
+    return kernels.probe_read_bandwidth(mib << 20, reps)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--worker" in argv:
+        return worker_main(argv)
+    args = parse_args(argv)
+    sources = [_source(s) for s in args.sources]
+    if args.make_models is not None:
+        sources += make_models(args.make_models)
+    command = shlex.join(["pyrustml-bench", *argv])
+    loadavg = list(os.getloadavg())
+    total = CpuLoad()
+
+    # Thread counts as the pool resolves them; 'default' equal to an explicit count runs once.
+    plan: list[tuple[str, int | None, int]] = []
+    for req in args.threads:
+        n = RuntimeConfig(req).threads
+        if all(n != p[2] for p in plan):
+            plan.append(("default" if req is None else str(n), req, n))
+    start = {n: _probe(n, args.probe_mib, args.probe_reps) for _, _, n in plan}
+    _log("probe at start: " + ", ".join(f"{n} thread(s) {g:.1f} GB/s" for n, g in start.items()))
+
+    runs: list[dict[str, Any]] = []
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="pyrustml-bench-") as tmp:
+        # Repeats outermost: a burst of outside load spreads over every row instead of one.
+        for rep in range(args.repeat):
+            for src in sources:
+                for label, req, _n in plan:
+                    load_meter = CpuLoad()
+                    try:
+                        r = run_worker(src, req, args, Path(tmp))
+                    except (RuntimeError, subprocess.SubprocessError) as exc:
+                        failures.append(str(exc))
+                        _log(f"FAILED: {exc}")
+                        continue
+                    r.update(repeat=rep, threads_label=label, **load_meter.report())
+                    runs.append(r)
+                    _log(f"[{rep + 1}/{args.repeat}] {Path(src).name} threads={r['threads']}: "
+                         f"load {r['load_ms']:.0f} ms, prefill {r['prompt_ms']:.0f} ms, decode "
+                         f"{statistics.median(r['step_ms']):.2f} ms/token, other CPU "
+                         f"{r['other_processes_pct']:.0f}%")  # fmt: skip
+    end = {n: _probe(n, args.probe_mib, args.probe_reps) for _, _, n in plan}
+    _log("probe at end: " + ", ".join(f"{n} thread(s) {g:.1f} GB/s" for n, g in end.items()))
+    best = {n: max(start[n], end[n]) for n in start}
+    for r in runs:
+        derive(r, best[r["threads"]] if r["threads"] in best else max(best.values()))
+    summary = summarize(runs)
+    doc: dict[str, Any] = {
+        "meta": {
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            "command": command,
+            "cpu_model": cpu_model(),
+            "logical_cpus": os.cpu_count(),
+            "physical_cores": RuntimeConfig.physical_cores(),
+            "isa_active": kernels.isa_active(),
+            "isa_supported": kernels.isa_supported(),
+            "thp": _read("/sys/kernel/mm/transparent_hugepage/enabled"),
+            "kernel": platform.release(),
+            "pyrustml": __version__,
+            "package_dir": str(Path(__file__).resolve().parent),
+            "library": library_path,
+            "git": git_commit(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "models": sources,
+            "threads": [p[0] for p in plan],
+            "repeat": args.repeat,
+            "prompt_tokens": args.prompt_tokens,
+            "decode_tokens": args.decode_tokens,
+            "seed": args.seed,
+            "quick": args.quick,
+            "probe_mib": args.probe_mib,
+            "probe_reps": args.probe_reps,
+            "loadavg_start": loadavg,
+            "loadavg_end": list(os.getloadavg()),
+        },
+        "probes": [{"threads": n, "start_gbs": start[n], "end_gbs": end[n], "gbs": best[n]} for n in start],
+        "cpu_load": total.report(),
+        "runs": runs,
+        "summary": summary,
+        "targets": target_checks(summary),
+        "failures": failures,
+    }
+    text = markdown(doc)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    if args.out is not None:
+        args.out.write_text(text)
+    if args.json is not None:
+        args.json.write_text(json.dumps(doc, indent=1) + "\n")
+        _log(f"wrote {args.json}")
+    return 1 if failures or not runs else 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
+
+
+__all__ = ["entry", "main", "measure"]
