@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quant", choices=["q8_0", "f32"], default="q8_0")
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="per-step timings on stderr, then the audit tables (also on with PYRUSTML_LOG=debug)",
+    )
     p.add_argument("--ignore-eos", action="store_true", help="keep generating past end-of-sequence tokens")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of streaming")
     p.add_argument(
@@ -101,6 +106,44 @@ def _summary(load_ms: float, t: dict[str, float]) -> None:
     print(line("eval time", t["eval_ms"], t["eval_tokens"], "runs  "), file=sys.stderr)
 
 
+def _debug() -> bool:
+    return os.environ.get("PYRUSTML_LOG", "").lower() == "debug" or "rustml=debug" in os.environ.get(
+        "RUST_LOG", ""
+    )
+
+
+def _print_step(rec: Any) -> None:
+    from .report import step_line
+
+    print(step_line(rec.as_dict()), file=sys.stderr)
+
+
+def _start_profile(model: Any) -> Any:
+    """Attach the profiler: one stderr line per step as it ends."""
+    prof = model.enable_profiling()
+    prof.listener = _print_step
+    return prof
+
+
+def _profile_tables(model: Any, prof: Any, source: str) -> None:
+    """The audit's tables for the steps recorded since the last call (stderr)."""
+    from . import report
+    from .audit import collect
+
+    steps, prof.steps = prof.steps, []
+    if not steps:
+        return
+    a = report.analyze(collect(model, source, steps, None, None))
+    print(report.markdown([a], title="pyrustml profile"), file=sys.stderr)
+
+
+def _report(model: Any, args: argparse.Namespace, result: Any) -> None:
+    """After a one-shot run: the llama.cpp-style summary, then the profile tables if on."""
+    _summary(model.load_ms, result.timings.as_dict())
+    if model.net.prof is not None:
+        _profile_tables(model, model.net.prof, args.source)
+
+
 def _write(piece: str) -> None:
     sys.stdout.write(piece)
     sys.stdout.flush()
@@ -125,7 +168,7 @@ def _chat(model: Any, args: argparse.Namespace, params: Any) -> int:
     keeping the KV cache of the earlier turns (only each new turn is prefilled)."""
     if args.prompt:
         result = _stream(model._run(model.render_chat(_messages(args, args.prompt)), params, args.stop, True))
-        _summary(model.load_ms, result.timings.as_dict())
+        _report(model, args, result)
         return 0
     messages = _messages(args, "")[:-1]
     interactive = sys.stdin.isatty()
@@ -141,7 +184,9 @@ def _chat(model: Any, args: argparse.Namespace, params: Any) -> int:
         messages.append({"role": "user", "content": text})
         result = _stream(model._run(model.render_chat(messages), params, args.stop, True))
         messages.append({"role": "assistant", "content": result.text})
-        if os.environ.get("PYRUSTML_LOG", "").lower() == "debug":
+        if model.net.prof is not None:
+            _profile_tables(model, model.net.prof, args.source)
+        if _debug():
             t = result.timings
             new = t.prompt_tokens - t.cached_tokens
             kept = t.cached_tokens
@@ -164,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("--threads must be >= 1", 2)
     try:
         model = load(args.source, quant=args.quant, threads=args.threads, revision=args.revision)
+        if args.profile or _debug():
+            _start_profile(model)
         opts = dict(
             max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
             min_p=args.min_p, repetition_penalty=args.repeat_penalty, seed=args.seed, stop=args.stop,
@@ -193,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(args.prompt)
         sys.stdout.flush()
         result = _stream(model._run(args.prompt, params, args.stop))
-        _summary(model.load_ms, result.timings.as_dict())
+        _report(model, args, result)
         return 0
     except KeyboardInterrupt:
         sys.stdout.write("\n")

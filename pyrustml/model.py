@@ -22,6 +22,7 @@ from .errors import ContextLengthError, ModelFormatError, PyrustmlError
 from .hub import resolve
 from .models.base import Transformer
 from .models.registry import builder_for
+from .profile import DECODE, PREFILL, Profiler
 from .runtime import RuntimeConfig
 from .safetensors_io import Checkpoint
 from .sampling import Sampler, SamplingParams
@@ -101,6 +102,7 @@ class Model:
     add_bos: bool
     defaults: dict[str, float]
     load_ms: float
+    warmup_ms: float  # the thread pool's warmup, part of load_ms
     runtime: RuntimeConfig
     chat_template: ChatTemplate | None
     _session: list[int]  # token ids whose keys and values are in the KV cache, in order
@@ -123,6 +125,7 @@ class Model:
         self.quant = quant
         self.runtime = runtime
         self.load_ms = load_ms
+        self.warmup_ms = 0.0
         self._lock = threading.Lock()
         self._session = []
         self.chat_template = load_template(directory, tok_cfg.data)
@@ -147,6 +150,19 @@ class Model:
                 self.defaults[key] = float(v)
         if gen_cfg.data.get("do_sample") is False:
             self.defaults["temperature"] = 0.0
+
+    # ---- profiling ---------------------------------------------------------------------
+    def enable_profiling(self) -> Profiler:
+        """Start recording per-step component timings (pyrustml.report analyses them); returns
+        the Profiler, whose .steps grow with every prefill and decode step until disabled."""
+        with self._lock:
+            if self.net.prof is None:
+                self.net.prof = Profiler(self.net.n_layers)
+            return self.net.prof
+
+    def disable_profiling(self) -> None:
+        with self._lock:
+            self.net.prof = None
 
     # ---- inputs ------------------------------------------------------------------------
     def encode(self, prompt: str | list[int]) -> list[int]:
@@ -344,15 +360,28 @@ class Model:
             start = self._reusable_prefix(ids) if reuse else 0
             timings.cached_tokens = start
             self._session = []  # until this call has written the cache it is in no known state
+            pr = self.net.prof
+            if pr is not None:
+                pr.begin(PREFILL, len(ids) - start, start)
             row = self._prefill(ids[start:], start)
             fed = list(ids)
             history = list(ids)
             pos = len(ids)
             while True:
+                if pr is not None:
+                    pr.lap_glue()
                 if params.needs_logits:
-                    token = sampler.sample(self.net.logits_row(row), history)
+                    logits = self.net.logits_row(row)
+                    if pr is not None:
+                        pr.lap_lm_head()
+                    token = sampler.sample(logits, history)
                 else:
-                    token = self.net.argmax_row(row)
+                    token = self.net.argmax_row(row)  # lm_head and argmax fused: no sampling time
+                    if pr is not None:
+                        pr.lap_lm_head()
+                if pr is not None:
+                    pr.lap_sampling()
+                    pr.end()
                 now = time.perf_counter()
                 if out:
                     timings.step_ms.append((now - t_step) * 1000.0)
@@ -389,6 +418,8 @@ class Model:
                 if len(out) >= params.max_tokens or pos >= self.net.max_positions:
                     break
                 t_step = time.perf_counter()
+                if pr is not None:
+                    pr.begin(DECODE, 1, pos)
                 self.net.forward_chunk([token], pos)
                 fed.append(token)
                 row = 0
@@ -482,7 +513,9 @@ def load(
         raise ModelFormatError(
             f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary is {net.vocab_size}"
         )
+    t_warm = time.perf_counter()
     runtime.warmup_thread_pool()
+    warmup_ms = (time.perf_counter() - t_warm) * 1000.0
     load_ms = (time.perf_counter() - t0) * 1000.0
     fusions = ", ".join(f"{n} {k} fusions" for k, n in net.fusions.items())
     log.debug(
@@ -490,7 +523,9 @@ def load(
         model_type, quant, net.n_matrices, quant.upper(), fusions, runtime.threads,
         _isa(), load_ms,
     )  # fmt: skip
-    return Model(net, tokenizer, directory, quant, gen_cfg, tok_cfg, runtime, load_ms)
+    model = Model(net, tokenizer, directory, quant, gen_cfg, tok_cfg, runtime, load_ms)
+    model.warmup_ms = warmup_ms
+    return model
 
 
 def _isa() -> str:

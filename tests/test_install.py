@@ -11,6 +11,7 @@ import pyrustml
 import pyrustml.kernels
 import pyrustml.model
 import pyrustml.models.gpt2
+import pyrustml.profile
 import pyrustml.runtime
 import pyrustml.sampling
 from pyrustml import _ffi
@@ -21,6 +22,7 @@ COMPILED_MODULES = [
     pyrustml.model,
     pyrustml.models.gpt2,
     pyrustml.sampling,
+    pyrustml.profile,
 ]
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from .._ffi import ffi, lib
 from ..errors import ModelFormatError, NumericalError
 from ..layers import Linear
+from ..profile import Profiler
 
 PREFILL_CHUNK = 256  # prompt rows per batched pass: bounds the activation buffers
 
@@ -21,8 +22,10 @@ class StreamBytes:
     attention: list[int]  # per layer
     ffn: list[int]  # per layer
     lm_head: int
+    kv_cache: int  # the KV cache reads, already inside attention
 
     def __init__(self) -> None:
+        self.kv_cache = 0
         self.embedding = 0
         self.attention = []
         self.ffn = []
@@ -44,6 +47,7 @@ class Transformer(ABC):
     prefill_chunk: int  # rows per batched pass (<= PREFILL_CHUNK, the buffers' height)
     vocab_size: int
     hidden_size: int
+    n_layers: int
     max_positions: int
     lm_head: Linear
     final: np.ndarray  # (PREFILL_CHUNK, hidden) float32
@@ -55,6 +59,7 @@ class Transformer(ABC):
     final_softcap: float  # 0: none
     n_matrices: int  # Q8_0 (or f32) weight matrices, for the load summary
     fusions: dict[str, int]
+    prof: Profiler | None  # set only while profiling: forward_chunk laps its components
 
     @abstractmethod
     def forward_chunk(self, ids: list[int], pos0: int) -> None:
@@ -99,6 +104,7 @@ class Transformer(ABC):
         for (attn, ffn), (row, window) in zip(self.layer_weights(), self.layer_kv(), strict=True):
             seen = pos + 1 if window == 0 else min(pos + 1, window)
             sb.attention.append(sum(m.nbytes for m in attn) + seen * row)
+            sb.kv_cache += seen * row
             sb.ffn.append(sum(m.nbytes for m in ffn))
         sb.lm_head = h.nbytes
         return sb
@@ -116,6 +122,7 @@ class Transformer(ABC):
             raise ModelFormatError(f"checkpoint has tensors {self.model_type} does not use: {extra[:5]}")
 
     def _alloc_head(self) -> None:
+        self.prof = None
         self.final = np.zeros((PREFILL_CHUNK, self.hidden_size), dtype=np.float32)
         self.final_ptr = ffi.from_buffer("float[]", self.final)
         self.logits_buf = np.zeros(self.vocab_size, dtype=np.float32)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._ffi import ffi, lib
-from ..config import Fields
+from ..config import FLOAT_MAX, MAX_LAYERS, Fields
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..layers import Embedding, Linear, load_fused, load_linear, vector
 from ..safetensors_io import Checkpoint
@@ -49,7 +49,7 @@ class Gemma3Config:
     def __init__(self, f: Fields) -> None:
         self.hidden = f.int_("hidden_size")
         self.inter = f.int_("intermediate_size")
-        self.n_layer = f.int_("num_hidden_layers")
+        self.n_layer = f.int_("num_hidden_layers", maximum=MAX_LAYERS)
         self.n_head = f.int_("num_attention_heads")
         self.n_kv = f.int_("num_key_value_heads", self.n_head)
         self.head_dim = f.int_("head_dim", self.hidden // self.n_head)
@@ -93,8 +93,8 @@ def _rope_bases(f: Fields) -> tuple[float, float]:
             if rtype != "default":
                 raise UnsupportedModelError(f"{f.where}: rope_type {rtype!r} for {kind} is not supported")
             theta = p.get("rope_theta", default)
-            if isinstance(theta, bool) or not isinstance(theta, int | float) or not theta > 0:
-                raise ModelFormatError(f"{f.where}: rope_theta for {kind} must be positive")
+            if isinstance(theta, bool) or not isinstance(theta, int | float) or not 0 < theta <= FLOAT_MAX:
+                raise ModelFormatError(f"{f.where}: rope_theta for {kind} must be a finite positive number")
             bases.append(float(theta))
         return bases[0], bases[1]
     scaling = f.data.get("rope_scaling")
@@ -147,6 +147,7 @@ class Gemma3(Transformer):
         # slots (at most twice the window) while a chunk's first query still sees its window.
         self.prefill_chunk = min(PREFILL_CHUNK, cfg.window)
         self.vocab_size = cfg.vocab
+        self.n_layers = cfg.n_layer
         self.hidden_size = cfg.hidden
         self.max_positions = cfg.max_pos
         self.final_softcap = cfg.final_softcap
@@ -266,7 +267,10 @@ class Gemma3(Transformer):
             xj = P["x"] + j * D
             self.embed.lookup(ids[j], xj)
             lib.q8_scale(xj, self.embed_scale, D, xj)
-        for L in self.layers:
+        pr = self.prof
+        if pr is not None:
+            pr.lap_embedding()
+        for i, L in enumerate(self.layers):
             p = L.p
             # Attention block: norm -> fused QKV -> q/k norms -> RoPE -> cache -> attention -> o.
             lib.q8_rmsnorm(P["x"], p["input"], t, D, c.eps, 1.0, P["h"])
@@ -286,6 +290,8 @@ class Gemma3(Transformer):
             L.o.apply(P["att"], t, P["tmp"])
             lib.q8_rmsnorm(P["tmp"], p["post_attention"], t, D, c.eps, 1.0, P["tmp"])
             lib.q8_add(P["x"], P["tmp"], t * D, P["x"])
+            if pr is not None:
+                pr.lap_attention(i)
             # Feed-forward block: norm -> fused gate|up -> GeGLU -> down -> norm -> residual.
             lib.q8_rmsnorm(P["x"], p["pre_feedforward"], t, D, c.eps, 1.0, P["h"])
             L.gate_up.apply(P["h"], t, P["gu"])
@@ -295,7 +301,11 @@ class Gemma3(Transformer):
             L.down.apply(P["act"], t, P["tmp"])
             lib.q8_rmsnorm(P["tmp"], p["post_feedforward"], t, D, c.eps, 1.0, P["tmp"])
             lib.q8_add(P["x"], P["tmp"], t * D, P["x"])
+            if pr is not None:
+                pr.lap_ffn(i)
         lib.q8_rmsnorm(P["x"], P["final_norm"], t, D, c.eps, 1.0, self.final_ptr)
+        if pr is not None:
+            pr.lap_norm()
 
 
 def build(f: Fields, ckpt: Checkpoint, quantize: bool) -> Transformer:

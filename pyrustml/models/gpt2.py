@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._ffi import ffi, lib
-from ..config import Fields
+from ..config import MAX_LAYERS, Fields
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..layers import Embedding, Linear, load_linear, matrix_f32, vector
 from ..safetensors_io import Checkpoint
@@ -40,7 +40,7 @@ class GPT2Config:
     scale_attn: bool
 
     def __init__(self, f: Fields) -> None:
-        self.n_layer = f.int_("n_layer")
+        self.n_layer = f.int_("n_layer", maximum=MAX_LAYERS)
         self.n_embd = f.int_("n_embd")
         self.n_head = f.int_("n_head")
         self.n_positions = f.int_("n_positions", f.data.get("n_ctx"))
@@ -106,6 +106,7 @@ class GPT2(Transformer):
         self.model_type = "gpt2"
         self.prefill_chunk = PREFILL_CHUNK
         self.vocab_size = cfg.vocab_size
+        self.n_layers = cfg.n_layer
         self.hidden_size = cfg.n_embd
         self.max_positions = cfg.n_positions
         self.final_softcap = 0.0
@@ -216,7 +217,10 @@ class GPT2(Transformer):
             xj = P["x"] + j * D
             self.embed.lookup(ids[j], xj)
             lib.q8_add(xj, P["wpe"] + (pos0 + j) * D, D, xj)
-        for b in self.blocks:
+        pr = self.prof
+        if pr is not None:
+            pr.lap_embedding()
+        for i, b in enumerate(self.blocks):
             bp = b.p
             # Attention: LayerNorm -> fused QKV (3D) -> cache write -> causal attention -> proj.
             lib.q8_layernorm(P["x"], bp["ln1_w"], bp["ln1_b"], t, D, cfg.eps, P["h"])
@@ -233,13 +237,19 @@ class GPT2(Transformer):
             )
             b.proj.apply(P["att"], t, P["tmp"])
             lib.q8_add(P["x"], P["tmp"], t * D, P["x"])
+            if pr is not None:
+                pr.lap_attention(i)
             # MLP: LayerNorm -> fc (I) -> GELU tanh -> proj (D) -> residual.
             lib.q8_layernorm(P["x"], bp["ln2_w"], bp["ln2_b"], t, D, cfg.eps, P["h"])
             b.fc.apply(P["h"], t, P["ff"])
             lib.q8_gelu_tanh(P["ff"], t * cfg.n_inner, P["ff"])
             b.fc_proj.apply(P["ff"], t, P["tmp"])
             lib.q8_add(P["x"], P["tmp"], t * D, P["x"])
+            if pr is not None:
+                pr.lap_ffn(i)
         lib.q8_layernorm(P["x"], P["lnf_w"], P["lnf_b"], t, D, cfg.eps, self.final_ptr)
+        if pr is not None:
+            pr.lap_norm()
 
 
 def build(f: Fields, ckpt: Checkpoint, quantize: bool) -> Transformer:

@@ -1,0 +1,192 @@
+"""The profiler, the audit report and their command lines, on the tiny checkpoints.
+
+Checks: every section is there, its numbers parse, components add up to the measured steps,
+jitter is max/min of what was recorded, and the JSON and the markdown carry the same numbers."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pyrustml
+from pyrustml import report
+from pyrustml.audit import collect
+
+FIX = Path(__file__).parent / "fixtures"
+GPT2 = str(FIX / "gpt2-tiny-hf")
+GEMMA = str(FIX / "gemma3-tiny")
+SECTIONS = (
+    "### Warmup and Prefill",
+    "### Decode Step Timings",
+    "### Layer-Level Analysis",
+    "### Component Breakdown",
+    "### Memory Bandwidth",
+    "### Bottleneck Summary",
+)
+
+
+def _profiled_run(path: str, n: int = 12, repeat: int = 1) -> tuple[Any, Any, list[Any]]:
+    model = pyrustml.load(path, threads=2)
+    prof = model.enable_profiling()
+    gens = [
+        model.generate([1, 2, 3, 4, 5], max_tokens=n, temperature=0.0, ignore_eos=True) for _ in range(repeat)
+    ]
+    model.disable_profiling()
+    return model, prof, gens
+
+
+@pytest.mark.parametrize("path", [GPT2, GEMMA])
+def test_steps_cover_the_run_and_components_add_up(path: str) -> None:
+    model, prof, (gen,) = _profiled_run(path)
+    kinds = [s.kind for s in prof.steps]
+    assert kinds == ["prefill"] + ["decode"] * (len(gen.tokens) - 1)
+    assert prof.steps[0].tokens == 5 and [s.pos for s in prof.steps[1:]] == list(range(5, 5 + 11))
+    for s in prof.steps:
+        assert len(s.attention_ns) == len(s.ffn_ns) == model.net.n_layers
+        assert all(v > 0 for v in s.attention_ns + s.ffn_ns)
+        assert s.lm_head_ns > 0 and s.total_ns > 0
+        # The laps are contiguous: what they do not cover is the end() call itself.
+        assert abs(s.components_ns - s.total_ns) <= 0.02 * s.total_ns
+    # Against the generation loop's own clock (Timings.step_ms), over the whole decode.
+    profiled = sum(s.total_ns for s in prof.steps[1:]) / 1e6
+    measured = sum(gen.timings.step_ms)
+    assert abs(profiled - measured) <= 0.02 * measured + 0.002 * len(gen.timings.step_ms)
+
+
+def test_profiling_off_records_nothing() -> None:
+    model, prof, _ = _profiled_run(GPT2, n=3)
+    assert model.net.prof is None
+    before = len(prof.steps)
+    model.generate("Hi", max_tokens=3, temperature=0.0)
+    assert len(prof.steps) == before
+
+
+def test_sampling_steps_time_lm_head_and_sampler_apart() -> None:
+    model = pyrustml.load(GPT2, threads=1)
+    prof = model.enable_profiling()
+    model.generate("Hi", max_tokens=6, temperature=0.8, top_k=5, seed=1, ignore_eos=True)
+    assert all(s.sampling_ns > 0 and s.lm_head_ns > 0 for s in prof.steps)
+
+
+def _analysis(path: str, repeat: int = 2) -> dict[str, Any]:
+    model, prof, _ = _profiled_run(path, n=10, repeat=repeat)
+    run = collect(model, Path(path).name, prof.steps, 12.5, 30.0)
+    return report.analyze(run)
+
+
+def test_analysis_statistics_are_those_of_the_record() -> None:
+    a = _analysis(GEMMA)
+    decodes = [s for s in a["steps_raw"] if s["kind"] == "decode"]
+    assert len(decodes) == 2 * 9 and a["warmup"]["prefill_runs"] == 2
+    totals = [s["total_ns"] / 1e6 for s in decodes]
+    assert a["step"]["min"] == pytest.approx(min(totals)) and a["step"]["max"] == pytest.approx(max(totals))
+    assert a["step"]["ratio"] == pytest.approx(max(totals) / min(totals))
+    layer = [(x + y) / 1e6 for s in decodes for x, y in zip(s["attention_ns"], s["ffn_ns"], strict=True)]
+    assert a["layers"]["layer"]["ratio"] == pytest.approx(max(layer) / min(layer))
+    assert a["layers"]["layer"]["p50"] <= a["layers"]["layer"]["p90"] <= a["layers"]["layer"]["p99"]
+    # Component means add up to the mean step (the "other" row takes what no lap covered).
+    assert a["components_sum_ms"] == pytest.approx(a["step"]["mean"], rel=0.02)
+    assert sum(c["share"] for c in a["components"].values()) == pytest.approx(1.0, rel=0.02)
+    # Bandwidth rows follow from bytes and time.
+    bw = a["bandwidth"]
+    lm = bw["components"]["lm_head"]
+    assert lm["gbs"] == pytest.approx(lm["bytes"] / (lm["mean_ms"] * 1e6))
+    assert lm["pct_probe"] == pytest.approx(100 * lm["gbs"] / 30.0)
+    assert bw["roofline_tok_s"] == pytest.approx(30.0e9 / bw["step_bytes"])
+
+
+def _numbers(text: str) -> list[float]:
+    return [float(x) for x in re.findall(r"-?\d+\.\d+", text)]
+
+
+def test_markdown_has_every_section_and_the_json_numbers() -> None:
+    analyses = [_analysis(GPT2), _analysis(GEMMA)]
+    md = report.markdown(analyses)
+    for sec in SECTIONS:
+        assert md.count(sec) == 2, sec
+    assert "## Comparative Analysis" in md
+    assert all(isinstance(x, float) for x in _numbers(md))
+    # The same numbers: each markdown figure below is the JSON's, at the markdown's precision.
+    doc = json.loads(json.dumps(analyses))
+    for a in doc:
+        sect = md.split(f"## {a['name']} ")[1].split("\n---")[0]
+        st = a["step"]
+        assert f"{st['min']:.3f}-{st['max']:.3f} ms ({st['ratio']:.2f}x max/min)" in sect
+        assert f"| Layer jitter (max/min) | **{a['layers']['layer']['ratio']:.2f}x** |" in sect
+        for k in report.COMPONENTS:
+            c = a["components"][k]
+            assert f"| {report.LABELS[k]} | {c['mean_ms']:.3f} ms |" in sect
+        for r in a["decode_steps"][: report.STEP_ROWS_SHOWN]:
+            assert f"| {r['step'] + 1} | {r['layers_ms']:.3f} ms | {r['projection_ms']:.3f} ms " in sect
+        assert f"**{a['bandwidth']['roofline_fraction'] * 100:.1f}% of the roofline**" in sect
+
+
+def _audit(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pyrustml.audit", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(FIX.parent.parent.parent),
+    )
+
+
+def test_audit_command_writes_markdown_and_json(tmp_path: Path) -> None:
+    md_path, js_path = tmp_path / "report.md", tmp_path / "report.json"
+    common = ["--max-tokens", "6", "--repeat", "2", "--threads", "2"]
+    r = _audit([GPT2, GEMMA, *common, "--out", str(md_path)])
+    assert r.returncode == 0, r.stderr
+    md = md_path.read_text()
+    for sec in SECTIONS:
+        assert md.count(sec) == 2, sec
+    assert "## Comparative Analysis" in md and "read bandwidth probed at" in md
+    r = _audit([GPT2, *common, "--format", "json", "--out", str(js_path)])
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(js_path.read_text())
+    assert doc["machine"]["probe_gbs"] > 0
+    (a,) = doc["models"]
+    assert len(a["decode_steps"]) == 2 * 6 and a["warmup"]["cold_forward_ms"] > 0
+    assert a["config"]["fusions"] == {"qkv": 2} and a["bandwidth"]["probe_gbs"] == doc["machine"]["probe_gbs"]
+
+
+def test_audit_plot(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "t.png"
+    r = _audit(
+        [GPT2, "--max-tokens", "4", "--repeat", "1", "--out", str(tmp_path / "r.md"), "--plot", str(png)]
+    )
+    assert r.returncode == 0, r.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_audit_bad_input_is_one_line() -> None:
+    r = _audit([str(FIX / "no-such-model"), "--max-tokens", "2"])
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    r = _audit([GPT2, "--repeat", "0"])
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+
+
+def test_cli_profile_prints_steps_and_tables(cli: Any) -> None:
+    r = cli(
+        ["--safetensors", GPT2, "--prompt", "Hello", "-n", "5", "--temp", "0", "--ignore-eos", "--profile"]
+    )
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if re.match(r"pyrustml: (prefill|decode) pos \d+:", ln)]
+    assert len(lines) == 5 and lines[0].startswith("pyrustml: prefill")
+    for ln in lines:
+        layers, proj, total = (float(x) for x in re.findall(r"(\d+\.\d+) ms", ln))
+        assert layers + proj <= total * 1.02
+    for sec in SECTIONS[:4] + SECTIONS[5:]:
+        assert sec in r.stderr
+    assert r.stdout.startswith("Hello")
+    # Debug logging turns the same profile on.
+    r = cli(
+        ["--safetensors", GPT2, "--prompt", "Hi", "-n", "2", "--temp", "0"], env={"PYRUSTML_LOG": "debug"}
+    )
+    assert r.returncode == 0 and "### Component Breakdown" in r.stderr
