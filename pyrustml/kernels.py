@@ -19,7 +19,7 @@ from typing import Any, Final
 import numpy as np
 
 from ._ffi import ffi, lib
-from .errors import KernelArgumentError, KernelTypeError, LibraryError
+from .errors import KernelArgumentError, KernelTypeError, LibraryError, NumericalError
 
 QK8_0: Final = 32
 BLOCK_BYTES: Final = 34
@@ -34,6 +34,8 @@ def _rc(rc: int, what: str) -> None:
         raise KernelArgumentError(f"{what}: libq8 rejected the arguments")
     if rc == -2:
         raise MemoryError(f"{what}: libq8 could not allocate memory")
+    if rc == -4:
+        raise NumericalError(f"{what}: the input holds NaN or Inf")
     raise LibraryError(f"{what}: libq8 returned error {rc}")
 
 
@@ -251,6 +253,33 @@ def lmhead_argmax_f32(w: np.ndarray, x: np.ndarray) -> tuple[int, float]:
         "lmhead_argmax_f32",
     )
     return int(idx[0]), float(val[0])
+
+
+# ---- sampling support ------------------------------------------------------------------
+
+
+def topk(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices int64, values float32) of the k largest entries of a 1-D float32 array, in
+    descending order; equal values keep the lower index first. NaN/Inf: NumericalError."""
+    xa = _f32("x", x, 1)
+    n = int(xa.shape[0])
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+        raise KernelArgumentError(f"k must be an integer in [1, {n}], got {k!r}")
+    idx = np.empty(k, dtype=np.int64)
+    val = np.empty(k, dtype=np.float32)
+    _rc(lib.q8_topk(_ptr("float[]", xa), n, k, _ptr("int64_t[]", idx), _ptr("float[]", val)), "topk")
+    return idx, val
+
+
+def expsum(x: np.ndarray, max_value: float, inv_temp: float) -> float:
+    """sum(exp((x - max_value) * inv_temp)) over a 1-D float32 array, accumulated in double."""
+    xa = _f32("x", x, 1)
+    _finite("max_value", max_value)
+    _finite("inv_temp", inv_temp, positive=True)
+    r = float(lib.q8_expsum(_ptr("float[]", xa), int(xa.shape[0]), max_value, inv_temp))
+    if r < 0:
+        raise KernelArgumentError("expsum: libq8 rejected the arguments")
+    return r
 
 
 # ---- per-layer operations --------------------------------------------------------------

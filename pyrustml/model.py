@@ -18,7 +18,7 @@ import numpy as np
 
 from .chat import ChatTemplate, ChatTemplateError, load_template
 from .config import Fields, read_json
-from .errors import ContextLengthError, ModelFormatError, PyrustmlError
+from .errors import ContextLengthError, ModelFormatError, NumericalError, PyrustmlError
 from .hub import resolve
 from .models.base import Transformer
 from .models.registry import builder_for
@@ -370,15 +370,20 @@ class Model:
             while True:
                 if pr is not None:
                     pr.lap_glue()
-                if params.needs_logits:
-                    logits = self.net.logits_row(row)
-                    if pr is not None:
-                        pr.lap_lm_head()
-                    token = sampler.sample(logits, history)
-                else:
-                    token = self.net.argmax_row(row)  # lm_head and argmax fused: no sampling time
-                    if pr is not None:
-                        pr.lap_lm_head()
+                try:
+                    if params.needs_logits:
+                        logits = self.net.logits_row(row)
+                        if pr is not None:
+                            pr.lap_lm_head()
+                        token = sampler.sample(logits, history)
+                    else:
+                        token = self.net.argmax_row(row)  # lm_head and argmax fused: no sampling
+                        if pr is not None:
+                            pr.lap_lm_head()
+                except NumericalError as exc:
+                    raise NumericalError(
+                        f"{exc} at generation step {len(out) + 1} (position {pos - 1})"
+                    ) from None
                 if pr is not None:
                     pr.lap_sampling()
                     pr.end()

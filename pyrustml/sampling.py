@@ -11,6 +11,9 @@ import math
 import numpy as np
 
 from .errors import NumericalError
+from .kernels import expsum, topk
+
+FIRST_CANDIDATES = 64  # top-p / min-p without top-k: candidates taken first (x8 when short)
 
 
 class SamplingParams:
@@ -84,33 +87,56 @@ class Sampler:
     def sample(self, logits: np.ndarray, history: list[int]) -> int:
         """One token from a (vocab,) float32 logits vector (modified in place)."""
         p = self.params
-        if not bool(np.isfinite(logits).all()):
-            raise NumericalError("the logits hold NaN or Inf")
         if p.repetition_penalty != 1.0 and history:
             # As transformers: divide positive logits by the penalty, multiply negative ones.
             seen = np.unique(np.asarray(history, dtype=np.int64))
             vals = logits[seen]
             logits[seen] = np.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
+        vocab = int(logits.shape[0])
+        top_k = p.top_k if 0 < p.top_k < vocab else 0
+        if not p.greedy and (top_k or p.top_p < 1.0 or p.min_p > 0.0):
+            idx, keep = self.candidates(logits)
+            return int(idx[int(self.rng.choice(keep.shape[0], p=keep))])
+        if not bool(np.isfinite(logits).all()):
+            raise NumericalError("the logits hold NaN or Inf")
         if p.greedy:
             return int(np.argmax(logits))
+        # Plain temperature sampling needs the whole distribution.
         z = logits.astype(np.float64) / p.temperature
-        keep = np.ones(z.shape[0], dtype=bool)
-        if 0 < p.top_k < z.shape[0]:
-            kth = np.partition(z, -p.top_k)[-p.top_k]
-            keep &= z >= kth
-        probs = _softmax(z, keep)
-        if p.top_p < 1.0:
-            order = np.argsort(-probs, kind="stable")
-            csum = np.cumsum(probs[order])
-            # Keep the smallest prefix whose mass reaches top_p (at least one token).
-            cut = int(np.searchsorted(csum, p.top_p, side="left")) + 1
-            drop = order[cut:]
-            keep[drop] = False
-            probs = _softmax(z, keep)
-        if p.min_p > 0.0:
-            keep &= probs >= p.min_p * float(probs.max())
-            probs = _softmax(z, keep)
-        return int(self.rng.choice(probs.shape[0], p=probs))
+        return int(self.rng.choice(vocab, p=_softmax(z, np.ones(vocab, dtype=bool))))
+
+    def candidates(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """top-k / top-p / min-p from the largest logits only: libq8 selects them (and sums the
+        softmax normalizer over the whole vocabulary when no top-k bounds it), so Python sees
+        tens of values instead of the vocabulary. Without top-k the candidate count grows
+        until top-p's mass and min-p's threshold are reached inside it; the result is the one
+        the whole sorted distribution gives. Returns (token ids, probabilities), best first."""
+        p = self.params
+        vocab = int(logits.shape[0])
+        top_k = p.top_k if 0 < p.top_k < vocab else 0
+        inv_t = 1.0 / p.temperature
+        k = top_k if top_k else min(vocab, FIRST_CANDIDATES)
+        while True:
+            idx, val = topk(logits, k)
+            m = float(val[0])
+            w = np.exp((val.astype(np.float64) - m) * inv_t)
+            # Normalizer: over the top-k set (top-k comes first in the order), else over all.
+            probs = w / (float(w.sum()) if top_k else expsum(logits, m, inv_t))
+            grow = False
+            cut = k
+            if p.top_p < 1.0:
+                # Keep the smallest prefix whose mass reaches top_p (at least one token).
+                cut = int(np.searchsorted(np.cumsum(probs), p.top_p, side="left")) + 1
+                grow = cut > k
+                cut = min(cut, k)
+            keep = probs[:cut] / float(probs[:cut].sum())
+            if p.min_p > 0.0 and not grow:
+                n = int(np.count_nonzero(keep >= p.min_p * float(keep[0])))  # a prefix: sorted
+                grow = n == k and cut == k
+                keep = keep[:n] / float(keep[:n].sum())
+            if not grow or top_k or k == vocab:
+                return idx[: keep.shape[0]], keep
+            k = min(vocab, k * 8)
 
 
 def _softmax(z: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -33,7 +33,8 @@ enum {
     Q8_OK = 0,
     Q8_EINVAL = -1,  /* bad argument: NULL, size <= 0, K not a multiple of 32, unknown name */
     Q8_ENOMEM = -2,  /* allocation failed */
-    Q8_ESTATE = -3   /* the thread pool could not be (re)started */
+    Q8_ESTATE = -3,  /* the thread pool could not be (re)started */
+    Q8_ENONFINITE = -4  /* the input holds NaN or Inf */
 };
 
 /* Source element types for the loader's converters. */
@@ -129,6 +130,13 @@ int q8_kv_write(const float *k_new, const float *v_new, int64_t t, int64_t pos0,
 int q8_attention(const float *q, int64_t t, int64_t pos0, const float *k, const float *v,
                  int64_t n_heads, int64_t n_kv, int64_t cap, int64_t head_dim, int64_t window,
                  float scale, float softcap, float *out);
+
+/* ---- sampling support (caller's thread) ---------------------------------------------------- */
+/* The k largest of x[0..n) in descending order into idx/val; equal values keep the lower
+ * index first. Q8_ENONFINITE if x holds NaN or Inf. */
+int q8_topk(const float *x, int64_t n, int64_t k, int64_t *idx, float *val);
+/* sum over i of exp((x[i] - max) * inv_temp), accumulated in double; -1.0 on bad arguments. */
+double q8_expsum(const float *x, int64_t n, float max, float inv_temp);
 
 /* ---- thread pool ------------------------------------------------------------------------ */
 int q8_physical_cores(void);
