@@ -2,21 +2,40 @@
 
 Our own reader over mmap instead of safetensors.numpy, for two reasons: numpy has no bfloat16
 (real Gemma checkpoints are bf16: we hand the raw 16-bit words to libq8's converter), and a file
-from a stranger is validated completely before any byte of it is used: header size, JSON shape,
-dtypes, shapes, and every data_offsets range (in bounds, matching dtype x shape, no overlap).
+from a stranger is validated completely before any byte of it is used. Every refusal is a
+ModelFormatError whose message starts with the file's name and names the tensor where there is one.
+
+What a valid file is (at least as strict as the safetensors library, stricter where noted):
+- 8 bytes of little-endian header length N, N <= 100,000,000 (the library's limit), 8 + N <= size;
+- the header is UTF-8 JSON (standard JSON: no NaN/Infinity literals) holding one object; a key
+  repeated anywhere in it is refused (stricter: json and serde keep the last copy silently, so
+  two readers could disagree about which tensor a name means);
+- "__metadata__", if present, is an object of string values (as the library requires); its
+  contents are ignored, and no tensor can be called "__metadata__";
+- every other key is a tensor: dtype one of DTYPES (others are refused, not skipped), shape a list
+  of non-negative integers whose element count times the item size fits int64 (numpy's limit; the
+  library refuses overflow in its own order), data_offsets [start, end] of integers with
+  start <= end and end - start == element count x item size;
+- the ranges tile the data section exactly: sorted by start they begin at 0, each starts where
+  the previous one ended (no overlap, which would alias two tensors, and no gap), and the last
+  ends at the end of the file. Trailing bytes after the data are refused, as the library does
+  ("incomplete metadata, file not fully covered"): no writer produces them, so they mean a
+  truncated-then-padded or concatenated file.
+Data need not be aligned (the library does not require it): a tensor whose start is not a
+multiple of its item size is copied once into an aligned array before C sees it.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import mmap
 import os
+import stat
 from typing import Final
 
 import numpy as np
 
-from .errors import ModelFormatError
+from .errors import ModelFormatError, ModelNotFoundError
 
 # dtype name -> (numpy dtype of the stored words, bytes per element)
 DTYPES: Final[dict[str, tuple[str, int]]] = {
@@ -31,7 +50,10 @@ DTYPES: Final[dict[str, tuple[str, int]]] = {
     "U8": ("u1", 1),
     "BOOL": ("u1", 1),
 }
-MAX_HEADER: Final = 100 * 1024 * 1024  # the reference implementation's own limit
+MAX_HEADER: Final = 100_000_000  # the safetensors library's own limit on N
+INT64_MAX: Final = (1 << 63) - 1
+METADATA: Final = "__metadata__"
+INDEX: Final = "model.safetensors.index.json"
 
 
 class TensorInfo:
@@ -64,6 +86,35 @@ def _bad(path: str, msg: str) -> ModelFormatError:
     return ModelFormatError(f"{os.path.basename(path)}: {msg}")
 
 
+class _DuplicateKey(ValueError):
+    key: str
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """json object_pairs_hook: a repeated key is an error, not "the last one wins"."""
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> object:
+    """json parse_constant: NaN and Infinity are not JSON."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def load_json_text(text: str) -> object:
+    """Strict JSON: no repeated keys, no NaN/Infinity. Raises ValueError (incl. _DuplicateKey)
+    or RecursionError (absurd nesting) for the caller to turn into a ModelFormatError."""
+    return json.loads(text, object_pairs_hook=_unique_object, parse_constant=_no_constant)
+
+
 def parse_header(path: str, file_size: int, head: bytes) -> tuple[int, dict[str, TensorInfo]]:
     """Validate a safetensors header; returns (data start offset, tensors by name).
 
@@ -76,26 +127,65 @@ def parse_header(path: str, file_size: int, head: bytes) -> tuple[int, dict[str,
     if 8 + n > file_size or 8 + n > len(head):
         raise _bad(path, f"header length {n} runs past the end of the file ({file_size} bytes)")
     try:
-        meta = json.loads(head[8 : 8 + n].decode("utf-8"))
+        text = head[8 : 8 + n].decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _bad(path, f"header is not UTF-8 ({exc.reason})") from None
+        raise _bad(path, f"header is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        meta = load_json_text(text)
+    except _DuplicateKey as exc:
+        raise _bad(path, f"header repeats the key {exc.key!r}") from None
     except json.JSONDecodeError as exc:
         raise _bad(path, f"header is not JSON ({exc.msg} at {exc.pos})") from None
+    except (ValueError, RecursionError) as exc:  # 5000-digit numbers, NaN, nesting 10^5 deep
+        raise _bad(path, f"header is not acceptable JSON ({str(exc)[:80]})") from None
     if not isinstance(meta, dict):
-        raise _bad(path, "header is not a JSON object")
+        raise _bad(path, f"header is a JSON {type(meta).__name__}, not an object")
     data_start = 8 + n
     data_len = file_size - data_start
     tensors: dict[str, TensorInfo] = {}
     for name, entry in meta.items():
-        if name == "__metadata__":
+        if name == METADATA:
+            _check_metadata(path, entry)
             continue
         tensors[name] = _tensor_info(path, name, entry, data_start, data_len)
-    # Ranges must not overlap (a crafted file could alias two tensors).
-    spans = sorted((t.start, t.end, t.name) for t in tensors.values())
-    for (_s0, e0, n0), (s1, _e1, n1) in itertools.pairwise(spans):
-        if s1 < e0:
-            raise _bad(path, f"tensors {n0!r} and {n1!r} overlap")
+    _check_tiling(path, tensors, data_start, data_len)
     return data_start, tensors
+
+
+def _check_metadata(path: str, entry: object) -> None:
+    if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+        raise _bad(path, f"{METADATA} must be an object of strings, got {str(entry)[:60]}")
+
+
+def _check_tiling(path: str, tensors: dict[str, TensorInfo], data_start: int, data_len: int) -> None:
+    """The byte ranges must cover the data section exactly once: no overlap (a crafted file
+    could alias two tensors; reported first, as the defect that matters), no gap, no trailing
+    bytes."""
+    spans = sorted((t.start - data_start, t.end - data_start, t.name) for t in tensors.values())
+    end = 0
+    last = ""
+    for s, e, name in spans:
+        if s < end:
+            raise _bad(path, f"tensors {last!r} and {name!r} overlap (data bytes {s}..{min(e, end)})")
+        if e >= end:
+            end, last = e, name
+    pos = 0
+    prev = ""
+    for s, e, name in spans:
+        if s > pos:
+            where = f"between tensors {prev!r} and {name!r}" if prev else f"before tensor {name!r}"
+            raise _bad(path, f"data bytes {pos}..{s} {where} belong to no tensor")
+        pos, prev = e, name
+    if pos != data_len:
+        raise _bad(
+            path,
+            f"{data_len - pos} trailing bytes after the last tensor's data "
+            f"(tensors cover {pos} of {data_len} data bytes)",
+        )
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _tensor_info(path: str, name: str, entry: object, data_start: int, data_len: int) -> TensorInfo:
@@ -105,30 +195,33 @@ def _tensor_info(path: str, name: str, entry: object, data_start: int, data_len:
     shape = entry.get("shape")
     offsets = entry.get("data_offsets")
     if not isinstance(dtype, str) or dtype not in DTYPES:
-        raise _bad(path, f"tensor {name!r}: unsupported dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
-        raise _bad(path, f"tensor {name!r}: shape {shape!r} is not a list of integers")
+        raise _bad(path, f"tensor {name!r}: unsupported dtype {str(dtype)[:40]!r}")
+    if not isinstance(shape, list) or not all(_is_int(s) for s in shape):
+        raise _bad(path, f"tensor {name!r}: shape {str(shape)[:60]} is not a list of integers")
     if any(s < 0 for s in shape):
         raise _bad(path, f"tensor {name!r}: negative dimension in shape {shape}")
-    if (
-        not isinstance(offsets, list)
-        or len(offsets) != 2
-        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-    ):
-        raise _bad(path, f"tensor {name!r}: data_offsets {offsets!r} is not two integers")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
+        raise _bad(path, f"tensor {name!r}: data_offsets {str(offsets)[:60]} is not two integers")
     start, end = int(offsets[0]), int(offsets[1])
     if start < 0 or end < start:
         raise _bad(path, f"tensor {name!r}: data_offsets [{start}, {end}] out of order or negative")
     if end > data_len:
         raise _bad(path, f"tensor {name!r}: data_offsets end {end} past the data ({data_len} bytes)")
+    size = DTYPES[dtype][1]
+    # Python ints do not overflow, but numpy (and C) index with int64: refuse any shape whose
+    # byte count would not fit, zero dimensions or not (numpy refuses those shapes too).
+    span = size
+    for s in shape:
+        span *= max(s, 1)
+    if span > INT64_MAX:
+        raise _bad(path, f"tensor {name!r}: shape {shape} overflows int64")
     numel = 1
     for s in shape:
-        numel *= s  # Python ints do not overflow; compared with the byte range below
-    if numel * DTYPES[dtype][1] != end - start:
+        numel *= s
+    if numel * size != end - start:
         raise _bad(
             path,
-            f"tensor {name!r}: {dtype} x {shape} needs {numel * DTYPES[dtype][1]} bytes, "
-            f"data_offsets give {end - start}",
+            f"tensor {name!r}: {dtype} x {shape} needs {numel * size} bytes, data_offsets give {end - start}",
         )
     return TensorInfo(name, path, dtype, tuple(int(s) for s in shape), data_start + start, data_start + end)
 
@@ -143,6 +236,9 @@ class SafetensorsFile:
     def __init__(self, path: str) -> None:
         self.path = path
         try:
+            # A FIFO or device named *.safetensors would block or stream forever: regular files only.
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                raise _bad(path, "is not a regular file")
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 if size == 0:
@@ -158,12 +254,16 @@ class SafetensorsFile:
             raise
 
     def array(self, name: str) -> np.ndarray:
-        """A read-only view of the stored words (BF16 as uint16)."""
+        """A read-only view of the stored words (BF16 as uint16); an aligned copy when the file
+        puts the tensor at an offset that is not a multiple of its item size (C reads it as
+        float/uint16 words, and a misaligned pointer is undefined behaviour there)."""
         info = self.tensors[name]
         if self._mm is None:
-            raise ModelFormatError(f"{self.path} is closed")
-        np_dtype = DTYPES[info.dtype][0]
+            raise ModelFormatError(f"{os.path.basename(self.path)} is closed")
+        np_dtype, size = DTYPES[info.dtype]
         flat = np.frombuffer(self._mm, dtype=np_dtype, count=info.numel, offset=info.start)
+        if info.start % size != 0:
+            flat = flat.copy()
         return flat.reshape(info.shape)
 
     def release(self, name: str) -> None:
@@ -194,7 +294,9 @@ def to_float32(info: TensorInfo, data: np.ndarray) -> np.ndarray:
         return bf16_to_float32(data)
     if info.dtype in ("F32", "F16", "F64"):
         return data.astype(np.float32)
-    raise ModelFormatError(f"tensor {info.name!r} has dtype {info.dtype}, not a float type")
+    raise ModelFormatError(
+        f"{os.path.basename(info.path)}: tensor {info.name!r} has dtype {info.dtype}, not a float type"
+    )
 
 
 class Checkpoint:
@@ -202,28 +304,55 @@ class Checkpoint:
 
     files: list[SafetensorsFile]
     where: dict[str, SafetensorsFile]
+    source: str  # what error messages call the checkpoint: its file, or its index
 
     def __init__(self, directory: str) -> None:
         self.files = []
         self.where = {}
-        index_path = os.path.join(directory, "model.safetensors.index.json")
+        if not os.path.isdir(directory):
+            raise ModelNotFoundError(f"{directory}: no such directory")
+        index_path = os.path.join(directory, INDEX)
+        weight_map: dict[str, str] | None = None
         if os.path.isfile(index_path):
-            shard_names = _read_index(index_path, directory)
+            weight_map = _read_index(index_path, directory)
+            shard_names = sorted(set(weight_map.values()))
+            self.source = INDEX
         else:
             shard_names = sorted(n for n in os.listdir(directory) if n.endswith(".safetensors"))
             if not shard_names:
                 raise ModelFormatError(f"no .safetensors file in {directory}")
+            self.source = ", ".join(shard_names)
         try:
             for shard in shard_names:
                 f = SafetensorsFile(os.path.join(directory, shard))
                 self.files.append(f)
                 for name in f.tensors:
                     if name in self.where:
-                        raise ModelFormatError(f"tensor {name!r} appears in two files ({shard})")
+                        first = os.path.basename(self.where[name].path)
+                        raise ModelFormatError(f"tensor {name!r} appears in two files ({first} and {shard})")
                     self.where[name] = f
+            if weight_map is not None:
+                self._check_index(weight_map)
         except BaseException:
             self.close()
             raise
+
+    def _check_index(self, weight_map: dict[str, str]) -> None:
+        """The index and the shards must agree on where every tensor is: a reader that trusts
+        the index (transformers does) must see the same checkpoint we do."""
+        for name, shard in sorted(weight_map.items()):
+            f = self.where.get(name)
+            if f is None:
+                raise ModelFormatError(f"{INDEX} maps tensor {name!r} to {shard}, which does not hold it")
+            if os.path.basename(f.path) != shard:
+                raise ModelFormatError(
+                    f"{INDEX} maps tensor {name!r} to {shard}, but it is in {os.path.basename(f.path)}"
+                )
+        for name in sorted(self.where):
+            if name not in weight_map:
+                raise ModelFormatError(
+                    f"{os.path.basename(self.where[name].path)}: tensor {name!r} is missing from {INDEX}"
+                )
 
     def names(self) -> list[str]:
         return list(self.where)
@@ -231,13 +360,13 @@ class Checkpoint:
     def info(self, name: str) -> TensorInfo:
         f = self.where.get(name)
         if f is None:
-            raise ModelFormatError(f"checkpoint has no tensor {name!r}")
+            raise ModelFormatError(f"{self.source}: the checkpoint has no tensor {name!r}")
         return f.tensors[name]
 
     def raw(self, name: str) -> np.ndarray:
         f = self.where.get(name)
         if f is None:
-            raise ModelFormatError(f"checkpoint has no tensor {name!r}")
+            raise ModelFormatError(f"{self.source}: the checkpoint has no tensor {name!r}")
         return f.array(name)
 
     def release(self, name: str) -> None:
@@ -250,7 +379,9 @@ class Checkpoint:
         info = self.info(name)
         out = to_float32(info, self.raw(name))
         if not bool(np.isfinite(out).all()):
-            raise ModelFormatError(f"tensor {name!r} in {os.path.basename(info.path)} holds NaN or Inf")
+            raise ModelFormatError(
+                f"{os.path.basename(info.path)}: tensor {name!r} holds NaN or Inf (as float32)"
+            )
         self.release(name)
         return out
 
@@ -261,17 +392,24 @@ class Checkpoint:
         self.where = {}
 
 
-def _read_index(index_path: str, directory: str) -> list[str]:
+def _read_index(index_path: str, directory: str) -> dict[str, str]:
+    """The index's weight_map (tensor name -> shard file), with every shard present."""
+    base = os.path.basename(index_path)
     try:
-        with open(index_path, encoding="utf-8") as fh:
-            index = json.load(fh)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFormatError(f"cannot read {os.path.basename(index_path)}: {exc}") from None
+        with open(index_path, "rb") as fh:
+            index = load_json_text(fh.read().decode("utf-8"))
+    except OSError as exc:
+        raise ModelFormatError(f"cannot read {base}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ModelFormatError(f"{base} is not UTF-8 ({exc.reason})") from None
+    except _DuplicateKey as exc:
+        raise ModelFormatError(f"{base} repeats the key {exc.key!r}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ModelFormatError(f"{base} is not valid JSON ({str(exc)[:80]})") from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-        raise ModelFormatError(f"{os.path.basename(index_path)} has no valid weight_map")
-    shards = sorted(set(weight_map.values()))
-    for s in shards:
+        raise ModelFormatError(f"{base} has no valid weight_map")
+    for s in sorted(set(weight_map.values())):
         if os.path.basename(s) != s or not os.path.isfile(os.path.join(directory, s)):
-            raise ModelFormatError(f"{os.path.basename(index_path)} names a missing shard {s!r}")
-    return shards
+            raise ModelFormatError(f"{base} names a missing shard {s!r}")
+    return {str(k): str(v) for k, v in weight_map.items()}
