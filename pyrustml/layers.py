@@ -8,6 +8,7 @@ whole Q8_0 model ever exists.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Final
 
 import numpy as np
@@ -18,25 +19,54 @@ from .kernels import QK8_0, Q8Matrix
 from .safetensors_io import Checkpoint, TensorInfo, to_float32
 
 DTYPE_CODE: Final[dict[str, int]] = {"F32": 0, "F16": 1, "BF16": 2}
+# Q8_0 stores each block's scale max|w| / 127 as fp16 (largest finite value 65504): a weight beyond
+# 65504 x 127 would get an infinite scale and turn every output it touches into Inf/NaN.
+Q8_MAX_ABS: Final = 65504.0 * 127.0
+# Per dtype: (signed and unsigned views of the words, sign bit, magnitude bits of Inf, the first
+# magnitude bits above Q8_MAX_ABS). Positive floats order like their bit patterns, so magnitudes
+# can be compared as integers.
+_F32_Q8_LIMIT: Final = int(np.array([Q8_MAX_ABS], dtype=np.float32).view(np.uint32)[0])
+_WORDS: Final[dict[str, tuple[str, str, int, int, int]]] = {
+    "F32": ("<i4", "<u4", 1 << 31, 0x7F800000, _F32_Q8_LIMIT + 1),
+    "F16": ("<i2", "<u2", 1 << 15, 0x7C00, 0x7C00),  # 65504 < Q8_MAX_ABS: never out of range
+    "BF16": ("<i2", "<u2", 1 << 15, 0x7F80, (_F32_Q8_LIMIT >> 16) + 1),
+}
 
 
-def check_finite(ckpt: Checkpoint, name: str) -> None:
-    """Refuse NaN/Inf weights at load, on the stored words (no float32 copy for 16-bit types)."""
+def _where(info: TensorInfo) -> str:
+    return f"{os.path.basename(info.path)}: tensor {info.name!r}"
+
+
+def check_finite(ckpt: Checkpoint, name: str, *, q8: bool = False) -> None:
+    """Refuse NaN/Inf weights at load, on the stored words, and with q8 also weights too large
+    for a Q8_0 block scale.
+
+    Two integer reductions and no temporary array (this runs over the whole embedding table):
+    the signed maximum of the words is the largest positive magnitude, and the unsigned maximum
+    minus the sign bit the largest negative one."""
     info = ckpt.info(name)
+    words = _WORDS.get(info.dtype)
+    if words is None:
+        raise ModelFormatError(f"{_where(info)} has dtype {info.dtype}; expected F32, F16 or BF16")
     raw = ckpt.raw(name)
-    if info.dtype == "BF16":
-        bad = bool(((raw & 0x7F80) == 0x7F80).any())
-    elif info.dtype == "F16":
-        bad = bool(((raw.view(np.uint16) & 0x7C00) == 0x7C00).any())
-    else:
-        bad = not bool(np.isfinite(raw).all())
-    if bad:
-        raise ModelFormatError(f"tensor {name!r} holds NaN or Inf")
+    if raw.size == 0:
+        return
+    signed, unsigned, sign, inf_bits, q8_bits = words
+    hi_pos = int(raw.view(signed).max())
+    hi_neg = int(raw.view(unsigned).max()) - sign
+    top = max(hi_pos, hi_neg)
+    if top >= inf_bits:
+        raise ModelFormatError(f"{_where(info)} holds NaN or Inf")
+    if q8 and top >= q8_bits:
+        raise ModelFormatError(
+            f"{_where(info)} holds weights of magnitude above {Q8_MAX_ABS:.0f}, beyond what a Q8_0 "
+            "block scale (fp16) can represent; load it with quant='f32'"
+        )
 
 
 def expect_shape(info: TensorInfo, shape: tuple[int, ...]) -> None:
     if info.shape != shape:
-        raise ModelFormatError(f"tensor {info.name!r} has shape {list(info.shape)}, expected {list(shape)}")
+        raise ModelFormatError(f"{_where(info)} has shape {list(info.shape)}, expected {list(shape)}")
 
 
 def vector(ckpt: Checkpoint, name: str, n: int) -> np.ndarray:
@@ -122,11 +152,10 @@ def load_linear(
     (HF Conv1D). Q8_0 when `quantize` and k % 32 == 0; float32 otherwise."""
     info = ckpt.info(name)
     expect_shape(info, (k, n) if transposed else (n, k))
-    if info.dtype not in DTYPE_CODE:
-        raise ModelFormatError(f"tensor {name!r} has dtype {info.dtype}; expected F32, F16 or BF16")
-    check_finite(ckpt, name)
+    quantize = quantize and k % QK8_0 == 0
+    check_finite(ckpt, name, q8=quantize)
     bias = vector(ckpt, bias_name, n) if bias_name is not None else None
-    if quantize and k % QK8_0 == 0:
+    if quantize:
         q = Q8Matrix(n, k)
         src = ffi.from_buffer("char[]", ckpt.raw(name))
         code = DTYPE_CODE[info.dtype]
@@ -173,14 +202,13 @@ def load_fused(ckpt: Checkpoint, names: list[str], rows: list[int], k: int, *, q
     Each part is quantized straight into its row range of the fused matrix."""
     n = sum(rows)
     infos = []
+    quantize = quantize and k % QK8_0 == 0
     for name, r in zip(names, rows, strict=True):
         info = ckpt.info(name)
         expect_shape(info, (r, k))
-        if info.dtype not in DTYPE_CODE:
-            raise ModelFormatError(f"tensor {name!r} has dtype {info.dtype}; expected F32, F16 or BF16")
-        check_finite(ckpt, name)
+        check_finite(ckpt, name, q8=quantize)
         infos.append(info)
-    if quantize and k % QK8_0 == 0:
+    if quantize:
         q = Q8Matrix(n, k)
         base = q.ptr()
         row = 0
