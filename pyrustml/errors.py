@@ -40,3 +40,12 @@ class NumericalError(PyrustmlError):
 
 class ModelNotFoundError(PyrustmlError):
     """The checkpoint could not be found: no such directory, repo, revision, or not cached offline."""
+
+
+class PromptError(PyrustmlError, ValueError):
+    """A prompt that cannot run: token ids outside the vocabulary, or an empty prompt for a model
+    without a start token. A ValueError too, as argument errors are."""
+
+
+class PromptTypeError(PyrustmlError, TypeError):
+    """A prompt that is neither a string nor a list of integer token ids (bools are not ids)."""
