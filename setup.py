@@ -33,6 +33,7 @@ COMPILED = [
     "pyrustml/models/gemma3.py",
     "pyrustml/models/registry.py",
     "pyrustml/profile.py",
+    "pyrustml/lookup.py",
 ]
 
 

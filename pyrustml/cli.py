@@ -65,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="per-step timings on stderr, then the audit tables (also on with PYRUSTML_LOG=debug)",
     )
+    p.add_argument(
+        "--lookup",
+        type=int,
+        default=0,
+        metavar="N",
+        help="prompt-lookup decoding: draft up to N tokens per step from the context (greedy only)",
+    )
     p.add_argument("--ignore-eos", action="store_true", help="keep generating past end-of-sequence tokens")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of streaming")
     p.add_argument(
@@ -217,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         if args.ignore_eos:
             opts["ignore_eos"] = True
+        if args.lookup:
+            opts["lookup"] = args.lookup
         if args.json:
             if args.chat:
                 g = model.chat(_messages(args, args.prompt), **opts)
@@ -233,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         params = model._params(
             args.max_tokens, args.temperature, args.top_k, args.top_p,
-            args.min_p, args.repeat_penalty, args.seed, args.ignore_eos,
+            args.min_p, args.repeat_penalty, args.seed, args.ignore_eos, args.lookup,
         )  # fmt: skip
         if args.chat:
             return _chat(model, args, params)

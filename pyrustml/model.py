@@ -20,6 +20,7 @@ from .chat import ChatTemplate, ChatTemplateError, load_template
 from .config import Fields, read_json
 from .errors import ContextLengthError, ModelFormatError, NumericalError, PyrustmlError
 from .hub import resolve
+from .lookup import PromptLookup
 from .models.base import Transformer
 from .models.registry import builder_for
 from .profile import DECODE, PREFILL, Profiler
@@ -43,6 +44,8 @@ class Timings:
     first_token_ms: float
     cached_tokens: int  # prompt tokens whose KV cache was kept from the previous call
     step_ms: list[float]  # each decode step after the first token: forward, lm_head, sampling
+    draft_tokens: int  # prompt-lookup tokens proposed and verified (lookup > 0)
+    accepted_tokens: int  # of them, those the model's greedy choice confirmed
 
     def __init__(self) -> None:
         self.cached_tokens = 0
@@ -52,6 +55,8 @@ class Timings:
         self.eval_tokens = 0
         self.first_token_ms = 0.0
         self.step_ms = []
+        self.draft_tokens = 0
+        self.accepted_tokens = 0
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -63,6 +68,8 @@ class Timings:
             "eval_tok_per_s": _rate(self.eval_tokens, self.eval_ms),
             "time_to_first_token_ms": self.first_token_ms,
             "cached_tokens": float(self.cached_tokens),
+            "draft_tokens": float(self.draft_tokens),
+            "accepted_tokens": float(self.accepted_tokens),
         }
 
 
@@ -106,6 +113,7 @@ class Model:
     runtime: RuntimeConfig
     chat_template: ChatTemplate | None
     _session: list[int]  # token ids whose keys and values are in the KV cache, in order
+    _high: int  # positions written in the cache by the last call (drafts may pass _session)
     _lock: threading.Lock
 
     def __init__(
@@ -128,6 +136,7 @@ class Model:
         self.warmup_ms = 0.0
         self._lock = threading.Lock()
         self._session = []
+        self._high = 0
         self.chat_template = load_template(directory, tok_cfg.data)
         eos = gen_cfg.int_list("eos_token_id")
         # The tokenizer's eos token stops generation too (tokenizer_config.json names it).
@@ -215,6 +224,7 @@ class Model:
                 self.net.forward_chunk(chunk, c)
                 out[c : c + len(chunk)] = self.net.logits_rows(len(chunk))
             self._session = list(ids)
+            self._high = len(ids)
         return out
 
     def _reusable_prefix(self, ids: list[int]) -> int:
@@ -225,7 +235,8 @@ class Model:
         while n < limit and prev[n] == ids[n]:
             n += 1
         # Ring caches of sliding layers hold a bounded number of positions past the window.
-        if n < len(prev) and len(prev) - n > self.net.resume_slack():
+        written = max(len(prev), self._high)
+        if n < written and written - n > self.net.resume_slack():
             return 0
         return n
 
@@ -254,10 +265,11 @@ class Model:
         seed: int | None = None,
         stop: list[str] | None = None,
         ignore_eos: bool = False,
+        lookup: int = 0,
     ) -> Generation:
         """The assistant's reply to a conversation of {"role", "content"} messages."""
         params = self._params(
-            max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, ignore_eos
+            max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, ignore_eos, lookup
         )
         return drain(self._run(self.render_chat(messages), params, stop, reuse=True))
 
@@ -272,6 +284,7 @@ class Model:
         repetition_penalty: float | None,
         seed: int | None,
         ignore_eos: bool = False,
+        lookup: int = 0,
     ) -> SamplingParams:
         d = self.defaults
         return SamplingParams(
@@ -285,6 +298,7 @@ class Model:
             else repetition_penalty,
             seed=seed,
             ignore_eos=ignore_eos,
+            lookup=lookup,
         )
 
     def stream(
@@ -300,10 +314,11 @@ class Model:
         seed: int | None = None,
         stop: list[str] | None = None,
         ignore_eos: bool = False,
+        lookup: int = 0,
     ) -> Iterator[str]:
         """Yield text pieces as they become valid UTF-8; see generate for the options."""
         params = self._params(
-            max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, ignore_eos
+            max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, ignore_eos, lookup
         )
         gen = self._run(prompt, params, stop)
         try:
@@ -327,14 +342,60 @@ class Model:
         seed: int | None = None,
         stop: list[str] | None = None,
         ignore_eos: bool = False,
+        lookup: int = 0,
     ) -> Generation:
         """Generate up to max_tokens tokens. temperature <= 0 is greedy; unset options come from
         the checkpoint's generation_config.json. Stops on every eos id (unless ignore_eos) and
-        on `stop` strings."""
+        on `stop` strings. lookup=N > 0 (greedy only) drafts up to N tokens per step from the
+        context (prompt-lookup speculative decoding): the output is the same, often sooner."""
         params = self._params(
-            max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, ignore_eos
+            max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, ignore_eos, lookup
         )
         return drain(self._run(prompt, params, stop))
+
+    def _choose(
+        self, row: int, sampler: Sampler, history: list[int], params: SamplingParams, step: int, pos: int
+    ) -> int:
+        """The next token from row `row` of the final hidden states (profiled as lm_head and
+        sampling); NaN/Inf logits raise NumericalError naming the step."""
+        pr = self.net.prof
+        if pr is not None:
+            pr.lap_glue()
+        try:
+            if params.needs_logits:
+                logits = self.net.logits_row(row)
+                if pr is not None:
+                    pr.lap_lm_head()
+                token = sampler.sample(logits, history)
+            else:
+                token = self.net.argmax_row(row)  # lm_head and argmax fused: no sampling
+                if pr is not None:
+                    pr.lap_lm_head()
+        except NumericalError as exc:
+            raise NumericalError(f"{exc} at generation step {step} (position {pos})") from None
+        if pr is not None:
+            pr.lap_sampling()
+            pr.end()
+        return token
+
+    def _verify(self, draft: list[int], step: int, pos: int) -> list[int]:
+        """After a batched pass of [token, *draft]: the draft's longest prefix the model's own
+        greedy choice confirms, then the model's next token after it (so always one more)."""
+        pr = self.net.prof
+        if pr is not None:
+            pr.lap_glue()
+        try:
+            preds = self.net.argmax_rows(1 + len(draft))
+        except NumericalError as exc:
+            raise NumericalError(f"{exc} at generation step {step} (position {pos})") from None
+        if pr is not None:
+            pr.lap_lm_head()
+            pr.lap_sampling()
+            pr.end()
+        n = 0
+        while n < len(draft) and preds[n] == draft[n]:
+            n += 1
+        return [*draft[:n], preds[n]]
 
     def _run(
         self, prompt: str | list[int], params: SamplingParams, stop: list[str] | None, reuse: bool = False
@@ -364,42 +425,32 @@ class Model:
             if pr is not None:
                 pr.begin(PREFILL, len(ids) - start, start)
             row = self._prefill(ids[start:], start)
+            self._high = len(ids)
             fed = list(ids)
             history = list(ids)
             pos = len(ids)
+            lookup = PromptLookup(ids) if params.lookup else None
+            queued: list[int] = []  # a verify pass's tokens; all but the last are in the cache
             while True:
-                if pr is not None:
-                    pr.lap_glue()
-                try:
-                    if params.needs_logits:
-                        logits = self.net.logits_row(row)
-                        if pr is not None:
-                            pr.lap_lm_head()
-                        token = sampler.sample(logits, history)
-                    else:
-                        token = self.net.argmax_row(row)  # lm_head and argmax fused: no sampling
-                        if pr is not None:
-                            pr.lap_lm_head()
-                except NumericalError as exc:
-                    raise NumericalError(
-                        f"{exc} at generation step {len(out) + 1} (position {pos - 1})"
-                    ) from None
-                if pr is not None:
-                    pr.lap_sampling()
-                    pr.end()
-                now = time.perf_counter()
-                if out:
-                    timings.step_ms.append((now - t_step) * 1000.0)
+                if queued:
+                    token = queued.pop(0)
                 else:
-                    timings.prompt_ms = (now - t0) * 1000.0
-                    timings.prompt_tokens = len(ids)
-                    timings.first_token_ms = timings.prompt_ms
-                    t_eval = now
+                    token = self._choose(row, sampler, history, params, len(out) + 1, pos - 1)
+                    now = time.perf_counter()
+                    if out:
+                        timings.step_ms.append((now - t_step) * 1000.0)
+                    else:
+                        timings.prompt_ms = (now - t0) * 1000.0
+                        timings.prompt_tokens = len(ids)
+                        timings.first_token_ms = timings.prompt_ms
+                        t_eval = now
                 if token in self.eos_ids and not params.ignore_eos:
                     finish = "stop"
                     break
                 out.append(token)
                 history.append(token)
+                if lookup is not None:
+                    lookup.push(token)
                 piece = decoder.push(token)
                 if piece:
                     text_parts.append(piece)
@@ -422,13 +473,33 @@ class Model:
                         yield piece
                 if len(out) >= params.max_tokens or pos >= self.net.max_positions:
                     break
+                fed.append(token)
+                if queued:  # an accepted draft token: its keys and values are in the cache
+                    pos += 1
+                    continue
+                # Draft tokens (prompt lookup) ride along with this token in one batched pass;
+                # never past the context, the tokens still wanted, or one prefill chunk.
+                draft: list[int] = []
+                if lookup is not None:
+                    room = min(
+                        params.lookup,
+                        params.max_tokens - len(out) - 1,
+                        self.net.max_positions - pos - 1,
+                        self.net.prefill_chunk - 1,
+                    )
+                    draft = lookup.draft(room)
                 t_step = time.perf_counter()
                 if pr is not None:
-                    pr.begin(DECODE, 1, pos)
-                self.net.forward_chunk([token], pos)
-                fed.append(token)
+                    pr.begin(DECODE, 1 + len(draft), pos)
+                self.net.forward_chunk([token, *draft], pos)
+                self._high = max(self._high, pos + 1 + len(draft))
                 row = 0
                 pos += 1
+                if draft:
+                    queued = self._verify(draft, len(out) + 1, pos)
+                    timings.draft_tokens += len(draft)
+                    timings.accepted_tokens += len(queued) - 1
+                    timings.step_ms.append((time.perf_counter() - t_step) * 1000.0)
             if finish != "stop" or not stops:
                 text_parts.append(decoder.flush())
             full = "".join(text_parts)

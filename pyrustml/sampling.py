@@ -13,6 +13,7 @@ import numpy as np
 from .errors import NumericalError
 from .kernels import expsum, topk
 
+MAX_LOOKUP = 64  # draft tokens per verify pass (a batched pass of up to 65 rows)
 FIRST_CANDIDATES = 64  # top-p / min-p without top-k: candidates taken first (x8 when short)
 
 
@@ -27,6 +28,7 @@ class SamplingParams:
     repetition_penalty: float
     seed: int | None
     ignore_eos: bool  # keep generating past eos ids (benchmarks; llama.cpp's --ignore-eos)
+    lookup: int  # prompt-lookup draft tokens per step (0: off); greedy decoding only
 
     def __init__(
         self,
@@ -38,6 +40,7 @@ class SamplingParams:
         repetition_penalty: float = 1.0,
         seed: int | None = None,
         ignore_eos: bool = False,
+        lookup: int = 0,
     ) -> None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
@@ -64,6 +67,11 @@ class SamplingParams:
         self.min_p = float(min_p)
         self.repetition_penalty = float(repetition_penalty)
         self.ignore_eos = bool(ignore_eos)
+        if isinstance(lookup, bool) or not isinstance(lookup, int) or not 0 <= lookup <= MAX_LOOKUP:
+            raise ValueError(f"lookup must be an integer in [0, {MAX_LOOKUP}], got {lookup!r}")
+        self.lookup = lookup
+        if lookup and self.needs_logits:
+            raise ValueError("lookup needs greedy decoding (temperature 0, no repetition penalty)")
         self.seed = seed
 
     @property
