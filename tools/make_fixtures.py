@@ -545,9 +545,13 @@ GEMMA3_BOS, GEMMA3_EOS, GEMMA3_EOT = 2, 1, 106
 # Weights (see _init_gemma3_weights): a small embedding, so that the residual stream is not dominated
 # by the current token's own row (with a tied lm_head that makes greedy decoding repeat the last
 # token forever), and a large final norm weight (scale 1 + 31 = 32), so the logits still spread
-# widely (|logit| up to ~20: the final softcap at 30 matters). Seeds: of 0..39, the largest smallest
-# top-1/top-2 margin over all 120 greedy steps with varied output (~0.07 for both checkpoints).
-GEMMA3_SEED = 23
+# widely (|logit| up to ~20: the final softcap at 30 matters). Weights this large make a 6-layer,
+# 64-wide model amplify Q8_0 rounding unevenly: over seeds 0..39 the worst-position cosine of Q8_0
+# to f32 logits ranges 0.994-0.998 (the full-size random Gemma 3 1B gives 0.9983). The seed is the
+# one with the largest smallest top-1/top-2 greedy margin (over all 120 steps) among the seeds
+# whose Q8_0 cosine reaches the conformance bound 0.998 (7 of 40): seed 7, margin 0.013 (the
+# f32 tolerance is 1e-4). gemma3-tiny-v5 (seed 0, MQA, bf16) met both without a search.
+GEMMA3_SEED = 7
 GEMMA3_V5_SEED = 0
 GEMMA3_EMB_STD = 0.03
 GEMMA3_LINEAR_STD = 0.2
