@@ -5,6 +5,7 @@
  * output has one writer. Dot products and the V accumulation use the dispatched kernels. */
 #include <math.h>
 
+#include "fastmath.h"
 #include "q8_internal.h"
 
 #define POS_BLOCK 64
@@ -50,7 +51,7 @@ static void attend_one(const attn_job *a, int64_t j, int64_t h) {
         float bm = -INFINITY;
         for (int64_t i = 0; i < nb; i++) {
             float sc = a->kt->dot_f32(qv, kh + ((b0 + i) % a->cap) * a->hd, a->hd) * a->scale;
-            if (a->softcap > 0.0f) sc = a->softcap * tanhf(sc / a->softcap);
+            if (a->softcap > 0.0f) sc = a->softcap * q8_tanh(sc / a->softcap);
             s[i] = sc;
             if (sc > bm || isnan(sc)) bm = sc;
         }

@@ -3,6 +3,7 @@
  * the exact one whatever the reference's summation order. */
 #include <math.h>
 
+#include "fastmath.h"
 #include "q8_internal.h"
 
 #define SQRT_2_OVER_PI 0.7978845608028654f
@@ -42,7 +43,7 @@ int q8_rmsnorm(const float *x, const float *w, int64_t rows, int64_t n, float ep
 }
 
 static inline float gelu_tanh1(float v) {
-    return 0.5f * v * (1.0f + tanhf(SQRT_2_OVER_PI * (v + 0.044715f * v * v * v)));
+    return 0.5f * v * (1.0f + q8_tanh(SQRT_2_OVER_PI * (v + 0.044715f * v * v * v)));
 }
 
 int q8_gelu_tanh(const float *x, int64_t n, float *y) {
@@ -71,7 +72,7 @@ int q8_scale(const float *x, float s, int64_t n, float *y) {
 
 int q8_softcap(const float *x, float cap, int64_t n, float *y) {
     Q8_CHECK(x && y && rows_ok(1, n) && cap > 0.0f && isfinite(cap));
-    for (int64_t i = 0; i < n; i++) y[i] = cap * tanhf(x[i] / cap);
+    for (int64_t i = 0; i < n; i++) y[i] = cap * q8_tanh(x[i] / cap);
     return Q8_OK;
 }
 

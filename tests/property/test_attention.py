@@ -104,7 +104,7 @@ def attention_oracle(
     - score: the f32 dot of length D errs by gamma_m sum|q k| (m = D // 16 + 4 + D % 16) plus
       (D + 15) 2^-150 for underflowing roundings (conftest.f32_dot_bound); * scale adds U32 |s|:
       ds_j. Softcap: s / cap rounds (U32 |s|), tanh moves by sech^2 * (its input
-      error) / 1, tanhf adds 2 U32 |tanh|, * cap adds U32: ds_j grows accordingly.
+      error) / 1, q8_tanh adds 3 U32 |tanh|, * cap adds U32: ds_j grows accordingly.
     - weights: e_j = expf(s_j - m) with m the running max; the factor exp(m_true - m) and the
       rescalings are common to the numerator and the denominator and cancel, leaving a relative
       error eps_j <= expm1(ds_j + U32 (|s_j - max| + ds_j + max ds)) + 2 U32 (expf's ulp).
@@ -146,7 +146,7 @@ def attention_oracle(
                 th = np.tanh(r)
                 s = cap * th
                 ds = (
-                    cap * (fp.sech2_bound(r, dr) * dr + fp.LIBM_ULPS * np.abs(th)) + u * np.abs(s) + fp.TINY32
+                    cap * (fp.sech2_bound(r, dr) * dr + fp.TANH_ULPS * np.abs(th)) + u * np.abs(s) + fp.TINY32
                 )
             mx = s.max()
             e = np.exp(s - mx)
