@@ -2,7 +2,8 @@
 
 Generated text goes to stdout, flushed per piece; logs and the timing summary go to stderr.
 Any PyrustmlError or bad option is one line on stderr and a non-zero exit, never a traceback.
-Exit codes: 0 ok, 1 model/runtime error, 2 bad arguments, 130 interrupted (Ctrl-C).
+Exit codes: 0 ok, 1 model/runtime error, 2 bad arguments, 130 interrupted (Ctrl-C),
+141 stdout closed by its reader (SIGPIPE).
 Interpreted on purpose (not mypyc-compiled): it runs once per process.
 """
 
@@ -262,12 +263,32 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), 1)
     except MemoryError:
         return _fail("out of memory", 1)
+    except BrokenPipeError:
+        return _stdout_closed()
     except OSError as exc:
         return _fail(str(exc), 1)
 
 
+def _stdout_closed() -> int:
+    """The reader of stdout went away (`| head`): stop quietly, as a program killed by SIGPIPE
+    would. stdout now writes to /dev/null, so the interpreter's last flush of the text it could
+    not deliver raises nothing at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + 13  # what a shell reports for SIGPIPE
+
+
 def entry() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        # Ctrl-C outside main's own handler: during argument parsing, or a second one while
+        # that handler flushes.
+        code = 130
+    except BrokenPipeError:
+        code = _stdout_closed()  # the interrupted handler's newline found stdout closed
+    sys.exit(code)
 
 
 if __name__ == "__main__":

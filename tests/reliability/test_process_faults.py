@@ -475,3 +475,30 @@ def test_call_after_interrupted_stream_still_referenced(tmp_path: Path) -> None:
     r, _ = run_py(HELD_STREAM, str(FIX / "gpt2-tiny-hf"), "3", cwd=tmp_path, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "generated True" in r.stdout or "refused" in r.stdout, r.stdout
+
+
+def test_cli_stops_quietly_when_its_reader_goes_away(long_gemma: Path, tmp_path: Path) -> None:
+    """`pyrustml-infer ... | head -c 40`: the CLI stops at once, like a program killed by SIGPIPE
+    (exit 141), with no error line, traceback or "Exception ignored" at exit."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pyrustml", "-m", str(long_gemma), "-p", "Hello", "-n", "30000",
+         "--temp", "0", "--ignore-eos"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), cwd=str(tmp_path),
+    )  # fmt: skip
+    assert p.stdout is not None and p.stderr is not None
+    head = p.stdout.read(40)
+    p.stdout.close()
+    t0 = time.monotonic()
+    try:
+        rc = p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        pytest.fail("the CLI kept running after its reader went away")
+    took = time.monotonic() - t0
+    err = p.stderr.read().decode()
+    print(f"[broken pipe] rc={rc} {took:.3f} s after the reader closed")
+    assert head.startswith(b"Hello")
+    assert rc == 141, err
+    assert took < SIGINT_EXIT_S
+    assert "Traceback" not in err and "Exception ignored" not in err and "error" not in err, err
