@@ -77,18 +77,21 @@ def long_gemma(tmp_path_factory: pytest.TempPathFactory) -> Path:
 FORK = r"""
 import json, os, signal, sys, threading, time
 import pyrustml
-model, busy, deadline = sys.argv[1], sys.argv[2] == "busy", float(sys.argv[3])
+model, mode, deadline = sys.argv[1], sys.argv[2], float(sys.argv[3])
 m = pyrustml.load(model)
 P = "Hello there, fork"
 want = m.generate(P, max_tokens=24, temperature=0).tokens  # the pool is warm after this
 stop = threading.Event()
 th = None
-if busy:  # another thread is inside a generation when the process forks
+if mode != "idle":  # another thread is inside a generation when the process forks
+    # "busy": on the model the child uses; "busy-other": on a second model, so only the C pool
+    # is shared (its fork handler waits for the running job; the child restarts the workers).
+    busy = m if mode == "busy" else pyrustml.load(sys.argv[4])
     started = threading.Event()
     def bg():
         while not stop.is_set():
             started.set()
-            m.generate("busy " * 20, max_tokens=100, temperature=0, ignore_eos=True)
+            busy.generate("busy " * 20, max_tokens=100, temperature=0, ignore_eos=True)
     th = threading.Thread(target=bg, daemon=True)
     th.start()
     started.wait()
@@ -149,6 +152,17 @@ def test_fork_after_warm_pool(tmp_path: Path, name: str) -> None:
     doc = last_json(r.stdout)
     check_fork_result(doc)
     print(f"[fork idle {name}] child answered in {doc['child_s']:.3f} s")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fork_while_another_model_keeps_the_pool_busy(tmp_path: Path, name: str) -> None:
+    other = FIX / ("gemma3-tiny" if name == "gpt2-tiny-hf" else "gpt2-tiny-hf")
+    for _ in range(3):  # the fork lands at a different point of the other model's work each time
+        r, _ = run_py(FORK, str(FIX / name), "busy-other", str(CHILD_DEADLINE_S), str(other), cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        doc = last_json(r.stdout)
+        check_fork_result(doc)
+    print(f"[fork busy pool {name}] child answered in {doc['child_s']:.3f} s")
 
 
 @pytest.mark.xfail(
