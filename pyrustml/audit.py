@@ -60,6 +60,7 @@ def model_facts(model: Any) -> dict[str, Any]:
         "vocab": net.vocab_size,
         "params": params,
         "matrices": net.n_matrices,
+        "projections": net.n_projections,
         "fusions": dict(net.fusions),
         "quant": model.quant,
         "threads": model.runtime.threads,

@@ -593,10 +593,12 @@ def load(
     runtime.warmup_thread_pool()
     warmup_ms = (time.perf_counter() - t_warm) * 1000.0
     load_ms = (time.perf_counter() - t0) * 1000.0
-    fusions = ", ".join(f"{n} {k} fusions" for k, n in net.fusions.items())
+    # As the seed counted: every projection of the architecture (q, k, v, o, ...) and the lm_head
+    # is a "layer"; the fusions turn them into fewer matrices, each one weight pass.
+    fusions = ", ".join(f"{n} {k.upper() if k == 'qkv' else k} fusions" for k, n in net.fusions.items())
     log.debug(
-        "loaded %s (%s): %d %s matrices, %s; %d threads, kernels %s; %.0f ms",
-        model_type, quant, net.n_matrices, quant.upper(), fusions, runtime.threads,
+        "loaded %s (%s): %d %s layers in %d matrices, %s; %d threads, kernels %s; %.0f ms",
+        model_type, quant, net.n_projections, quant.upper(), net.n_matrices, fusions, runtime.threads,
         _isa(), load_ms,
     )  # fmt: skip
     model = Model(net, tokenizer, directory, quant, gen_cfg, tok_cfg, runtime, load_ms)

@@ -228,7 +228,8 @@ def _config_line(c: Json) -> str:
     fusions = ", ".join(f"{n} {k.upper() if k == 'qkv' else k} fusions" for k, n in c["fusions"].items())
     return (
         f"**Config**: {c['layers']} layers, {c['hidden']} dim, vocab {c['vocab']}, "
-        f"{c['params'] / 1e6:.1f}M matrix params, {c['matrices']} {c['quant'].upper()} matrices, "
+        f"{c['params'] / 1e6:.1f}M matrix params, {c['projections']} {c['quant'].upper()} layers in "
+        f"{c['matrices']} matrices, "
         f"{fusions or 'no fusions'}; {c['threads']} threads, kernels {c['isa']}"
     )
 

@@ -102,6 +102,9 @@ def test_fusions_are_reported(ref: dict[str, Any]) -> None:
     net = get("gemma3-tiny", "q8_0").net
     n = ref["model"]["num_hidden_layers"]
     assert net.fusions == {"qkv": n, "gate+up": n}
+    # The seed's count for the 1B: 183 Q8_0 layers (7 projections per layer + lm_head), here in
+    # 4 matrices per layer + the tied lm_head.
+    assert (net.n_projections, net.n_matrices) == (7 * n + 1, 4 * n + 1)
 
 
 def test_chat_template_renders_as_transformers(ref: dict[str, Any]) -> None:

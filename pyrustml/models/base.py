@@ -58,6 +58,7 @@ class Transformer(ABC):
     _argmax_val: Any
     final_softcap: float  # 0: none
     n_matrices: int  # Q8_0 (or f32) weight matrices, for the load summary
+    n_projections: int  # the architecture's projections (q, k, v, ... counted apart) + lm_head
     fusions: dict[str, int]
     prof: Profiler | None  # set only while profiling: forward_chunk laps its components
 

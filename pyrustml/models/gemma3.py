@@ -206,6 +206,7 @@ class Gemma3(Transformer):
         self.final_norm = vector(ckpt, "model.norm.weight", D)
         self._check_leftovers(names)
         self.n_matrices = 4 * cfg.n_layer + (2 if self.lm_head is not self.embed_table else 1)
+        self.n_projections = 7 * cfg.n_layer + 1  # q, k, v, o, gate, up, down; lm_head
         self.fusions = {"qkv": cfg.n_layer, "gate+up": cfg.n_layer}
         self._alloc()
 

@@ -166,6 +166,7 @@ class GPT2(Transformer):
         self.lnf_b = vector(ckpt, pre + "ln_f.bias", D)
         self._check_leftovers(names, pre)
         self.n_matrices = 4 * cfg.n_layer + (2 if self.lm_head is not self.wte else 1)
+        self.n_projections = 6 * cfg.n_layer + 1  # q, k, v (c_attn), c_proj, c_fc, mlp c_proj; lm_head
         self.fusions = {"qkv": cfg.n_layer}
         self._alloc()
 
