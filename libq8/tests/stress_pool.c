@@ -2,14 +2,20 @@
  *
  * Four threads submit pool jobs (q8_gemv, q8_lmhead_argmax, q8_quantize, q8_attention) at the
  * same time, while thread 0 also resizes the pool, warms it up and shuts it down between its
- * calls. Every result must equal the one computed single-threaded before the threads start.
- * Exit status is non-zero on a mismatch; ThreadSanitizer reports races on its own. */
+ * calls, and thread 2 forks now and then while the others' jobs run: the fork handlers must wait
+ * for the running job and leave the child a pool it can use (the child stays single-threaded:
+ * ThreadSanitizer does not support starting threads after a multi-threaded fork; the release
+ * harness test_q8 covers the child restarting its workers). Every result must equal the one
+ * computed single-threaded before the threads start. Exit status is non-zero on a mismatch;
+ * ThreadSanitizer reports races on its own. */
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "q8.h"
 
@@ -89,6 +95,21 @@ static void setup(void) {
     }
 }
 
+/* Fork; the child runs a gemv through the pool and exits 0 if it matches. Returns 1 on failure. */
+static int fork_and_check(const mat_case *m, float *y) {
+    const pid_t pid = fork();
+    if (pid < 0) return 1;
+    if (pid == 0) {
+        alarm(10); /* a deadlocked child dies of SIGALRM instead of hanging the harness */
+        const int ok = q8_pool_init(1) == Q8_OK && q8_gemv(m->w, m->n, m->k, m->x, NULL, y) == Q8_OK &&
+                       memcmp(y, m->y_want, (size_t)m->n * sizeof(float)) == 0;
+        _exit(ok ? 0 : 3);
+    }
+    int status = 0;
+    if (waitpid(pid, &status, 0) != pid) return 1;
+    return !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 static void *submitter(void *arg) {
     const int id = (int)(intptr_t)arg;
     float *y = xmalloc(1024 * sizeof(float));
@@ -131,6 +152,8 @@ static void *submitter(void *arg) {
             if (it % 37 == 36) q8_pool_shutdown(); /* the next job restarts it */
         } else if (id == 1 && it % 11 == 0 && q8_pool_warmup() != Q8_OK) {
             bad++;
+        } else if (id == 2 && it % 30 == 15) {
+            bad += fork_and_check(m, y);
         }
         atomic_fetch_add(&calls, 1);
     }
