@@ -207,6 +207,8 @@ def child_env() -> dict[str, str]:
         # Testing the source tree: the child runs outside the checkout, so point it there.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
         env["PYRUSTML_ALLOW_SOURCE_TREE"] = "1"
+    if env.get("PYRUSTML_LIBQ8"):  # a sanitizer build named relative to this process's directory
+        env["PYRUSTML_LIBQ8"] = os.path.abspath(env["PYRUSTML_LIBQ8"])
     return env
 
 
