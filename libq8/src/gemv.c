@@ -15,6 +15,7 @@ typedef struct {
     const float *wf;    /* f32 weights */
     int64_t n, k, nb, t;
     const q8_block *xq; /* quantized activations, t x nb */
+    const void *table;  /* the tile kernels' prepared activations, or NULL */
     const float *x;     /* f32 activations, t x k */
     const float *bias;
     float *y; /* t x n */
@@ -32,6 +33,7 @@ static void q8_task(void *ctx, int64_t r0, int64_t r1, int worker) {
     (void)worker;
     const mat_job *j = ctx;
     if (j->t == 1) j->kt->q8_rows(j->w, j->nb, j->xq, r0, r1, j->y);
+    else if (j->table) j->kt->tile_run(j->w, j->nb, j->table, j->t, r0, r1, j->y, j->n);
     else j->kt->q8_tile(j->w, j->nb, j->xq, j->t, r0, r1, j->y, j->n);
     add_bias(j, r0, r1);
 }
@@ -55,16 +57,53 @@ static q8_block *quantize_acts(const q8_kernels *kt, const float *x, int64_t t, 
     return xq;
 }
 
+/* Batched activations for the tile kernels: each token quantized and prepared once per call
+ * (not once per row chunk), spread over the pool when there is enough of it. */
+typedef struct {
+    const q8_kernels *kt;
+    const float *x;
+    q8_block *xq;
+    void *table;
+    int64_t k, nb, t;
+} prep_job;
+
+static void prep_task(void *ctx, int64_t j0, int64_t j1, int worker) {
+    (void)worker;
+    const prep_job *p = ctx;
+    for (int64_t j = j0; j < j1; j++) {
+        p->kt->quantize_row(p->x + j * p->k, p->xq + j * p->nb, p->k);
+        p->kt->tile_prep(p->xq + j * p->nb, p->nb, p->t, j, p->table);
+    }
+}
+
+#define PREP_SERIAL_BLOCKS 2048 /* below this a pool hand-off costs more than it saves */
+
 static int q8_matmul(const q8_block *w, int64_t n, int64_t k, const float *x, int64_t t,
                      const float *bias, float *y) {
     Q8_CHECK(w && x && y && q8_mat_ok(n, k) && q8_mat_ok(t, k) && q8_mat_ok(t, n));
     Q8_CHECK(k % QK == 0);
     const q8_kernels *kt = q8_kernels_get();
+    const int64_t nb = k / QK;
     q8_block stack[STACK_BLOCKS];
-    q8_block *xq = quantize_acts(kt, x, t, k, stack);
-    if (!xq) return Q8_ENOMEM;
-    mat_job j = {kt, w, NULL, n, k, k / QK, t, xq, NULL, bias, y};
+    void *table = NULL;
+    q8_block *xq;
+    if (t > 1 && kt->tile_prep) {
+        xq = t * nb <= STACK_BLOCKS ? stack : malloc((size_t)(t * nb) * sizeof(q8_block));
+        table = xq ? aligned_alloc(64, (size_t)kt->tile_table_bytes(nb, t)) : NULL;
+        if (!table) {
+            if (xq != stack) free(xq);
+            return Q8_ENOMEM;
+        }
+        prep_job p = {kt, x, xq, table, k, nb, t};
+        if (t * nb <= PREP_SERIAL_BLOCKS) prep_task(&p, 0, t, 0);
+        else q8_parallel_for(t, 1, prep_task, &p);
+    } else {
+        xq = quantize_acts(kt, x, t, k, stack);
+        if (!xq) return Q8_ENOMEM;
+    }
+    mat_job j = {kt, w, NULL, n, k, nb, t, xq, table, NULL, bias, y};
     const int rc = q8_parallel_for(n, ROW_ALIGN, q8_task, &j);
+    free(table);
     if (xq != stack) free(xq);
     return rc;
 }
@@ -82,7 +121,7 @@ int q8_gemm(const q8_block *w, int64_t n, int64_t k, const float *x, int64_t t,
 static int f32_matmul(const float *w, int64_t n, int64_t k, const float *x, int64_t t,
                       const float *bias, float *y) {
     Q8_CHECK(w && x && y && q8_mat_ok(n, k) && q8_mat_ok(t, k) && q8_mat_ok(t, n));
-    mat_job j = {q8_kernels_get(), NULL, w, n, k, 0, t, NULL, x, bias, y};
+    mat_job j = {q8_kernels_get(), NULL, w, n, k, 0, t, NULL, NULL, x, bias, y};
     return q8_parallel_for(n, ROW_ALIGN, f32_task, &j);
 }
 
@@ -158,7 +197,7 @@ static int lmhead_common(const q8_block *w, const float *wf, int64_t n, int64_t 
         if (xq != stack) free(xq);
         return Q8_ENOMEM;
     }
-    j->m = (mat_job){kt, w, wf, n, k, k / QK, 1, xq, x, NULL, y};
+    j->m = (mat_job){kt, w, wf, n, k, k / QK, 1, xq, NULL, x, NULL, y};
     for (int i = 0; i < MAX_WORKERS; i++) j->best[i] = (best_t){0.0f, -1};
     int rc = q8_parallel_for(n, LMHEAD_TILE, y ? lm_task : argmax_task, j);
     if (rc == Q8_OK && !y) {

@@ -165,68 +165,217 @@ static void SUFFIX(q8_rows)(const q8_block *w, int64_t nb, const q8_block *x, in
     if (pp != stack_prep) free(pp);
 }
 
-/* Prefill: register tiles of 4 weight rows x 3 activation rows. Each weight pair is loaded
- * (and offset, and its scales widened) once for three tokens; the three tokens' prepared pairs
- * come from a table built once per 64-row group, which stays in L2 with those rows. */
-#define TR 4
-#define TT 3
-#define ROW_GROUP 64
+/* ---- batched products (speculative verify, prefill) -------------------------------------
+ * A register tile of R weight rows x T tokens walks the whole row: per block pair each row's
+ * quants, scales and (VNNI) offset correction are loaded or computed once and used for T
+ * tokens, and each token's prepared pair once for R rows. The weights of a row tile stay in
+ * L1 while every token tile of the block passes over them, so each weight byte comes from
+ * DRAM once per token block; the tokens' table (128 B per token and pair) sits in L2.
+ *
+ * VNNI: the token side holds x ^ 0x80 (x + 128 as unsigned bytes) and the row side the
+ * correction -128 * (sum of each 4-byte group of w), paid once per row and pair instead of
+ * once per token; vpdpbusd(-128*sum(w), x + 128, w) is the exact int32 lane sum. Without
+ * VNNI the row side holds |w| and w's sign mask and the lanes are maddubs/madd as in lanes().
+ * Either way the float work per (row, token, pair) is the reference's: d = dw * dx (exact),
+ * then one fmaf per lane into the even/odd accumulator halves, then the same fold. */
+typedef struct {
+#ifdef Q8_VNNI
+    __m512i xu; /* x ^ 0x80 */
+#else
+    __m512i x;
+#endif
+    __m512 d; /* x scales: block b in lanes 0-7, block b+1 in lanes 8-15 */
+} tokpair;
 
-static void tile_4x3(const q8_block *w, int64_t nb, const xpair *pt, const xpair *tails,
-                     int64_t r, float *y, int64_t ldy) {
+typedef struct {
+#ifdef Q8_VNNI
+    __m512i w, neg;
+#else
+    __m512i aw;
+    __mmask64 sgn;
+#endif
+    __m512 d;
+} rowpair;
+
+static inline tokpair tok_prep(__m512i x, __m512 d) {
+    tokpair p;
+#ifdef Q8_VNNI
+    p.xu = _mm512_xor_si512(x, _mm512_set1_epi8((char)0x80));
+#else
+    p.x = x;
+#endif
+    p.d = d;
+    return p;
+}
+
+static inline rowpair row_prep(__m512i w, __m512 d) {
+    rowpair r;
+#ifdef Q8_VNNI
+    r.w = w;
+    r.neg = _mm512_sub_epi32(_mm512_setzero_si512(),
+                             _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), w));
+#else
+    r.aw = _mm512_abs_epi8(w);
+    r.sgn = _mm512_movepi8_mask(w);
+#endif
+    r.d = d;
+    return r;
+}
+
+static inline __m512i tile_lanes(const rowpair *r, const tokpair *p) {
+#ifdef Q8_VNNI
+    return _mm512_dpbusd_epi32(r->neg, p->xu, r->w);
+#else
+    const __m512i sx = _mm512_mask_sub_epi8(p->x, r->sgn, _mm512_setzero_si512(), p->x);
+    return _mm512_madd_epi16(_mm512_maddubs_epi16(r->aw, sx), _mm512_set1_epi16(1));
+#endif
+}
+
+/* Both fp16 scales of a weight pair, widened (see wscale2). */
+static inline __m512 wscales(const q8_block *wb) {
+    const __m512i idx = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                         17, 17, 17, 17, 17, 17, 17, 17, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_cvtph_ps(_mm512_castsi512_si256(
+        _mm512_permutexvar_epi16(idx, _mm512_loadu_si512((const void *)wb))));
+}
+
+#ifndef PF_ROWS
+#define PF_ROWS 8 /* prefetch distance in rows: two 4-row tiles */
+#endif
+
+/* R rows (r .. r+R-1) x T tokens. tp: the tokens' table, pair-major with stride ts tokens
+ * (tp[pi * ts + c]); tail: the tokens' odd last block (block nb-1, lanes 0-7) when nb is odd.
+ * always_inline with constant R and T: the accumulators live in registers. */
+static inline __attribute__((always_inline)) void
+micro(const q8_block *w, int64_t nb, const tokpair *tp, int64_t ts, const tokpair *tail,
+      float *y, int64_t ldy, const int R, const int T) {
     const int64_t np = nb / 2;
-    __m512 acc[TR][TT];
-    for (int i = 0; i < TR; i++)
-        for (int c = 0; c < TT; c++) acc[i][c] = _mm512_setzero_ps();
-    const __m512i widx = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                          17, 17, 17, 17, 17, 17, 17, 17, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+        for (int c = 0; c < T; c++) acc[i][c] = _mm512_setzero_ps();
+    /* The R rows are one contiguous stretch, but read pair by pair they are R interleaved
+     * streams, which the hardware prefetcher follows badly (PERF_NOTES: one row at a time ran
+     * 2.5x faster from DRAM than four). So the next stretch is prefetched in order: per pair,
+     * the R * 68 bytes at the same relative offset (a few lines twice; nothing faults). */
+    const char *pf = (const char *)(w + PF_ROWS * nb);
     for (int64_t pi = 0; pi < np; pi++) {
-        for (int i = 0; i < TR; i++) {
-            const q8_block *wb = w + (r + i) * nb + 2 * pi;
-            const __m512i wv = load2(wb);
-            const __m512 wd = _mm512_cvtph_ps(_mm512_castsi512_si256(
-                _mm512_permutexvar_epi16(widx, _mm512_loadu_si512((const void *)wb))));
-            for (int c = 0; c < TT; c++) {
-                const xpair *p = &pt[c * np + pi];
-                const __m512 d = _mm512_mul_ps(wd, p->d);
-                acc[i][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes(wv, p)), acc[i][c]);
+        const char *pl = pf + pi * R * (int64_t)(2 * sizeof(q8_block));
+#pragma GCC unroll 5
+        for (int l = 0; l < (R * 68 + 63) / 64 + 1; l++) _mm_prefetch(pl + 64 * l, _MM_HINT_T0);
+        rowpair rp[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            const q8_block *wb = w + i * nb + 2 * pi;
+            rp[i] = row_prep(load2(wb), wscales(wb));
+        }
+        const tokpair *p = tp + pi * ts;
+#pragma GCC unroll 4
+        for (int c = 0; c < T; c++) {
+#pragma GCC unroll 4
+            for (int i = 0; i < R; i++) {
+                const __m512 d = _mm512_mul_ps(rp[i].d, p[c].d);
+                acc[i][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(tile_lanes(&rp[i], &p[c])), acc[i][c]);
             }
         }
     }
-    if (nb & 1)
-        for (int i = 0; i < TR; i++)
-            for (int c = 0; c < TT; c++)
-                acc[i][c] = last_step(w + (r + i) * nb + nb - 1, &tails[c], acc[i][c]);
-    for (int i = 0; i < TR; i++)
-        for (int c = 0; c < TT; c++) y[c * ldy + r + i] = fold(acc[i][c]);
+    if (nb & 1) { /* an even block: lanes 0-7 only; scalar scale (no load past the matrix) */
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            const q8_block *wb = w + i * nb + nb - 1;
+            const rowpair rp = row_prep(load1(wb), _mm512_set1_ps(h2f(wb->d)));
+#pragma GCC unroll 4
+            for (int c = 0; c < T; c++) {
+                const __m512 d = _mm512_mul_ps(rp.d, tail[c].d);
+                acc[i][c] = _mm512_mask3_fmadd_ps(d, _mm512_cvtepi32_ps(tile_lanes(&rp, &tail[c])),
+                                                  acc[i][c], 0x00ff);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+        for (int c = 0; c < T; c++) y[c * ldy + i] = fold(acc[i][c]);
+}
+
+#define MICRO(R, T)                                                                            \
+    static void micro_##R##x##T(const q8_block *w, int64_t nb, const tokpair *tp, int64_t ts,  \
+                                const tokpair *tail, float *y, int64_t ldy) {                  \
+        micro(w, nb, tp, ts, tail, y, ldy, R, T);                                              \
+    }
+MICRO(1, 1) MICRO(1, 2) MICRO(1, 3)
+MICRO(2, 1) MICRO(2, 2) MICRO(2, 3)
+MICRO(3, 1) MICRO(3, 2) MICRO(3, 3)
+MICRO(4, 1) MICRO(4, 2) MICRO(4, 3)
+#undef MICRO
+
+typedef void (*micro_fn)(const q8_block *, int64_t, const tokpair *, int64_t, const tokpair *,
+                         float *, int64_t);
+static const micro_fn MICROS[4][3] = {
+    {micro_1x1, micro_1x2, micro_1x3},
+    {micro_2x1, micro_2x2, micro_2x3},
+    {micro_3x1, micro_3x2, micro_3x3},
+    {micro_4x1, micro_4x2, micro_4x3},
+};
+
+#define TILE_R 4
+#define TILE_T 3
+#define TOK_TABLE_BYTES (384 << 10) /* a token block's table: stays in L2 beside the weights */
+
+/* Tokens per block of the table, and where block b starts: block b holds tokens
+ * j0 = b * tb .. j0 + nt - 1 (nt = min(tb, t - j0)) as nt * np pairs, pair-major, then the nt
+ * odd tail blocks; it starts at entry j0 * (np + 1). */
+static int64_t tok_block(int64_t nb) {
+    const int64_t tb = TOK_TABLE_BYTES / ((nb / 2 + 1) * (int64_t)sizeof(tokpair));
+    return tb < TILE_T ? TILE_T : tb;
+}
+
+static int64_t SUFFIX(tile_table_bytes)(int64_t nb, int64_t t) {
+    return t * (nb / 2 + 1) * (int64_t)sizeof(tokpair);
+}
+
+/* Token j's entries of the table (any thread, any order: each token writes only its own). */
+static void SUFFIX(tile_prep)(const q8_block *xj, int64_t nb, int64_t t, int64_t j, void *table) {
+    const int64_t np = nb / 2, tb = tok_block(nb), j0 = j / tb * tb;
+    const int64_t nt = t - j0 < tb ? t - j0 : tb, c = j - j0;
+    tokpair *base = (tokpair *)table + j0 * (np + 1);
+    for (int64_t pi = 0; pi < np; pi++)
+        base[pi * nt + c] = tok_prep(load2(xj + 2 * pi), scale2(h2f(xj[2 * pi].d), h2f(xj[2 * pi + 1].d)));
+    if (nb & 1) base[np * nt + c] = tok_prep(load1(xj + nb - 1), scale2(h2f(xj[nb - 1].d), 0.0f));
+}
+
+static void SUFFIX(tile_run)(const q8_block *w, int64_t nb, const void *table, int64_t t,
+                             int64_t r0, int64_t r1, float *y, int64_t ldy) {
+    const int64_t np = nb / 2, tb = tok_block(nb);
+    for (int64_t j0 = 0; j0 < t; j0 += tb) {
+        const int64_t nt = t - j0 < tb ? t - j0 : tb;
+        const tokpair *base = (const tokpair *)table + j0 * (np + 1), *tail = base + np * nt;
+        /* Token tiles as even as possible (t = 4: 2 + 2, not 3 + 1): a one-token tile pays
+         * the row side's work for a single product. */
+        const int64_t ntiles = (nt + TILE_T - 1) / TILE_T;
+        for (int64_t r = r0; r < r1; r += TILE_R) {
+            const int R = (int)(r1 - r < TILE_R ? r1 - r : TILE_R);
+            int64_t c = 0;
+            for (int64_t ti = 0; ti < ntiles; ti++) {
+                const int T = (int)((nt - c + (ntiles - ti) - 1) / (ntiles - ti));
+                MICROS[R - 1][T - 1](w + r * nb, nb, base + c, nt, tail + c, y + (j0 + c) * ldy + r, ldy);
+                c += T;
+            }
+        }
+    }
 }
 
 static void SUFFIX(q8_tile)(const q8_block *w, int64_t nb, const q8_block *x, int64_t t,
                             int64_t r0, int64_t r1, float *y, int64_t ldy) {
-    const int64_t np = nb / 2;
-    xpair *pt = np > 0 ? aligned_alloc(64, (size_t)(TT * np) * sizeof(xpair)) : NULL;
-    if (np > 0 && !pt) { /* allocation failed: the row kernel needs no table */
+    void *tab = aligned_alloc(64, (size_t)SUFFIX(tile_table_bytes)(nb, t));
+    if (!tab) { /* allocation failed: the row kernel needs no table */
         for (int64_t j = 0; j < t; j++) SUFFIX(q8_rows)(w, nb, x + j * nb, r0, r1, y + j * ldy);
         return;
     }
-    xpair tails[TT];
-    for (int64_t g = r0; g < r1; g += ROW_GROUP) {
-        const int64_t g1 = g + ROW_GROUP < r1 ? g + ROW_GROUP : r1;
-        int64_t j = 0;
-        for (; j + TT <= t; j += TT) {
-            for (int c = 0; c < TT; c++) {
-                const q8_block *xj = x + (j + c) * nb;
-                for (int64_t pi = 0; pi < np; pi++) pt[c * np + pi] = prep_at(xj, 2 * pi, nb);
-                tails[c] = nb & 1 ? prep_at(xj, nb - 1, nb) : prep(_mm512_setzero_si512(), 0, 0);
-            }
-            int64_t r = g;
-            for (; r + TR <= g1; r += TR) tile_4x3(w, nb, pt, tails, r, y + j * ldy, ldy);
-            for (int c = 0; c < TT; c++) /* rows left over in the group */
-                SUFFIX(q8_rows)(w, nb, x + (j + c) * nb, r, g1, y + (j + c) * ldy);
-        }
-        for (; j < t; j++) SUFFIX(q8_rows)(w, nb, x + j * nb, g, g1, y + j * ldy);
-    }
-    free(pt);
+    for (int64_t j = 0; j < t; j++) SUFFIX(tile_prep)(x + j * nb, nb, t, j, tab);
+    SUFFIX(tile_run)(w, nb, tab, t, r0, r1, y, ldy);
+    free(tab);
 }
 
 static float SUFFIX(dot_f32)(const float *a, const float *b, int64_t n) {
@@ -289,6 +438,9 @@ const q8_kernels SUFFIX(q8_kernels) = {
     .quantize_row = SUFFIX(quantize_row),
     .q8_rows = SUFFIX(q8_rows),
     .q8_tile = SUFFIX(q8_tile),
+    .tile_table_bytes = SUFFIX(tile_table_bytes),
+    .tile_prep = SUFFIX(tile_prep),
+    .tile_run = SUFFIX(tile_run),
     .f32_rows = SUFFIX(f32_rows),
     .f32_tile = SUFFIX(f32_tile),
     .dot_f32 = SUFFIX(dot_f32),

@@ -28,6 +28,14 @@ typedef struct {
                     float *y);
     void (*q8_tile)(const q8_block *w, int64_t nb, const q8_block *x, int64_t t, int64_t r0,
                     int64_t r1, float *y, int64_t ldy);
+    /* Optional (NULL where absent): q8_tile split in two so that the driver prepares the
+     * activations once per call for all threads instead of once per chunk. tile_prep fills
+     * token j's part of a table of tile_table_bytes(nb, t) bytes (64-byte aligned) from its
+     * quantized row xj; tile_run then equals q8_tile on those t tokens. */
+    int64_t (*tile_table_bytes)(int64_t nb, int64_t t);
+    void (*tile_prep)(const q8_block *xj, int64_t nb, int64_t t, int64_t j, void *table);
+    void (*tile_run)(const q8_block *w, int64_t nb, const void *table, int64_t t, int64_t r0,
+                     int64_t r1, float *y, int64_t ldy);
     void (*f32_rows)(const float *w, int64_t k, const float *x, int64_t r0, int64_t r1,
                      float *y);
     void (*f32_tile)(const float *w, int64_t k, const float *x, int64_t t, int64_t r0,

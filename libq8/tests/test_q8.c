@@ -729,6 +729,48 @@ static void argmax_edges(int threads) {
     free(w), free(wf);
 }
 
+/* Batched GEMM through the public driver on every path: token counts that split into uneven
+ * register tiles (2..16), several token blocks of the tile table (K = 9632: 20 tokens a block,
+ * odd nb), activations prepared on the pool (t * nb > 2048), rows that leave 1-3 row tails.
+ * Each output row must equal q8_gemv on that token, bit for bit, for every thread count. */
+static void test_gemm_batches(void) {
+    static const int64_t TT[] = {2, 3, 4, 5, 8, 9, 16, 45};
+    static const int64_t KK[] = {96, 1024, 9632};
+    static const int THREADS[] = {1, 2, 3};
+    const int64_t n = 71, tmax = 45;
+    const char *best = q8_isa_active();
+    for (int ik = 0; ik < LEN(KK); ik++) {
+        const int64_t k = KK[ik];
+        q8_block *w = xmalloc((size_t)(n * k / QK) * sizeof *w);
+        float *x = xmalloc((size_t)(tmax * k) * sizeof(float));
+        float *bias = xmalloc((size_t)n * sizeof(float));
+        float *y = xmalloc((size_t)(tmax * n) * sizeof(float)), *yg = xmalloc((size_t)(tmax * n) * sizeof(float));
+        random_blocks(w, n, k / QK);
+        fill_f32(x, tmax * k, 2.0f);
+        fill_f32(bias, n, 0.5f);
+        for (int i = 0; i < N_TABLES; i++) {
+            if (!isa_listed(all_tables[i].name)) continue;
+            q8_isa_set(all_tables[i].name);
+            for (int ti = 0; ti < LEN(THREADS); ti++) {
+                q8_pool_init(THREADS[ti]);
+                int rc = 0;
+                for (int64_t j = 0; j < tmax; j++) rc |= q8_gemv(w, n, k, x + j * k, bias, y + j * n);
+                for (int it = 0; it < LEN(TT); it++) {
+                    const int64_t t = TT[it];
+                    memset(yg, GUARD, (size_t)(tmax * n) * sizeof(float));
+                    rc |= q8_gemm(w, n, k, x, t, bias, yg);
+                    CHECK(rc == Q8_OK && same_f32(y, yg, t * n),
+                          "%s threads=%d gemm k=%lld t=%lld: row != gemv, first diff %lld", all_tables[i].name,
+                          THREADS[ti], (long long)k, (long long)t, (long long)first_diff(y, yg, t * n));
+                }
+            }
+        }
+        free(w), free(x), free(bias), free(y), free(yg);
+    }
+    q8_isa_set(best);
+    q8_pool_init(0);
+}
+
 static void test_drivers(void) {
     static const int THREADS[] = {1, 2, 3, 7};
     drv_data data[N_SHAPES];
@@ -1235,6 +1277,9 @@ int main(void) {
     test_fp16();
     test_quantize();
     test_drivers();
+    group("gemm batches");
+    test_gemm_batches();
+    group_end();
     test_args();
     test_attention();
     test_pool();
