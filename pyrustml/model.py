@@ -115,6 +115,8 @@ class Model:
     _session: list[int]  # token ids whose keys and values are in the KV cache, in order
     _high: int  # positions written in the cache by the last call (drafts may pass _session)
     _lock: threading.Lock
+    _pid: int  # the process the lock belongs to (a forked child renews it)
+    _epoch: int  # bumped by every call that writes the KV cache
 
     def __init__(
         self,
@@ -135,6 +137,8 @@ class Model:
         self.load_ms = load_ms
         self.warmup_ms = 0.0
         self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._epoch = 0
         self._session = []
         self._high = 0
         self.chat_template = load_template(directory, tok_cfg.data)
@@ -164,14 +168,20 @@ class Model:
     def enable_profiling(self) -> Profiler:
         """Start recording per-step component timings (pyrustml.report analyses them); returns
         the Profiler, whose .steps grow with every prefill and decode step until disabled."""
-        with self._lock:
+        self._acquire()
+        try:
             if self.net.prof is None:
                 self.net.prof = Profiler(self.net.n_layers)
             return self.net.prof
+        finally:
+            self._lock.release()
 
     def disable_profiling(self) -> None:
-        with self._lock:
+        self._acquire()
+        try:
             self.net.prof = None
+        finally:
+            self._lock.release()
 
     # ---- inputs ------------------------------------------------------------------------
     def encode(self, prompt: str | list[int]) -> list[int]:
@@ -216,7 +226,9 @@ class Model:
         ids = self.encode(list(token_ids))
         self._check_context(len(ids))
         out = np.empty((len(ids), self.net.vocab_size), dtype=np.float32)
-        with self._lock:
+        self._acquire()
+        try:
+            self._epoch += 1
             self._session = []
             step = self.net.prefill_chunk
             for c in range(0, len(ids), step):
@@ -225,6 +237,8 @@ class Model:
                 out[c : c + len(chunk)] = self.net.logits_rows(len(chunk))
             self._session = list(ids)
             self._high = len(ids)
+        finally:
+            self._lock.release()
         return out
 
     def _reusable_prefix(self, ids: list[int]) -> int:
@@ -320,7 +334,7 @@ class Model:
         params = self._params(
             max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, ignore_eos, lookup
         )
-        gen = self._run(prompt, params, stop)
+        gen = self._run(prompt, params, stop, yield_lock=True)
         try:
             while True:
                 piece = next(gen)
@@ -398,12 +412,20 @@ class Model:
         return [*draft[:n], preds[n]]
 
     def _run(
-        self, prompt: str | list[int], params: SamplingParams, stop: list[str] | None, reuse: bool = False
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        stop: list[str] | None,
+        reuse: bool = False,
+        yield_lock: bool = False,
     ) -> Generator[str, None, Generation]:
         """The generation loop, as a generator of text pieces that returns the Generation.
 
         reuse=True keeps the KV cache of the tokens this prompt shares with the previous call (a
-        chat's earlier turns) and prefills only the rest; the result is the same either way."""
+        chat's earlier turns) and prefills only the rest; the result is the same either way.
+        yield_lock=True (Model.stream, whose consumer runs between pieces) lets go of the model
+        while a piece is out: another call may run meanwhile (a stream left suspended never
+        blocks the model), and this one rebuilds its cache when it resumes after one did."""
         stops = [s for s in (stop or []) if s]
         ids = self.encode(prompt)
         self._check_context(len(ids))
@@ -416,8 +438,11 @@ class Model:
         t_eval = 0.0
         t_step = 0.0
         decoder = StreamDecoder(self.tokenizer)
-        with self._lock:
+        self._acquire()
+        try:
             t0 = time.perf_counter()
+            self._epoch += 1
+            epoch = self._epoch  # whose tokens the cache holds
             start = self._reusable_prefix(ids) if reuse else 0
             timings.cached_tokens = start
             self._session = []  # until this call has written the cache it is in no known state
@@ -451,6 +476,7 @@ class Model:
                 history.append(token)
                 if lookup is not None:
                     lookup.push(token)
+                emit = ""
                 piece = decoder.push(token)
                 if piece:
                     text_parts.append(piece)
@@ -459,18 +485,31 @@ class Model:
                         cut = _stop_index(full, stops)
                         if cut >= 0:
                             finish = "stop"
-                            if cut > emitted:
-                                yield full[emitted:cut]
-                            emitted = cut
-                            break
-                        # Hold back a suffix that may still grow into a stop string.
-                        safe = len(full) - _stop_prefix_len(full, stops)
-                        if safe > emitted:
-                            yield full[emitted:safe]
-                            emitted = safe
+                            emit = full[emitted:cut] if cut > emitted else ""
+                            emitted = max(emitted, cut)
+                        else:
+                            # Hold back a suffix that may still grow into a stop string.
+                            safe = len(full) - _stop_prefix_len(full, stops)
+                            if safe > emitted:
+                                emit = full[emitted:safe]
+                                emitted = safe
                     else:
                         emitted += len(piece)
-                        yield piece
+                        emit = piece
+                if emit:
+                    if yield_lock:
+                        self._lock.release()
+                        try:
+                            yield emit
+                        finally:
+                            self._acquire()
+                        if self._epoch != epoch:  # another call used the model meanwhile
+                            epoch = self._restore(fed)
+                            queued = []  # accepted drafts lost their cache: run them again
+                    else:
+                        yield emit
+                if finish == "stop":
+                    break
                 if len(out) >= params.max_tokens or pos >= self.net.max_positions:
                     break
                 fed.append(token)
@@ -500,29 +539,62 @@ class Model:
                     timings.draft_tokens += len(draft)
                     timings.accepted_tokens += len(queued) - 1
                     timings.step_ms.append((time.perf_counter() - t_step) * 1000.0)
-            if finish != "stop" or not stops:
-                text_parts.append(decoder.flush())
-            full = "".join(text_parts)
-            end = _stop_index(full, stops) if stops else -1
-            end = len(full) if end < 0 else end
-            if end > emitted:
-                yield full[emitted:end]
             self._session = fed
             timings.eval_tokens = max(0, len(out) - 1)
             timings.eval_ms = (time.perf_counter() - t_eval) * 1000.0 if out or finish == "stop" else 0.0
+        finally:
+            self._lock.release()
+        if finish != "stop" or not stops:
+            text_parts.append(decoder.flush())
+        full = "".join(text_parts)
+        end = _stop_index(full, stops) if stops else -1
+        end = len(full) if end < 0 else end
+        if end > emitted:
+            yield full[emitted:end]
         return Generation(full[:end], out, ids, finish, timings)
+
+    def _acquire(self) -> None:
+        """Take the model's lock. In a forked child, whose parent may have forked while one of
+        its threads held it (that thread does not exist here), start with a fresh lock and an
+        unknown cache."""
+        pid = os.getpid()
+        if pid != self._pid:
+            self._pid = pid
+            self._lock = threading.Lock()
+            self._session = []
+            self._epoch += 1
+        self._lock.acquire()
+
+    def _restore(self, fed: list[int]) -> int:
+        """Rebuild the cache of positions 0 .. len(fed) - 1 after another call used the model
+        (keeping what it shares with that call's tokens); returns the new epoch."""
+        self._epoch += 1
+        start = self._reusable_prefix(fed)
+        self._session = []
+        pr = self.net.prof
+        if pr is not None:
+            pr.begin(PREFILL, len(fed) - start, start)
+        self._prefill(fed[start:], start)
+        if pr is not None:
+            pr.end()
+        self._high = max(self._high, len(fed))
+        return self._epoch
 
 
 def drain(gen: Generator[str, None, Generation], sink: Callable[[str], None] | None = None) -> Generation:
     """Run a generation to its end, handing each text piece to sink; returns the Generation."""
-    while True:
-        try:
-            piece = next(gen)
-        except StopIteration as done:
-            result: Generation = done.value
-            return result
-        if sink is not None:
-            sink(piece)
+    try:
+        while True:
+            try:
+                piece = next(gen)
+            except StopIteration as done:
+                result: Generation = done.value
+                return result
+            if sink is not None:
+                sink(piece)
+    except BaseException:
+        gen.close()  # an interrupted generation lets go of the model now, not when collected
+        raise
 
 
 def _is_token(i: object) -> bool:

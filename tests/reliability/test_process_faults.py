@@ -167,14 +167,9 @@ def test_fork_while_another_model_keeps_the_pool_busy(tmp_path: Path, name: str)
     print(f"[fork busy pool {name}] child answered in {doc['child_s']:.3f} s")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Model._lock (a threading.Lock) is held by the generating thread at fork time and stays "
-    "locked in the child, whose generate() then waits forever; model.py must renew it in the child",
-)
 def test_fork_while_another_thread_generates(tmp_path: Path) -> None:
     # The child deadline is shorter than the issue's 30 s: a working child answers in
-    # milliseconds, and while this is expected to fail every run would pay the full wait.
+    # milliseconds, and a child stuck on the parent's lock would cost the whole wait.
     r, _ = run_py(FORK, str(FIX / "gemma3-tiny"), "busy", "4", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     check_fork_result(last_json(r.stdout))
@@ -481,11 +476,6 @@ except TimeoutError:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a suspended stream keeps Model._lock (non-reentrant) across its yields, so a later call "
-    "from the same thread while the interrupted stream object is alive deadlocks",
-)
 def test_call_after_interrupted_stream_still_referenced(tmp_path: Path) -> None:
     # 3 s: the call takes milliseconds unless it deadlocks.
     r, _ = run_py(HELD_STREAM, str(FIX / "gpt2-tiny-hf"), "3", cwd=tmp_path, timeout=60)
