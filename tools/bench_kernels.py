@@ -20,7 +20,12 @@ For each thread count (1 and the default, one thread per physical core) the run:
      weights come from DRAM as they do in a real decode step; median and min per call;
   3. times the fused vocabulary argmax for the two lm_head shapes the same way;
   4. times one q8_gemm over T = 64 tokens against 64 separate GEMV calls (the same 64 rows of
-     activations, the same copy rotation): the ratio is the per-token prefill speedup.
+     activations, the same copy rotation): the ratio is the per-token prefill speedup;
+  5. (--gemm-ts) times q8_gemm over t tokens for small t (speculative verify passes, short
+     prompts) as a ratio to one GEMV measured in the same round, and for prefill-sized t as
+     GMAC/s and as a fraction of the VNNI peak: 2 zmm FP ops (scale product, FMA) per 64 MACs
+     on Zen 4's two 256-bit FMA pipes, i.e. 32 MAC/cycle/core, at --clock-ghz (default 3.5: what
+     a dependent-add chain measures on the dev box; the VM reports only the nominal 2.6).
 The Python wrapper's own cost per call is measured once, on one small matrix kept in cache.
 
 Progress goes to stderr; stdout carries only the markdown report.
@@ -56,6 +61,9 @@ from pyrustml._ffi import ffi, lib, library_path
 from pyrustml.errors import LibraryError
 
 T_PREFILL = 64  # tokens of the prefill GEMM
+SMALL_TS = (1, 2, 3, 4, 5, 8, 9, 16)  # GEMM(t) / GEMV ratios
+BIG_TS = (64, 128, 256)  # prefill GEMM throughput
+MAC_PER_CYCLE = 32.0  # per core, see the docstring
 LOW_PCT = 85.0  # rows with at least BIG_WEIGHTS weights below this % of the probe are flagged
 BIG_WEIGHTS = 1 << 20
 SPEEDUP_TARGET = 8.0
@@ -416,6 +424,70 @@ def bench_prefill(w: Weights, plan: Plan, row: Row, rng: np.random.Generator) ->
     row.gemm64_reps = len(gemm)
 
 
+@dataclass
+class GemmRow:
+    """q8_gemm(t) for several t on one shape; GEMV and every t timed in the same rounds."""
+    model: str
+    shape: str
+    n: int
+    k: int
+    threads: int
+    gemv_us: float
+    gemm_us: dict[int, float]  # median per t
+    ratio: dict[int, float]  # GEMM(t) / GEMV, medians over rounds of the per-round ratio
+    gmacs: dict[int, float]  # t*N*K / GEMM(t) median
+    pct_peak: dict[int, float]
+
+
+def bench_gemm_ts(w: Weights, plan: Plan, threads: int, ts: Sequence[int], peak_gmacs: float,
+                  rng: np.random.Generator, rounds: int) -> GemmRow:
+    """Each round times GEMV then q8_gemm(t) for every t, all rotating over the copies (DRAM);
+    a ratio is taken inside each round, so slow phases of a shared machine cancel out. The
+    lm_head shapes skip prefill-sized t: a prompt projects only its last row."""
+    s = w.shape
+    if s.lmhead:
+        ts = [t for t in ts if t < 64]
+    tmax = max(ts)
+    x = rng.standard_normal((tmax, s.k), dtype=np.float32)
+    y = np.empty((tmax, s.n), dtype=np.float32)
+    xp, yp = ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", y)
+    gemv_args = [(p, s.n, s.k, xp, ffi.NULL, yp) for p in w.ptrs]
+    sub = Plan(plan.target_s / rounds, plan.fixed_reps, plan.min_reps, plan.max_reps)
+    gv_all: list[float] = []
+    by_t: dict[int, list[float]] = {t: [] for t in ts}
+    ratios: dict[int, list[float]] = {t: [] for t in ts}
+    for _ in range(rounds):
+        gv = measure(lib.q8_gemv, gemv_args, sub, warm=3)
+        gv_all += gv
+        for t in ts:
+            args = [(p, s.n, s.k, xp, t, ffi.NULL, yp) for p in w.ptrs]
+            g = measure(lib.q8_gemm, args, sub, warm=1)
+            by_t[t] += g
+            ratios[t].append(statistics.median(g) / statistics.median(gv))
+    med = {t: statistics.median(v) for t, v in by_t.items()}
+    gmacs = {t: t * s.weights / med[t] / 1e9 for t in ts}
+    return GemmRow(
+        model=s.model, shape=s.name, n=s.n, k=s.k, threads=threads,
+        gemv_us=_us(statistics.median(gv_all)), gemm_us={t: _us(v) for t, v in med.items()},
+        ratio={t: round(statistics.median(r), 2) for t, r in ratios.items()},
+        gmacs={t: round(v, 1) for t, v in gmacs.items()},
+        pct_peak={t: round(100.0 * v / peak_gmacs, 1) for t, v in gmacs.items()},
+    )
+
+
+def gemm_table(rows: Sequence[GemmRow], small: Sequence[int], big: Sequence[int]) -> str:
+    head = ("| shape | N x K | threads | GEMV us | "
+            + " | ".join(f"t={t} ratio" for t in small) + " | "
+            + " | ".join(f"t={t} GMAC/s (% peak)" for t in big) + " |")
+    lines = [head, "|" + "---|" * (head.count(" | ") + 1)]
+    for r in rows:
+        cells = [f"{r.ratio[t]:.2f}" if t in r.ratio else "-" for t in small]
+        cells += [f"{r.gmacs[t]:.1f} ({r.pct_peak[t]:.0f}%)" if t in r.gmacs else "-" for t in big]
+        lines.append(f"| {r.model} {r.shape} | {r.n} x {r.k} | {r.threads} | {r.gemv_us:.1f} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def wrapper_overhead(plan: Plan, rng: np.random.Generator) -> dict[str, float]:
     """pyrustml.kernels.gemv_q8_0 against the raw call on one 768 x 768 matrix left in cache:
     alternating rounds of each, medians over all calls of each kind."""
@@ -509,6 +581,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--probe-reps", type=int, default=None, help="probe passes (default 5, --quick 3)")
     ap.add_argument("--max-copies", type=int, default=256, help="cap on rotated copies per shape")
     ap.add_argument("--no-gemm", action="store_true", help="skip the prefill GEMM comparison")
+    ap.add_argument("--gemm-ts", default=",".join(map(str, SMALL_TS + BIG_TS)),
+                    help="token counts for the GEMM(t) table ('' to skip); t < 64 reported as a ratio "
+                    "to one GEMV, t >= 64 as GMAC/s (default %(default)s)")
+    ap.add_argument("--gemm-rounds", type=int, default=3, help="rounds of the GEMM(t) table (default 3)")
+    ap.add_argument("--clock-ghz", type=float, default=3.5,
+                    help="core clock for the VNNI peak (default 3.5, measured with a dependent-add chain)")
+    ap.add_argument("--only-gemm-ts", action="store_true",
+                    help="skip the GEMV/argmax/GEMM64 table: only the GEMM(t) table")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results here")
     args = ap.parse_args(argv)
@@ -517,6 +597,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if unknown or not models:
         ap.error(f"--shapes takes gpt2 and/or gemma, got {args.shapes!r}")
     args.models = models
+    args.ts = [int(v) for v in args.gemm_ts.split(",") if v.strip()]
+    if any(t < 1 for t in args.ts):
+        ap.error("--gemm-ts takes positive token counts")
     if args.reps is not None and args.reps < 1:
         ap.error("--reps must be >= 1")
     return args
@@ -545,6 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log(f"  {s.label}: {s.n} x {s.k}, {s.nbytes / (1 << 20):.2f} MiB x {len(weights[-1].copies)} copies")
 
     rows: list[Row] = []
+    gemm_rows: list[GemmRow] = []
     probes: list[Probe] = []
     wrapper: dict[str, float] | None = None
     seen: set[int] = set()
@@ -556,10 +640,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg.warmup_thread_pool()
         before = K.probe_read_bandwidth(probe_bytes, probe_reps)
         _log(f"threads={cfg.threads}: probe {before:.1f} GB/s")
-        if wrapper is None:
+        if wrapper is None and not args.only_gemm_ts:
             wrapper = wrapper_overhead(plan, rng)
         section: list[Row] = []
-        for w in weights:
+        peak = MAC_PER_CYCLE * args.clock_ghz * cfg.threads
+        for w in weights if args.ts else []:
+            g = bench_gemm_ts(w, plan, cfg.threads, args.ts, peak, rng, args.gemm_rounds)
+            gemm_rows.append(g)
+            _log(f"  {w.shape.label}: GEMM(t)/GEMV " + " ".join(f"{t}:{v:.2f}" for t, v in g.ratio.items()))
+        for w in weights if not args.only_gemm_ts else []:
             row = bench_gemv(w, plan, before, cfg.threads, rng)
             if not args.no_gemm:
                 bench_prefill(w, gemm_plan, row, rng)
@@ -614,7 +703,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         header.append("- WARNING: libq8.so was rebuilt on disk during the run; results may mix builds")
     if cpu["other_processes_pct"] > 5.0 or cpu["steal_pct"] > 5.0:
         header.append("- WARNING: other work shared these CPUs during the run; the timings are suspect")
-    print("\n".join(header) + "\n\n" + markdown_table(rows))
+    small = [t for t in args.ts if t < 64]
+    big = [t for t in args.ts if t >= 64]
+    if gemm_rows:
+        header.append(f"- GEMM(t): ratio = q8_gemm over t tokens / one q8_gemv (same rounds, median of "
+                      f"{args.gemm_rounds} rounds); GMAC/s = t*N*K / median; peak = {MAC_PER_CYCLE:.0f} "
+                      f"MAC/cycle/core x {args.clock_ghz} GHz x threads")
+    out = "\n".join(header)
+    if rows:
+        out += "\n\n" + markdown_table(rows)
+    if gemm_rows:
+        out += "\n\n" + gemm_table(gemm_rows, small, big)
+    print(out)
 
     if args.json is not None:
         doc = {
@@ -633,6 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "probes": [{**asdict(p), "gbs": p.gbs} for p in probes],
             "wrapper_overhead": wrapper,
             "rows": [asdict(r) for r in rows],
+            "gemm_ts": [asdict(r) for r in gemm_rows],
         }
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
         _log(f"wrote {args.json}")
