@@ -49,3 +49,8 @@ class PromptError(PyrustmlError, ValueError):
 
 class PromptTypeError(PyrustmlError, TypeError):
     """A prompt that is neither a string nor a list of integer token ids (bools are not ids)."""
+
+
+class OptionError(PyrustmlError, ValueError):
+    """A generation or load option out of its range (max_tokens, temperature, top_p, quant, ...).
+    A ValueError too, as argument errors are."""

@@ -18,7 +18,15 @@ import numpy as np
 
 from .chat import ChatTemplate, ChatTemplateError, load_template
 from .config import Fields, read_json
-from .errors import ContextLengthError, ModelFormatError, NumericalError, PyrustmlError
+from .errors import (
+    ContextLengthError,
+    ModelFormatError,
+    NumericalError,
+    OptionError,
+    PromptError,
+    PromptTypeError,
+    PyrustmlError,
+)
 from .hub import resolve
 from .lookup import PromptLookup
 from .models.base import Transformer
@@ -184,7 +192,7 @@ class Model:
             self._lock.release()
 
     # ---- inputs ------------------------------------------------------------------------
-    def encode(self, prompt: str | list[int]) -> list[int]:
+    def encode(self, prompt: object) -> list[int]:
         if isinstance(prompt, str):
             ids = self.tokenizer.encode(prompt, add_special_tokens=False)
             if self.add_bos and (not ids or ids[0] != self.bos_id) and self.bos_id is not None:
@@ -192,16 +200,18 @@ class Model:
         elif isinstance(prompt, list) and all(_is_token(i) for i in prompt):
             ids = [int(i) for i in prompt]
         else:
-            raise TypeError("prompt must be a string or a list of token ids")
+            raise PromptTypeError(
+                f"prompt must be a string or a list of integer token ids, got {type(prompt).__name__}"
+            )
         if not ids:
             # GPT-2 has no BOS in its prompts; its <|endoftext|> is the documented start token.
             start = self.bos_id if self.bos_id is not None else (self.eos_ids[0] if self.eos_ids else None)
             if start is None:
-                raise ValueError("the prompt is empty and the model has no start token")
+                raise PromptError("the prompt is empty and the model has no start token")
             ids = [start]
         bad = [i for i in ids if not 0 <= i < self.net.vocab_size]
         if bad:
-            raise ValueError(f"token ids outside the vocabulary of {self.net.vocab_size}: {bad[:5]}")
+            raise PromptError(f"token ids outside the vocabulary of {self.net.vocab_size}: {bad[:5]}")
         return ids
 
     def _check_context(self, n: int) -> None:
@@ -317,7 +327,7 @@ class Model:
 
     def stream(
         self,
-        prompt: str | list[int],
+        prompt: object,  # text, or a list of token ids (ints, numpy integers too)
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
@@ -345,7 +355,7 @@ class Model:
 
     def generate(
         self,
-        prompt: str | list[int],
+        prompt: object,  # text, or a list of token ids (ints, numpy integers too)
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
@@ -413,7 +423,7 @@ class Model:
 
     def _run(
         self,
-        prompt: str | list[int],
+        prompt: object,  # text, or a list of token ids (ints, numpy integers too)
         params: SamplingParams,
         stop: list[str] | None,
         reuse: bool = False,
@@ -635,7 +645,7 @@ def load(
     quant="q8_0" quantizes every matrix whose width is a multiple of 32 (GGML Q8_0);
     quant="f32" keeps full precision (the conformance path)."""
     if quant not in QUANTS:
-        raise ValueError(f"quant must be one of {QUANTS}, got {quant!r}")
+        raise OptionError(f"quant must be one of {QUANTS}, got {quant!r}")
     t0 = time.perf_counter()
     runtime = RuntimeConfig(threads)
     directory = resolve(source, revision)

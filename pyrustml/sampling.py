@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .errors import NumericalError
+from .errors import NumericalError, OptionError
 from .kernels import expsum, topk
 
 MAX_LOOKUP = 64  # draft tokens per verify pass (a batched pass of up to 65 rows)
@@ -43,23 +43,23 @@ class SamplingParams:
         lookup: int = 0,
     ) -> None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise ValueError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
+            raise OptionError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
         if not isinstance(temperature, int | float) or math.isnan(temperature) or temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature!r}")
+            raise OptionError(f"temperature must be >= 0 (0 is greedy), got {temperature!r}")
         if math.isinf(temperature):
-            raise ValueError("temperature must be finite")
+            raise OptionError("temperature must be finite")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-            raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {top_k!r}")
+            raise OptionError(f"top_k must be an integer >= 0 (0 disables it), got {top_k!r}")
         if not isinstance(top_p, int | float) or not 0.0 <= top_p <= 1.0:
-            raise ValueError(f"top_p must lie in [0, 1], got {top_p!r}")
+            raise OptionError(f"top_p must lie in [0, 1], got {top_p!r}")
         if not isinstance(min_p, int | float) or not 0.0 <= min_p <= 1.0:
-            raise ValueError(f"min_p must lie in [0, 1], got {min_p!r}")
+            raise OptionError(f"min_p must lie in [0, 1], got {min_p!r}")
         if not isinstance(repetition_penalty, int | float) or not (
             math.isfinite(repetition_penalty) and repetition_penalty > 0
         ):
-            raise ValueError(f"repetition_penalty must be a positive number, got {repetition_penalty!r}")
+            raise OptionError(f"repetition_penalty must be a positive number, got {repetition_penalty!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+            raise OptionError(f"seed must be a non-negative integer, got {seed!r}")
         self.max_tokens = max_tokens
         self.temperature = float(temperature)
         self.top_k = top_k
@@ -68,10 +68,10 @@ class SamplingParams:
         self.repetition_penalty = float(repetition_penalty)
         self.ignore_eos = bool(ignore_eos)
         if isinstance(lookup, bool) or not isinstance(lookup, int) or not 0 <= lookup <= MAX_LOOKUP:
-            raise ValueError(f"lookup must be an integer in [0, {MAX_LOOKUP}], got {lookup!r}")
+            raise OptionError(f"lookup must be an integer in [0, {MAX_LOOKUP}], got {lookup!r}")
         self.lookup = lookup
         if lookup and self.needs_logits:
-            raise ValueError("lookup needs greedy decoding (temperature 0, no repetition penalty)")
+            raise OptionError("lookup needs greedy decoding (temperature 0, no repetition penalty)")
         self.seed = seed
 
     @property
