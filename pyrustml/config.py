@@ -59,7 +59,7 @@ class Fields:
         if v is None:
             raise self._err(key, "is missing")
         if isinstance(v, bool) or not isinstance(v, int):
-            raise self._err(key, f"must be an integer, got {str(v)[:40]!r}")
+            raise self._err(key, f"must be an integer, got {repr(v)[:40]}")
         if v < minimum:
             raise self._err(key, f"must be >= {minimum}, got {v}")
         if v > maximum:
@@ -71,7 +71,7 @@ class Fields:
         if v is None:
             raise self._err(key, "is missing")
         if isinstance(v, bool) or not isinstance(v, int | float):
-            raise self._err(key, f"must be a number, got {str(v)[:40]!r}")
+            raise self._err(key, f"must be a number, got {repr(v)[:40]}")
         # Compared before float(): an integer of 400 digits would raise OverflowError there.
         if not -FLOAT_MAX <= v <= FLOAT_MAX or (positive and v <= 0):
             raise self._err(
