@@ -54,3 +54,8 @@ class PromptTypeError(PyrustmlError, TypeError):
 class OptionError(PyrustmlError, ValueError):
     """A generation or load option out of its range (max_tokens, temperature, top_p, quant, ...).
     A ValueError too, as argument errors are."""
+
+
+class OutOfMemoryError(PyrustmlError, MemoryError):
+    """A buffer the model needs (its KV cache for the configured context, its weights) does not
+    fit in memory. A MemoryError too."""

@@ -200,9 +200,11 @@ class Model:
         elif isinstance(prompt, list) and all(_is_token(i) for i in prompt):
             ids = [int(i) for i in prompt]
         else:
-            raise PromptTypeError(
-                f"prompt must be a string or a list of integer token ids, got {type(prompt).__name__}"
-            )
+            got = type(prompt).__name__
+            if isinstance(prompt, list):
+                bad = next(i for i in prompt if not _is_token(i))
+                got = f"a list holding {type(bad).__name__} {bad!r}"
+            raise PromptTypeError(f"prompt must be a string or a list of integer token ids, got {got}")
         if not ids:
             # GPT-2 has no BOS in its prompts; its <|endoftext|> is the documented start token.
             start = self.bos_id if self.bos_id is not None else (self.eos_ids[0] if self.eos_ids else None)
@@ -231,9 +233,11 @@ class Model:
             rows = len(chunk)
         return rows - 1
 
-    def logits(self, token_ids: list[int]) -> np.ndarray:
+    def logits(self, token_ids: object) -> np.ndarray:
         """float32 logits (len(token_ids), vocab), from a fresh cache."""
-        ids = self.encode(list(token_ids))
+        if isinstance(token_ids, list) and not token_ids:
+            return np.empty((0, self.net.vocab_size), dtype=np.float32)
+        ids = self.encode(token_ids)
         self._check_context(len(ids))
         out = np.empty((len(ids), self.net.vocab_size), dtype=np.float32)
         self._acquire()

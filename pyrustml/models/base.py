@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._ffi import ffi, lib
-from ..errors import ModelFormatError, NumericalError
+from ..errors import ModelFormatError, NumericalError, OutOfMemoryError
 from ..layers import Linear
 from ..profile import Profiler
 
@@ -115,12 +115,26 @@ class Transformer(ABC):
         loses part of the window the first new query needs (full caches: no limit)."""
         return 1 << 62
 
-    def refuse_unknown(self, names: set[str], known: set[str]) -> None:
+    def refuse_unknown(self, source: str, names: set[str], known: set[str]) -> None:
         """A checkpoint tensor the architecture does not use means a different model (or a
         variant we do not implement): refuse it rather than compute something else."""
         extra = sorted(names - known)
         if extra:
-            raise ModelFormatError(f"checkpoint has tensors {self.model_type} does not use: {extra[:5]}")
+            raise ModelFormatError(
+                f"{source}: checkpoint has tensors {self.model_type} does not use: {extra[:5]}"
+            )
+
+    @staticmethod
+    def zeros(shape: tuple[int, ...], what: str) -> np.ndarray:
+        """A float32 buffer of the model (activations, KV cache); a size the machine cannot
+        hold is an OutOfMemoryError that says what it was for."""
+        try:
+            return np.zeros(shape, dtype=np.float32)
+        except (MemoryError, ValueError) as exc:
+            n = 4
+            for d in shape:
+                n *= d
+            raise OutOfMemoryError(f"cannot allocate {n / 2**30:.1f} GiB for {what}") from exc
 
     def _alloc_head(self) -> None:
         self.prof = None

@@ -197,14 +197,14 @@ class Gemma3(Transformer):
                 "q": vector(ckpt, n + "self_attn.q_norm.weight", hd),
                 "k": vector(ckpt, n + "self_attn.k_norm.weight", hd),
             }
-            L.k_cache = np.zeros((KV, L.cap, hd), dtype=np.float32)
-            L.v_cache = np.zeros((KV, L.cap, hd), dtype=np.float32)
+            L.k_cache = self.zeros((KV, L.cap, hd), f"layer {i}'s key cache ({L.cap} positions)")
+            L.v_cache = self.zeros((KV, L.cap, hd), f"layer {i}'s value cache ({L.cap} positions)")
             L.p = {key: ffi.from_buffer("float[]", arr) for key, arr in L.norms.items()}
             L.p["k_cache"] = ffi.from_buffer("float[]", L.k_cache)
             L.p["v_cache"] = ffi.from_buffer("float[]", L.v_cache)
             self.layers.append(L)
         self.final_norm = vector(ckpt, "model.norm.weight", D)
-        self._check_leftovers(names)
+        self._check_leftovers(ckpt.source, names)
         self.n_matrices = 4 * cfg.n_layer + (2 if self.lm_head is not self.embed_table else 1)
         self.n_projections = 7 * cfg.n_layer + 1  # q, k, v, o, gate, up, down; lm_head
         self.fusions = {"qkv": cfg.n_layer, "gate+up": cfg.n_layer}
@@ -216,7 +216,7 @@ class Gemma3(Transformer):
         rings = [L.cap - L.window for L in self.layers if L.sliding and L.cap < self.cfg.max_pos]
         return min(rings, default=1 << 62)
 
-    def _check_leftovers(self, names: set[str]) -> None:
+    def _check_leftovers(self, source: str, names: set[str]) -> None:
         known = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
         per_layer = (
             "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
@@ -227,7 +227,7 @@ class Gemma3(Transformer):
         )  # fmt: skip
         for i in range(self.cfg.n_layer):
             known |= {f"model.layers.{i}.{s}" for s in per_layer}
-        self.refuse_unknown(names, known)
+        self.refuse_unknown(source, names, known)
 
     def _alloc(self) -> None:
         c, T = self.cfg, PREFILL_CHUNK

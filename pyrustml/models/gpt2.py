@@ -157,20 +157,20 @@ class GPT2(Transformer):
             b.fc_proj = load_linear(
                 ckpt, n + "mlp.c_proj.weight", n + "mlp.c_proj.bias", D, F, transposed=True, quantize=quantize
             )
-            b.k_cache = np.zeros((H, P, hd), dtype=np.float32)
-            b.v_cache = np.zeros((H, P, hd), dtype=np.float32)
+            b.k_cache = self.zeros((H, P, hd), f"layer {i}'s key cache ({P} positions)")
+            b.v_cache = self.zeros((H, P, hd), f"layer {i}'s value cache ({P} positions)")
             for key in ("ln1_w", "ln1_b", "ln2_w", "ln2_b", "k_cache", "v_cache"):
                 b.p[key] = ffi.from_buffer("float[]", getattr(b, key))
             self.blocks.append(b)
         self.lnf_w = vector(ckpt, pre + "ln_f.weight", D)
         self.lnf_b = vector(ckpt, pre + "ln_f.bias", D)
-        self._check_leftovers(names, pre)
+        self._check_leftovers(ckpt.source, names, pre)
         self.n_matrices = 4 * cfg.n_layer + (2 if self.lm_head is not self.wte else 1)
         self.n_projections = 6 * cfg.n_layer + 1  # q, k, v (c_attn), c_proj, c_fc, mlp c_proj; lm_head
         self.fusions = {"qkv": cfg.n_layer}
         self._alloc()
 
-    def _check_leftovers(self, names: set[str], pre: str) -> None:
+    def _check_leftovers(self, source: str, names: set[str], pre: str) -> None:
         known = {pre + s for s in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias")} | {
             "lm_head.weight"
         }
@@ -181,7 +181,7 @@ class GPT2(Transformer):
         )  # fmt: skip
         for i in range(self.cfg.n_layer):
             known |= {f"{pre}h.{i}.{s}" for s in per_layer}
-        self.refuse_unknown(names, known)
+        self.refuse_unknown(source, names, known)
 
     def _alloc(self) -> None:
         D, F, T = self.cfg.n_embd, self.cfg.n_inner, PREFILL_CHUNK
