@@ -369,6 +369,17 @@ def geglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     return y
 
 
+def geglu_rows(gate_up: np.ndarray) -> np.ndarray:
+    """Row-wise GeGLU of a fused (rows, 2n) gate|up output: gelu_tanh(gate) * up, (rows, n)."""
+    x = _f32("gate_up", gate_up, 2)
+    rows, width = int(x.shape[0]), int(x.shape[1])
+    if width % 2:
+        raise KernelArgumentError(f"gate_up must have an even width (gate | up), got {width}")
+    y = np.empty((rows, width // 2), dtype=np.float32)
+    _rc(lib.q8_geglu_rows(_ptr("float[]", x), rows, width // 2, _ptr("float[]", y)), "geglu_rows")
+    return y
+
+
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     aa, bb, y = _binary("add", a, b, ("a", "b"))
     _rc(lib.q8_add(_ptr("float[]", aa), _ptr("float[]", bb), aa.size, _ptr("float[]", y)), "add")

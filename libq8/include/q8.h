@@ -106,6 +106,9 @@ int q8_rmsnorm(const float *x, const float *w, int64_t rows, int64_t n, float ep
 int q8_gelu_tanh(const float *x, int64_t n, float *y);
 /* y = gelu_tanh(gate) * up */
 int q8_geglu(const float *gate, const float *up, int64_t n, float *y);
+/* Row-wise GeGLU over a fused gate|up output: gate_up is rows x 2n (gate, then up), y is
+ * rows x n, y[r, i] = gelu_tanh(gate_up[r, i]) * gate_up[r, n + i]. */
+int q8_geglu_rows(const float *gate_up, int64_t rows, int64_t n, float *y);
 int q8_add(const float *a, const float *b, int64_t n, float *y);
 int q8_scale(const float *x, float s, int64_t n, float *y);
 /* y = cap * tanh(x / cap) */

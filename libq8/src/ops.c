@@ -1,5 +1,5 @@
 /* Element-wise and per-row operations of a layer. They touch O(hidden) floats per token, so
- * they run on the caller's thread; reductions accumulate in double so the result is close to
+ * they run on the caller's thread (activations over a prefill's rows excepted); reductions accumulate in double so the result is close to
  * the exact one whatever the reference's summation order. */
 #include <math.h>
 
@@ -46,16 +46,71 @@ static inline float gelu_tanh1(float v) {
     return 0.5f * v * (1.0f + q8_tanh(SQRT_2_OVER_PI * (v + 0.044715f * v * v * v)));
 }
 
+/* Activations over a prefill's rows (hundreds of thousands of elements) are spread over the
+ * pool; a decode step's few thousand stay on the caller's thread, where a pool round trip would
+ * cost more than the work. Element-wise, so the split never changes a result. */
+#define ACT_PARALLEL_MIN 32768
+#define ACT_ALIGN 1024
+
+typedef struct {
+    const float *x;  /* gelu input, or the gate rows */
+    const float *up; /* geglu: the up values (NULL: plain gelu) */
+    float *y;
+    int64_t n;       /* geglu_rows: elements per row of y; the source rows hold 2n (gate | up) */
+    int rows;        /* geglu_rows: 1 when x/up are flat arrays */
+} act_job;
+
+static void gelu_range(const act_job *j, int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; i++) j->y[i] = gelu_tanh1(j->x[i]);
+}
+
+static void geglu_range(const act_job *j, int64_t b, int64_t e) {
+    if (j->rows) {
+        /* y[r, c] = gelu(src[r, c]) * src[r, n + c], src rows of 2n (the fused gate|up output) */
+        for (int64_t i = b; i < e;) {  /* row by row, so the inner loop is contiguous */
+            const int64_t r = i / j->n, c0 = i % j->n;
+            const int64_t c1 = c0 + (e - i) < j->n ? c0 + (e - i) : j->n;
+            const float *gate = j->x + r * 2 * j->n, *up = gate + j->n;
+            float *y = j->y + r * j->n;
+            for (int64_t c = c0; c < c1; c++) y[c] = gelu_tanh1(gate[c]) * up[c];
+            i += c1 - c0;
+        }
+    } else {
+        for (int64_t i = b; i < e; i++) j->y[i] = gelu_tanh1(j->x[i]) * j->up[i];
+    }
+}
+
+static void act_task(void *ctx, int64_t begin, int64_t end, int worker) {
+    (void)worker;
+    const act_job *j = ctx;
+    if (j->up || j->rows) geglu_range(j, begin, end);
+    else gelu_range(j, begin, end);
+}
+
+static int run_act(const act_job *j, int64_t total) {
+    if (total < ACT_PARALLEL_MIN) {
+        act_task((void *)j, 0, total, 0);
+        return Q8_OK;
+    }
+    return q8_parallel_for(total, ACT_ALIGN, act_task, (void *)j);
+}
+
 int q8_gelu_tanh(const float *x, int64_t n, float *y) {
     Q8_CHECK(x && y && rows_ok(1, n));
-    for (int64_t i = 0; i < n; i++) y[i] = gelu_tanh1(x[i]);
-    return Q8_OK;
+    const act_job j = {x, NULL, y, n, 0};
+    return run_act(&j, n);
 }
 
 int q8_geglu(const float *gate, const float *up, int64_t n, float *y) {
     Q8_CHECK(gate && up && y && rows_ok(1, n));
-    for (int64_t i = 0; i < n; i++) y[i] = gelu_tanh1(gate[i]) * up[i];
-    return Q8_OK;
+    const act_job j = {gate, up, y, n, 0};
+    return run_act(&j, n);
+}
+
+int q8_geglu_rows(const float *gate_up, int64_t rows, int64_t n, float *y) {
+    Q8_CHECK(gate_up && y && rows_ok(rows, n) && rows_ok(rows, 2 * n));
+    const act_job j = {gate_up, NULL, y, n, 1};
+    return run_act(&j, rows * n);
 }
 
 int q8_add(const float *a, const float *b, int64_t n, float *y) {

@@ -296,9 +296,7 @@ class Gemma3(Transformer):
             # Feed-forward block: norm -> fused gate|up -> GeGLU -> down -> norm -> residual.
             lib.q8_rmsnorm(P["x"], p["pre_feedforward"], t, D, c.eps, 1.0, P["h"])
             L.gate_up.apply(P["h"], t, P["gu"])
-            for j in range(t):
-                row = P["gu"] + j * 2 * FF
-                lib.q8_geglu(row, row + FF, FF, P["act"] + j * FF)
+            lib.q8_geglu_rows(P["gu"], t, FF, P["act"])
             L.down.apply(P["act"], t, P["tmp"])
             lib.q8_rmsnorm(P["tmp"], p["post_feedforward"], t, D, c.eps, 1.0, P["tmp"])
             lib.q8_add(P["x"], P["tmp"], t * D, P["x"])

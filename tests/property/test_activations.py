@@ -7,10 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyrustml import kernels
+from pyrustml import RuntimeConfig, kernels
+from pyrustml.errors import KernelArgumentError
 
 NS = st.one_of(st.sampled_from([1, 2, 3, 31, 33, 1000]), st.integers(1, 300))
 SEEDS = st.integers(0, 2**32 - 1)
@@ -102,6 +104,35 @@ def test_geglu_matches_float64(
     total = (np.abs(upd) * bound + fp.U32 * np.abs(ref)) * fp.SECOND_ORDER + fp.TINY32
     assert (np.abs(y - ref) <= total).all()
     np.testing.assert_array_equal(y, kernels.gelu_tanh(gate) * up)
+
+
+@given(
+    rows=st.sampled_from([1, 2, 3, 17, 128]),
+    n=st.sampled_from([1, 31, 33, 1000, 6912]),
+    seed=SEEDS,
+    threads=st.sampled_from([1, 2, 3]),
+)
+def test_geglu_rows_equals_geglu_per_row(
+    isa: str, arrays: Callable[..., np.ndarray], rows: int, n: int, seed: int, threads: int
+) -> None:
+    """The fused-rows form (large ones spread over the pool) equals geglu row by row, bit for
+    bit, whatever the split; so do gelu and geglu over large flat arrays."""
+    RuntimeConfig(threads=threads)
+    try:
+        gu = arrays(seed, (rows, 2 * n), "mixed")
+        y = kernels.geglu_rows(gu)
+        per_row = [kernels.geglu(np.ascontiguousarray(r[:n]), np.ascontiguousarray(r[n:])) for r in gu]
+        np.testing.assert_array_equal(y, np.stack(per_row))
+        flat = gu.reshape(-1)
+        parts = [kernels.gelu_tanh(flat[i : i + 1000]) for i in range(0, flat.size, 1000)]
+        np.testing.assert_array_equal(kernels.gelu_tanh(flat), np.concatenate(parts))
+    finally:
+        RuntimeConfig()
+
+
+def test_geglu_rows_refuses_odd_width() -> None:
+    with pytest.raises(KernelArgumentError):
+        kernels.geglu_rows(np.zeros((2, 5), dtype=np.float32))
 
 
 @given(
