@@ -133,8 +133,35 @@ def greedy(model: Model, ids: list[int], max_tokens: int) -> Generation:
     )  # fmt: skip
 
 
+def measure_lookup(model: Model, prompt: list[int], decode_tokens: int, lookup: int) -> dict[str, Any]:
+    """Prompt-lookup decoding on a repetitive prompt (a passage of the prompt quoted three times,
+    as when a text is edited or summarized): the same greedy tokens with and without drafts,
+    and the time each takes. A random-weight model's continuation is not the passage, so what
+    gets accepted is whatever repeats in its own output."""
+    start = prompt[:1] if model.add_bos else []
+    passage = prompt[len(start) : len(start) + 40]
+    ids = start + passage * 3
+    budget = min(decode_tokens, model.net.max_positions - len(ids) - 1)
+    plain = greedy(model, ids, budget)
+    spec = model.generate(ids, max_tokens=budget, temperature=0.0, top_k=0, top_p=1.0, min_p=0.0,
+                          repetition_penalty=1.0, ignore_eos=True, lookup=lookup)  # fmt: skip
+    if spec.tokens != plain.tokens:
+        raise RuntimeError("prompt-lookup decoding changed the greedy output")
+    return {
+        "lookup": lookup,
+        "lookup_prompt_tokens": len(ids),
+        "lookup_tokens": len(plain.tokens),
+        "plain_eval_ms": plain.timings.eval_ms,
+        "lookup_eval_ms": spec.timings.eval_ms,
+        "lookup_speedup": plain.timings.eval_ms / spec.timings.eval_ms if spec.timings.eval_ms > 0 else 0.0,
+        "draft_tokens": spec.timings.draft_tokens,
+        "accepted_tokens": spec.timings.accepted_tokens,
+        "verify_passes": len(spec.timings.step_ms),
+    }
+
+
 def measure(
-    source: str, threads: int | None, prompt_tokens: int, decode_tokens: int, seed: int
+    source: str, threads: int | None, prompt_tokens: int, decode_tokens: int, seed: int, lookup: int = 0
 ) -> dict[str, Any]:
     """Everything one worker measures, as raw figures (see the module docstring)."""
     hwm_reset = reset_peak_rss()
@@ -165,8 +192,10 @@ def measure(
         )
     # Step i runs the token at position prompt_tokens + i (then the lm_head).
     streams = [net.decode_bytes(prompt_tokens + i) for i in range(decode_tokens)]
+    spec = measure_lookup(model, prompt, decode_tokens, lookup) if lookup else {}
     end = proc_status_kib()
     return {
+        **spec,
         "model": source,
         "model_type": net.model_type,
         "vocab_size": net.vocab_size,
@@ -212,7 +241,7 @@ def worker_main(argv: Sequence[str]) -> int:
     spec = json.loads(a.worker)
     res = measure(
         str(spec["source"]), spec["threads"], int(spec["prompt_tokens"]), int(spec["decode_tokens"]),
-        int(spec["seed"]),
+        int(spec["seed"]), int(spec.get("lookup", 0)),
     )  # fmt: skip
     a.worker_out.write_text(json.dumps(res))
     return 0
@@ -343,6 +372,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--probe-mib", type=int, default=None, help=f"probe buffer (default {PROBE_MIB})")
     ap.add_argument("--probe-reps", type=int, default=None, help=f"probe passes (default {PROBE_REPS})")
     ap.add_argument("--seed", type=int, default=0, help="seed of the prompt's token ids")
+    ap.add_argument("--lookup", type=int, default=8, metavar="N",
+                    help="also decode a repetitive prompt with N-token lookup drafts (0: skip)")  # fmt: skip
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per worker")
     ap.add_argument(
         "--quick",
@@ -404,7 +435,7 @@ def run_worker(source: str, threads: int | None, args: argparse.Namespace, tmp: 
     pyrustml (the installed one, or the source tree we run from), whatever the directory."""
     out = tmp / f"worker-{time.monotonic_ns()}.json"
     spec = {"source": source, "threads": threads, "prompt_tokens": args.prompt_tokens,
-            "decode_tokens": args.decode_tokens, "seed": args.seed}  # fmt: skip
+            "decode_tokens": args.decode_tokens, "seed": args.seed, "lookup": args.lookup}  # fmt: skip
     root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
@@ -456,6 +487,9 @@ SUMMARY_METRICS = (
 )  # fmt: skip
 
 
+LOOKUP_METRICS = ("lookup_speedup", "accepted_tokens", "draft_tokens", "lookup_tokens")
+
+
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (model, thread label): each metric's median, min and max over the repeats."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -467,7 +501,9 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "model": model, "name": Path(model).name or model, "model_type": rs[0]["model_type"],
             "threads_label": label, "threads": rs[0]["threads"], "repeats": len(rs),
         }  # fmt: skip
-        for m in SUMMARY_METRICS:
+        for m in (*SUMMARY_METRICS, *LOOKUP_METRICS):
+            if not all(m in r for r in rs):
+                continue  # the lookup figures exist only when --lookup ran
             vals = [float(r[m]) for r in rs]
             row[m] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
         rows.append(row)
@@ -561,10 +597,15 @@ def markdown(doc: dict[str, Any]) -> str:
     ]
     if cpu["other_processes_pct"] > NOISY_PCT or cpu["steal_pct"] > NOISY_PCT:
         lines.append("- WARNING: other work shared these CPUs during the run; the timings are suspect")
-    head = "| model | threads | " + " | ".join(c[0] for c in COLUMNS) + " |"
-    lines += ["", head, "|" + "---|" * (len(COLUMNS) + 2)]
+    cols = list(COLUMNS)
+    if doc["summary"] and all("lookup_speedup" in r for r in doc["summary"]):
+        cols += [("lookup speed-up", "lookup_speedup", ".2f", 1.0),
+                 ("drafts accepted", "accepted_tokens", ".0f", 1.0),
+                 ("drafted", "draft_tokens", ".0f", 1.0)]  # fmt: skip
+    head = "| model | threads | " + " | ".join(c[0] for c in cols) + " |"
+    lines += ["", head, "|" + "---|" * (len(cols) + 2)]
     for r in doc["summary"]:
-        cells = [_cell(r[m], spec, scale) for _, m, spec, scale in COLUMNS]
+        cells = [_cell(r[m], spec, scale) for _, m, spec, scale in cols]
         lines.append(f"| {r['name']} | {r['threads']} | " + " | ".join(cells) + " |")
     if doc["targets"]:
         lines += ["", "| model | threads | target | median (min-max) | met |", "|---|---|---|---|---|"]
@@ -651,6 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "decode_tokens": args.decode_tokens,
             "seed": args.seed,
             "quick": args.quick,
+            "lookup": args.lookup,
             "probe_mib": args.probe_mib,
             "probe_reps": args.probe_reps,
             "loadavg_start": loadavg,

@@ -31,11 +31,15 @@ RUN_FIELDS = {
     "decode_ms_median", "decode_ms_p90", "decode_ms_min", "decode_ms_max", "decode_tok_s",
     "achieved_gbs", "probe_gbs", "pct_of_probe", "roofline_tok_s", "roofline_ms", "prefill_tok_s",
     "cold_over_step", "peak_over_final_rss",
+    # prompt-lookup decoding of a repetitive prompt (--lookup, on by default)
+    "lookup", "lookup_prompt_tokens", "lookup_tokens", "plain_eval_ms", "lookup_eval_ms", "lookup_speedup",
+    "draft_tokens", "accepted_tokens", "verify_passes",
 }  # fmt: skip
 META_FIELDS = {
     "date", "command", "cpu_model", "logical_cpus", "physical_cores", "isa_active", "isa_supported",
     "thp", "kernel", "pyrustml", "package_dir", "library", "git", "python", "numpy", "models",
     "threads", "repeat", "prompt_tokens", "decode_tokens", "seed", "quick", "probe_mib", "probe_reps",
+    "lookup",
     "loadavg_start", "loadavg_end",
 }  # fmt: skip
 
