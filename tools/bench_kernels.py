@@ -58,6 +58,7 @@ import pyrustml
 from pyrustml import RuntimeConfig
 from pyrustml import kernels as K
 from pyrustml._ffi import ffi, lib, library_path
+from pyrustml.bench import cpu_model, parse_threads  # one home for machine facts and --threads
 from pyrustml.errors import LibraryError
 
 T_PREFILL = 64  # tokens of the prefill GEMM
@@ -110,16 +111,6 @@ SHAPES: tuple[Shape, ...] = (
 
 
 # ---- machine facts -------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def l3_bytes() -> int:
@@ -549,22 +540,6 @@ def _log(msg: str) -> None:
 
 
 # ---- main ----------------------------------------------------------------------------------
-
-
-def parse_threads(text: str) -> list[int | None]:
-    """"1,default" -> [1, None]; None is RuntimeConfig's default (one per physical core)."""
-    out: list[int | None] = []
-    for tok in text.split(","):
-        tok = tok.strip().lower()
-        if not tok:
-            continue
-        value: int | None = None if tok in ("default", "0") else int(tok)
-        if value is not None and value < 1:
-            raise argparse.ArgumentTypeError(f"thread counts must be >= 1, got {tok}")
-        out.append(value)
-    if not out:
-        raise argparse.ArgumentTypeError("no thread counts given")
-    return out
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -10,6 +10,15 @@ static int before(float va, int64_t ia, float vb, int64_t ib) {
     return va > vb || (va == vb && ia < ib);
 }
 
+static void swap(int64_t *idx, float *val, int64_t a, int64_t b) {
+    const float tv = val[a];
+    const int64_t ti = idx[a];
+    val[a] = val[b];
+    idx[a] = idx[b];
+    val[b] = tv;
+    idx[b] = ti;
+}
+
 /* Restore the heap below slot i; the root holds the entry that ranks last. */
 static void sift_down(int64_t *idx, float *val, int64_t size, int64_t i) {
     for (;;) {
@@ -18,12 +27,7 @@ static void sift_down(int64_t *idx, float *val, int64_t size, int64_t i) {
         if (l < size && before(val[worst], idx[worst], val[l], idx[l])) worst = l;
         if (r < size && before(val[worst], idx[worst], val[r], idx[r])) worst = r;
         if (worst == i) return;
-        const float tv = val[i];
-        const int64_t ti = idx[i];
-        val[i] = val[worst];
-        idx[i] = idx[worst];
-        val[worst] = tv;
-        idx[worst] = ti;
+        swap(idx, val, i, worst);
         i = worst;
     }
 }
@@ -32,12 +36,7 @@ static void sift_up(int64_t *idx, float *val, int64_t i) {
     while (i > 0) {
         const int64_t parent = (i - 1) / 2;
         if (!before(val[parent], idx[parent], val[i], idx[i])) return;
-        const float tv = val[i];
-        const int64_t ti = idx[i];
-        val[i] = val[parent];
-        idx[i] = idx[parent];
-        val[parent] = tv;
-        idx[parent] = ti;
+        swap(idx, val, i, parent);
         i = parent;
     }
 }
@@ -60,12 +59,7 @@ int q8_topk(const float *x, int64_t n, int64_t k, int64_t *idx, float *val) {
     }
     /* Heap sort: move the last-ranked root to the end until the array runs best to worst. */
     for (int64_t end = k - 1; end > 0; end--) {
-        const float tv = val[0];
-        const int64_t ti = idx[0];
-        val[0] = val[end];
-        idx[0] = idx[end];
-        val[end] = tv;
-        idx[end] = ti;
+        swap(idx, val, 0, end);
         sift_down(idx, val, end, 0);
     }
     return Q8_OK;
