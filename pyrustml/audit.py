@@ -160,7 +160,8 @@ def plot(analyses: list[dict[str, Any]], path: str) -> None:
     fig, axes = plt.subplots(len(analyses), 2, figsize=(14, 4 * len(analyses)), squeeze=False)
     for row, a in enumerate(analyses):
         decodes = [s for s in a["steps_raw"] if s["kind"] == "decode"]
-        comp = {k: np.array([report._components_ms(s)[k] for s in decodes]) for k in report.COMPONENTS}
+        split = [report._components_ms(s) for s in decodes]
+        comp = {k: np.array([c[k] for c in split]) for k in report.COMPONENTS}
         ax = axes[row][0]
         bottom = np.zeros(len(decodes))
         x = np.arange(1, len(decodes) + 1)

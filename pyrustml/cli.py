@@ -88,8 +88,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _setup_logging() -> None:
     level = os.environ.get("PYRUSTML_LOG", "").lower()
-    rust = os.environ.get("RUST_LOG", "")
-    if level == "debug" or "pyrustml=debug" in rust or "rustml=debug" in rust:
+    if _debug():
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s", stream=sys.stderr)
     elif level in ("info", "warning", "error"):
         logging.basicConfig(level=level.upper(), format="%(name)s: %(message)s", stream=sys.stderr)

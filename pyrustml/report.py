@@ -91,9 +91,9 @@ def analyze(run: Json) -> Json:
     }
 
     # Decode steps: layers, projection, total (the seed's table), every step.
+    split = [_components_ms(s) for s in decodes]  # each step's components, once
     rows = []
-    for i, s in enumerate(decodes):
-        c = _components_ms(s)
+    for i, (s, c) in enumerate(zip(decodes, split, strict=True)):
         rows.append(
             {
                 "step": i + 1,
@@ -130,7 +130,7 @@ def analyze(run: Json) -> Json:
     }
 
     # Component breakdown: mean and range per component; the means add up to the mean step.
-    per = {k: [_components_ms(s)[k] for s in decodes] for k in COMPONENTS}
+    per = {k: [c[k] for c in split] for k in COMPONENTS}
     mean_total = out["step"]["mean"]
     comps: Json = {}
     for k in COMPONENTS:

@@ -175,20 +175,24 @@ class Transformer(ABC):
             raise NumericalError(f"the logits hold {v} (NaN/Inf) at the greedy step")
         return int(idx[0])
 
+    def _project_rows(self, t: int) -> np.ndarray:
+        """lm_head over rows 0 .. t-1 of `final` in one batched pass (no softcap): (t, vocab)."""
+        out = np.empty((t, self.vocab_size), dtype=np.float32)
+        self.lm_head.gemm(self.final_ptr, t, ffi.from_buffer("float[]", out))
+        return out
+
     def argmax_rows(self, t: int) -> list[int]:
         """Greedy token of each of rows 0 .. t-1 of `final`, from one batched lm_head pass (the
         weights stream once). Softcap is skipped, as in argmax_row: it is monotonic, and
         rounding after it could tie what the raw logits order; ties go to the lowest index."""
-        out = np.empty((t, self.vocab_size), dtype=np.float32)
-        self.lm_head.gemm(self.final_ptr, t, ffi.from_buffer("float[]", out))
+        out = self._project_rows(t)
         if not bool(np.isfinite(out).all()):
             raise NumericalError("the logits hold NaN or Inf at the greedy step")
         return [int(i) for i in np.argmax(out, axis=1)]
 
     def logits_rows(self, t: int) -> np.ndarray:
         """Logits of rows 0 .. t-1 of `final` as a new (t, vocab) array."""
-        out = np.empty((t, self.vocab_size), dtype=np.float32)
-        self.lm_head.gemm(self.final_ptr, t, ffi.from_buffer("float[]", out))
+        out = self._project_rows(t)
         if self.final_softcap > 0.0:
             p = ffi.from_buffer("float[]", out)
             lib.q8_softcap(p, self.final_softcap, t * self.vocab_size, p)
