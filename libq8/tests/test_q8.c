@@ -1,9 +1,12 @@
 /* test_q8: the C-only harness of libq8 (make test / asan / ubsan).
  *
  * Every kernel table this CPU runs is compared bit for bit with the scalar reference on odd
- * sizes; fp16 conversions against the hardware; the quantizer on known bytes; the public drivers
- * against each other, across thread counts and kernel paths; attention against a double
- * precision scalar version; argument checks; the pool's restart and fork paths.
+ * sizes (the reference itself with the arithmetic kernels_ref.c specifies, on GGML blocks), with
+ * guard floats around every output; fp16 conversions against the hardware; the quantizer on
+ * known bytes; the packed weight layout against q8.h's description (pack, unpack,
+ * quantize_packed, dequantize_packed); the public drivers against each other, across thread
+ * counts and kernel paths; attention against a double precision scalar version; argument
+ * checks; the pool's restart and fork paths.
  * Exit status is non-zero on any failure; the last line is "N passed, M failed". */
 #include <inttypes.h>
 #include <math.h>
@@ -159,7 +162,6 @@ static int isa_listed(const char *name) {
 }
 
 static const int64_t ROWS[] = {1, 2, 3, 5, 31, 33};
-static const int64_t NBS[] = {1, 2, 3, 7, 36};
 static const int64_t KS[] = {1, 15, 16, 17, 33, 100, 768};
 static const int64_t TS[] = {1, 2, 3, 4, 5, 7};
 #define LEN(a) (int)(sizeof(a) / sizeof((a)[0]))
@@ -170,39 +172,151 @@ static void ranges(int64_t R, int64_t rr[2][2]) {
     rr[1][0] = R > 1 ? 1 : 0, rr[1][1] = R > 4 ? R - 1 : R;
 }
 
+/* ---- the packed layout, written from q8.h's description (not from pack.c) -------------------
+ * Row 16p + i, column 32b + 4j + e of an n x k matrix lives in element p * nb + b:
+ * d[i] is its scale and qs[64j + 4i + e] its quant + 128; rows n .. 16 * ceil(n / 16) - 1 are
+ * d = 0, qs = 128. */
+static int64_t panels_of(int64_t n) { return (n + 15) / 16; }
+
+/* Whether row r of the packed matrix p (nb blocks per row) holds the GGML row `row`. */
+static int row_is(const q8x16 *p, int64_t nb, int64_t r, const q8_block *row) {
+    const q8x16 *pb = p + r / 16 * nb;
+    const int i = (int)(r % 16);
+    for (int64_t b = 0; b < nb; b++) {
+        if (pb[b].d[i] != row[b].d) return 0;
+        for (int c = 0; c < QK; c++)
+            if (pb[b].qs[64 * (c / 4) + 4 * i + c % 4] != (uint8_t)(row[b].qs[c] + 128)) return 0;
+    }
+    return 1;
+}
+
+/* Whether every byte of row r of p is `byte` (GUARD: never written). */
+static int row_bytes_are(const q8x16 *p, int64_t nb, int64_t r, unsigned char byte) {
+    const q8x16 *pb = p + r / 16 * nb;
+    const int i = (int)(r % 16);
+    for (int64_t b = 0; b < nb; b++) {
+        const unsigned char *d = (const unsigned char *)&pb[b].d[i];
+        if (d[0] != byte || d[1] != byte) return 0;
+        for (int c = 0; c < QK; c++)
+            if (pb[b].qs[64 * (c / 4) + 4 * i + c % 4] != byte) return 0;
+    }
+    return 1;
+}
+
+/* Whether row r of p is a padding row: d = 0, every quant byte 128. */
+static int row_is_padding(const q8x16 *p, int64_t nb, int64_t r) {
+    const q8x16 *pb = p + r / 16 * nb;
+    const int i = (int)(r % 16);
+    for (int64_t b = 0; b < nb; b++) {
+        if (pb[b].d[i] != 0) return 0;
+        for (int c = 0; c < QK; c++)
+            if (pb[b].qs[64 * (c / 4) + 4 * i + c % 4] != 128) return 0;
+    }
+    return 1;
+}
+
+/* The packed copy of n x k GGML blocks (q8_pack), in a buffer of its own. */
+static q8x16 *packed(const q8_block *w, int64_t n, int64_t k) {
+    const int64_t count = q8_packed_count(n, k);
+    if (count <= 0) {
+        fprintf(stderr, "q8_packed_count(%lld, %lld) = %lld\n", (long long)n, (long long)k, (long long)count);
+        exit(2);
+    }
+    q8x16 *p = xmalloc((size_t)count * sizeof *p);
+    memset(p, GUARD, (size_t)count * sizeof *p);
+    if (q8_pack(w, n, k, p) != Q8_OK) {
+        fprintf(stderr, "q8_pack failed while building test data\n");
+        exit(2);
+    }
+    return p;
+}
+
+/* The prepared activations of t quantized rows (nb blocks each). */
+static q8_act *acts(const q8_block *x, int64_t t, int64_t nb) {
+    q8_act *a = xmalloc((size_t)(t * nb) * sizeof *a);
+    for (int64_t j = 0; j < t; j++) q8_act_prep(x + j * nb, nb, a + j * nb);
+    return a;
+}
+
+/* The specification of a Q8_0 row product (kernels_ref.c), on GGML blocks: one float
+ * accumulator over the blocks in order, acc = fmaf(dw * dx, exact int dot, acc). */
+static float spec_dot(const q8_block *w, const q8_block *x, int64_t nb) {
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t s = 0;
+        for (int c = 0; c < QK; c++) s += (int32_t)w[b].qs[c] * (int32_t)x[b].qs[c];
+        acc = fmaf(q8_fp16_to_fp32(w[b].d) * q8_fp16_to_fp32(x[b].d), (float)s, acc);
+    }
+    return acc;
+}
+
+/* One panel_run of kt for panels [p0, p1) and t tokens into a GUARD-filled t x ldy buffer with
+ * 16 more floats before and after it. want is that buffer as it must be: spec (t x n, spec_dot of
+ * every row and token) at rows 16 p0 .. min(16 p1, n) - 1 of each token, GUARD everywhere else
+ * (rows before p0, rows >= n of the last panel, the gap up to ldy, head and tail). The reference
+ * must produce exactly want, and kt exactly the reference's buffer. */
+static void panel_case(const q8_kernels *kt, const q8x16 *w, const q8_act *xa, const float *spec,
+                       int64_t n, int64_t nb, int64_t t, int64_t p0, int64_t p1, int64_t ldy) {
+    const int64_t G = 16, len = G + t * ldy + G, r0 = 16 * p0, r1 = 16 * p1 < n ? 16 * p1 : n;
+    float *want = xmalloc((size_t)len * sizeof(float));
+    float *ya = xmalloc((size_t)len * sizeof(float)), *yb = xmalloc((size_t)len * sizeof(float));
+    memset(want, GUARD, (size_t)len * sizeof(float));
+    for (int64_t j = 0; j < t; j++)
+        for (int64_t r = r0; r < r1; r++) want[G + j * ldy + r] = spec[j * n + r];
+    memset(ya, GUARD, (size_t)len * sizeof(float));
+    memset(yb, GUARD, (size_t)len * sizeof(float));
+    q8_kernels_ref.panel_run(w, nb, xa, t, p0, p1, n, ya + G, ldy);
+    kt->panel_run(w, nb, xa, t, p0, p1, n, yb + G, ldy);
+    if (kt == &q8_kernels_ref)
+        CHECK(same_f32(want, ya, len), "ref panel_run != spec n=%lld nb=%lld t=%lld p=[%lld,%lld) ldy=%lld: "
+              "first diff at y[%lld]", (long long)n, (long long)nb, (long long)t, (long long)p0, (long long)p1,
+              (long long)ldy, (long long)(first_diff(want, ya, len) - G));
+    const int64_t d = first_diff(ya, yb, len), e = d - G; /* e: offset from y, negative in the head */
+    CHECK(d < 0, "%s panel_run != ref n=%lld nb=%lld t=%lld p=[%lld,%lld) ldy=%lld: first diff at y[%lld] "
+          "(token %lld, row %lld): %a vs ref %a%s", kt->name, (long long)n, (long long)nb, (long long)t,
+          (long long)p0, (long long)p1, (long long)ldy, (long long)e, (long long)(e >= 0 ? e / ldy : -1),
+          (long long)(e >= 0 ? e % ldy : e), d >= 0 ? (double)yb[d] : 0.0, d >= 0 ? (double)ya[d] : 0.0,
+          d >= 0 && untouched(&ya[d], sizeof(float)) ? " (wrote a guard)" : "");
+    free(want), free(ya), free(yb);
+}
+
+static const int64_t PN[] = {1, 2, 3, 15, 16, 17, 31, 32, 33, 50};
+static const int64_t PNB[] = {1, 2, 3, 7, 36};
+static const int64_t PT[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 17};
+#define PT_MAX 17
+
+/* spec (t x n) for the GGML weights w (n x nb) and activations x (t x nb). */
+static float *spec_table(const q8_block *w, const q8_block *x, int64_t n, int64_t nb, int64_t t) {
+    float *s = xmalloc((size_t)(t * n) * sizeof(float));
+    for (int64_t j = 0; j < t; j++)
+        for (int64_t r = 0; r < n; r++) s[j * n + r] = spec_dot(w + r * nb, x + j * nb, nb);
+    return s;
+}
+
 static void test_q8_kernels(const q8_kernels *kt) {
-    for (int ir = 0; ir < LEN(ROWS); ir++) {
-        for (int ib = 0; ib < LEN(NBS); ib++) {
-            const int64_t R = ROWS[ir], nb = NBS[ib], tmax = 7, ldy = R + 3;
-            q8_block *w = xmalloc((size_t)(R * nb) * sizeof *w);
-            q8_block *x = xmalloc((size_t)(tmax * nb) * sizeof *x);
-            random_blocks(w, R, nb);
-            random_blocks(x, tmax, nb);
-            float *ya = xmalloc((size_t)(tmax * ldy) * sizeof(float));
-            float *yb = xmalloc((size_t)(tmax * ldy) * sizeof(float));
-            int64_t rr[2][2];
-            ranges(R, rr);
-            for (int g = 0; g < 2; g++) {
-                memset(ya, GUARD, (size_t)ldy * sizeof(float));
-                memset(yb, GUARD, (size_t)ldy * sizeof(float));
-                q8_kernels_ref.q8_rows(w, nb, x, rr[g][0], rr[g][1], ya);
-                kt->q8_rows(w, nb, x, rr[g][0], rr[g][1], yb);
-                CHECK(same_f32(ya, yb, ldy), "%s q8_rows R=%lld nb=%lld r=[%lld,%lld) first diff %lld",
-                      kt->name, (long long)R, (long long)nb, (long long)rr[g][0],
-                      (long long)rr[g][1], (long long)first_diff(ya, yb, ldy));
-                for (int it = 0; it < LEN(TS); it++) {
-                    const int64_t t = TS[it];
-                    memset(ya, GUARD, (size_t)(t * ldy) * sizeof(float));
-                    memset(yb, GUARD, (size_t)(t * ldy) * sizeof(float));
-                    q8_kernels_ref.q8_tile(w, nb, x, t, rr[g][0], rr[g][1], ya, ldy);
-                    kt->q8_tile(w, nb, x, t, rr[g][0], rr[g][1], yb, ldy);
-                    CHECK(same_f32(ya, yb, t * ldy),
-                          "%s q8_tile R=%lld nb=%lld t=%lld r=[%lld,%lld) first diff %lld", kt->name,
-                          (long long)R, (long long)nb, (long long)t, (long long)rr[g][0],
-                          (long long)rr[g][1], (long long)first_diff(ya, yb, t * ldy));
+    for (int in = 0; in < LEN(PN); in++) {
+        for (int ib = 0; ib < LEN(PNB); ib++) {
+            const int64_t n = PN[in], nb = PNB[ib], np = panels_of(n);
+            q8_block *w = xmalloc((size_t)(n * nb) * sizeof *w);
+            q8_block *x = xmalloc((size_t)(PT_MAX * nb) * sizeof *x);
+            random_blocks(w, n, nb);
+            random_blocks(x, PT_MAX, nb);
+            q8x16 *wp = packed(w, n, nb * QK);
+            q8_act *xa = acts(x, PT_MAX, nb);
+            float *spec = spec_table(w, x, n, nb, PT_MAX);
+            for (int it = 0; it < LEN(PT); it++) {
+                const int64_t t = PT[it];
+                /* every panel, with the driver's ldy = n and with a 16-float gap between tokens
+                 * (a write to a row >= n lands in the gap); then partial panel ranges */
+                panel_case(kt, wp, xa, spec, n, nb, t, 0, np, n);
+                panel_case(kt, wp, xa, spec, n, nb, t, 0, np, n + 16);
+                if (np > 1) {
+                    panel_case(kt, wp, xa, spec, n, nb, t, 1, np, n + 16);
+                    panel_case(kt, wp, xa, spec, n, nb, t, np - 1, np, n + 16);
+                    panel_case(kt, wp, xa, spec, n, nb, t, 0, np - 1, n + 16);
                 }
             }
-            free(w), free(x), free(ya), free(yb);
+            free(w), free(x), free(wp), free(xa), free(spec);
         }
     }
 }
@@ -269,25 +383,37 @@ static void test_f32_kernels(const q8_kernels *kt) {
 }
 
 /* A poisoned block (d = NaN, as the quantizer writes for Inf/NaN input) must make exactly the
- * rows that hold it NaN, on every path. */
+ * rows that hold it NaN, on every path; the other rows keep their values, and rows >= n of the
+ * last panel stay unwritten. */
 static void test_nan_blocks(const q8_kernels *kt) {
-    const int64_t R = 9, nb = 5, t = 4;
-    q8_block *w = xmalloc((size_t)(R * nb) * sizeof *w);
+    const int64_t n = 20, nb = 5, t = 4, ldy = n + 16, len = t * ldy + 16;
+    q8_block *w = xmalloc((size_t)(n * nb) * sizeof *w);
     q8_block *x = xmalloc((size_t)(t * nb) * sizeof *x);
-    random_blocks(w, R, nb);
+    random_blocks(w, n, nb);
     random_blocks(x, t, nb);
-    w[2 * nb + 3].d = 0x7e00; /* row 2 */
-    w[7 * nb + 0].d = 0x7e00; /* row 7 */
-    float ya[4 * 9], yb[4 * 9];
-    q8_kernels_ref.q8_tile(w, nb, x, t, 0, R, ya, R);
-    kt->q8_tile(w, nb, x, t, 0, R, yb, R);
+    w[2 * nb + 3].d = 0x7e00;  /* row 2 */
+    w[7 * nb + 0].d = 0x7e00;  /* row 7 */
+    w[17 * nb + 4].d = 0xfe00; /* row 17, in the short last panel; a negative NaN */
+    q8x16 *wp = packed(w, n, nb * QK);
+    q8_act *xa = acts(x, t, nb);
+    float *ya = xmalloc((size_t)len * sizeof(float)), *yb = xmalloc((size_t)len * sizeof(float));
+    memset(ya, GUARD, (size_t)len * sizeof(float));
+    memset(yb, GUARD, (size_t)len * sizeof(float));
+    q8_kernels_ref.panel_run(wp, nb, xa, t, 0, panels_of(n), n, ya, ldy);
+    kt->panel_run(wp, nb, xa, t, 0, panels_of(n), n, yb, ldy);
     int ok = 1;
-    for (int64_t i = 0; i < t * R; i++) {
-        const int poisoned = i % R == 2 || i % R == 7;
-        ok &= poisoned ? isnan(ya[i]) && isnan(yb[i]) : memcmp(&ya[i], &yb[i], 4) == 0;
+    for (int64_t i = 0; i < len; i++) {
+        const int64_t j = i / ldy, r = i % ldy;
+        const int poisoned = j < t && (r == 2 || r == 7 || r == 17);
+        if (j >= t || r >= n) ok &= untouched(&ya[i], 4) && untouched(&yb[i], 4);
+        else if (poisoned) ok &= isnan(ya[i]) && isnan(yb[i]);
+        else {
+            const float s = spec_dot(w + r * nb, x + j * nb, nb);
+            ok &= memcmp(&ya[i], &yb[i], 4) == 0 && memcmp(&ya[i], &s, 4) == 0;
+        }
     }
     CHECK(ok, "%s: NaN block rows", kt->name);
-    free(w), free(x);
+    free(w), free(x), free(wp), free(xa), free(ya), free(yb);
 }
 
 /* The activation quantizer of a table: bytes identical to q8_quantize_row_ref, which is the
@@ -347,25 +473,28 @@ static void test_quantize_row(const q8_kernels *kt) {
     }
 }
 
-/* Sizes past the fixed ones: several 64-row groups (tiled prefill) and K > 8192 (the AVX-512
- * row kernel's prepared activation no longer fits its stack table). */
+/* Sizes past the fixed ones: many panels, K > 8192 (more than gemv.c's stack of activation
+ * blocks) and token counts past the AVX-512 path's token block (256 KiB of q8_act: 21 tokens at
+ * nb = 301), so that t = 45 spans three blocks. */
 static void test_big_kernels(const q8_kernels *kt) {
-    static const int64_t big[][2] = {{131, 3}, {67, 36}, {5, 301}, {9, 258}};
+    static const int64_t big[][2] = {{131, 3}, {67, 36}, {5, 301}, {9, 258}, {40, 301}};
+    static const int64_t tts[] = {1, 4, 7, 21, 22, 45};
+    const int64_t tmax = 45;
     for (int i = 0; i < LEN(big); i++) {
-        const int64_t R = big[i][0], nb = big[i][1], t = 7, ldy = R + 1;
-        q8_block *w = xmalloc((size_t)(R * nb) * sizeof *w), *x = xmalloc((size_t)(t * nb) * sizeof *x);
-        float *ya = xmalloc((size_t)(t * ldy) * sizeof(float)), *yb = xmalloc((size_t)(t * ldy) * sizeof(float));
-        random_blocks(w, R, nb);
-        random_blocks(x, t, nb);
-        for (int64_t tt = 1; tt <= t; tt += 3) {
-            memset(ya, GUARD, (size_t)(t * ldy) * sizeof(float));
-            memset(yb, GUARD, (size_t)(t * ldy) * sizeof(float));
-            q8_kernels_ref.q8_tile(w, nb, x, tt, 1, R, ya, ldy);
-            kt->q8_tile(w, nb, x, tt, 1, R, yb, ldy);
-            CHECK(same_f32(ya, yb, t * ldy), "%s q8_tile R=%lld nb=%lld t=%lld first diff %lld", kt->name,
-                  (long long)R, (long long)nb, (long long)tt, (long long)first_diff(ya, yb, t * ldy));
+        const int64_t n = big[i][0], nb = big[i][1], np = panels_of(n);
+        q8_block *w = xmalloc((size_t)(n * nb) * sizeof *w), *x = xmalloc((size_t)(tmax * nb) * sizeof *x);
+        random_blocks(w, n, nb);
+        random_blocks(x, tmax, nb);
+        q8x16 *wp = packed(w, n, nb * QK);
+        q8_act *xa = acts(x, tmax, nb);
+        float *spec = spec_table(w, x, n, nb, tmax);
+        for (int it = 0; it < LEN(tts); it++) {
+            const int64_t t = tts[it];
+            if (t > 7 && nb < 258) continue; /* one token block: the sizes above cover it */
+            panel_case(kt, wp, xa, spec, n, nb, t, 0, np, n);
+            if (np > 2) panel_case(kt, wp, xa, spec, n, nb, t, 1, np - 1, n + 16);
         }
-        free(w), free(x), free(ya), free(yb);
+        free(w), free(x), free(wp), free(xa), free(spec);
     }
 }
 
@@ -601,6 +730,162 @@ static void test_quantize(void) {
     group_end();
 }
 
+/* ---- the packed layout ------------------------------------------------------------------------ */
+/* Checks the packed matrix p (n rows, nb blocks) against the GGML rows w: every row where q8.h
+ * puts it, padding rows d = 0 / quants 128, and nothing written past the last element. */
+static int layout_ok(const q8x16 *p, const q8_block *w, int64_t n, int64_t nb) {
+    const int64_t np = panels_of(n);
+    for (int64_t r = 0; r < np * 16; r++)
+        if (r < n ? !row_is(p, nb, r, w + r * nb) : !row_is_padding(p, nb, r)) return 0;
+    return untouched(p + np * nb, sizeof *p);
+}
+
+/* Sums and scales of q8_act_prep, against its definition in q8_internal.h. */
+static void check_act_prep(void) {
+    const int64_t nb = 9;
+    q8_block x[9];
+    float f[9 * QK];
+    fill_f32(f, nb * QK, 3.0f);
+    for (int i = 0; i < QK; i++) f[i] = 0.0f, f[QK + i] = 1.0f, f[2 * QK + i] = -2.0f; /* 0, +127, -127 */
+    f[3 * QK + 4] = NAN;                                                           /* a poisoned block */
+    q8_quantize_row_ref(f, x, nb * QK);
+    q8_act a[10];
+    memset(a, GUARD, sizeof a);
+    q8_act_prep(x, nb, a);
+    int ok = untouched(&a[nb], sizeof a[nb]);
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t s = 0;
+        for (int i = 0; i < QK; i++) s += x[b].qs[i];
+        const float d = q8_fp16_to_fp32(x[b].d);
+        ok &= memcmp(a[b].qs, x[b].qs, QK) == 0 && a[b].nsum == -128 * s &&
+              (isnan(d) ? isnan(a[b].d) : memcmp(&a[b].d, &d, 4) == 0);
+    }
+    CHECK(ok && a[1].nsum == -128 * 127 * 32 && a[2].nsum == 128 * 127 * 32 && a[0].nsum == 0,
+          "q8_act_prep: quants, scale, -128 * sum");
+}
+
+/* Quantizes rows [r0, r1) of f (n x k, or its transpose tr, k x n) into p with
+ * q8_quantize_packed: the source handed over is just those rows (k x (r1 - r0) when
+ * transposed, as a Conv1D slice would be). */
+static int quantize_rows(const float *f, const float *tr, int transposed, int64_t n, int64_t k,
+                         int64_t r0, int64_t r1, q8x16 *p) {
+    const int64_t rows = r1 - r0;
+    if (!transposed) return q8_quantize_packed(f + r0 * k, Q8_DTYPE_F32, rows, k, 0, p, n, r0);
+    float *sub = xmalloc((size_t)(rows * k) * sizeof(float));
+    for (int64_t i = 0; i < k; i++)
+        for (int64_t r = 0; r < rows; r++) sub[i * rows + r] = tr[i * n + r0 + r];
+    const int rc = q8_quantize_packed(sub, Q8_DTYPE_F32, rows, k, 1, p, n, r0);
+    free(sub);
+    return rc;
+}
+
+static void test_pack(void) {
+    group("pack");
+    check_act_prep();
+    /* q8_pack puts every row where q8.h says, pads, and q8_unpack gives the same bytes back */
+    static const int64_t NS[] = {1, 2, 5, 15, 16, 17, 31, 32, 33, 50};
+    static const int64_t NBS_[] = {1, 2, 3, 8};
+    for (int in = 0; in < LEN(NS); in++) {
+        for (int ib = 0; ib < LEN(NBS_); ib++) {
+            const int64_t n = NS[in], nb = NBS_[ib], k = nb * QK, count = q8_packed_count(n, k);
+            CHECK(count == panels_of(n) * nb, "q8_packed_count(%lld, %lld) = %lld", (long long)n, (long long)k,
+                  (long long)count);
+            q8_block *w = xmalloc((size_t)(n * nb + 1) * sizeof *w), *back = xmalloc((size_t)(n * nb + 1) * sizeof *w);
+            q8x16 *p = xmalloc((size_t)(count + 1) * sizeof *p);
+            random_blocks(w, n, nb);
+            memset(p, GUARD, (size_t)(count + 1) * sizeof *p);
+            memset(back, GUARD, (size_t)(n * nb + 1) * sizeof *back);
+            CHECK(q8_pack(w, n, k, p) == Q8_OK && layout_ok(p, w, n, nb), "q8_pack n=%lld nb=%lld: layout",
+                  (long long)n, (long long)nb);
+            CHECK(q8_unpack(p, n, k, back) == Q8_OK && memcmp(back, w, (size_t)(n * nb) * sizeof *w) == 0 &&
+                      untouched(back + n * nb, sizeof *back),
+                  "q8_unpack n=%lld nb=%lld: round trip", (long long)n, (long long)nb);
+            /* dequantize_packed of any row range = q8_dequantize of those rows */
+            float *want = xmalloc((size_t)(n * k) * sizeof(float)), *got = xmalloc((size_t)(n * k + 8) * sizeof(float));
+            q8_dequantize(w, n, k, want);
+            const int64_t rr[][2] = {{0, n}, {n - 1, 1}, {n / 2, n - n / 2}, {n > 17 ? 17 : 0, 1}, {n / 3, n / 3 + 1}};
+            for (int i = 0; i < LEN(rr); i++) {
+                const int64_t r0 = rr[i][0], rows = rr[i][1];
+                memset(got, GUARD, (size_t)(n * k + 8) * sizeof(float));
+                CHECK(q8_dequantize_packed(p, n, k, r0, rows, got) == Q8_OK &&
+                          same_f32(got, want + r0 * k, rows * k) && untouched(got + rows * k, 8 * sizeof(float)),
+                      "q8_dequantize_packed n=%lld nb=%lld rows [%lld, %lld)", (long long)n, (long long)nb,
+                      (long long)r0, (long long)(r0 + rows));
+            }
+            free(w), free(back), free(p), free(want), free(got);
+        }
+    }
+    /* q8_quantize_packed = q8_quantize + q8_pack: whole matrices of every dtype, plain and
+     * transposed; then filled in row ranges, in order and backwards, where each call writes its
+     * rows only (and the padding when it writes row n - 1). 3 threads: rows of one panel are
+     * quantized by different workers. */
+    q8_pool_init(3);
+    static const int64_t QN[] = {1, 16, 48, 67, 83};
+    for (int in = 0; in < LEN(QN); in++) {
+        const int64_t n = QN[in], k = 5 * QK, nb = 5, count = q8_packed_count(n, k);
+        const size_t pbytes = (size_t)count * sizeof(q8x16);
+        float *f = xmalloc((size_t)(n * k) * sizeof(float)), *tr = xmalloc((size_t)(n * k) * sizeof(float));
+        for (int64_t i = 0; i < n * k; i++) f[i] = frand() * ldexpf(1.0f, (int)(i / QK % 20) - 10);
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t i = 0; i < k; i++) tr[i * n + r] = f[r * k + i];
+        q8_block *g = xmalloc((size_t)(n * nb) * sizeof *g);
+        CHECK(q8_quantize(f, Q8_DTYPE_F32, n, k, g) == Q8_OK, "rc");
+        q8x16 *want = packed(g, n, k), *p = xmalloc(pbytes + sizeof(q8x16));
+        for (int transposed = 0; transposed < 2; transposed++) {
+            memset(p, GUARD, pbytes + sizeof(q8x16));
+            CHECK(quantize_rows(f, tr, transposed, n, k, 0, n, p) == Q8_OK && memcmp(p, want, pbytes) == 0 &&
+                      untouched(p + count, sizeof *p),
+                  "q8_quantize_packed n=%lld transposed=%d: != q8_quantize + q8_pack", (long long)n, transposed);
+            /* cuts: 0 | 5 | 21 | 40 | n (those below n) */
+            int64_t cuts[6], nc = 0;
+            cuts[nc++] = 0;
+            for (int64_t c = 5; c < n; c = c == 5 ? 21 : c == 21 ? 40 : n) cuts[nc++] = c;
+            cuts[nc++] = n;
+            for (int backwards = 0; backwards < 2; backwards++) {
+                memset(p, GUARD, pbytes + sizeof(q8x16));
+                int ok = 1;
+                int64_t done_lo = n, done_hi = n; /* backwards: rows [done_lo, n) are in */
+                for (int64_t c = 0; c + 1 < nc; c++) {
+                    const int64_t ci = backwards ? nc - 2 - c : c;
+                    const int64_t r0 = cuts[ci], r1 = cuts[ci + 1];
+                    ok &= quantize_rows(f, tr, transposed, n, k, r0, r1, p) == Q8_OK;
+                    if (backwards) done_lo = r0;
+                    else done_lo = 0, done_hi = r1;
+                    for (int64_t r = 0; r < panels_of(n) * 16; r++) {
+                        if (r >= n) ok &= done_hi == n ? row_is_padding(p, nb, r) : row_bytes_are(p, nb, r, GUARD);
+                        else if (r >= done_lo && r < done_hi) ok &= row_is(p, nb, r, g + r * nb);
+                        else ok &= row_bytes_are(p, nb, r, GUARD);
+                    }
+                    ok &= untouched(p + count, sizeof *p);
+                }
+                CHECK(ok && memcmp(p, want, pbytes) == 0,
+                      "q8_quantize_packed n=%lld transposed=%d %s in row ranges", (long long)n, transposed,
+                      backwards ? "backwards" : "forwards");
+            }
+        }
+        /* f16 and bf16 sources (plain and transposed) equal q8_quantize of the same data */
+        uint16_t *h = xmalloc((size_t)(n * k) * 2), *ht = xmalloc((size_t)(n * k) * 2);
+        for (int dt = Q8_DTYPE_F16; dt <= Q8_DTYPE_BF16; dt++) {
+            for (int64_t i = 0; i < n * k; i++)
+                h[i] = dt == Q8_DTYPE_F16 ? q8_fp32_to_fp16(f[i]) : (uint16_t)(f2u(f[i]) >> 16);
+            for (int64_t r = 0; r < n; r++)
+                for (int64_t i = 0; i < k; i++) ht[i * n + r] = h[r * k + i];
+            CHECK(q8_quantize(h, dt, n, k, g) == Q8_OK, "rc");
+            q8x16 *w2 = packed(g, n, k);
+            memset(p, GUARD, pbytes);
+            CHECK(q8_quantize_packed(h, dt, n, k, 0, p, n, 0) == Q8_OK && memcmp(p, w2, pbytes) == 0,
+                  "q8_quantize_packed dtype %d n=%lld", dt, (long long)n);
+            memset(p, GUARD, pbytes);
+            CHECK(q8_quantize_packed(ht, dt, n, k, 1, p, n, 0) == Q8_OK && memcmp(p, w2, pbytes) == 0,
+                  "q8_quantize_packed dtype %d n=%lld transposed", dt, (long long)n);
+            free(w2);
+        }
+        free(f), free(tr), free(g), free(want), free(p), free(h), free(ht);
+    }
+    q8_pool_init(0);
+    group_end();
+}
+
 /* ---- public drivers -------------------------------------------------------------------------- */
 static int64_t argmax_scalar(const float *y, int64_t n) {
     int64_t best = 0;
@@ -612,13 +897,18 @@ static int64_t argmax_scalar(const float *y, int64_t n) {
 typedef struct {
     int64_t n, k;
 } shape_t;
-static const shape_t SHAPES[] = {{1, 32}, {5, 64}, {37, 96}, {700, 256}, {1029, 64}};
+/* Row counts around the 16-row panels (1, 2, 15, 17, 33, 50) and the 256-row lm_head tiles
+ * (257: a last tile of one row; 700, 1029: several tiles, a short last panel). */
+static const shape_t SHAPES[] = {{1, 32},  {2, 32},  {5, 64},    {15, 32},   {17, 64},  {33, 96},
+                                 {37, 96}, {50, 160}, {257, 32}, {700, 256}, {1029, 64}};
 #define N_SHAPES LEN(SHAPES)
 #define GEMM_T 5
+#define TAIL 16 /* guard floats after every output */
 
 /* Inputs per shape, and the outputs of the first (path, thread count) run to compare with. */
 typedef struct {
-    q8_block *w;
+    q8_block *wg; /* GGML blocks, for the specification */
+    q8x16 *w;     /* the same weights packed, in a q8_alloc block as the binding holds them */
     float *wf, *x, *bias;
     float *y0_q, *y0_f; /* gemv with bias, every activation row: GEMM_T x n */
     int have0;
@@ -626,52 +916,60 @@ typedef struct {
 
 static void driver_case(drv_data *d, const shape_t *s, const char *path, int threads) {
     const int64_t n = s->n, k = s->k, nb = k / QK, T = GEMM_T;
-    float *y = xmalloc((size_t)(T * n) * sizeof(float));
-    float *yg = xmalloc((size_t)(T * n) * sizeof(float));
-    float *yl = xmalloc((size_t)n * sizeof(float));
+    float *y = xmalloc((size_t)(T * n + TAIL) * sizeof(float));
+    float *yg = xmalloc((size_t)(T * n + TAIL) * sizeof(float));
+    float *yl = xmalloc((size_t)(n + TAIL) * sizeof(float));
     const char *tag = path;
     for (int f32 = 0; f32 < 2; f32++) {
-        /* gemv per activation row (with bias) and gemm on all of them */
+        const char *kind = f32 ? "f32" : "q8";
+        /* gemv per activation row (with bias) and gemm on all of them; nothing past t x n */
+        memset(y, GUARD, (size_t)(T * n + TAIL) * sizeof(float));
+        memset(yg, GUARD, (size_t)(T * n + TAIL) * sizeof(float));
         int rc = 0;
         for (int64_t j = 0; j < T; j++)
             rc |= f32 ? q8_gemv_f32(d->wf, n, k, d->x + j * k, d->bias, y + j * n)
                       : q8_gemv(d->w, n, k, d->x + j * k, d->bias, y + j * n);
         rc |= f32 ? q8_gemm_f32(d->wf, n, k, d->x, T, d->bias, yg)
                   : q8_gemm(d->w, n, k, d->x, T, d->bias, yg);
-        CHECK(rc == Q8_OK, "%s t%d %s n=%lld: rc", tag, threads, f32 ? "f32" : "q8", (long long)n);
+        CHECK(rc == Q8_OK, "%s t%d %s n=%lld: rc", tag, threads, kind, (long long)n);
         CHECK(same_f32(y, yg, T * n), "%s t%d %s n=%lld k=%lld: gemm row != gemv, first diff %lld", tag,
-              threads, f32 ? "f32" : "q8", (long long)n, (long long)k,
-              (long long)first_diff(y, yg, T * n));
-        /* against the specification: reference kernel on the reference quantization, + bias */
+              threads, kind, (long long)n, (long long)k, (long long)first_diff(y, yg, T * n));
+        CHECK(untouched(y + T * n, TAIL * sizeof(float)) && untouched(yg + T * n, TAIL * sizeof(float)),
+              "%s t%d %s n=%lld: gemv/gemm wrote past row n - 1", tag, threads, kind, (long long)n);
+        /* against the specification: spec_dot on the reference quantization, + bias */
         float *ref = xmalloc((size_t)n * sizeof(float));
         if (f32) {
             q8_kernels_ref.f32_rows(d->wf, k, d->x, 0, n, ref);
         } else {
             q8_block xq[8];
             q8_quantize_row_ref(d->x, xq, k);
-            q8_kernels_ref.q8_rows(d->w, nb, xq, 0, n, ref);
+            for (int64_t r = 0; r < n; r++) ref[r] = spec_dot(d->wg + r * nb, xq, nb);
         }
         for (int64_t r = 0; r < n; r++) ref[r] += d->bias[r];
-        CHECK(same_f32(ref, y, n), "%s t%d %s n=%lld: gemv != reference", tag, threads,
-              f32 ? "f32" : "q8", (long long)n);
+        CHECK(same_f32(ref, y, n), "%s t%d %s n=%lld: gemv != reference, first diff %lld", tag, threads,
+              kind, (long long)n, (long long)first_diff(ref, y, n));
         free(ref);
         /* the same across paths and thread counts */
         float *y0 = f32 ? d->y0_f : d->y0_q;
         if (!d->have0) memcpy(y0, y, (size_t)(T * n) * sizeof(float));
         else CHECK(same_f32(y0, y, T * n), "%s t%d %s n=%lld: differs from the first run", tag, threads,
-                   f32 ? "f32" : "q8", (long long)n);
+                   kind, (long long)n);
         /* lmhead = gemv without bias; argmax = scalar argmax of that */
+        memset(y, GUARD, (size_t)(n + TAIL) * sizeof(float));
+        memset(yl, GUARD, (size_t)(n + TAIL) * sizeof(float));
         rc = f32 ? q8_gemv_f32(d->wf, n, k, d->x, NULL, y) : q8_gemv(d->w, n, k, d->x, NULL, y);
         rc |= f32 ? q8_lmhead_f32(d->wf, n, k, d->x, yl) : q8_lmhead(d->w, n, k, d->x, yl);
-        CHECK(rc == Q8_OK && same_f32(y, yl, n), "%s t%d %s n=%lld: lmhead != gemv", tag, threads,
-              f32 ? "f32" : "q8", (long long)n);
+        CHECK(rc == Q8_OK && same_f32(y, yl, n), "%s t%d %s n=%lld: lmhead != gemv, first diff %lld", tag,
+              threads, kind, (long long)n, (long long)first_diff(y, yl, n));
+        CHECK(untouched(y + n, TAIL * sizeof(float)) && untouched(yl + n, TAIL * sizeof(float)),
+              "%s t%d %s n=%lld: gemv/lmhead wrote past row n - 1", tag, threads, kind, (long long)n);
         int64_t idx = -7;
         float val = 0.0f;
         rc = f32 ? q8_lmhead_argmax_f32(d->wf, n, k, d->x, &idx, &val)
                  : q8_lmhead_argmax(d->w, n, k, d->x, &idx, &val);
         const int64_t want = argmax_scalar(y, n);
         CHECK(rc == Q8_OK && idx == want && memcmp(&val, &y[want], 4) == 0,
-              "%s t%d %s n=%lld: argmax %lld (%g), want %lld (%g)", tag, threads, f32 ? "f32" : "q8",
+              "%s t%d %s n=%lld: argmax %lld (%g), want %lld (%g)", tag, threads, kind,
               (long long)n, (long long)idx, (double)val, (long long)want, (double)y[want]);
     }
     d->have0 = 1;
@@ -695,22 +993,25 @@ static void argmax_edges(int threads) {
     memcpy(w + 650 * nb, w + 300 * nb, (size_t)nb * sizeof *w);
     memcpy(wf + 300 * k, strong, sizeof strong);
     memcpy(wf + 650 * k, strong, sizeof strong);
+    q8x16 *wp = packed(w, n, k);
     for (int f32 = 0; f32 < 2; f32++) {
         int64_t idx = -1;
         float val = 0.0f;
-        int rc = f32 ? q8_gemv_f32(wf, n, k, x, NULL, y) : q8_gemv(w, n, k, x, NULL, y);
-        rc |= f32 ? q8_lmhead_argmax_f32(wf, n, k, x, &idx, &val) : q8_lmhead_argmax(w, n, k, x, &idx, &val);
+        int rc = f32 ? q8_gemv_f32(wf, n, k, x, NULL, y) : q8_gemv(wp, n, k, x, NULL, y);
+        rc |= f32 ? q8_lmhead_argmax_f32(wf, n, k, x, &idx, &val) : q8_lmhead_argmax(wp, n, k, x, &idx, &val);
         CHECK(rc == Q8_OK && idx == 300 && argmax_scalar(y, n) == 300 && y[300] == y[650],
               "t%d %s tie: index %lld", threads, f32 ? "f32" : "q8", (long long)idx);
     }
     /* a NaN weight row is reported even though row 300 is larger than anything finite */
     w[513 * nb + 1].d = 0x7e00;
     wf[513 * k + 5] = NAN;
+    free(wp);
+    wp = packed(w, n, k);
     for (int f32 = 0; f32 < 2; f32++) {
         int64_t idx = -1;
         float val = 0.0f;
         const int rc = f32 ? q8_lmhead_argmax_f32(wf, n, k, x, &idx, &val)
-                           : q8_lmhead_argmax(w, n, k, x, &idx, &val);
+                           : q8_lmhead_argmax(wp, n, k, x, &idx, &val);
         CHECK(rc == Q8_OK && idx == 513 && isnan(val), "t%d %s NaN row: index %lld value %g", threads,
               f32 ? "f32" : "q8", (long long)idx, (double)val);
     }
@@ -719,20 +1020,21 @@ static void argmax_edges(int threads) {
     for (int f32 = 0; f32 < 2; f32++) {
         int64_t idx = -1;
         float val = 0.0f;
-        int rc = f32 ? q8_gemv_f32(wf, n, k, x, NULL, y) : q8_gemv(w, n, k, x, NULL, y);
+        int rc = f32 ? q8_gemv_f32(wf, n, k, x, NULL, y) : q8_gemv(wp, n, k, x, NULL, y);
         int all_nan = 1;
         for (int64_t r = 0; r < n; r++) all_nan &= isnan(y[r]);
-        rc |= f32 ? q8_lmhead_argmax_f32(wf, n, k, x, &idx, &val) : q8_lmhead_argmax(w, n, k, x, &idx, &val);
+        rc |= f32 ? q8_lmhead_argmax_f32(wf, n, k, x, &idx, &val) : q8_lmhead_argmax(wp, n, k, x, &idx, &val);
         CHECK(rc == Q8_OK && all_nan && idx == 0 && isnan(val), "t%d %s NaN activation: index %lld",
               threads, f32 ? "f32" : "q8", (long long)idx);
     }
-    free(w), free(wf);
+    free(w), free(wp), free(wf);
 }
 
 /* Batched GEMM through the public driver on every path: token counts that split into uneven
- * register tiles (2..16), several token blocks of the tile table (K = 9632: 20 tokens a block,
- * odd nb), activations prepared on the pool (t * nb > 2048), rows that leave 1-3 row tails.
- * Each output row must equal q8_gemv on that token, bit for bit, for every thread count. */
+ * register tiles (2..16), several token blocks of the AVX-512 path (K = 9632: 21 tokens a block,
+ * odd nb), activations prepared on the pool (t * nb > 2048), n = 71: a last panel of 7 rows.
+ * Each output row must equal q8_gemv on that token, bit for bit, for every thread count, and
+ * nothing past row t - 1 is written. */
 static void test_gemm_batches(void) {
     static const int64_t TT[] = {2, 3, 4, 5, 8, 9, 16, 45};
     static const int64_t KK[] = {96, 1024, 9632};
@@ -741,11 +1043,13 @@ static void test_gemm_batches(void) {
     const char *best = q8_isa_active();
     for (int ik = 0; ik < LEN(KK); ik++) {
         const int64_t k = KK[ik];
-        q8_block *w = xmalloc((size_t)(n * k / QK) * sizeof *w);
+        q8_block *wg = xmalloc((size_t)(n * k / QK) * sizeof *wg);
         float *x = xmalloc((size_t)(tmax * k) * sizeof(float));
         float *bias = xmalloc((size_t)n * sizeof(float));
-        float *y = xmalloc((size_t)(tmax * n) * sizeof(float)), *yg = xmalloc((size_t)(tmax * n) * sizeof(float));
-        random_blocks(w, n, k / QK);
+        float *y = xmalloc((size_t)(tmax * n) * sizeof(float));
+        float *yg = xmalloc((size_t)(tmax * n + TAIL) * sizeof(float));
+        random_blocks(wg, n, k / QK);
+        q8x16 *w = packed(wg, n, k);
         fill_f32(x, tmax * k, 2.0f);
         fill_f32(bias, n, 0.5f);
         for (int i = 0; i < N_TABLES; i++) {
@@ -757,15 +1061,15 @@ static void test_gemm_batches(void) {
                 for (int64_t j = 0; j < tmax; j++) rc |= q8_gemv(w, n, k, x + j * k, bias, y + j * n);
                 for (int it = 0; it < LEN(TT); it++) {
                     const int64_t t = TT[it];
-                    memset(yg, GUARD, (size_t)(tmax * n) * sizeof(float));
+                    memset(yg, GUARD, (size_t)(tmax * n + TAIL) * sizeof(float));
                     rc |= q8_gemm(w, n, k, x, t, bias, yg);
-                    CHECK(rc == Q8_OK && same_f32(y, yg, t * n),
+                    CHECK(rc == Q8_OK && same_f32(y, yg, t * n) && untouched(yg + t * n, (size_t)((tmax - t) * n + TAIL) * sizeof(float)),
                           "%s threads=%d gemm k=%lld t=%lld: row != gemv, first diff %lld", all_tables[i].name,
                           THREADS[ti], (long long)k, (long long)t, (long long)first_diff(y, yg, t * n));
                 }
             }
         }
-        free(w), free(x), free(bias), free(y), free(yg);
+        free(wg), free(w), free(x), free(bias), free(y), free(yg);
     }
     q8_isa_set(best);
     q8_pool_init(0);
@@ -777,14 +1081,19 @@ static void test_drivers(void) {
     for (int s = 0; s < N_SHAPES; s++) {
         const int64_t n = SHAPES[s].n, k = SHAPES[s].k;
         drv_data *d = &data[s];
-        d->w = xmalloc((size_t)(n * k / QK) * sizeof(q8_block));
+        d->wg = xmalloc((size_t)(n * k / QK) * sizeof(q8_block));
+        d->w = q8_alloc((size_t)q8_packed_count(n, k) * sizeof(q8x16));
         d->wf = xmalloc((size_t)(n * k) * sizeof(float));
         d->x = xmalloc((size_t)(GEMM_T * k) * sizeof(float));
         d->bias = xmalloc((size_t)n * sizeof(float));
         d->y0_q = xmalloc((size_t)(GEMM_T * n) * sizeof(float));
         d->y0_f = xmalloc((size_t)(GEMM_T * n) * sizeof(float));
         d->have0 = 0;
-        random_blocks(d->w, n, k / QK);
+        random_blocks(d->wg, n, k / QK);
+        if (!d->w || q8_pack(d->wg, n, k, d->w) != Q8_OK) {
+            fprintf(stderr, "q8_alloc / q8_pack failed while building test data\n");
+            exit(2);
+        }
         fill_f32(d->wf, n * k, 1.0f);
         fill_f32(d->x, GEMM_T * k, 2.0f);
         fill_f32(d->bias, n, 0.5f);
@@ -806,7 +1115,7 @@ static void test_drivers(void) {
     q8_isa_set(best);
     for (int s = 0; s < N_SHAPES; s++) {
         drv_data *d = &data[s];
-        free(d->w), free(d->wf), free(d->x), free(d->bias), free(d->y0_q), free(d->y0_f);
+        free(d->wg), q8_free(d->w), free(d->wf), free(d->x), free(d->bias), free(d->y0_q), free(d->y0_f);
     }
 }
 
@@ -825,12 +1134,15 @@ static void test_args(void) {
     static q8_block w[N * K / QK];
     static float wf[N * K], x[4 * K], a[N * K], g[N * K], out[4 * N * K];
     q8_block qout[N * K / QK];
+    static q8x16 wp[N / 16 * (K / QK)];
+    q8x16 pout[N / 16 * (K / QK)];
     random_blocks(w, N, K / QK);
+    CHECK(q8_pack(w, N, K, wp) == Q8_OK, "q8_pack");
     fill_f32(wf, N * K, 1.0f);
     fill_f32(x, 4 * K, 1.0f);
     fill_f32(a, N * K, 1.0f);
     fill_f32(g, N * K, 1.0f);
-    const size_t OB = sizeof out, QB = sizeof qout;
+    const size_t OB = sizeof out, QB = sizeof qout, PB = sizeof pout;
     int64_t idx;
     float val;
     /* index and value outputs of the argmax entry points, guarded together */
@@ -849,7 +1161,7 @@ static void test_args(void) {
     CHECK(q8_alloc(0) == NULL && q8_alloc(SIZE_MAX) == NULL, "q8_alloc(0 / huge)");
     CHECK(q8_pool_init(-1) == Q8_EINVAL, "q8_pool_init(-1)");
     CHECK(q8_probe_read_bandwidth(0, 1) < 0 && q8_probe_read_bandwidth((size_t)1 << 20, 0) < 0, "probe");
-    CHECK(q8_abi_version() == 1, "abi");
+    CHECK(q8_abi_version() == 2, "abi %d (2: packed q8x16 weights)", q8_abi_version());
 
     /* NULL pointers */
     EINV(q8_convert_to_f32(NULL, Q8_DTYPE_F32, K, out), out, OB);
@@ -864,12 +1176,23 @@ static void test_args(void) {
     EINV(q8_quantize_transposed(x, 7, K, 1, qout), qout, QB);
     EINV(q8_dequantize(NULL, 1, K, out), out, OB);
     EINV(q8_dequantize(w, 1, K, NULL), out, OB);
+    EINV(q8_pack(NULL, N, K, pout), pout, PB);
+    EINV(q8_pack(w, N, K, NULL), pout, PB);
+    EINV(q8_unpack(NULL, N, K, qout), qout, QB);
+    EINV(q8_unpack(wp, N, K, NULL), qout, QB);
+    EINV(q8_quantize_packed(NULL, Q8_DTYPE_F32, 1, K, 0, pout, N, 0), pout, PB);
+    EINV(q8_quantize_packed(x, Q8_DTYPE_F32, 1, K, 0, NULL, N, 0), pout, PB);
+    EINV(q8_quantize_packed(NULL, Q8_DTYPE_F32, 1, K, 1, pout, N, 0), pout, PB);
+    EINV(q8_quantize_packed(x, 3, 1, K, 0, pout, N, 0), pout, PB);
+    EINV(q8_quantize_packed(x, -1, 1, K, 1, pout, N, 0), pout, PB);
+    EINV(q8_dequantize_packed(NULL, N, K, 0, 1, out), out, OB);
+    EINV(q8_dequantize_packed(wp, N, K, 0, 1, NULL), out, OB);
     EINV(q8_gemv(NULL, N, K, x, NULL, out), out, OB);
-    EINV(q8_gemv(w, N, K, NULL, NULL, out), out, OB);
-    EINV(q8_gemv(w, N, K, x, NULL, NULL), out, OB);
+    EINV(q8_gemv(wp, N, K, NULL, NULL, out), out, OB);
+    EINV(q8_gemv(wp, N, K, x, NULL, NULL), out, OB);
     EINV(q8_gemm(NULL, N, K, x, 2, NULL, out), out, OB);
-    EINV(q8_gemm(w, N, K, NULL, 2, NULL, out), out, OB);
-    EINV(q8_gemm(w, N, K, x, 2, NULL, NULL), out, OB);
+    EINV(q8_gemm(wp, N, K, NULL, 2, NULL, out), out, OB);
+    EINV(q8_gemm(wp, N, K, x, 2, NULL, NULL), out, OB);
     EINV(q8_gemv_f32(NULL, N, K, x, NULL, out), out, OB);
     EINV(q8_gemv_f32(wf, N, K, NULL, NULL, out), out, OB);
     EINV(q8_gemv_f32(wf, N, K, x, NULL, NULL), out, OB);
@@ -877,15 +1200,15 @@ static void test_args(void) {
     EINV(q8_gemm_f32(wf, N, K, NULL, 2, NULL, out), out, OB);
     EINV(q8_gemm_f32(wf, N, K, x, 2, NULL, NULL), out, OB);
     EINV(q8_lmhead(NULL, N, K, x, out), out, OB);
-    EINV(q8_lmhead(w, N, K, NULL, out), out, OB);
-    EINV(q8_lmhead(w, N, K, x, NULL), out, OB);
+    EINV(q8_lmhead(wp, N, K, NULL, out), out, OB);
+    EINV(q8_lmhead(wp, N, K, x, NULL), out, OB);
     EINV(q8_lmhead_f32(NULL, N, K, x, out), out, OB);
     EINV(q8_lmhead_f32(wf, N, K, NULL, out), out, OB);
     EINV(q8_lmhead_f32(wf, N, K, x, NULL), out, OB);
     EINV(q8_lmhead_argmax(NULL, N, K, x, &iv.index, &iv.value), &iv, IVB);
-    EINV(q8_lmhead_argmax(w, N, K, NULL, &iv.index, &iv.value), &iv, IVB);
-    EINV(q8_lmhead_argmax(w, N, K, x, NULL, &iv.value), &iv, IVB);
-    EINV(q8_lmhead_argmax(w, N, K, x, &iv.index, NULL), &iv, IVB);
+    EINV(q8_lmhead_argmax(wp, N, K, NULL, &iv.index, &iv.value), &iv, IVB);
+    EINV(q8_lmhead_argmax(wp, N, K, x, NULL, &iv.value), &iv, IVB);
+    EINV(q8_lmhead_argmax(wp, N, K, x, &iv.index, NULL), &iv, IVB);
     EINV(q8_lmhead_argmax_f32(NULL, N, K, x, &iv.index, &iv.value), &iv, IVB);
     EINV(q8_lmhead_argmax_f32(wf, N, K, NULL, &iv.index, &iv.value), &iv, IVB);
     EINV(q8_lmhead_argmax_f32(wf, N, K, x, NULL, &iv.value), &iv, IVB);
@@ -942,22 +1265,38 @@ static void test_args(void) {
         EINV(q8_quantize_transposed(x, Q8_DTYPE_F32, K, s, qout), qout, QB);
         EINV(q8_dequantize(w, s, K, out), out, OB);
         EINV(q8_dequantize(w, 1, s, out), out, OB);
-        EINV(q8_gemv(w, s, K, x, NULL, out), out, OB);
-        EINV(q8_gemv(w, N, s, x, NULL, out), out, OB);
-        EINV(q8_gemm(w, s, K, x, 2, NULL, out), out, OB);
-        EINV(q8_gemm(w, N, s, x, 2, NULL, out), out, OB);
-        EINV(q8_gemm(w, N, K, x, s, NULL, out), out, OB);
+        CHECK(q8_packed_count(s, K) == -1 && q8_packed_count(N, s) == -1, "q8_packed_count size %lld",
+              (long long)s);
+        EINV(q8_pack(w, s, K, pout), pout, PB);
+        EINV(q8_pack(w, N, s, pout), pout, PB);
+        EINV(q8_unpack(wp, s, K, qout), qout, QB);
+        EINV(q8_unpack(wp, N, s, qout), qout, QB);
+        for (int tr = 0; tr < 2; tr++) {
+            EINV(q8_quantize_packed(x, Q8_DTYPE_F32, s, K, tr, pout, N, 0), pout, PB);
+            EINV(q8_quantize_packed(x, Q8_DTYPE_F32, 1, s, tr, pout, N, 0), pout, PB);
+            EINV(q8_quantize_packed(x, Q8_DTYPE_F32, 1, K, tr, pout, s, 0), pout, PB);
+            if (s < 0) EINV(q8_quantize_packed(x, Q8_DTYPE_F32, 1, K, tr, pout, N, s), pout, PB);
+        }
+        EINV(q8_dequantize_packed(wp, s, K, 0, 1, out), out, OB);
+        EINV(q8_dequantize_packed(wp, N, s, 0, 1, out), out, OB);
+        EINV(q8_dequantize_packed(wp, N, K, 0, s, out), out, OB);
+        if (s < 0) EINV(q8_dequantize_packed(wp, N, K, s, 1, out), out, OB);
+        EINV(q8_gemv(wp, s, K, x, NULL, out), out, OB);
+        EINV(q8_gemv(wp, N, s, x, NULL, out), out, OB);
+        EINV(q8_gemm(wp, s, K, x, 2, NULL, out), out, OB);
+        EINV(q8_gemm(wp, N, s, x, 2, NULL, out), out, OB);
+        EINV(q8_gemm(wp, N, K, x, s, NULL, out), out, OB);
         EINV(q8_gemv_f32(wf, s, K, x, NULL, out), out, OB);
         EINV(q8_gemv_f32(wf, N, s, x, NULL, out), out, OB);
         EINV(q8_gemm_f32(wf, s, K, x, 2, NULL, out), out, OB);
         EINV(q8_gemm_f32(wf, N, s, x, 2, NULL, out), out, OB);
         EINV(q8_gemm_f32(wf, N, K, x, s, NULL, out), out, OB);
-        EINV(q8_lmhead(w, s, K, x, out), out, OB);
-        EINV(q8_lmhead(w, N, s, x, out), out, OB);
+        EINV(q8_lmhead(wp, s, K, x, out), out, OB);
+        EINV(q8_lmhead(wp, N, s, x, out), out, OB);
         EINV(q8_lmhead_f32(wf, s, K, x, out), out, OB);
         EINV(q8_lmhead_f32(wf, N, s, x, out), out, OB);
-        EINV(q8_lmhead_argmax(w, s, K, x, &iv.index, &iv.value), &iv, IVB);
-        EINV(q8_lmhead_argmax(w, N, s, x, &iv.index, &iv.value), &iv, IVB);
+        EINV(q8_lmhead_argmax(wp, s, K, x, &iv.index, &iv.value), &iv, IVB);
+        EINV(q8_lmhead_argmax(wp, N, s, x, &iv.index, &iv.value), &iv, IVB);
         EINV(q8_lmhead_argmax_f32(wf, s, K, x, &iv.index, &iv.value), &iv, IVB);
         EINV(q8_lmhead_argmax_f32(wf, N, s, x, &iv.index, &iv.value), &iv, IVB);
         EINV(q8_layernorm(x, g, a, s, K, 1e-5f, out), out, OB);
@@ -977,11 +1316,39 @@ static void test_args(void) {
         EINV(q8_quantize(x, Q8_DTYPE_F32, 1, kk, qout), qout, QB);
         EINV(q8_quantize_transposed(x, Q8_DTYPE_F32, kk, 1, qout), qout, QB);
         EINV(q8_dequantize(w, 1, kk, out), out, OB);
-        EINV(q8_gemv(w, N, kk, x, NULL, out), out, OB);
-        EINV(q8_gemm(w, N, kk, x, 2, NULL, out), out, OB);
-        EINV(q8_lmhead(w, N, kk, x, out), out, OB);
-        EINV(q8_lmhead_argmax(w, N, kk, x, &iv.index, &iv.value), &iv, IVB);
+        CHECK(q8_packed_count(N, kk) == -1, "q8_packed_count k=%lld", (long long)kk);
+        EINV(q8_pack(w, N, kk, pout), pout, PB);
+        EINV(q8_unpack(wp, N, kk, qout), qout, QB);
+        EINV(q8_quantize_packed(x, Q8_DTYPE_F32, 1, kk, 0, pout, N, 0), pout, PB);
+        EINV(q8_quantize_packed(x, Q8_DTYPE_F32, 1, kk, 1, pout, N, 0), pout, PB);
+        EINV(q8_dequantize_packed(wp, N, kk, 0, 1, out), out, OB);
+        EINV(q8_gemv(wp, N, kk, x, NULL, out), out, OB);
+        EINV(q8_gemm(wp, N, kk, x, 2, NULL, out), out, OB);
+        EINV(q8_lmhead(wp, N, kk, x, out), out, OB);
+        EINV(q8_lmhead_argmax(wp, N, kk, x, &iv.index, &iv.value), &iv, IVB);
     }
+    /* row ranges of a packed matrix: row0 + rows <= n, without overflowing */
+    {
+        static const int64_t bad_ranges[][2] = {{N, 1}, {N - 1, 2}, {1, N}, {0, N + 1}, {INT64_MAX, 1},
+                                                {1, INT64_MAX}, {INT64_MAX, INT64_MAX}};
+        for (int i = 0; i < LEN(bad_ranges); i++) {
+            const int64_t r0 = bad_ranges[i][0], rows = bad_ranges[i][1];
+            for (int tr = 0; tr < 2; tr++)
+                EINV(q8_quantize_packed(x, Q8_DTYPE_F32, rows, K, tr, pout, N, r0), pout, PB);
+            EINV(q8_dequantize_packed(wp, N, K, r0, rows, out), out, OB);
+        }
+        /* the edges that fit */
+        CHECK(q8_quantize_packed(x, Q8_DTYPE_F32, 1, K, 0, pout, N, N - 1) == Q8_OK &&
+              q8_quantize_packed(x, Q8_DTYPE_F32, 1, K, 1, pout, N, N - 1) == Q8_OK &&
+              q8_dequantize_packed(wp, N, K, N - 1, 1, out) == Q8_OK &&
+              q8_dequantize_packed(wp, N, K, 0, N, out) == Q8_OK, "row ranges that end at n");
+    }
+    /* sizes past the limits (q8_mat_ok) have no packed count */
+    CHECK(q8_packed_count(((int64_t)1 << 31) + 1, 32) == -1 && q8_packed_count(1, ((int64_t)1 << 31) + 32) == -1 &&
+          q8_packed_count((int64_t)1 << 31, (int64_t)1 << 12) == -1, "q8_packed_count too large");
+    CHECK(q8_packed_count((int64_t)1 << 30, (int64_t)1 << 12) == ((int64_t)1 << 26) * 128 &&
+          q8_packed_count(1, 32) == 1 && q8_packed_count(16, 32) == 1 && q8_packed_count(17, 64) == 4 &&
+          q8_packed_count(33, 96) == 9, "q8_packed_count");
     /* the f32 paths take any k */
     CHECK(q8_gemv_f32(wf, 3, 5, x, NULL, out) == Q8_OK && q8_lmhead_argmax_f32(wf, 3, 5, x, &idx, &val) == Q8_OK,
           "f32 paths with k = 5");
@@ -1187,19 +1554,20 @@ static void test_attention(void) {
 
 /* ---- thread pool ------------------------------------------------------------------------------- */
 typedef struct {
-    q8_block *w;
+    q8x16 *w;
     float *x, *want;
     int64_t n, k;
 } gemv_case;
 
 static gemv_case make_case(int64_t n, int64_t k) {
-    gemv_case g = {xmalloc((size_t)(n * k / QK) * sizeof(q8_block)), xmalloc((size_t)k * sizeof(float)),
-                   xmalloc((size_t)n * sizeof(float)), n, k};
-    random_blocks(g.w, n, k / QK);
+    q8_block *wg = xmalloc((size_t)(n * k / QK) * sizeof(q8_block));
+    random_blocks(wg, n, k / QK);
+    gemv_case g = {packed(wg, n, k), xmalloc((size_t)k * sizeof(float)), xmalloc((size_t)n * sizeof(float)), n, k};
     fill_f32(g.x, k, 1.0f);
     q8_block xq[16];
     q8_quantize_row_ref(g.x, xq, k);
-    q8_kernels_ref.q8_rows(g.w, k / QK, xq, 0, n, g.want);
+    for (int64_t r = 0; r < n; r++) g.want[r] = spec_dot(wg + r * (k / QK), xq, k / QK);
+    free(wg);
     return g;
 }
 
@@ -1276,6 +1644,7 @@ int main(void) {
     test_tables();
     test_fp16();
     test_quantize();
+    test_pack();
     test_drivers();
     group("gemm batches");
     test_gemm_batches();
