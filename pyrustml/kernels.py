@@ -23,6 +23,7 @@ from .errors import KernelArgumentError, KernelTypeError, LibraryError, Numerica
 
 QK8_0: Final = 32
 BLOCK_BYTES: Final = 34
+PANEL_BLOCK_BYTES: Final = 16 * BLOCK_BYTES  # one q8x16: 16 rows x one block, packed
 
 _DTYPE_CODES: Final = {"float32": 0, "float16": 1}
 
@@ -80,30 +81,33 @@ def _opt_bias(bias: np.ndarray | None, n: int) -> Any:
 
 
 class Q8Matrix:
-    """An N x K matrix in GGML Q8_0 blocks: `blocks` is uint8 (N, K // 32 * 34), each row
-    K // 32 blocks of an fp16 scale followed by 32 int8 quants. The bytes live in a
-    huge-page-advised allocation from libq8 and stay valid as long as `blocks` is referenced."""
+    """An N x K matrix of Q8_0 weights. `blocks` gives them in GGML's layout: uint8
+    (N, K // 32 * 34), each row K // 32 blocks of an fp16 scale followed by 32 int8 quants (a
+    fresh array on each access). In memory they are packed for the products (16-row panels,
+    see q8.h), in a huge-page-advised allocation from libq8 that lives as long as the matrix."""
 
-    blocks: np.ndarray
     shape: tuple[int, int]
+    nbytes: int
     _mem: Any
 
     def __init__(self, n: int, k: int) -> None:
         """An uninitialized matrix; use quantize_q8_0 or Q8Matrix.from_blocks."""
         if n <= 0 or k <= 0 or k % QK8_0 != 0:
             raise KernelArgumentError(f"Q8Matrix shape must be positive with K % 32 == 0, got ({n}, {k})")
-        nbytes = n * (k // QK8_0) * BLOCK_BYTES
+        count = int(lib.q8_packed_count(n, k))
+        if count < 0:
+            raise KernelArgumentError(f"Q8Matrix shape ({n}, {k}) is too large")
+        nbytes = count * PANEL_BLOCK_BYTES
         mem = lib.q8_alloc(nbytes)
         if mem == ffi.NULL:
             raise MemoryError(f"cannot allocate {nbytes} bytes for a ({n}, {k}) Q8_0 matrix")
         self._mem = ffi.gc(mem, lib.q8_free)
-        flat = np.frombuffer(ffi.buffer(self._mem, nbytes), dtype=np.uint8)
-        self.blocks = flat.reshape(n, k // QK8_0 * BLOCK_BYTES)
+        self.nbytes = nbytes
         self.shape = (n, k)
 
     @staticmethod
     def from_blocks(blocks: np.ndarray, k: int) -> Q8Matrix:
-        """Copy GGML Q8_0 bytes (N, K // 32 * 34). Quants must lie in [-127, 127], as every
+        """Pack GGML Q8_0 bytes (N, K // 32 * 34). Quants must lie in [-127, 127], as every
         ggml quantizer produces them (the integer kernels rely on it)."""
         b = _array("blocks", blocks, 2)
         if b.dtype != np.uint8:
@@ -114,22 +118,26 @@ class Q8Matrix:
         qs = b.reshape(-1, BLOCK_BYTES)[:, 2:]
         if bool((qs == 0x80).any()):
             raise KernelArgumentError("blocks hold the quant -128, outside ggml's [-127, 127]")
-        m = Q8Matrix(int(b.shape[0]), k)
-        m.blocks[...] = b
+        n = int(b.shape[0])
+        m = Q8Matrix(n, k)
+        _rc(lib.q8_pack(ffi.cast("q8_block *", _ptr("char[]", b)), n, k, m.ptr()), "from_blocks")
         return m
 
     @property
-    def nbytes(self) -> int:
-        return int(self.blocks.nbytes)
+    def blocks(self) -> np.ndarray:
+        n, k = self.shape
+        out = np.empty((n, k // QK8_0 * BLOCK_BYTES), dtype=np.uint8)
+        _rc(lib.q8_unpack(self.ptr(), n, k, ffi.cast("q8_block *", _ptr("char[]", out))), "blocks")
+        return out
 
     def ptr(self) -> Any:
-        """The q8_block pointer for libq8 calls (valid while this matrix lives)."""
-        return ffi.cast("q8_block *", self._mem)
+        """The packed q8x16 pointer for libq8 calls (valid while this matrix lives)."""
+        return ffi.cast("q8x16 *", self._mem)
 
     def dequantize(self) -> np.ndarray:
         n, k = self.shape
         out = np.empty((n, k), dtype=np.float32)
-        _rc(lib.q8_dequantize(self.ptr(), n, k, _ptr("float[]", out)), "dequantize")
+        _rc(lib.q8_dequantize_packed(self.ptr(), n, k, 0, n, _ptr("float[]", out)), "dequantize")
         return out
 
     def __repr__(self) -> str:
@@ -149,7 +157,7 @@ def quantize_q8_0(w: np.ndarray) -> Q8Matrix:
     if not bool(np.isfinite(a).all()):
         raise KernelArgumentError("w contains NaN or Inf, which Q8_0 cannot represent")
     m = Q8Matrix(n, k)
-    _rc(lib.q8_quantize(_ptr("char[]", a), code, n, k, m.ptr()), "quantize_q8_0")
+    _rc(lib.q8_quantize_packed(_ptr("char[]", a), code, n, k, 0, m.ptr(), n, 0), "quantize_q8_0")
     return m
 
 

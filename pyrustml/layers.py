@@ -159,10 +159,7 @@ def load_linear(
         q = Q8Matrix(n, k)
         src = ffi.from_buffer("char[]", ckpt.raw(name))
         code = DTYPE_CODE[info.dtype]
-        if transposed:
-            rc = lib.q8_quantize_transposed(src, code, k, n, q.ptr())
-        else:
-            rc = lib.q8_quantize(src, code, n, k, q.ptr())
+        rc = lib.q8_quantize_packed(src, code, n, k, 1 if transposed else 0, q.ptr(), n, 0)
         if rc != 0:
             raise MemoryError(f"quantizing {name!r} failed ({rc})")
         ckpt.release(name)
@@ -188,8 +185,7 @@ class Embedding:
         if not 0 <= token < self.table.n:
             raise ValueError(f"token id {token} outside the vocabulary of {self.table.n}")
         if self.table.quantized:
-            nb = self.dim // QK8_0
-            rc = lib.q8_dequantize(self.table.w_ptr + token * nb, 1, self.dim, out)
+            rc = lib.q8_dequantize_packed(self.table.w_ptr, self.table.n, self.dim, token, 1, out)
             if rc != 0:
                 raise RuntimeError(f"libq8 dequantize failed ({rc})")
         else:
@@ -210,11 +206,10 @@ def load_fused(ckpt: Checkpoint, names: list[str], rows: list[int], k: int, *, q
         infos.append(info)
     if quantize:
         q = Q8Matrix(n, k)
-        base = q.ptr()
         row = 0
         for info, r in zip(infos, rows, strict=True):
             src = ffi.from_buffer("char[]", ckpt.raw(info.name))
-            rc = lib.q8_quantize(src, DTYPE_CODE[info.dtype], r, k, base + row * (k // QK8_0))
+            rc = lib.q8_quantize_packed(src, DTYPE_CODE[info.dtype], r, k, 0, q.ptr(), n, row)
             if rc != 0:
                 raise MemoryError(f"quantizing {info.name!r} failed ({rc})")
             ckpt.release(info.name)

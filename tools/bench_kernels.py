@@ -211,18 +211,18 @@ class CpuLoad:
 class Weights:
     shape: Shape
     copies: list[K.Q8Matrix]  # distinct allocations with distinct bytes
-    ptrs: list[Any]  # q8_block * of each copy, taken once
+    ptrs: list[Any]  # packed q8x16 * of each copy, taken once
 
 
-def quantized_random(n: int, k: int, rng: np.random.Generator) -> K.Q8Matrix:
-    """Random N(0, 1) float32 weights quantized with quantize_q8_0, a slab of rows at a time
-    so the float32 source never needs more than about 64 MiB."""
-    q = K.Q8Matrix(n, k)
+def quantized_random(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """GGML Q8_0 bytes of random N(0, 1) float32 weights quantized with quantize_q8_0, a slab
+    of rows at a time so the float32 source never needs more than about 64 MiB."""
+    blocks = np.empty((n, k // 32 * 34), dtype=np.uint8)
     step = max(1, (64 << 20) // (4 * k))
     for r0 in range(0, n, step):
         r1 = min(n, r0 + step)
-        q.blocks[r0:r1] = K.quantize_q8_0(rng.standard_normal((r1 - r0, k), dtype=np.float32)).blocks
-    return q
+        blocks[r0:r1] = K.quantize_q8_0(rng.standard_normal((r1 - r0, k), dtype=np.float32)).blocks
+    return blocks
 
 
 def build_weights(shape: Shape, rng: np.random.Generator, rotate_bytes: int, max_copies: int) -> Weights:
@@ -231,11 +231,9 @@ def build_weights(shape: Shape, rng: np.random.Generator, rotate_bytes: int, max
     caches nor a hypervisor's page merging can make two copies one."""
     first = quantized_random(shape.n, shape.k, rng)
     count = max(1, min(max_copies, math.ceil(rotate_bytes / shape.nbytes)))
-    copies = [first]
+    copies = [K.Q8Matrix.from_blocks(first, shape.k)]
     for _ in range(count - 1):
-        q = K.Q8Matrix(shape.n, shape.k)
-        q.blocks[...] = first.blocks[rng.permutation(shape.n)]
-        copies.append(q)
+        copies.append(K.Q8Matrix.from_blocks(np.ascontiguousarray(first[rng.permutation(shape.n)]), shape.k))
     return Weights(shape, copies, [c.ptr() for c in copies])
 
 
@@ -483,7 +481,7 @@ def wrapper_overhead(plan: Plan, rng: np.random.Generator) -> dict[str, float]:
     """pyrustml.kernels.gemv_q8_0 against the raw call on one 768 x 768 matrix left in cache:
     alternating rounds of each, medians over all calls of each kind."""
     n = k = 768
-    q = quantized_random(n, k, rng)
+    q = K.Q8Matrix.from_blocks(quantized_random(n, k, rng), k)
     x = rng.standard_normal(k, dtype=np.float32)
     y = np.empty(n, dtype=np.float32)
     raw_args = [(q.ptr(), n, k, ffi.from_buffer("float[]", x), ffi.NULL, ffi.from_buffer("float[]", y))]

@@ -6,7 +6,9 @@
  * Conventions for every entry point:
  *  - sizes are int64_t; a negative or zero size, a NULL pointer or K % 32 != 0 where Q8_0 is
  *    involved returns Q8_EINVAL and writes nothing;
- *  - matrices are row-major; a Q8_0 matrix of N rows and K columns is N * (K / 32) blocks;
+ *  - matrices are row-major; a Q8_0 matrix of N rows and K columns is N * (K / 32) blocks
+ *    in GGML's layout (q8_block), or ceil(N / 16) * (K / 32) q8x16 in the packed layout the
+ *    products read (weights are packed once, at load);
  *  - results never depend on the thread count: every output row has exactly one writer and
  *    the arithmetic of a row is fixed by the scalar reference (see src/kernels_ref.c);
  *  - functions that spread work over the pool say so; the others run on the caller's thread.
@@ -28,6 +30,17 @@ typedef struct {
     uint16_t d;
     int8_t qs[32];
 } q8_block;
+
+/* The packed weight layout: 16 rows ("a panel") x one Q8_0 block, so one 64-byte load holds
+ * the same 4 columns of 16 rows and a 32-bit lane is one row. Panel p, block b of an N x K
+ * matrix is element p * (K / 32) + b. For row 16p + i and column 32b + 4j + e:
+ *   d[i] = that row's fp16 block scale, qs[64j + 4i + e] = quant + 128 (so the integer
+ *   products can take the weights as their unsigned operand);
+ * rows N .. 16 * ceil(N / 16) - 1 of the last panel are zero (d = 0, qs = 128). */
+typedef struct {
+    uint16_t d[16];
+    uint8_t qs[512];
+} q8x16;
 
 enum {
     Q8_OK = 0,
@@ -72,14 +85,32 @@ int q8_quantize(const void *src, int dtype, int64_t rows, int64_t k, q8_block *d
 int q8_quantize_transposed(const void *src, int dtype, int64_t k, int64_t rows, q8_block *dst);
 int q8_dequantize(const q8_block *src, int64_t rows, int64_t k, float *dst);
 
+/* ---- the packed layout (q8x16) ------------------------------------------------------------- */
+/* q8x16 elements of a packed n x k matrix: ceil(n / 16) * (k / 32); -1 on bad sizes. */
+int64_t q8_packed_count(int64_t n, int64_t k);
+/* Quantize `rows` source rows (src rows x k, or k x rows when transposed: HF Conv1D) straight
+ * into rows row0 .. row0 + rows - 1 of the packed n x k matrix dst, with bytes equal to
+ * q8_quantize's. The call that writes row n - 1 also writes the padding rows. Spread over the
+ * pool. */
+int q8_quantize_packed(const void *src, int dtype, int64_t rows, int64_t k, int transposed,
+                       q8x16 *dst, int64_t n, int64_t row0);
+/* GGML blocks (n x k) to the packed layout, padding included, and back. q8_pack refuses
+ * (Q8_EINVAL, nothing written) a quant of -128, which no ggml quantizer produces: the products
+ * rely on every weight quant lying in [-127, 127]. */
+int q8_pack(const q8_block *src, int64_t n, int64_t k, q8x16 *dst);
+int q8_unpack(const q8x16 *src, int64_t n, int64_t k, q8_block *dst);
+/* Rows row0 .. row0 + rows - 1 of the packed n x k matrix as float32 (rows x k). */
+int q8_dequantize_packed(const q8x16 *src, int64_t n, int64_t k, int64_t row0, int64_t rows,
+                         float *dst);
+
 /* ---- matrix-vector and matrix-matrix products --------------------------------------------- */
-/* y[n] = sum_k W[n,k] x[k] (+ bias[n] when bias != NULL). W is n x k Q8_0; x is quantized to
- * Q8_0 once per call (non-finite x makes every output NaN). Spread over the pool. */
-int q8_gemv(const q8_block *w, int64_t n, int64_t k, const float *x, const float *bias,
+/* y[n] = sum_k W[n,k] x[k] (+ bias[n] when bias != NULL). W is n x k Q8_0, packed; x is
+ * quantized to Q8_0 once per call (non-finite x makes every output NaN). Spread over the pool. */
+int q8_gemv(const q8x16 *w, int64_t n, int64_t k, const float *x, const float *bias,
             float *y);
 /* T activations at once: x is t x k, y is t x n (row-major). Each weight row is read once for
  * a tile of tokens; y[t] is bitwise equal to q8_gemv on x[t]. */
-int q8_gemm(const q8_block *w, int64_t n, int64_t k, const float *x, int64_t t,
+int q8_gemm(const q8x16 *w, int64_t n, int64_t k, const float *x, int64_t t,
             const float *bias, float *y);
 /* Full-precision counterparts: W is n x k float32. */
 int q8_gemv_f32(const float *w, int64_t n, int64_t k, const float *x, const float *bias,
@@ -88,11 +119,11 @@ int q8_gemm_f32(const float *w, int64_t n, int64_t k, const float *x, int64_t t,
                 const float *bias, float *y);
 
 /* The vocabulary projection, tiled over the vocabulary: equal to q8_gemv bit for bit. */
-int q8_lmhead(const q8_block *w, int64_t n, int64_t k, const float *x, float *y);
+int q8_lmhead(const q8x16 *w, int64_t n, int64_t k, const float *x, float *y);
 int q8_lmhead_f32(const float *w, int64_t n, int64_t k, const float *x, float *y);
 /* Fused greedy path: the logits stay in C. Writes the index of the largest logit (lowest index
  * on ties; a NaN logit counts as largest, so NaN is reported, never hidden) and its value. */
-int q8_lmhead_argmax(const q8_block *w, int64_t n, int64_t k, const float *x,
+int q8_lmhead_argmax(const q8x16 *w, int64_t n, int64_t k, const float *x,
                      int64_t *index, float *value);
 int q8_lmhead_argmax_f32(const float *w, int64_t n, int64_t k, const float *x,
                          int64_t *index, float *value);

@@ -6,16 +6,15 @@
 
 #include "q8_internal.h"
 
-#define ROW_ALIGN 4        /* row kernels work 4 rows at a time */
+#define ROW_ALIGN 4        /* f32 row kernels work 4 rows at a time */
 #define LMHEAD_TILE 256    /* vocabulary rows per tile: 1 KiB of logits, stays in L1 */
 
 typedef struct {
     const q8_kernels *kt;
-    const q8_block *w;  /* Q8_0 weights, or NULL for f32 */
+    const q8x16 *w;     /* packed Q8_0 weights, or NULL for f32 */
     const float *wf;    /* f32 weights */
     int64_t n, k, nb, t;
-    const q8_block *xq; /* quantized activations, t x nb */
-    const void *table;  /* the tile kernels' prepared activations, or NULL */
+    const q8_act *xa;   /* prepared activations, t x nb */
     const float *x;     /* f32 activations, t x k */
     const float *bias;
     float *y; /* t x n */
@@ -29,13 +28,11 @@ static void add_bias(const mat_job *j, int64_t r0, int64_t r1) {
     }
 }
 
-static void q8_task(void *ctx, int64_t r0, int64_t r1, int worker) {
+static void q8_task(void *ctx, int64_t p0, int64_t p1, int worker) {
     (void)worker;
     const mat_job *j = ctx;
-    if (j->table) j->kt->tile_run(j->w, j->nb, j->table, j->t, r0, r1, j->y, j->n);
-    else if (j->t == 1) j->kt->q8_rows(j->w, j->nb, j->xq, r0, r1, j->y);
-    else j->kt->q8_tile(j->w, j->nb, j->xq, j->t, r0, r1, j->y, j->n);
-    add_bias(j, r0, r1);
+    j->kt->panel_run(j->w, j->nb, j->xa, j->t, p0, p1, j->n, j->y, j->n);
+    add_bias(j, p0 * PANEL, p1 * PANEL < j->n ? p1 * PANEL : j->n);
 }
 
 static void f32_task(void *ctx, int64_t r0, int64_t r1, int worker) {
@@ -46,25 +43,14 @@ static void f32_task(void *ctx, int64_t r0, int64_t r1, int worker) {
     add_bias(j, r0, r1);
 }
 
-/* Quantize t activation rows; small ones on the stack (the decode path), big ones on the heap. */
-#define STACK_BLOCKS 512
-static q8_block *quantize_acts(const q8_kernels *kt, const float *x, int64_t t, int64_t k,
-                               q8_block *stack) {
-    const int64_t nb = k / QK;
-    q8_block *xq = t * nb <= STACK_BLOCKS ? stack : malloc((size_t)(t * nb) * sizeof(q8_block));
-    if (!xq) return NULL;
-    for (int64_t i = 0; i < t; i++) kt->quantize_row(x + i * k, xq + i * nb, k);
-    return xq;
-}
-
-/* Batched activations for the tile kernels: each token quantized and prepared once per call
- * (not once per row chunk), spread over the pool when there is enough of it. */
+/* The activations of one call, quantized and prepared once for every thread: small ones (the
+ * decode path) on the stack, big ones on the heap, spread over the pool when there are many. */
 typedef struct {
     const q8_kernels *kt;
     const float *x;
-    q8_block *xq;
-    void *table;
-    int64_t k, nb, t;
+    q8_block *xq; /* scratch: one quantized row per token */
+    q8_act *xa;
+    int64_t k, nb;
 } prep_job;
 
 static void prep_task(void *ctx, int64_t j0, int64_t j1, int worker) {
@@ -72,50 +58,62 @@ static void prep_task(void *ctx, int64_t j0, int64_t j1, int worker) {
     const prep_job *p = ctx;
     for (int64_t j = j0; j < j1; j++) {
         p->kt->quantize_row(p->x + j * p->k, p->xq + j * p->nb, p->k);
-        p->kt->tile_prep(p->xq + j * p->nb, p->nb, p->t, j, p->table);
+        q8_act_prep(p->xq + j * p->nb, p->nb, p->xa + j * p->nb);
     }
 }
 
-#define PREP_SERIAL_BLOCKS 2048 /* below this a pool hand-off costs more than it saves */
+#define STACK_BLOCKS 256          /* K up to 8192 for one token without a malloc */
+#define PREP_SERIAL_BLOCKS 2048   /* below this a pool hand-off costs more than it saves */
 
-static int q8_matmul(const q8_block *w, int64_t n, int64_t k, const float *x, int64_t t,
+typedef struct {
+    q8_block q[STACK_BLOCKS];
+    q8_act a[STACK_BLOCKS];
+} act_stack;
+
+/* Returns the prepared activations (st->a or a heap block the caller frees), NULL when out
+ * of memory. */
+static q8_act *prepare_acts(const q8_kernels *kt, const float *x, int64_t t, int64_t k,
+                            act_stack *st) {
+    const int64_t nb = k / QK, total = t * nb;
+    const int small = total <= STACK_BLOCKS;
+    q8_block *xq = small ? st->q : malloc((size_t)total * sizeof(q8_block));
+    q8_act *xa = small ? st->a : aligned_alloc(64, ((size_t)total * sizeof(q8_act) + 63) / 64 * 64);
+    if (!xq || !xa) {
+        if (!small) {
+            free(xq);
+            free(xa);
+        }
+        return NULL;
+    }
+    prep_job p = {kt, x, xq, xa, k, nb};
+    int rc = Q8_OK;
+    if (total <= PREP_SERIAL_BLOCKS) prep_task(&p, 0, t, 0);
+    else rc = q8_parallel_for(t, 1, prep_task, &p);
+    if (!small) free(xq);
+    if (rc != Q8_OK && !small) free(xa);
+    return rc == Q8_OK ? xa : NULL;
+}
+
+static int q8_matmul(const q8x16 *w, int64_t n, int64_t k, const float *x, int64_t t,
                      const float *bias, float *y) {
     Q8_CHECK(w && x && y && q8_mat_ok(n, k) && q8_mat_ok(t, k) && q8_mat_ok(t, n));
     Q8_CHECK(k % QK == 0);
     const q8_kernels *kt = q8_kernels_get();
-    const int64_t nb = k / QK;
-    q8_block stack[STACK_BLOCKS];
-    void *table = NULL;
-    q8_block *xq;
-    /* Also at t = 1 (decode): the tile kernel's 4-row stretches with in-order prefetch
-     * streamed 3-25% faster from DRAM than the one-row kernel at 2 threads (PERF_NOTES). */
-    if (kt->tile_prep) {
-        xq = t * nb <= STACK_BLOCKS ? stack : malloc((size_t)(t * nb) * sizeof(q8_block));
-        table = xq ? aligned_alloc(64, (size_t)kt->tile_table_bytes(nb, t)) : NULL;
-        if (!table) {
-            if (xq != stack) free(xq);
-            return Q8_ENOMEM;
-        }
-        prep_job p = {kt, x, xq, table, k, nb, t};
-        if (t * nb <= PREP_SERIAL_BLOCKS) prep_task(&p, 0, t, 0);
-        else q8_parallel_for(t, 1, prep_task, &p);
-    } else {
-        xq = quantize_acts(kt, x, t, k, stack);
-        if (!xq) return Q8_ENOMEM;
-    }
-    mat_job j = {kt, w, NULL, n, k, nb, t, xq, table, NULL, bias, y};
-    const int rc = q8_parallel_for(n, ROW_ALIGN, q8_task, &j);
-    free(table);
-    if (xq != stack) free(xq);
+    act_stack st;
+    q8_act *xa = prepare_acts(kt, x, t, k, &st);
+    if (!xa) return Q8_ENOMEM;
+    mat_job j = {kt, w, NULL, n, k, k / QK, t, xa, NULL, bias, y};
+    const int rc = q8_parallel_for((n + PANEL - 1) / PANEL, 1, q8_task, &j);
+    if (xa != st.a) free(xa);
     return rc;
 }
 
-int q8_gemv(const q8_block *w, int64_t n, int64_t k, const float *x, const float *bias,
+int q8_gemv(const q8x16 *w, int64_t n, int64_t k, const float *x, const float *bias,
             float *y) {
     return q8_matmul(w, n, k, x, 1, bias, y);
 }
 
-int q8_gemm(const q8_block *w, int64_t n, int64_t k, const float *x, int64_t t,
+int q8_gemm(const q8x16 *w, int64_t n, int64_t k, const float *x, int64_t t,
             const float *bias, float *y) {
     return q8_matmul(w, n, k, x, t, bias, y);
 }
@@ -123,7 +121,7 @@ int q8_gemm(const q8_block *w, int64_t n, int64_t k, const float *x, int64_t t,
 static int f32_matmul(const float *w, int64_t n, int64_t k, const float *x, int64_t t,
                       const float *bias, float *y) {
     Q8_CHECK(w && x && y && q8_mat_ok(n, k) && q8_mat_ok(t, k) && q8_mat_ok(t, n));
-    mat_job j = {q8_kernels_get(), NULL, w, n, k, 0, t, NULL, NULL, x, bias, y};
+    mat_job j = {q8_kernels_get(), NULL, w, n, k, 0, t, NULL, x, bias, y};
     return q8_parallel_for(n, ROW_ALIGN, f32_task, &j);
 }
 
@@ -158,10 +156,10 @@ typedef struct {
     best_t best[MAX_WORKERS];
 } lm_job;
 
+/* One tile of the vocabulary: rows [r0, r1) into tile[0 ..). Q8 tiles are whole panels. */
 static void lm_tile(const mat_job *m, int64_t r0, int64_t r1, float *tile) {
-    /* Rows r0..r1 of W seen as a matrix of their own, so tile[0] is row r0. */
-    if (m->w && m->table) m->kt->tile_run(m->w + r0 * m->nb, m->nb, m->table, 1, 0, r1 - r0, tile, 0);
-    else if (m->w) m->kt->q8_rows(m->w + r0 * m->nb, m->nb, m->xq, 0, r1 - r0, tile);
+    if (m->w) m->kt->panel_run(m->w + r0 / PANEL * m->nb, m->nb, m->xa, 1, 0, (r1 - r0 + PANEL - 1) / PANEL,
+                               m->n - r0, tile, 0);
     else m->kt->f32_rows(m->wf + r0 * m->k, m->k, m->x, 0, r1 - r0, tile);
 }
 
@@ -187,24 +185,23 @@ static void argmax_task(void *ctx, int64_t r0, int64_t r1, int worker) {
     j->best[worker] = b;
 }
 
-static int lmhead_common(const q8_block *w, const float *wf, int64_t n, int64_t k,
+static int lmhead_common(const q8x16 *w, const float *wf, int64_t n, int64_t k,
                          const float *x, float *y, int64_t *index, float *value) {
     Q8_CHECK((w || wf) && x && q8_mat_ok(n, k) && (y || (index && value)));
     Q8_CHECK(!w || k % QK == 0);
     const q8_kernels *kt = q8_kernels_get();
-    q8_block stack[STACK_BLOCKS];
-    q8_block *xq = NULL;
-    if (w && !(xq = quantize_acts(kt, x, 1, k, stack))) return Q8_ENOMEM;
+    act_stack st;
+    q8_act *xa = NULL;
+    if (w && !(xa = prepare_acts(kt, x, 1, k, &st))) return Q8_ENOMEM;
     lm_job *j = malloc(sizeof *j);
     if (!j) {
-        if (xq != stack) free(xq);
+        if (xa != st.a) free(xa);
         return Q8_ENOMEM;
     }
-    /* The tile kernel at t = 1, as in q8_gemv (see q8_matmul). */
-    void *table = xq && kt->tile_prep ? aligned_alloc(64, (size_t)kt->tile_table_bytes(k / QK, 1)) : NULL;
-    if (table) kt->tile_prep(xq, k / QK, 1, 0, table);
-    j->m = (mat_job){kt, w, wf, n, k, k / QK, 1, xq, table, x, NULL, y};
+    j->m = (mat_job){kt, w, wf, n, k, k / QK, 1, xa, x, NULL, y};
     for (int i = 0; i < MAX_WORKERS; i++) j->best[i] = (best_t){0.0f, -1};
+    /* Tiles start at multiples of LMHEAD_TILE (a whole number of panels); the last may be
+     * short, and its rows past n are never written. */
     int rc = q8_parallel_for(n, LMHEAD_TILE, y ? lm_task : argmax_task, j);
     if (rc == Q8_OK && !y) {
         best_t b = {0.0f, -1};
@@ -215,12 +212,11 @@ static int lmhead_common(const q8_block *w, const float *wf, int64_t n, int64_t 
         *value = b.value;
     }
     free(j);
-    free(table);
-    if (xq && xq != stack) free(xq);
+    if (xa && xa != st.a) free(xa);
     return rc;
 }
 
-int q8_lmhead(const q8_block *w, int64_t n, int64_t k, const float *x, float *y) {
+int q8_lmhead(const q8x16 *w, int64_t n, int64_t k, const float *x, float *y) {
     Q8_CHECK(w && y);
     return lmhead_common(w, NULL, n, k, x, y, NULL, NULL);
 }
@@ -230,7 +226,7 @@ int q8_lmhead_f32(const float *w, int64_t n, int64_t k, const float *x, float *y
     return lmhead_common(NULL, w, n, k, x, y, NULL, NULL);
 }
 
-int q8_lmhead_argmax(const q8_block *w, int64_t n, int64_t k, const float *x,
+int q8_lmhead_argmax(const q8x16 *w, int64_t n, int64_t k, const float *x,
                      int64_t *index, float *value) {
     Q8_CHECK(w && index && value);
     return lmhead_common(w, NULL, n, k, x, NULL, index, value);

@@ -1,19 +1,11 @@
 /* AVX2 + FMA + F16C kernels (compiled with exactly those flags). Same arithmetic as
- * kernels_ref.c: a block's 8 lanes are sums of 4 byte products, even blocks accumulate in one
- * 256-bit register and odd blocks in another, and the fold is the reference's tree. */
+ * kernels_ref.c: a packed panel's 16 rows are two 256-bit registers of 8 row lanes; the f32
+ * dot product keeps 16 lanes in two registers and folds them in the reference's tree. */
 #include <immintrin.h>
 #include <math.h>
 
 #include "q8_internal.h"
 
-static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
-
-/* 8 int32 lanes, lane g = sum_{j<4} w[4g+j] * x[4g+j]; exact for quants in [-127, 127]. */
-static inline __m256i lanes_q8(__m256i w, __m256i x) {
-    const __m256i aw = _mm256_sign_epi8(w, w); /* |w| as unsigned bytes */
-    const __m256i sx = _mm256_sign_epi8(x, w); /* x with w's sign (0 where w is 0) */
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1));
-}
 
 static inline float fold(__m256 even, __m256 odd) {
     const __m256 s8 = _mm256_add_ps(even, odd);
@@ -66,37 +58,47 @@ static void quantize_row_avx2(const float *x, q8_block *y, int64_t k) {
     }
 }
 
-#define LOADQ(b) _mm256_loadu_si256((const __m256i *)(b).qs)
-
-static inline void step_q8(const q8_block *wb, __m256i xv, float xd, __m256 *acc) {
-    const __m256 d = _mm256_set1_ps(h2f(wb->d) * xd);
-    *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes_q8(LOADQ(*wb), xv)), *acc);
+/* ---- packed Q8_0 products: per panel block, 8 steps of 4 columns x 8 rows per register;
+ * the stored weights are q + 128, so each step restores the signed quants and multiplies
+ * them by x's sign and |x| (vpmaddubsw cannot saturate: 2 * 127 * 127 < 2^15). ---- */
+static inline __m256i step_half(__m256i s, const uint8_t *q, __m256i ax, __m256i xb) {
+    const __m256i w = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)q), _mm256_set1_epi8((char)0x80));
+    const __m256i p = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w, xb));
+    return _mm256_add_epi32(s, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
 }
 
-static void q8_rows_avx2(const q8_block *w, int64_t nb, const q8_block *x, int64_t r0,
-                         int64_t r1, float *y) {
-    /* One row at a time: a single sequential stream is what hardware prefetchers follow best
-     * (see tools/PERF_NOTES.md); the activation stays in L1. Even and odd blocks accumulate
-     * separately, as the reference specifies. */
-    for (int64_t r = r0; r < r1; r++) {
-        const q8_block *wr = w + r * nb;
-        __m256 even = _mm256_setzero_ps(), odd = even;
-        int64_t b = 0;
-        for (; b + 2 <= nb; b += 2) {
-            step_q8(wr + b, LOADQ(x[b]), h2f(x[b].d), &even);
-            step_q8(wr + b + 1, LOADQ(x[b + 1]), h2f(x[b + 1].d), &odd);
+/* One panel (16 rows, nb blocks) times one activation row. */
+static void panel_dot(const q8x16 *w, int64_t nb, const q8_act *x, float out[16]) {
+    __m256 lo = _mm256_setzero_ps(), hi = lo;
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i slo = _mm256_setzero_si256(), shi = slo;
+        for (int j = 0; j < 8; j++) {
+            int32_t v;
+            memcpy(&v, x[b].qs + 4 * j, 4);
+            const __m256i xb = _mm256_set1_epi32(v), ax = _mm256_sign_epi8(xb, xb);
+            slo = step_half(slo, w[b].qs + 64 * j, ax, xb);
+            shi = step_half(shi, w[b].qs + 64 * j + 32, ax, xb);
         }
-        if (b < nb) step_q8(wr + b, LOADQ(x[b]), h2f(x[b].d), &even);
-        y[r] = fold(even, odd);
+        const __m256 dx = _mm256_set1_ps(x[b].d);
+        const __m256 dlo = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w[b].d)), dx);
+        const __m256 dhi = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w[b].d + 8))), dx);
+        lo = _mm256_fmadd_ps(dlo, _mm256_cvtepi32_ps(slo), lo);
+        hi = _mm256_fmadd_ps(dhi, _mm256_cvtepi32_ps(shi), hi);
     }
+    _mm256_storeu_ps(out, lo);
+    _mm256_storeu_ps(out + 8, hi);
 }
 
-static void q8_tile_avx2(const q8_block *w, int64_t nb, const q8_block *x, int64_t t, int64_t r0,
-                         int64_t r1, float *y, int64_t ldy) {
-    /* Row groups of 16 stay in L1/L2 while every activation row passes over them. */
-    for (int64_t g = r0; g < r1; g += 16) {
-        const int64_t g1 = g + 16 < r1 ? g + 16 : r1;
-        for (int64_t j = 0; j < t; j++) q8_rows_avx2(w, nb, x + j * nb, g, g1, y + j * ldy);
+static void panel_run_avx2(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
+                           int64_t p1, int64_t n, float *y, int64_t ldy) {
+    /* Panel outer, tokens inner: the panel's weights stay in L1/L2 while every token passes. */
+    for (int64_t p = p0; p < p1; p++) {
+        const int64_t valid = n - p * PANEL < PANEL ? n - p * PANEL : PANEL;
+        for (int64_t j = 0; j < t; j++) {
+            float out[16];
+            panel_dot(w + p * nb, nb, x + j * nb, out);
+            memcpy(y + j * ldy + p * PANEL, out, (size_t)valid * sizeof(float));
+        }
     }
 }
 
@@ -165,8 +167,7 @@ static void axpy_f32_avx2(float a, const float *x, float *y, int64_t n) {
 const q8_kernels q8_kernels_avx2 = {
     .name = "avx2",
     .quantize_row = quantize_row_avx2,
-    .q8_rows = q8_rows_avx2,
-    .q8_tile = q8_tile_avx2,
+    .panel_run = panel_run_avx2,
     .f32_rows = f32_rows_avx2,
     .f32_tile = f32_tile_avx2,
     .dot_f32 = dot_f32_avx2,

@@ -1,7 +1,7 @@
 /* AArch64 Advanced SIMD kernels; built twice: "neon" (baseline) and, with
- * -march=armv8.2-a+dotprod and Q8_DOTPROD defined, "neon_dotprod". A block is two 128-bit
- * registers of 4 lanes each; even and odd blocks accumulate in separate register pairs, which
- * is the reference's 16-lane layout. */
+ * -march=armv8.2-a+dotprod and Q8_DOTPROD defined, "neon_dotprod". A packed panel's 16 rows are
+ * four 128-bit registers of 4 row lanes; the f32 dot product keeps the reference's 16 lanes in
+ * four registers. */
 #include <arm_neon.h>
 #include <math.h>
 
@@ -21,18 +21,6 @@ static inline float h2f(uint16_t h) {
     return (float)v; /* exact widening */
 }
 
-/* 4 int32 lanes, lane g = sum_{j<4} w[4g+j] * x[4g+j] over 16 bytes. */
-static inline int32x4_t lanes16(int8x16_t w, int8x16_t x) {
-#ifdef Q8_DOTPROD
-    return vdotq_s32(vdupq_n_s32(0), w, x);
-#else
-    const int16x8_t lo = vmull_s8(vget_low_s8(w), vget_low_s8(x));
-    const int16x8_t hi = vmull_s8(vget_high_s8(w), vget_high_s8(x));
-    /* pairwise: products -> pairs -> groups of four consecutive bytes */
-    return vpaddq_s32(vpaddlq_s16(lo), vpaddlq_s16(hi));
-#endif
-}
-
 static inline float fold(float32x4_t e0, float32x4_t e1, float32x4_t o0, float32x4_t o1) {
     const float32x4_t s8a = vaddq_f32(e0, o0), s8b = vaddq_f32(e1, o1); /* acc[i] + acc[i+8] */
     const float32x4_t s4 = vaddq_f32(s8a, s8b);                          /* + 4 */
@@ -40,34 +28,52 @@ static inline float fold(float32x4_t e0, float32x4_t e1, float32x4_t o0, float32
     return vget_lane_f32(s2, 0) + vget_lane_f32(s2, 1);
 }
 
-static inline void step(const q8_block *wb, const q8_block *xb, float32x4_t *a0, float32x4_t *a1) {
-    const float32x4_t d = vdupq_n_f32(h2f(wb->d) * h2f(xb->d));
-    const int32x4_t l0 = lanes16(vld1q_s8(wb->qs), vld1q_s8(xb->qs));
-    const int32x4_t l1 = lanes16(vld1q_s8(wb->qs + 16), vld1q_s8(xb->qs + 16));
-    *a0 = vfmaq_f32(*a0, d, vcvtq_f32_s32(l0));
-    *a1 = vfmaq_f32(*a1, d, vcvtq_f32_s32(l1));
+/* 4 rows x 4 columns of a panel (16 bytes: q + 128) times the same 4 activation quants (x4
+ * repeated in every 32-bit lane): lane i = row i's exact 4-product sum. */
+static inline int32x4_t step4(int32x4_t s, const uint8_t *q, int8x16_t x4) {
+    const int8x16_t w = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(q), vdupq_n_u8(0x80)));
+#ifdef Q8_DOTPROD
+    return vdotq_s32(s, w, x4);
+#else
+    const int16x8_t lo = vmull_s8(vget_low_s8(w), vget_low_s8(x4));
+    const int16x8_t hi = vmull_s8(vget_high_s8(w), vget_high_s8(x4));
+    /* pairwise: products -> pairs -> each row's four */
+    return vaddq_s32(s, vpaddq_s32(vpaddlq_s16(lo), vpaddlq_s16(hi)));
+#endif
 }
 
-static void SUFFIX(q8_rows)(const q8_block *w, int64_t nb, const q8_block *x, int64_t r0,
-                            int64_t r1, float *y) {
-    for (int64_t r = r0; r < r1; r++) {
-        const q8_block *wr = w + r * nb;
-        float32x4_t e0 = vdupq_n_f32(0.0f), e1 = e0, o0 = e0, o1 = e0;
-        int64_t b = 0;
-        for (; b + 2 <= nb; b += 2) {
-            step(wr + b, x + b, &e0, &e1);
-            step(wr + b + 1, x + b + 1, &o0, &o1);
+/* One panel (16 rows, nb blocks) times one activation row. */
+static void panel_dot(const q8x16 *w, int64_t nb, const q8_act *x, float out[16]) {
+    float32x4_t acc[4];
+    for (int g = 0; g < 4; g++) acc[g] = vdupq_n_f32(0.0f);
+    for (int64_t b = 0; b < nb; b++) {
+        int32x4_t s[4];
+        for (int g = 0; g < 4; g++) s[g] = vdupq_n_s32(0);
+        for (int j = 0; j < 8; j++) {
+            int32_t v;
+            memcpy(&v, x[b].qs + 4 * j, 4);
+            const int8x16_t x4 = vreinterpretq_s8_s32(vdupq_n_s32(v));
+            for (int g = 0; g < 4; g++) s[g] = step4(s[g], w[b].qs + 64 * j + 16 * g, x4);
         }
-        if (b < nb) step(wr + b, x + b, &e0, &e1);
-        y[r] = fold(e0, e1, o0, o1);
+        for (int g = 0; g < 4; g++) {
+            float32x4_t dw;
+            for (int i = 0; i < 4; i++) dw[i] = h2f(w[b].d[4 * g + i]);
+            acc[g] = vfmaq_f32(acc[g], vmulq_n_f32(dw, x[b].d), vcvtq_f32_s32(s[g]));
+        }
     }
+    for (int g = 0; g < 4; g++) vst1q_f32(out + 4 * g, acc[g]);
 }
 
-static void SUFFIX(q8_tile)(const q8_block *w, int64_t nb, const q8_block *x, int64_t t,
-                            int64_t r0, int64_t r1, float *y, int64_t ldy) {
-    for (int64_t g = r0; g < r1; g += 16) {
-        const int64_t g1 = g + 16 < r1 ? g + 16 : r1;
-        for (int64_t j = 0; j < t; j++) SUFFIX(q8_rows)(w, nb, x + j * nb, g, g1, y + j * ldy);
+static void SUFFIX(panel_run)(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
+                              int64_t p1, int64_t n, float *y, int64_t ldy) {
+    /* Panel outer, tokens inner: the panel's weights stay in cache while every token passes. */
+    for (int64_t p = p0; p < p1; p++) {
+        const int64_t valid = n - p * PANEL < PANEL ? n - p * PANEL : PANEL;
+        for (int64_t j = 0; j < t; j++) {
+            float out[16];
+            panel_dot(w + p * nb, nb, x + j * nb, out);
+            memcpy(y + j * ldy + p * PANEL, out, (size_t)valid * sizeof(float));
+        }
     }
 }
 
@@ -104,8 +110,7 @@ static void SUFFIX(axpy_f32)(float a, const float *x, float *y, int64_t n) {
 const q8_kernels SUFFIX(q8_kernels) = {
     .name = PATH_NAME,
     .quantize_row = q8_quantize_row_ref, /* small next to the GEMV; not worth a variant yet */
-    .q8_rows = SUFFIX(q8_rows),
-    .q8_tile = SUFFIX(q8_tile),
+    .panel_run = SUFFIX(panel_run),
     .f32_rows = SUFFIX(f32_rows),
     .f32_tile = SUFFIX(f32_tile),
     .dot_f32 = SUFFIX(dot_f32),

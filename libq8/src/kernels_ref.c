@@ -1,14 +1,17 @@
 /* The scalar reference kernels: the specification every SIMD variant reproduces bit for bit.
  *
- * Q8_0 dot product of a weight row w and an activation row x (both nb blocks):
- *   for block b, lane g in 0..7:  s = sum_{j<4} w.qs[4g+j] * x.qs[4g+j]        (exact int32)
- *                                  acc[8*(b&1) + g] = fmaf(dw*dx, (float)s, acc[...])
- *   where dw*dx is the product of the two fp16 scales in float32 (exact: 22 significant bits).
- *   Then the 16 lanes fold in a fixed tree: acc[i] + acc[i+8], then +4, +2, +1.
+ * Q8_0 dot product of a weight row w and an activation row x (both nb blocks): one float
+ *   accumulator, blocks in order,
+ *     for b = 0 .. nb-1:  s = sum_{i<32} w.qs[i] * x.qs[i]                       (exact int32)
+ *                         acc = fmaf(dw*dx, (float)s, acc)
+ *   where dw*dx is the product of the two fp16 scales in float32 (exact: 22 significant bits)
+ *   and (float)s is exact (|s| <= 32 * 127 * 127 < 2^24). A SIMD register holds 16 (or 8, 4)
+ *   rows of one panel side by side, so this is what the packed layout computes with no
+ *   horizontal work at all.
  * f32 dot product of length k: lane i%16 of 16 accumulators takes fmaf(a[i], b[i], acc) for
  *   i < 16*floor(k/16); the same tree fold; then the tail i >= 16*floor(k/16) in order with
  *   fmaf into the folded sum.
- * These shapes are what one 512-bit register (or two 256-bit, or four 128-bit ones) computes
+ * The f32 shape is what one 512-bit register (or two 256-bit, or four 128-bit ones) computes
  * naturally, so every ISA reaches them without extra work, and results do not depend on the
  * CPU, the thread count or the tiling. */
 #include <math.h>
@@ -23,20 +26,6 @@ static float fold16(const float acc[16]) {
     return s2[0] + s2[1];
 }
 
-static float dot_q8_ref(const q8_block *w, const q8_block *x, int64_t nb) {
-    float acc[16] = {0};
-    for (int64_t b = 0; b < nb; b++) {
-        const float d = q8_fp16_to_fp32_ref(w[b].d) * q8_fp16_to_fp32_ref(x[b].d);
-        float *lane = acc + 8 * (b & 1);
-        for (int g = 0; g < 8; g++) {
-            int32_t s = 0;
-            for (int j = 0; j < 4; j++) s += (int32_t)w[b].qs[4 * g + j] * x[b].qs[4 * g + j];
-            lane[g] = fmaf(d, (float)s, lane[g]);
-        }
-    }
-    return fold16(acc);
-}
-
 static float dot_f32_ref(const float *a, const float *b, int64_t n) {
     float acc[16] = {0};
     const int64_t main = n - n % 16;
@@ -46,14 +35,24 @@ static float dot_f32_ref(const float *a, const float *b, int64_t n) {
     return s;
 }
 
-static void q8_rows_ref(const q8_block *w, int64_t nb, const q8_block *x, int64_t r0, int64_t r1,
-                        float *y) {
-    for (int64_t r = r0; r < r1; r++) y[r] = dot_q8_ref(w + r * nb, x, nb);
-}
-
-static void q8_tile_ref(const q8_block *w, int64_t nb, const q8_block *x, int64_t t, int64_t r0,
-                        int64_t r1, float *y, int64_t ldy) {
-    for (int64_t j = 0; j < t; j++) q8_rows_ref(w, nb, x + j * nb, r0, r1, y + j * ldy);
+static void panel_run_ref(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
+                          int64_t p1, int64_t n, float *y, int64_t ldy) {
+    for (int64_t j = 0; j < t; j++) {
+        const q8_act *xj = x + j * nb;
+        for (int64_t p = p0; p < p1; p++) {
+            for (int i = 0; i < PANEL && p * PANEL + i < n; i++) {
+                float acc = 0.0f;
+                for (int64_t b = 0; b < nb; b++) {
+                    const q8x16 *wb = w + p * nb + b;
+                    int32_t s = 0;
+                    for (int c = 0; c < QK; c++) /* column c: chunk c / 4, byte c % 4 */
+                        s += (int32_t)(int8_t)(wb->qs[64 * (c / 4) + 4 * i + c % 4] ^ 0x80) * xj[b].qs[c];
+                    acc = fmaf(q8_fp16_to_fp32_ref(wb->d[i]) * xj[b].d, (float)s, acc);
+                }
+                y[j * ldy + p * PANEL + i] = acc;
+            }
+        }
+    }
 }
 
 static void f32_rows_ref(const float *w, int64_t k, const float *x, int64_t r0, int64_t r1,
@@ -73,8 +72,7 @@ static void axpy_f32_ref(float a, const float *x, float *y, int64_t n) {
 const q8_kernels q8_kernels_ref = {
     .name = "ref",
     .quantize_row = q8_quantize_row_ref,
-    .q8_rows = q8_rows_ref,
-    .q8_tile = q8_tile_ref,
+    .panel_run = panel_run_ref,
     .f32_rows = f32_rows_ref,
     .f32_tile = f32_tile_ref,
     .dot_f32 = dot_f32_ref,

@@ -15,27 +15,31 @@
 static_assert(sizeof(q8_block) == 34, "q8_block must be 34 bytes like ggml's block_q8_0");
 static_assert(offsetof(q8_block, qs) == 2, "quants follow the scale directly");
 
+#define PANEL 16 /* rows per q8x16 */
+static_assert(sizeof(q8x16) == 16 * sizeof(q8_block), "a panel block is 16 GGML blocks' bytes");
+static_assert(offsetof(q8x16, qs) == 32, "quants follow the 16 scales directly");
+
+/* One activation block as the packed kernels read it: the quants, the scale widened, and the
+ * correction for the weights' +128 offset (sum over i of (q_w + 128) * q_x is the exact
+ * product plus 128 * sum(q_x)). */
+typedef struct {
+    int8_t qs[32];
+    float d;
+    int32_t nsum; /* -128 * sum(qs) */
+} q8_act;
+static_assert(sizeof(q8_act) == 40, "q8_act is 40 bytes");
+
 /* The inner kernels of one instruction set. Every variant must produce results bitwise equal
  * to the scalar reference (kernels_ref.c documents the arithmetic it fixes).
  *
- * Row kernels compute y[r] for r in [r0, r1); tile kernels compute y[j * ldy + r] for the t
- * activations j of x (each nb blocks, or k floats, long) and the same rows. */
+ * panel_run computes, for panels p in [p0, p1) of a packed matrix (nb blocks per row) and the
+ * t activations x[j * nb ...], y[j * ldy + r] for every row r = 16p + i < n. */
 typedef struct {
     const char *name;
     /* Activation quantizer: bytes identical to q8_quantize_row_ref. */
     void (*quantize_row)(const float *x, q8_block *y, int64_t k);
-    void (*q8_rows)(const q8_block *w, int64_t nb, const q8_block *x, int64_t r0, int64_t r1,
-                    float *y);
-    void (*q8_tile)(const q8_block *w, int64_t nb, const q8_block *x, int64_t t, int64_t r0,
-                    int64_t r1, float *y, int64_t ldy);
-    /* Optional (NULL where absent): q8_tile split in two so that the driver prepares the
-     * activations once per call for all threads instead of once per chunk. tile_prep fills
-     * token j's part of a table of tile_table_bytes(nb, t) bytes (64-byte aligned) from its
-     * quantized row xj; tile_run then equals q8_tile on those t tokens. */
-    int64_t (*tile_table_bytes)(int64_t nb, int64_t t);
-    void (*tile_prep)(const q8_block *xj, int64_t nb, int64_t t, int64_t j, void *table);
-    void (*tile_run)(const q8_block *w, int64_t nb, const void *table, int64_t t, int64_t r0,
-                     int64_t r1, float *y, int64_t ldy);
+    void (*panel_run)(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
+                      int64_t p1, int64_t n, float *y, int64_t ldy);
     void (*f32_rows)(const float *w, int64_t k, const float *x, int64_t r0, int64_t r1,
                      float *y);
     void (*f32_tile)(const float *w, int64_t k, const float *x, int64_t t, int64_t r0,
@@ -65,6 +69,13 @@ float q8_fp16_to_fp32_ref(uint16_t h);
 
 /* Quantize one row of k floats (k % 32 == 0) to k/32 blocks, exactly as ggml's reference. */
 void q8_quantize_row_ref(const float *x, q8_block *y, int64_t k);
+/* The packed layout (pack.c): row r of a packed matrix with nb blocks per row, written from
+ * or read into GGML blocks; the zero padding rows after row n - 1; the packed kernels' view
+ * of nb quantized activation blocks. */
+void q8_put_row(q8x16 *dst, int64_t nb, int64_t r, const q8_block *row);
+void q8_get_row(const q8x16 *src, int64_t nb, int64_t r, q8_block *row);
+void q8_put_padding(q8x16 *dst, int64_t n, int64_t nb);
+void q8_act_prep(const q8_block *x, int64_t nb, q8_act *out);
 
 /* ---- thread pool (pool.c) ---- */
 /* fn runs on chunks [begin, end) of [0, total); worker is 0 .. q8_pool_threads() - 1 and is

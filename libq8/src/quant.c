@@ -110,7 +110,9 @@ typedef struct {
     int64_t k;
     int64_t rows;     /* rows of the output */
     int transposed;   /* source is k x rows */
-    q8_block *dst;
+    q8_block *dst;    /* GGML rows, or NULL: */
+    q8x16 *packed;    /* rows row0 .. of a packed matrix */
+    int64_t row0;
     int failed;
 } quant_job;
 
@@ -120,7 +122,10 @@ static void quant_task(void *vctx, int64_t begin, int64_t end, int worker) {
     const int64_t k = job->k;
     const size_t es = dtype_size(job->dtype);
     float *row = malloc((size_t)k * sizeof(float));
-    if (!row) {
+    q8_block *blocks = job->packed ? malloc((size_t)(k / QK) * sizeof(q8_block)) : NULL;
+    if (!row || (job->packed && !blocks)) {
+        free(row);
+        free(blocks);
         job->failed = 1; /* benign race: every writer stores the same value */
         return;
     }
@@ -142,27 +147,45 @@ static void quant_task(void *vctx, int64_t begin, int64_t end, int worker) {
                 row[i] = v;
             }
         }
-        q8_quantize_row_ref(row, job->dst + r * (k / QK), k);
+        if (job->packed) {
+            q8_quantize_row_ref(row, blocks, k);
+            q8_put_row(job->packed, k / QK, job->row0 + r, blocks);
+        } else {
+            q8_quantize_row_ref(row, job->dst + r * (k / QK), k);
+        }
     }
+    free(blocks);
     free(row);
 }
 
-static int quantize_common(const void *src, int dtype, int64_t rows, int64_t k, int transposed,
-                           q8_block *dst) {
-    Q8_CHECK(src && dst && q8_mat_ok(rows, k) && k % QK == 0);
-    Q8_CHECK(dtype == Q8_DTYPE_F32 || dtype == Q8_DTYPE_F16 || dtype == Q8_DTYPE_BF16);
-    quant_job job = {src, dtype, k, rows, transposed, dst, 0};
-    const int rc = q8_parallel_for(rows, 1, quant_task, &job);
+static int quantize_common(quant_job *job) {
+    Q8_CHECK(job->src && q8_mat_ok(job->rows, job->k) && job->k % QK == 0);
+    Q8_CHECK(job->dtype == Q8_DTYPE_F32 || job->dtype == Q8_DTYPE_F16 || job->dtype == Q8_DTYPE_BF16);
+    /* Packed rows share panels, but each row owns its own bytes of them: one writer each. */
+    const int rc = q8_parallel_for(job->rows, 1, quant_task, job);
     if (rc) return rc;
-    return job.failed ? Q8_ENOMEM : Q8_OK;
+    return job->failed ? Q8_ENOMEM : Q8_OK;
 }
 
 int q8_quantize(const void *src, int dtype, int64_t rows, int64_t k, q8_block *dst) {
-    return quantize_common(src, dtype, rows, k, 0, dst);
+    Q8_CHECK(dst);
+    quant_job job = {src, dtype, k, rows, 0, dst, NULL, 0, 0};
+    return quantize_common(&job);
 }
 
 int q8_quantize_transposed(const void *src, int dtype, int64_t k, int64_t rows, q8_block *dst) {
-    return quantize_common(src, dtype, rows, k, 1, dst);
+    Q8_CHECK(dst);
+    quant_job job = {src, dtype, k, rows, 1, dst, NULL, 0, 0};
+    return quantize_common(&job);
+}
+
+int q8_quantize_packed(const void *src, int dtype, int64_t rows, int64_t k, int transposed,
+                       q8x16 *dst, int64_t n, int64_t row0) {
+    Q8_CHECK(dst && q8_mat_ok(n, k) && row0 >= 0 && rows > 0 && row0 < n && rows <= n - row0);
+    quant_job job = {src, dtype, k, rows, transposed != 0, NULL, dst, row0, 0};
+    const int rc = quantize_common(&job);
+    if (rc == Q8_OK && row0 + rows == n) q8_put_padding(dst, n, k / QK);
+    return rc;
 }
 
 int q8_dequantize(const q8_block *src, int64_t rows, int64_t k, float *dst) {

@@ -1178,6 +1178,12 @@ static void test_args(void) {
     EINV(q8_dequantize(w, 1, K, NULL), out, OB);
     EINV(q8_pack(NULL, N, K, pout), pout, PB);
     EINV(q8_pack(w, N, K, NULL), pout, PB);
+    { /* a -128 quant anywhere (here the last one) is outside the contract: refused, unwritten */
+        const int8_t keep = w[N * K / QK - 1].qs[QK - 1];
+        w[N * K / QK - 1].qs[QK - 1] = -128;
+        EINV(q8_pack(w, N, K, pout), pout, PB);
+        w[N * K / QK - 1].qs[QK - 1] = keep;
+    }
     EINV(q8_unpack(NULL, N, K, qout), qout, QB);
     EINV(q8_unpack(wp, N, K, NULL), qout, QB);
     EINV(q8_quantize_packed(NULL, Q8_DTYPE_F32, 1, K, 0, pout, N, 0), pout, PB);

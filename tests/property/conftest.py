@@ -126,15 +126,15 @@ def q8_dot_bound(wq: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None) 
                       (bias, one rounding)       + U32 (|ref| + the above)
                       (float64 oracle)           + gamma_K^(64) sum_i |Wq_i x_i|.
     |x_i - xq_i| <= e_i = q8_element_error(x) (the Q8_0 step: d_x,b / 2 plus the fp16 rounding of
-    d_x,b), |xq_i| <= |x_i| + e_i, and the accumulation depth m is ceil(nb / 2) fused multiply-adds
-    per lane (even and odd blocks go to separate lanes) plus the 4 levels of the 16-lane fold.
+    d_x,b), |xq_i| <= |x_i| + e_i, and the accumulation depth m is nb fused multiply-adds (one
+    accumulator per row, blocks in order).
     """
     w = wq.astype(np.float64)
     xd = x.astype(np.float64)
     e = q8_element_error(x)
     aw = np.abs(w)
     nb = x.shape[-1] // QK
-    m = (nb + 1) // 2 + 4
+    m = nb
     bound = aw @ e + gamma(m) * (aw @ (np.abs(xd) + e)) + gamma(x.shape[-1], U64) * (aw @ np.abs(xd))
     if bias is not None:
         ref = w @ xd + bias.astype(np.float64)

@@ -115,10 +115,10 @@ def test_gemm_big_row_counts(isa: str, big: tuple[kernels.Q8Matrix, np.ndarray])
         np.testing.assert_array_equal(bits(y[j]), bits(kernels.gemv_q8_0(q, x[j])))
 
 
-# Long rows: K = 8224 is 257 blocks (the AVX-512 row kernel prepares up to 128 block pairs on its
-# stack, plus the odd tail); 8256 (129 pairs) and 16416 take the heap path, and every t * K / 32
-# above 512 blocks quantizes the activations on the heap.
-LONG_KS = [8224, 8256, 16416]
+# Long rows: the driver prepares up to 256 activation blocks (one token of K <= 8192) on its
+# stack; K = 8192 is exactly that, 8224 (257 blocks, odd) and 16416 take the heap path, and so
+# does every t * K / 32 above 256 blocks.
+LONG_KS = [8192, 8224, 16416]
 
 
 @pytest.mark.parametrize("k", LONG_KS)

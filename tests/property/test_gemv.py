@@ -57,7 +57,7 @@ def test_gemv_within_the_q8_bound(
     amax / 127, plus the fp16 rounding of the stored scale). The kernel's exact value is
     sum_b d_w,b d_x,b sum_i qw_i qx_i = Wq @ xq (integer block sums and scale products are exact),
     so the activation quantization contributes at most sum_i |Wq_i| e_i; the float32
-    accumulation adds gamma_m sum_i |Wq_i xq_i| with m = ceil(nb/2) lane fmas + 4 fold levels;
+    accumulation adds gamma_m sum_i |Wq_i xq_i| with m = nb fmas (one per block, in order);
     a bias adds one rounding; the float64 oracle adds gamma_K(2^-53).
     """
     k = nb * QK
@@ -126,8 +126,8 @@ def test_gemv_quantizes_activations_like_gguf(
     """Every path's activation quantizer gives gguf's Q8_0 bytes, seen through W = identity.
 
     Row r of the quantized identity is one block with scale d_w = fp16(1/127) and quant 127 at
-    column r, zeros elsewhere. Every other block contributes fmaf(0, 0, acc) = acc and the fold
-    adds zeros, so y[r] = fl32(d_w d_x * (127 q_r)) with d_w d_x exact: one rounding of values
+    column r, zeros elsewhere. Every other block contributes fmaf(0, 0, acc) = acc, so
+    y[r] = fl32(d_w d_x * (127 q_r)) with d_w d_x exact: one rounding of values
     read from gguf's bytes for x, computed here bit for bit in float32.
     """
     k = nb * QK
