@@ -51,8 +51,9 @@ def test_steps_cover_the_run_and_components_add_up(path: str) -> None:
         assert len(s.attention_ns) == len(s.ffn_ns) == model.net.n_layers
         assert all(v > 0 for v in s.attention_ns + s.ffn_ns)
         assert s.lm_head_ns > 0 and s.total_ns > 0
-        # The laps are contiguous: what they do not cover is the end() call itself.
-        assert abs(s.components_ns - s.total_ns) <= 0.02 * s.total_ns
+        # The laps are contiguous: what they do not cover is the end() call itself (a few hundred
+        # ns, so up to 1 us on top of 2%: a tiny fixture's decode step is now ~30 us).
+        assert abs(s.components_ns - s.total_ns) <= 0.02 * s.total_ns + 1000
     # Against the generation loop's own clock (Timings.step_ms), over the whole decode.
     profiled = sum(s.total_ns for s in prof.steps[1:]) / 1e6
     measured = sum(gen.timings.step_ms)
