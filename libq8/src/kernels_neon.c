@@ -66,15 +66,7 @@ static void panel_dot(const q8x16 *w, int64_t nb, const q8_act *x, float out[16]
 
 static void SUFFIX(panel_run)(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
                               int64_t p1, int64_t n, float *y, int64_t ldy) {
-    /* Panel outer, tokens inner: the panel's weights stay in cache while every token passes. */
-    for (int64_t p = p0; p < p1; p++) {
-        const int64_t valid = n - p * PANEL < PANEL ? n - p * PANEL : PANEL;
-        for (int64_t j = 0; j < t; j++) {
-            float out[16];
-            panel_dot(w + p * nb, nb, x + j * nb, out);
-            memcpy(y + j * ldy + p * PANEL, out, (size_t)valid * sizeof(float));
-        }
-    }
+    q8_panels_by_token(panel_dot, w, nb, x, t, p0, p1, n, y, ldy);
 }
 
 static float SUFFIX(dot_f32)(const float *a, const float *b, int64_t n) {

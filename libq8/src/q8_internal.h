@@ -49,6 +49,22 @@ typedef struct {
     void (*axpy_f32)(float a, const float *x, float *y, int64_t n);
 } q8_kernels;
 
+/* The panel loop of the kernels that work one panel and one token at a time (AVX2, NEON):
+ * panel outer, tokens inner, so a panel's weights stay in cache while every token passes;
+ * dot(w_panel, nb, x_token, out) writes 16 rows, of which the valid ones are copied to y. */
+typedef void (*q8_panel_dot_fn)(const q8x16 *w, int64_t nb, const q8_act *x, float out[16]);
+static inline void q8_panels_by_token(q8_panel_dot_fn dot, const q8x16 *w, int64_t nb, const q8_act *x,
+                                      int64_t t, int64_t p0, int64_t p1, int64_t n, float *y, int64_t ldy) {
+    for (int64_t p = p0; p < p1; p++) {
+        const int64_t valid = n - p * PANEL < PANEL ? n - p * PANEL : PANEL;
+        for (int64_t j = 0; j < t; j++) {
+            float out[16];
+            dot(w + p * nb, nb, x + j * nb, out);
+            memcpy(y + j * ldy + p * PANEL, out, (size_t)valid * sizeof(float));
+        }
+    }
+}
+
 extern const q8_kernels q8_kernels_ref;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const q8_kernels q8_kernels_avx2;
