@@ -8,22 +8,63 @@
 
 #define SQRT_2_OVER_PI 0.7978845608028654f
 
+/* The activation loops are cloned per vector width (picked by cpuid when the library loads):
+ * baseline x86-64 only has 4-wide SSE2, and GeGLU's tanh was ~12% of a GPT-2 prefill there.
+ * Element-wise, no contraction: every clone rounds each element the same way. */
+/* Not under ThreadSanitizer: the loader runs the clones' resolver before TSan is set up. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
+#define ACT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ACT_CLONES
+#endif
+
 static int rows_ok(int64_t rows, int64_t n) { return q8_mat_ok(rows, n); }
+
+/* Row reductions in double over 8 independent partial sums: the cloned loops keep them in one
+ * vector register (a single chain of scalar double adds was most of a 4.5 us LayerNorm of 768).
+ * The order is fixed, so every clone gives the same bits. */
+#define NORM_LANES 8
+
+ACT_CLONES static double sum_f64(const float *x, int64_t n, double center, int squares) {
+    double s[NORM_LANES] = {0};
+    int64_t i = 0;
+    if (squares) {
+        for (; i + NORM_LANES <= n; i += NORM_LANES)
+            for (int l = 0; l < NORM_LANES; l++) {
+                const double d = (double)x[i + l] - center;
+                s[l] += d * d;
+            }
+        for (; i < n; i++) {
+            const double d = (double)x[i] - center;
+            s[i % NORM_LANES] += d * d;
+        }
+    } else {
+        for (; i + NORM_LANES <= n; i += NORM_LANES)
+            for (int l = 0; l < NORM_LANES; l++) s[l] += (double)x[i + l];
+        for (; i < n; i++) s[i % NORM_LANES] += (double)x[i];
+    }
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+ACT_CLONES static void layernorm_row(const float *x, const float *gamma, const float *beta,
+                                     int64_t n, float m, float inv, float *y) {
+    for (int64_t i = 0; i < n; i++) y[i] = (x[i] - m) * inv * gamma[i] + beta[i];
+}
+
+ACT_CLONES static void rmsnorm_row(const float *x, const float *w, int64_t n, float inv,
+                                   float offset, float *y) {
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] * inv * (offset + w[i]);
+}
 
 int q8_layernorm(const float *x, const float *gamma, const float *beta, int64_t rows,
                  int64_t n, float eps, float *y) {
     Q8_CHECK(x && gamma && beta && y && rows_ok(rows, n) && eps >= 0.0f);
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * n;
-        float *yr = y + r * n;
-        double sum = 0.0;
-        for (int64_t i = 0; i < n; i++) sum += xr[i];
-        const double mean = sum / (double)n;
-        double var = 0.0;
-        for (int64_t i = 0; i < n; i++) var += (xr[i] - mean) * (xr[i] - mean);
-        const float inv = (float)(1.0 / sqrt(var / (double)n + (double)eps));
-        const float m = (float)mean;
-        for (int64_t i = 0; i < n; i++) yr[i] = (xr[i] - m) * inv * gamma[i] + beta[i];
+        const double mean = sum_f64(xr, n, 0.0, 0) / (double)n;
+        const double var = sum_f64(xr, n, mean, 1) / (double)n;
+        const float inv = (float)(1.0 / sqrt(var + (double)eps));
+        layernorm_row(xr, gamma, beta, n, (float)mean, inv, y + r * n);
     }
     return Q8_OK;
 }
@@ -33,11 +74,9 @@ int q8_rmsnorm(const float *x, const float *w, int64_t rows, int64_t n, float ep
     Q8_CHECK(x && w && y && rows_ok(rows, n) && eps >= 0.0f);
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * n;
-        float *yr = y + r * n;
-        double ss = 0.0;
-        for (int64_t i = 0; i < n; i++) ss += (double)xr[i] * xr[i];
+        const double ss = sum_f64(xr, n, 0.0, 1);
         const float inv = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
-        for (int64_t i = 0; i < n; i++) yr[i] = xr[i] * inv * (offset + w[i]);
+        rmsnorm_row(xr, w, n, inv, offset, y + r * n);
     }
     return Q8_OK;
 }
@@ -60,15 +99,6 @@ typedef struct {
     int rows;        /* geglu_rows: 1 when x/up are flat arrays */
 } act_job;
 
-/* The activation loops are cloned per vector width (picked by cpuid when the library loads):
- * baseline x86-64 only has 4-wide SSE2, and GeGLU's tanh was ~12% of a GPT-2 prefill there.
- * Element-wise, no contraction: every clone rounds each element the same way. */
-/* Not under ThreadSanitizer: the loader runs the clones' resolver before TSan is set up. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
-#define ACT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ACT_CLONES
-#endif
 
 ACT_CLONES static void gelu_range(const act_job *j, int64_t b, int64_t e) {
     for (int64_t i = b; i < e; i++) j->y[i] = gelu_tanh1(j->x[i]);
