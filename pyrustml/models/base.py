@@ -36,6 +36,25 @@ class StreamBytes:
         return self.embedding + sum(self.attention) + sum(self.ffn) + self.lm_head
 
 
+def _gib(shape: tuple[int, ...]) -> float:
+    n = 4
+    for d in shape:
+        n *= d
+    return n / 2**30
+
+
+def _available_bytes() -> int:
+    """Memory the kernel could give us now (MemAvailable), or no limit where it does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 1 << 46
+
+
 class Transformer(ABC):
     """A decoder-only model with its buffers and KV cache allocated once.
 
@@ -61,6 +80,7 @@ class Transformer(ABC):
     n_projections: int  # the architecture's projections (q, k, v, ... counted apart) + lm_head
     fusions: dict[str, int]
     prof: Profiler | None  # set only while profiling: forward_chunk laps its components
+    kv_mem: list[Any]  # the libq8 allocations behind the KV caches (kv_zeros)
 
     @abstractmethod
     def forward_chunk(self, ids: list[int], pos0: int) -> None:
@@ -126,15 +146,31 @@ class Transformer(ABC):
 
     @staticmethod
     def zeros(shape: tuple[int, ...], what: str) -> np.ndarray:
-        """A float32 buffer of the model (activations, KV cache); a size the machine cannot
-        hold is an OutOfMemoryError that says what it was for."""
+        """A float32 buffer of the model (activations); a size the machine cannot hold is an
+        OutOfMemoryError that says what it was for."""
         try:
             return np.zeros(shape, dtype=np.float32)
         except (MemoryError, ValueError) as exc:
-            n = 4
-            for d in shape:
-                n *= d
-            raise OutOfMemoryError(f"cannot allocate {n / 2**30:.1f} GiB for {what}") from exc
+            raise OutOfMemoryError(f"cannot allocate {_gib(shape):.1f} GiB for {what}") from exc
+
+    def kv_zeros(self, shape: tuple[int, ...], what: str) -> np.ndarray:
+        """A KV cache buffer, zeroed and resident from the start: a huge-page-advised libq8
+        allocation whose pages are all faulted in at load. Lazily mapped pages made the first
+        write of every 16th position fault (4.3 us mean, up to 126 us per GPT-2 cache write)
+        inside decode steps."""
+        n = 4
+        for d in shape:
+            n *= d
+        # Touching every page of a cache larger than the free memory would summon the OOM killer:
+        # refuse it here instead.
+        mem = lib.q8_alloc(n) if 0 < n <= _available_bytes() else ffi.NULL
+        if mem == ffi.NULL:
+            raise OutOfMemoryError(f"cannot allocate {_gib(shape):.1f} GiB for {what}")
+        mem = ffi.gc(mem, lib.q8_free)
+        self.kv_mem.append(mem)  # the arrays below do not own it
+        a = np.frombuffer(ffi.buffer(mem, n), dtype=np.float32).reshape(shape)
+        a.fill(0.0)
+        return a
 
     def _alloc_head(self) -> None:
         self.prof = None

@@ -165,6 +165,7 @@ class Gemma3(Transformer):
         # The embedding is scaled by sqrt(hidden) rounded to float32, as transformers does.
         self.embed_scale = float(np.float32(math.sqrt(D)))
         self.layers = []
+        self.kv_mem = []
         for i in range(cfg.n_layer):
             n = f"model.layers.{i}."
             L = Gemma3Layer()
@@ -197,8 +198,8 @@ class Gemma3(Transformer):
                 "q": vector(ckpt, n + "self_attn.q_norm.weight", hd),
                 "k": vector(ckpt, n + "self_attn.k_norm.weight", hd),
             }
-            L.k_cache = self.zeros((KV, L.cap, hd), f"layer {i}'s key cache ({L.cap} positions)")
-            L.v_cache = self.zeros((KV, L.cap, hd), f"layer {i}'s value cache ({L.cap} positions)")
+            L.k_cache = self.kv_zeros((KV, L.cap, hd), f"layer {i}'s key cache ({L.cap} positions)")
+            L.v_cache = self.kv_zeros((KV, L.cap, hd), f"layer {i}'s value cache ({L.cap} positions)")
             L.p = {key: ffi.from_buffer("float[]", arr) for key, arr in L.norms.items()}
             L.p["k_cache"] = ffi.from_buffer("float[]", L.k_cache)
             L.p["v_cache"] = ffi.from_buffer("float[]", L.v_cache)

@@ -123,6 +123,7 @@ class GPT2(Transformer):
         self.embed = Embedding(self.wte)
         self.wpe = matrix_f32(ckpt, pre + "wpe.weight", (P, D))
         self.blocks = []
+        self.kv_mem = []
         H = cfg.n_head
         hd = D // H
         for i in range(cfg.n_layer):
@@ -157,8 +158,8 @@ class GPT2(Transformer):
             b.fc_proj = load_linear(
                 ckpt, n + "mlp.c_proj.weight", n + "mlp.c_proj.bias", D, F, transposed=True, quantize=quantize
             )
-            b.k_cache = self.zeros((H, P, hd), f"layer {i}'s key cache ({P} positions)")
-            b.v_cache = self.zeros((H, P, hd), f"layer {i}'s value cache ({P} positions)")
+            b.k_cache = self.kv_zeros((H, P, hd), f"layer {i}'s key cache ({P} positions)")
+            b.v_cache = self.kv_zeros((H, P, hd), f"layer {i}'s value cache ({P} positions)")
             for key in ("ln1_w", "ln1_b", "ln2_w", "ln2_b", "k_cache", "v_cache"):
                 b.p[key] = ffi.from_buffer("float[]", getattr(b, key))
             self.blocks.append(b)
