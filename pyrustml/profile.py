@@ -125,6 +125,20 @@ class Profiler:
     def lap_sampling(self) -> None:
         self.cur.sampling_ns += self._lap()
 
+    def lap_marks(self, marks: list[int]) -> None:
+        """The laps of a decode plan's run from its marks (CLOCK_MONOTONIC, the clock of
+        perf_counter_ns on Linux): embedding, then attention and feed-forward of each layer,
+        then the final norm."""
+        if len(marks) != 2 + 2 * self.n_layers:
+            raise ValueError(f"{len(marks)} plan marks for {self.n_layers} layers")
+        t = self._t
+        self.cur.embedding_ns += marks[0] - t
+        for i in range(self.n_layers):
+            self.cur.attention_ns[i] += marks[1 + 2 * i] - marks[2 * i]
+            self.cur.ffn_ns[i] += marks[2 + 2 * i] - marks[1 + 2 * i]
+        self.cur.norm_ns += marks[-1] - marks[-2]
+        self._t = marks[-1]
+
     def end(self) -> None:
         rec = self.cur
         rec.total_ns = time.perf_counter_ns() - self._start

@@ -70,16 +70,18 @@ def main() -> int:
         if rec.poll() is None:
             rec.send_signal(signal.SIGINT)
         rec.wait()
+        # Sorted by thread and library; filtering with --tid instead loses libq8's samples in
+        # some perf versions (6.1 reports the main thread without them).
         report = subprocess.run(
-            ["perf", "report", "-i", data, "--tid", str(child.pid), "--sort", "dso", "--stdio"],
+            ["perf", "report", "-i", data, "--sort", "pid,dso", "--stdio"],
             capture_output=True,
             text=True,
         ).stdout
     shares: dict[str, float] = {}
     for line in report.splitlines():
-        m = re.match(r"\s*([\d.]+)%\s+(\S.*?)\s*$", line)
-        if m:
-            shares[m.group(2)] = float(m.group(1))
+        m = re.match(r"\s*([\d.]+)%\s+(\d+):\S*\s+(\S.*?)\s*$", line)
+        if m and int(m.group(2)) == child.pid:
+            shares[m.group(3)] = shares.get(m.group(3), 0.0) + float(m.group(1))
     total = sum(shares.values())
     if total <= 0:
         print("python_overhead: perf recorded nothing (permissions? perf_event_paranoid)", file=sys.stderr)

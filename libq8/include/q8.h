@@ -165,6 +165,60 @@ int q8_attention(const float *q, int64_t t, int64_t pos0, const float *k, const 
                  int64_t n_heads, int64_t n_kv, int64_t cap, int64_t head_dim, int64_t window,
                  float scale, float softcap, float *out);
 
+/* ---- decode plans: a whole decode step in one call ----------------------------------------- */
+/* A plan is the op list of one decode step (t = 1), written once by the caller after its buffers
+ * and weights exist; q8_plan_run executes it for a token id at a position. Each op calls the
+ * entry point of the same name above with the same checks, so a plan computes exactly what the
+ * calls would, without a round trip through the caller per op. Operands by kind (x, y: float
+ * vectors; y may alias x where the entry point allows it):
+ *   EMBED_Q8     p0 packed table (i0 rows x i1), y = row `token` (0 <= token < i0)
+ *   EMBED_F32    p0 float table (i0 rows x i1), y = row `token`
+ *   ADD_ROW      p0 float table (i0 rows x i1), p1 x: y = x + row `pos` (0 <= pos < i0)
+ *   SCALE        p0 x, i0 n, f0 s
+ *   LAYERNORM    p0 x, p1 gamma, p2 beta, i0 rows, i1 n, f0 eps
+ *   RMSNORM      p0 x, p1 w, i0 rows, i1 n, f0 eps, f1 offset
+ *   GEMV_Q8      p0 packed W (i0 x i1), p1 x, p2 bias or NULL
+ *   GEMV_F32     p0 float W (i0 x i1), p1 x, p2 bias or NULL
+ *   ROPE         y in place, i0 heads, i1 head_dim, f0 theta, at `pos`
+ *   KV_WRITE     p0 k, p1 v, p2 key cache, p3 value cache, i0 n_kv, i1 cap, i2 head_dim, at `pos`
+ *   ATTENTION    p0 q, p1 key cache, p2 value cache, i0 heads, i1 n_kv, i2 cap, i3 head_dim,
+ *                i4 window, f0 scale, f1 softcap, at `pos`
+ *   ADD          p0 a, p1 b, i0 n
+ *   GELU         p0 x, i0 n
+ *   GEGLU_ROWS   p0 gate|up, i0 rows, i1 n
+ *   MARK         marks[i0] = CLOCK_MONOTONIC now in ns, when marks is not NULL (i0 < n_marks) */
+enum {
+    Q8_OP_EMBED_Q8 = 1,
+    Q8_OP_EMBED_F32 = 2,
+    Q8_OP_ADD_ROW = 3,
+    Q8_OP_SCALE = 4,
+    Q8_OP_LAYERNORM = 5,
+    Q8_OP_RMSNORM = 6,
+    Q8_OP_GEMV_Q8 = 7,
+    Q8_OP_GEMV_F32 = 8,
+    Q8_OP_ROPE = 9,
+    Q8_OP_KV_WRITE = 10,
+    Q8_OP_ATTENTION = 11,
+    Q8_OP_ADD = 12,
+    Q8_OP_GELU = 13,
+    Q8_OP_GEGLU_ROWS = 14,
+    Q8_OP_MARK = 15
+};
+
+typedef struct {
+    int32_t kind;
+    int32_t reserved; /* 0 */
+    const void *p[4];
+    float *y;
+    int64_t i[5];
+    float f[2];
+} q8_op;
+
+/* Run ops[0 .. n_ops) in order for one token at one position. Stops at the first op that fails
+ * and returns its code (Q8_EINVAL for an unknown kind or an operand out of range). */
+int q8_plan_run(const q8_op *ops, int64_t n_ops, int64_t token, int64_t pos, int64_t *marks,
+                int64_t n_marks);
+
 /* ---- sampling support (caller's thread) ---------------------------------------------------- */
 /* The k largest of x[0..n) in descending order into idx/val; equal values keep the lower
  * index first. Q8_ENONFINITE if x holds NaN or Inf. */

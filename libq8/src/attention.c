@@ -20,8 +20,11 @@ int q8_kv_write(const float *k_new, const float *v_new, int64_t t, int64_t pos0,
         for (int64_t h = 0; h < n_kv; h++) {
             const float *ks = k_new + (j * n_kv + h) * head_dim;
             const float *vs = v_new + (j * n_kv + h) * head_dim;
-            memcpy(k + (h * cap + slot) * head_dim, ks, (size_t)head_dim * sizeof(float));
-            memcpy(v + (h * cap + slot) * head_dim, vs, (size_t)head_dim * sizeof(float));
+            float *kd = k + (h * cap + slot) * head_dim, *vd = v + (h * cap + slot) * head_dim;
+            for (int64_t d = 0; d < head_dim; d++) {
+                kd[d] = ks[d];
+                vd[d] = vs[d];
+            }
         }
     }
     return Q8_OK;
@@ -42,7 +45,8 @@ static void attend_one(const attn_job *a, int64_t j, int64_t h) {
     const float *qv = a->q + (j * a->n_heads + h) * a->hd;
     const float *kh = a->k + kvh * a->cap * a->hd;
     const float *vh = a->v + kvh * a->cap * a->hd;
-    float o[MAX_HEAD_DIM] = {0};
+    float o[MAX_HEAD_DIM];
+    for (int64_t d = 0; d < a->hd; d++) o[d] = 0.0f;
     float s[POS_BLOCK];
     float m = -INFINITY;
     double l = 0.0;

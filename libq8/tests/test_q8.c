@@ -1161,7 +1161,7 @@ static void test_args(void) {
     CHECK(q8_alloc(0) == NULL && q8_alloc(SIZE_MAX) == NULL, "q8_alloc(0 / huge)");
     CHECK(q8_pool_init(-1) == Q8_EINVAL, "q8_pool_init(-1)");
     CHECK(q8_probe_read_bandwidth(0, 1) < 0 && q8_probe_read_bandwidth((size_t)1 << 20, 0) < 0, "probe");
-    CHECK(q8_abi_version() == 2, "abi %d (2: packed q8x16 weights)", q8_abi_version());
+    CHECK(q8_abi_version() == 3, "abi %d (3: decode plans)", q8_abi_version());
 
     /* NULL pointers */
     EINV(q8_convert_to_f32(NULL, Q8_DTYPE_F32, K, out), out, OB);

@@ -10,6 +10,7 @@ import numpy as np
 from .._ffi import ffi, lib
 from ..errors import ModelFormatError, NumericalError, OutOfMemoryError
 from ..layers import Linear
+from ..plan import DecodePlan, Ops, RowOps
 from ..profile import Profiler
 
 PREFILL_CHUNK = 256  # prompt rows per batched pass: bounds the activation buffers
@@ -60,7 +61,9 @@ class Transformer(ABC):
 
     forward_chunk(ids, pos0) runs len(ids) <= prefill_chunk tokens at positions pos0.. through
     every layer (writing the KV cache) and leaves the final-normed hidden states in `final`
-    (rows 0 .. len(ids) - 1). The lm_head methods then project the last row, or all rows."""
+    (rows 0 .. len(ids) - 1). The lm_head methods then project the last row, or all rows.
+    A single token (a decode step) runs the model's DecodePlan: the same ops as forward_rows,
+    executed by libq8 in one call."""
 
     model_type: str
     prefill_chunk: int  # rows per batched pass (<= PREFILL_CHUNK, the buffers' height)
@@ -82,9 +85,25 @@ class Transformer(ABC):
     prof: Profiler | None  # set only while profiling: forward_chunk laps its components
     kv_mem: list[Any]  # the libq8 allocations behind the KV caches (kv_zeros)
 
-    @abstractmethod
+    plan: DecodePlan  # the ops of forward() for one token, recorded at load
+    pos_buf: np.ndarray  # (PREFILL_CHUNK,) int64: the positions of a chunk's rows
+    pos_ptr: Any
+
     def forward_chunk(self, ids: list[int], pos0: int) -> None:
         """Run ids (at most prefill_chunk of them) at positions pos0.. through every layer."""
+        pr = self.prof
+        if len(ids) == 1:
+            marks = self.plan.run(ids[0], pos0, pr is not None)
+            if pr is not None:
+                pr.lap_marks(marks)
+        else:
+            self.forward(RowOps(ids, pos0, self.pos_buf, self.pos_ptr, pr))
+
+    @abstractmethod
+    def forward(self, ops: Ops) -> None:
+        """The forward pass of ops.t rows, issued op by op (see pyrustml.plan), with the
+        profiler marks after the embedding, each layer's attention and feed-forward blocks, and
+        the final norm."""
 
     @staticmethod
     def split_columns(src: np.ndarray, t: int, parts: list[np.ndarray]) -> None:
@@ -173,13 +192,20 @@ class Transformer(ABC):
         return a
 
     def _alloc_head(self) -> None:
+        """The buffers every architecture shares, then the decode plan (the model's own
+        buffers and weights must exist by now: the plan points at them)."""
         self.prof = None
+        self.pos_buf = np.zeros(PREFILL_CHUNK, dtype=np.int64)
+        self.pos_ptr = ffi.from_buffer("int64_t[]", self.pos_buf)
         self.final = np.zeros((PREFILL_CHUNK, self.hidden_size), dtype=np.float32)
         self.final_ptr = ffi.from_buffer("float[]", self.final)
         self.logits_buf = np.zeros(self.vocab_size, dtype=np.float32)
         self.logits_ptr = ffi.from_buffer("float[]", self.logits_buf)
         self._argmax_idx = ffi.new("int64_t *")
         self._argmax_val = ffi.new("float *")
+        plan = DecodePlan()
+        self.forward(plan)
+        self.plan = plan.finish()
 
     def logits_row(self, row: int) -> np.ndarray:
         """Logits of one row of `final`, in the model's reused buffer (copy to keep)."""

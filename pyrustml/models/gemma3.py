@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from .._ffi import ffi, lib
+from .._ffi import ffi
 from ..config import FLOAT_MAX, MAX_LAYERS, Fields
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..layers import Embedding, Linear, load_fused, load_linear, vector
+from ..plan import Ops
 from ..safetensors_io import Checkpoint
 from .base import PREFILL_CHUNK, Transformer
 
@@ -135,7 +136,6 @@ class Gemma3(Transformer):
     tmp: np.ndarray
     gu: np.ndarray
     act: np.ndarray
-    pos: np.ndarray
     ptr: dict[str, Any]
     embed_scale: float
 
@@ -243,11 +243,9 @@ class Gemma3(Transformer):
         self.tmp = np.zeros((T, c.hidden), dtype=np.float32)
         self.gu = np.zeros((T, 2 * c.inter), dtype=np.float32)
         self.act = np.zeros((T, c.inter), dtype=np.float32)
-        self.pos = np.zeros(T, dtype=np.int64)
         self.ptr = {}
         for key in ("x", "h", "qkv", "q", "k", "v", "att", "tmp", "gu", "act", "final_norm"):
             self.ptr[key] = ffi.from_buffer("float[]", getattr(self, key))
-        self.ptr["pos"] = ffi.from_buffer("int64_t[]", self.pos)
         self._alloc_head()
 
     def layer_weights(self) -> list[tuple[list[Linear], list[Linear]]]:
@@ -256,56 +254,48 @@ class Gemma3(Transformer):
     def layer_kv(self) -> list[tuple[int, int]]:
         return [(2 * self.cfg.n_kv * self.cfg.head_dim * 4, L.window) for L in self.layers]
 
-    def forward_chunk(self, ids: list[int], pos0: int) -> None:
+    def forward(self, ops: Ops) -> None:
         c = self.cfg
-        t = len(ids)
+        t = ops.t
         D, H, KV, hd, FF = c.hidden, c.n_head, c.n_kv, c.head_dim, c.inter
         qd, kd = H * hd, KV * hd
         P = self.ptr
-        for j in range(t):
-            self.pos[j] = pos0 + j
         # Embedding rows, scaled by sqrt(hidden).
-        for j in range(t):
-            xj = P["x"] + j * D
-            self.embed.lookup(ids[j], xj)
-            lib.q8_scale(xj, self.embed_scale, D, xj)
-        pr = self.prof
-        if pr is not None:
-            pr.lap_embedding()
+        ops.embed(self.embed, P["x"])
+        ops.scale(P["x"], self.embed_scale, D, P["x"])
+        ops.mark_embedding()
         for i, L in enumerate(self.layers):
             p = L.p
             # Attention block: norm -> fused QKV -> q/k norms -> RoPE -> cache -> attention -> o.
-            lib.q8_rmsnorm(P["x"], p["input"], t, D, c.eps, 1.0, P["h"])
-            L.qkv.apply(P["h"], t, P["qkv"])
+            ops.rmsnorm(P["x"], p["input"], 1, D, c.eps, 1.0, P["h"])
+            ops.matmul(L.qkv, P["h"], P["qkv"])
             if t == 1:
                 q, k, v = P["qkv"], P["qkv"] + qd, P["qkv"] + qd + kd
             else:
+                # Several rows (never in a decode plan): contiguous q, k, v.
                 self.split_columns(self.qkv, t, [self.q, self.k, self.v])
                 q, k, v = P["q"], P["k"], P["v"]
-            lib.q8_rmsnorm(q, p["q"], t * H, hd, c.eps, 1.0, q)
-            lib.q8_rmsnorm(k, p["k"], t * KV, hd, c.eps, 1.0, k)
-            lib.q8_rope(q, t, H, hd, P["pos"], L.theta)
-            lib.q8_rope(k, t, KV, hd, P["pos"], L.theta)
-            lib.q8_kv_write(k, v, t, pos0, p["k_cache"], p["v_cache"], KV, L.cap, hd)
-            self.attend(q, t, pos0, p["k_cache"], p["v_cache"], H, KV, L.cap, hd, L.window,
-                        c.scale, c.attn_softcap, P["att"])  # fmt: skip
-            L.o.apply(P["att"], t, P["tmp"])
-            lib.q8_rmsnorm(P["tmp"], p["post_attention"], t, D, c.eps, 1.0, P["tmp"])
-            lib.q8_add(P["x"], P["tmp"], t * D, P["x"])
-            if pr is not None:
-                pr.lap_attention(i)
+            ops.rmsnorm(q, p["q"], H, hd, c.eps, 1.0, q)
+            ops.rmsnorm(k, p["k"], KV, hd, c.eps, 1.0, k)
+            ops.rope(q, H, hd, L.theta)
+            ops.rope(k, KV, hd, L.theta)
+            ops.kv_write(k, v, p["k_cache"], p["v_cache"], KV, L.cap, hd)
+            ops.attention(q, p["k_cache"], p["v_cache"], H, KV, L.cap, hd, L.window,
+                          c.scale, c.attn_softcap, P["att"])  # fmt: skip
+            ops.matmul(L.o, P["att"], P["tmp"])
+            ops.rmsnorm(P["tmp"], p["post_attention"], 1, D, c.eps, 1.0, P["tmp"])
+            ops.add(P["x"], P["tmp"], D, P["x"])
+            ops.mark_attention(i)
             # Feed-forward block: norm -> fused gate|up -> GeGLU -> down -> norm -> residual.
-            lib.q8_rmsnorm(P["x"], p["pre_feedforward"], t, D, c.eps, 1.0, P["h"])
-            L.gate_up.apply(P["h"], t, P["gu"])
-            lib.q8_geglu_rows(P["gu"], t, FF, P["act"])
-            L.down.apply(P["act"], t, P["tmp"])
-            lib.q8_rmsnorm(P["tmp"], p["post_feedforward"], t, D, c.eps, 1.0, P["tmp"])
-            lib.q8_add(P["x"], P["tmp"], t * D, P["x"])
-            if pr is not None:
-                pr.lap_ffn(i)
-        lib.q8_rmsnorm(P["x"], P["final_norm"], t, D, c.eps, 1.0, self.final_ptr)
-        if pr is not None:
-            pr.lap_norm()
+            ops.rmsnorm(P["x"], p["pre_feedforward"], 1, D, c.eps, 1.0, P["h"])
+            ops.matmul(L.gate_up, P["h"], P["gu"])
+            ops.geglu_rows(P["gu"], 1, FF, P["act"])
+            ops.matmul(L.down, P["act"], P["tmp"])
+            ops.rmsnorm(P["tmp"], p["post_feedforward"], 1, D, c.eps, 1.0, P["tmp"])
+            ops.add(P["x"], P["tmp"], D, P["x"])
+            ops.mark_ffn(i)
+        ops.rmsnorm(P["x"], P["final_norm"], 1, D, c.eps, 1.0, self.final_ptr)
+        ops.mark_norm()
 
 
 def build(f: Fields, ckpt: Checkpoint, quantize: bool) -> Transformer:

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from .._ffi import ffi, lib
+from .._ffi import ffi
 from ..config import MAX_LAYERS, Fields
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..layers import Embedding, Linear, load_linear, matrix_f32, vector
+from ..plan import Ops
 from ..safetensors_io import Checkpoint
 from .base import PREFILL_CHUNK, Transformer
 
@@ -97,7 +98,6 @@ class GPT2(Transformer):
     att: np.ndarray
     tmp: np.ndarray
     ff: np.ndarray
-    pos_buf: np.ndarray
     ptr: dict[str, Any]
 
     def __init__(self, f: Fields, ckpt: Checkpoint, quantize: bool) -> None:
@@ -195,7 +195,6 @@ class GPT2(Transformer):
         self.att = np.zeros((T, D), dtype=np.float32)
         self.tmp = np.zeros((T, D), dtype=np.float32)
         self.ff = np.zeros((T, F), dtype=np.float32)
-        self.pos_buf = np.zeros(T, dtype=np.int64)
         self.ptr = {}
         for key in ("x", "h", "qkv", "q", "k", "v", "att", "tmp", "ff", "wpe", "lnf_w", "lnf_b"):
             self.ptr[key] = ffi.from_buffer("float[]", getattr(self, key))
@@ -207,51 +206,43 @@ class GPT2(Transformer):
     def layer_kv(self) -> list[tuple[int, int]]:
         return [(2 * self.cfg.n_embd * 4, 0) for _ in self.blocks]
 
-    def forward_chunk(self, ids: list[int], pos0: int) -> None:
+    def forward(self, ops: Ops) -> None:
         cfg = self.cfg
-        t = len(ids)
+        t = ops.t
         D, H = cfg.n_embd, cfg.n_head
         hd = D // H
         P = self.ptr
         scale = 1.0 / math.sqrt(hd) if cfg.scale_attn else 1.0
-        # Embedding: token row + learned position row, for every token of the chunk.
-        for j in range(t):
-            xj = P["x"] + j * D
-            self.embed.lookup(ids[j], xj)
-            lib.q8_add(xj, P["wpe"] + (pos0 + j) * D, D, xj)
-        pr = self.prof
-        if pr is not None:
-            pr.lap_embedding()
+        # Embedding: token row + learned position row.
+        ops.embed(self.embed, P["x"])
+        ops.add_pos_row(P["wpe"], cfg.n_positions, D, P["x"], P["x"])
+        ops.mark_embedding()
         for i, b in enumerate(self.blocks):
             bp = b.p
             # Attention: LayerNorm -> fused QKV (3D) -> cache write -> causal attention -> proj.
-            lib.q8_layernorm(P["x"], bp["ln1_w"], bp["ln1_b"], t, D, cfg.eps, P["h"])
-            b.attn.apply(P["h"], t, P["qkv"])
+            ops.layernorm(P["x"], bp["ln1_w"], bp["ln1_b"], 1, D, cfg.eps, P["h"])
+            ops.matmul(b.attn, P["h"], P["qkv"])
             if t == 1:
                 q, k, v = P["qkv"], P["qkv"] + D, P["qkv"] + 2 * D
             else:
-                # Prefill: split the fused rows into contiguous q, k, v (t x D each).
+                # Several rows (never in a decode plan): split the fused rows into contiguous
+                # q, k, v (t x D each).
                 self.split_columns(self.qkv, t, [self.q, self.k, self.v])
                 q, k, v = P["q"], P["k"], P["v"]
-            lib.q8_kv_write(k, v, t, pos0, bp["k_cache"], bp["v_cache"], H, cfg.n_positions, hd)
-            self.attend(
-                q, t, pos0, bp["k_cache"], bp["v_cache"], H, H, cfg.n_positions, hd, 0, scale, 0.0, P["att"]
-            )
-            b.proj.apply(P["att"], t, P["tmp"])
-            lib.q8_add(P["x"], P["tmp"], t * D, P["x"])
-            if pr is not None:
-                pr.lap_attention(i)
+            ops.kv_write(k, v, bp["k_cache"], bp["v_cache"], H, cfg.n_positions, hd)
+            ops.attention(q, bp["k_cache"], bp["v_cache"], H, H, cfg.n_positions, hd, 0, scale, 0.0, P["att"])
+            ops.matmul(b.proj, P["att"], P["tmp"])
+            ops.add(P["x"], P["tmp"], D, P["x"])
+            ops.mark_attention(i)
             # MLP: LayerNorm -> fc (I) -> GELU tanh -> proj (D) -> residual.
-            lib.q8_layernorm(P["x"], bp["ln2_w"], bp["ln2_b"], t, D, cfg.eps, P["h"])
-            b.fc.apply(P["h"], t, P["ff"])
-            lib.q8_gelu_tanh(P["ff"], t * cfg.n_inner, P["ff"])
-            b.fc_proj.apply(P["ff"], t, P["tmp"])
-            lib.q8_add(P["x"], P["tmp"], t * D, P["x"])
-            if pr is not None:
-                pr.lap_ffn(i)
-        lib.q8_layernorm(P["x"], P["lnf_w"], P["lnf_b"], t, D, cfg.eps, self.final_ptr)
-        if pr is not None:
-            pr.lap_norm()
+            ops.layernorm(P["x"], bp["ln2_w"], bp["ln2_b"], 1, D, cfg.eps, P["h"])
+            ops.matmul(b.fc, P["h"], P["ff"])
+            ops.gelu(P["ff"], cfg.n_inner, P["ff"])
+            ops.matmul(b.fc_proj, P["ff"], P["tmp"])
+            ops.add(P["x"], P["tmp"], D, P["x"])
+            ops.mark_ffn(i)
+        ops.layernorm(P["x"], P["lnf_w"], P["lnf_b"], 1, D, cfg.eps, self.final_ptr)
+        ops.mark_norm()
 
 
 def build(f: Fields, ckpt: Checkpoint, quantize: bool) -> Transformer:

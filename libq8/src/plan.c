@@ -1,0 +1,69 @@
+/* Decode plans: the ops of one decode step run back to back in C (see q8.h). A GPT-2 step is
+ * ~130 calls into libq8; made one by one from Python they cost ~3% of the step in the
+ * interpreter and cffi. Every op goes through the public entry point it names, so a plan
+ * checks and computes exactly what those calls would. */
+#include <time.h>
+
+#include "q8_internal.h"
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int run_op(const q8_op *o, int64_t token, int64_t *pos, int64_t *marks, int64_t n_marks) {
+    const float *x = o->p[0], *b = o->p[1], *c = o->p[2];
+    const int64_t *i = o->i;
+    switch (o->kind) {
+    case Q8_OP_EMBED_Q8:
+        Q8_CHECK(token >= 0 && token < i[0]);
+        return q8_dequantize_packed(o->p[0], i[0], i[1], token, 1, o->y);
+    case Q8_OP_EMBED_F32:
+        Q8_CHECK(o->p[0] && o->y && token >= 0 && token < i[0] && q8_mat_ok(i[0], i[1]));
+        memcpy(o->y, x + token * i[1], (size_t)i[1] * sizeof(float));
+        return Q8_OK;
+    case Q8_OP_ADD_ROW:
+        Q8_CHECK(o->p[0] && *pos < i[0] && q8_mat_ok(i[0], i[1]));
+        return q8_add(b, x + *pos * i[1], i[1], o->y);
+    case Q8_OP_SCALE:
+        return q8_scale(x, o->f[0], i[0], o->y);
+    case Q8_OP_LAYERNORM:
+        return q8_layernorm(x, b, c, i[0], i[1], o->f[0], o->y);
+    case Q8_OP_RMSNORM:
+        return q8_rmsnorm(x, b, i[0], i[1], o->f[0], o->f[1], o->y);
+    case Q8_OP_GEMV_Q8:
+        return q8_gemv(o->p[0], i[0], i[1], b, c, o->y);
+    case Q8_OP_GEMV_F32:
+        return q8_gemv_f32(x, i[0], i[1], b, c, o->y);
+    case Q8_OP_ROPE:
+        return q8_rope(o->y, 1, i[0], i[1], pos, o->f[0]);
+    case Q8_OP_KV_WRITE:
+        return q8_kv_write(x, b, 1, *pos, (float *)o->p[2], (float *)o->p[3], i[0], i[1], i[2]);
+    case Q8_OP_ATTENTION:
+        return q8_attention(x, 1, *pos, b, c, i[0], i[1], i[2], i[3], i[4], o->f[0], o->f[1], o->y);
+    case Q8_OP_ADD:
+        return q8_add(x, b, i[0], o->y);
+    case Q8_OP_GELU:
+        return q8_gelu_tanh(x, i[0], o->y);
+    case Q8_OP_GEGLU_ROWS:
+        return q8_geglu_rows(x, i[0], i[1], o->y);
+    case Q8_OP_MARK:
+        Q8_CHECK(i[0] >= 0 && (!marks || i[0] < n_marks));
+        if (marks) marks[i[0]] = now_ns();
+        return Q8_OK;
+    default:
+        return Q8_EINVAL;
+    }
+}
+
+int q8_plan_run(const q8_op *ops, int64_t n_ops, int64_t token, int64_t pos, int64_t *marks,
+                int64_t n_marks) {
+    Q8_CHECK(ops && n_ops > 0 && pos >= 0 && pos <= Q8_MAX_DIM && (!marks || n_marks > 0));
+    for (int64_t k = 0; k < n_ops; k++) {
+        Q8_CHECK(ops[k].reserved == 0);
+        const int rc = run_op(&ops[k], token, &pos, marks, n_marks);
+        if (rc != Q8_OK) return rc;
+    }
+    return Q8_OK;
+}
