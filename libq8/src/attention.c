@@ -38,6 +38,42 @@ typedef struct {
     float scale, softcap;
 } attn_job;
 
+/* The per-position loops of a block, cloned per vector width (picked by cpuid at load). They
+ * are element-wise without contraction, so every clone rounds the same. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
+#define ATT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ATT_CLONES
+#endif
+
+/* Scores scaled and soft-capped in place; returns their max (NaN if one is NaN). */
+ATT_CLONES static float block_scores(float *s, int64_t nb, float scale, float softcap) {
+    if (softcap > 0.0f)
+        for (int64_t i = 0; i < nb; i++) s[i] = softcap * q8_tanh(s[i] * scale / softcap);
+    else
+        for (int64_t i = 0; i < nb; i++) s[i] = s[i] * scale;
+    float bm = -INFINITY;
+    for (int64_t i = 0; i < nb; i++)
+        if (s[i] > bm || isnan(s[i])) bm = s[i];
+    return bm;
+}
+
+ATT_CLONES static void block_exp(const float *s, float m, int64_t nb, float *e) {
+    for (int64_t i = 0; i < nb; i++) e[i] = q8_exp_neg(s[i] - m);
+}
+
+/* o += e[i] * value row i, rows in order: each element rounds as a->kt->axpy_f32 would. */
+ATT_CLONES static void block_values(const float *e, const float *vh, int64_t b0, int64_t nb,
+                                    int64_t cap, int64_t hd, float *o) {
+    int64_t slot = b0 % cap;
+    for (int64_t i = 0; i < nb; i++) {
+        const float *vr = vh + slot * hd;
+        const float w = e[i];
+        for (int64_t d = 0; d < hd; d++) o[d] = o[d] + w * vr[d];
+        slot = slot + 1 == cap ? 0 : slot + 1;
+    }
+}
+
 static void attend_one(const attn_job *a, int64_t j, int64_t h) {
     const int64_t p = a->pos0 + j;
     const int64_t lo = a->window > 0 && p - a->window + 1 > 0 ? p - a->window + 1 : 0;
@@ -47,36 +83,28 @@ static void attend_one(const attn_job *a, int64_t j, int64_t h) {
     const float *vh = a->v + kvh * a->cap * a->hd;
     float o[MAX_HEAD_DIM];
     for (int64_t d = 0; d < a->hd; d++) o[d] = 0.0f;
-    float s[POS_BLOCK];
+    float s[POS_BLOCK], e[POS_BLOCK];
     float m = -INFINITY;
     double l = 0.0;
     for (int64_t b0 = lo; b0 <= p; b0 += POS_BLOCK) {
         const int64_t nb = p - b0 + 1 < POS_BLOCK ? p - b0 + 1 : POS_BLOCK;
-        float bm = -INFINITY;
         /* The block's scores: one row kernel call over contiguous cache rows (bitwise the
          * same as a dot_f32 per key, with the query's loads shared by 4 keys at a time). */
         const int64_t s0 = b0 % a->cap;
         if (s0 + nb <= a->cap) a->kt->f32_rows(kh + s0 * a->hd, a->hd, qv, 0, nb, s);
         else
             for (int64_t i = 0; i < nb; i++) s[i] = a->kt->dot_f32(qv, kh + ((b0 + i) % a->cap) * a->hd, a->hd);
-        for (int64_t i = 0; i < nb; i++) {
-            float sc = s[i] * a->scale;
-            if (a->softcap > 0.0f) sc = a->softcap * q8_tanh(sc / a->softcap);
-            s[i] = sc;
-            if (sc > bm || isnan(sc)) bm = sc;
-        }
+        const float bm = block_scores(s, nb, a->scale, a->softcap);
         if (bm > m || isnan(bm)) {
             /* New running max: rescale what was accumulated so far. */
-            const float f = m == -INFINITY ? 0.0f : expf(m - bm);
+            const float f = m == -INFINITY ? 0.0f : q8_exp_neg(m - bm);
             for (int64_t d = 0; d < a->hd; d++) o[d] *= f;
             l *= f;
             m = bm;
         }
-        for (int64_t i = 0; i < nb; i++) {
-            const float e = expf(s[i] - m);
-            l += e;
-            a->kt->axpy_f32(e, vh + ((b0 + i) % a->cap) * a->hd, o, a->hd);
-        }
+        block_exp(s, m, nb, e);
+        for (int64_t i = 0; i < nb; i++) l += e[i];
+        block_values(e, vh, b0, nb, a->cap, a->hd, o);
     }
     float *out = a->out + (j * a->n_heads + h) * a->hd;
     const float inv = (float)(1.0 / l);

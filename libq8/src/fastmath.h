@@ -2,7 +2,7 @@
  * evaluate it for every FFN element of every token (Gemma 3 1B: 180k per decode step). This one
  * is branch-free float arithmetic that the compiler vectorizes; with -ffp-contract=off it rounds
  * the same on every machine, so results stay identical across kernel paths. Error: at most 1.34
- * ulp over every float (tools/check_tanh.c checks all 2^31 non-negative floats). */
+ * ulp over every float (tools/check_fastmath.c checks all 2^31 non-negative floats). */
 #ifndef Q8_FASTMATH_H
 #define Q8_FASTMATH_H
 
@@ -28,6 +28,32 @@ static inline float q8_exp_pos(float y) {
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;
+}
+
+/* e^y for y <= 0 (a softmax's exp(s - max)): the same reduction and polynomial, with 2^k applied
+ * in two halves so results down in the subnormals round once, as a correctly rounded exp would.
+ * Below -104 the result is 0 (true value under half the least subnormal); NaN stays NaN. Error: at
+ * most 1.5 ulp for every float in [-104, 0] (tools/check_fastmath.c checks them all). */
+static inline float q8_exp_neg(float y) {
+    const float c = y > -104.0f ? y : -104.0f; /* selects, not fmaxf: they vectorize */
+    const float round_magic = 12582912.0f;
+    const float k = (c * 1.44269504f + round_magic) - round_magic;
+    const float r = (c - k * 0.693145752f) - k * 1.42860677e-06f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const int32_t k1 = (int32_t)k / 2, k2 = (int32_t)k - k1; /* each >= -75: 2^k1, 2^k2 normal */
+    const int32_t b1 = (k1 + 127) * (1 << 23), b2 = (k2 + 127) * (1 << 23);
+    float s1, s2;
+    memcpy(&s1, &b1, sizeof s1);
+    memcpy(&s2, &b2, sizeof s2);
+    const float e = (p * s1) * s2;
+    return y != y ? y : (y > -104.0f ? e : 0.0f);
 }
 
 /* |x| < 0.625: x + x^3 c(x^2), c a least-squares fit of (tanh x - x) / x^3 (relative weights);

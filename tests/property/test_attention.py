@@ -152,7 +152,7 @@ def attention_oracle(
             e = np.exp(s - mx)
             pw = e / e.sum()
             out = pw @ vv
-            eps = np.expm1(ds + u * (np.abs(s - mx) + ds + ds.max())) + fp.LIBM_ULPS
+            eps = np.expm1(ds + u * (np.abs(s - mx) + ds + ds.max())) + fp.EXP_ULPS
             eta = float(pw @ eps)
             av = np.abs(vv)
             blocks = -(-n // POS_BLOCK)
