@@ -27,9 +27,11 @@ and no model's memory or kernels warm another's. The worker, in order:
 
 Bytes per token = Transformer.decode_bytes(pos).total (weights, one embedding row, the KV cache the
 step reads) averaged over the decode positions; GB/s = bytes / median step; the roofline is the
-libq8 read-bandwidth probe of the same thread count (run in this process at the start and at the
-end, the better of the two is the reference, so % of probe is the conservative figure):
-roofline tok/s = probe / bytes, % of probe = GB/s / probe.
+libq8 read-bandwidth probe of the same thread count, run by the worker itself just before and just
+after its measured run; the better of the two is the reference, so % of probe is the conservative
+figure: roofline tok/s = probe / bytes, % of probe = GB/s / probe. Probing next to the decode, not
+only at the start and end of the whole benchmark, matters on a shared host: its bandwidth has been
+seen to move from 28 to 60 GB/s within a minute. The start and end probes are reported too.
 
 The CPU time other processes used while each worker ran (from /proc/stat, minus this process and
 its reaped children) is reported next to its figures: this benchmark measures a shared machine.
@@ -161,8 +163,9 @@ def measure_lookup(model: Model, prompt: list[int], decode_tokens: int, lookup: 
 
 
 def measure(
-    source: str, threads: int | None, prompt_tokens: int, decode_tokens: int, seed: int, lookup: int = 0
-) -> dict[str, Any]:
+    source: str, threads: int | None, prompt_tokens: int, decode_tokens: int, seed: int, lookup: int = 0,
+    probe_mib: int = 0, probe_reps: int = 0,
+) -> dict[str, Any]:  # fmt: skip
     """Everything one worker measures, as raw figures (see the module docstring)."""
     hwm_reset = reset_peak_rss()
     before = proc_status_kib()
@@ -183,7 +186,10 @@ def measure(
     cold_wall_ms = (time.perf_counter() - t1) * 1000.0
     warm_one = greedy(model, prompt[:1], 1)
     first_prefill = greedy(model, prompt, 1)
+    # The roofline of this run: the pool this model uses, probed right before and right after it.
+    probe_before = kernels.probe_read_bandwidth(probe_mib << 20, probe_reps) if probe_mib else 0.0
     run = greedy(model, prompt, decode_tokens + 1)
+    probe_after = kernels.probe_read_bandwidth(probe_mib << 20, probe_reps) if probe_mib else 0.0
     steps = list(run.timings.step_ms)
     if len(steps) != decode_tokens or run.timings.prompt_tokens != prompt_tokens:
         raise RuntimeError(
@@ -230,6 +236,8 @@ def measure(
         "bytes_ffn": statistics.fmean(sum(s.ffn) for s in streams),
         "bytes_lm_head": statistics.fmean(s.lm_head for s in streams),
         "generated_tokens": len(run.tokens),
+        "probe_before_gbs": probe_before,
+        "probe_after_gbs": probe_after,
     }
 
 
@@ -241,7 +249,8 @@ def worker_main(argv: Sequence[str]) -> int:
     spec = json.loads(a.worker)
     res = measure(
         str(spec["source"]), spec["threads"], int(spec["prompt_tokens"]), int(spec["decode_tokens"]),
-        int(spec["seed"]), int(spec.get("lookup", 0)),
+        int(spec["seed"]), int(spec.get("lookup", 0)), int(spec.get("probe_mib", 0)),
+        int(spec.get("probe_reps", 0)),
     )  # fmt: skip
     a.worker_out.write_text(json.dumps(res))
     return 0
@@ -435,7 +444,8 @@ def run_worker(source: str, threads: int | None, args: argparse.Namespace, tmp: 
     pyrustml (the installed one, or the source tree we run from), whatever the directory."""
     out = tmp / f"worker-{time.monotonic_ns()}.json"
     spec = {"source": source, "threads": threads, "prompt_tokens": args.prompt_tokens,
-            "decode_tokens": args.decode_tokens, "seed": args.seed, "lookup": args.lookup}  # fmt: skip
+            "decode_tokens": args.decode_tokens, "seed": args.seed, "lookup": args.lookup,
+            "probe_mib": args.probe_mib, "probe_reps": args.probe_reps}  # fmt: skip
     root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
@@ -459,8 +469,12 @@ def run_worker(source: str, threads: int | None, args: argparse.Namespace, tmp: 
     return res
 
 
-def derive(run: dict[str, Any], probe_gbs: float) -> None:
-    """The figures computed from a worker's raw ones and the probe, added to run in place."""
+def derive(run: dict[str, Any], fallback_gbs: float) -> None:
+    """The figures computed from a worker's raw ones and its probes, added to run in place
+    (fallback_gbs: the benchmark's own start/end probe, for a worker whose probes failed)."""
+    probe_gbs = max(float(run.get("probe_before_gbs", 0.0)), float(run.get("probe_after_gbs", 0.0)))
+    if probe_gbs <= 0.0:
+        probe_gbs = fallback_gbs
     steps: list[float] = run["step_ms"]
     med = statistics.median(steps)
     b = float(run["bytes_per_token"])
@@ -483,7 +497,7 @@ SUMMARY_METRICS = (
     "load_ms", "peak_rss_load_kib", "rss_after_load_kib", "peak_over_final_rss", "cold_first_token_ms",
     "warm_first_token_ms", "cold_over_step", "first_prefill_ms", "prompt_ms", "prefill_tok_s",
     "time_to_first_token_ms", "decode_ms_median", "decode_ms_p90", "decode_tok_s", "bytes_per_token",
-    "achieved_gbs", "pct_of_probe", "roofline_tok_s", "other_processes_pct",
+    "achieved_gbs", "probe_gbs", "pct_of_probe", "roofline_tok_s", "other_processes_pct",
 )  # fmt: skip
 
 
@@ -565,6 +579,7 @@ COLUMNS = (
     ("decode tok/s", "decode_tok_s", ".1f", 1.0),
     ("MB/token", "bytes_per_token", ".1f", 1e-6),
     ("GB/s", "achieved_gbs", ".1f", 1.0),
+    ("probe GB/s", "probe_gbs", ".1f", 1.0),
     ("% of probe", "pct_of_probe", ".1f", 1.0),
     ("roofline tok/s", "roofline_tok_s", ".1f", 1.0),
     ("other CPU %", "other_processes_pct", ".0f", 1.0),
@@ -588,7 +603,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- pyrustml {meta['pyrustml']} ({meta['package_dir']}{commit}); Python {meta['python']}; "
         f"numpy {meta['numpy']}",
         f"- read-bandwidth probe, GB/s ({meta['probe_mib']} MiB x {meta['probe_reps']} passes, all pool "
-        f"threads; the better of the two is the roofline): {probes}",
+        f"threads): {probes}; each run's roofline (probe GB/s) is the better of its worker's probes "
+        "just before and just after its decode",
         f"- Q8_0; {meta['prompt_tokens']}-token id prompt, {meta['decode_tokens']} greedy decode steps "
         f"(ignore_eos); {meta['repeat']} fresh process(es) per row: median (min-max)",
         f"- load average at start {meta['loadavg_start'][0]:.2f}; CPU used by other processes during "
