@@ -4,12 +4,12 @@ process): the model conformance suites pass on it, and greedy generation is the 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from child import child_env
 
 import pyrustml
 
@@ -21,25 +21,11 @@ SUITES = [ROOT / "tests" / "test_gpt2.py", ROOT / "tests" / "test_gemma3.py"]
 SUITE_TIMEOUT_S = 180  # each suite runs in a few seconds; this only stops a hang
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    """The environment for a child interpreter that imports the same pyrustml as this one."""
-    env = dict(os.environ)
-    env.pop("PYRUSTML_ISA", None)
-    if Path(pyrustml.__file__).resolve().parent.parent == ROOT:
-        # Testing the source tree: the child runs outside the checkout, so point it there.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-        env["PYRUSTML_ALLOW_SOURCE_TREE"] = "1"
-    if env.get("PYRUSTML_LIBQ8"):  # a sanitizer build named relative to this process's directory
-        env["PYRUSTML_LIBQ8"] = os.path.abspath(env["PYRUSTML_LIBQ8"])
-    env.update(extra)
-    return env
-
-
 def default_isa() -> str:
     """The path a process picks on its own (this process may have been started with one forced)."""
     r = subprocess.run(
         [sys.executable, "-c", "import pyrustml; print(pyrustml.kernels.isa_active())"],
-        capture_output=True, text=True, env=child_env(), cwd="/", timeout=60, check=True,
+        capture_output=True, text=True, env=child_env(inherit_isa=False), cwd="/", timeout=60, check=True,
     )  # fmt: skip
     return r.stdout.strip()
 
@@ -72,7 +58,7 @@ def test_model_conformance_on_forced_path(isa: str, tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT),
          *map(str, SUITES)],
-        capture_output=True, text=True, env=child_env(PYRUSTML_ISA=isa), cwd=str(tmp_path),
+        capture_output=True, text=True, env=child_env(inherit_isa=False, PYRUSTML_ISA=isa), cwd=str(tmp_path),
         timeout=SUITE_TIMEOUT_S,
     )  # fmt: skip
     tail = "\n".join(r.stdout.strip().splitlines()[-15:])
@@ -97,7 +83,7 @@ print(json.dumps(out))
 
 def greedy_on(isa: str) -> dict[str, object]:
     models = [str(FIX / n) for n in ("gpt2-tiny-hf", "gemma3-tiny", "gemma3-tiny-v5")]
-    env = child_env(PYRUSTML_ISA=isa) if isa else child_env()
+    env = child_env(inherit_isa=False, PYRUSTML_ISA=isa) if isa else child_env(inherit_isa=False)
     r = subprocess.run([sys.executable, "-c", GREEDY, *models], capture_output=True, text=True, env=env,
                        cwd="/", timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from child import child_env
 
 import pyrustml
 
@@ -29,19 +30,6 @@ CHILD_DEADLINE_S = 30.0  # the issue's bound for a forked child's generation
 EXIT_BOUND_S = 5.0  # a process that loads, generates and exits
 SIGINT_EXIT_S = 1.0  # Ctrl-C to exit
 LONG_CONTEXT = 32768  # positions of the Gemma-shaped model used for long prefills and streams
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """The environment for a child interpreter that imports the same pyrustml as this one."""
-    env = dict(os.environ)
-    if Path(pyrustml.__file__).resolve().parent.parent == ROOT:
-        # Testing the source tree: the child runs outside the checkout, so point it there.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-        env["PYRUSTML_ALLOW_SOURCE_TREE"] = "1"
-    if env.get("PYRUSTML_LIBQ8"):  # a sanitizer build named relative to this process's directory
-        env["PYRUSTML_LIBQ8"] = os.path.abspath(env["PYRUSTML_LIBQ8"])
-    env.update(extra)
-    return env
 
 
 def run_py(
