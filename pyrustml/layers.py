@@ -15,7 +15,7 @@ import numpy as np
 
 from ._ffi import ffi, lib
 from .errors import ModelFormatError
-from .kernels import QK8_0, Q8Matrix
+from .kernels import QK8_0, Q8Matrix, WeightArena
 from .safetensors_io import Checkpoint, TensorInfo, to_float32
 
 DTYPE_CODE: Final[dict[str, int]] = {"F32": 0, "F16": 1, "BF16": 2}
@@ -147,16 +147,18 @@ def load_linear(
     *,
     transposed: bool,
     quantize: bool,
+    arena: WeightArena | None = None,
 ) -> Linear:
     """A Linear of shape (n, k) from tensor `name`, stored (n, k), or (k, n) when transposed
-    (HF Conv1D). Q8_0 when `quantize` and k % 32 == 0; float32 otherwise."""
+    (HF Conv1D). Q8_0 when `quantize` and k % 32 == 0 (carved from `arena` when given);
+    float32 otherwise."""
     info = ckpt.info(name)
     expect_shape(info, (k, n) if transposed else (n, k))
     quantize = quantize and k % QK8_0 == 0
     check_finite(ckpt, name, q8=quantize)
     bias = vector(ckpt, bias_name, n) if bias_name is not None else None
     if quantize:
-        q = Q8Matrix(n, k)
+        q = Q8Matrix(n, k, arena)
         src = ffi.from_buffer("char[]", ckpt.raw(name))
         code = DTYPE_CODE[info.dtype]
         rc = lib.q8_quantize_packed(src, code, n, k, 1 if transposed else 0, q.ptr(), n, 0)
@@ -192,7 +194,15 @@ class Embedding:
             ffi.memmove(out, self.table.w_ptr + token * self.dim, self.dim * 4)
 
 
-def load_fused(ckpt: Checkpoint, names: list[str], rows: list[int], k: int, *, quantize: bool) -> Linear:
+def load_fused(
+    ckpt: Checkpoint,
+    names: list[str],
+    rows: list[int],
+    k: int,
+    *,
+    quantize: bool,
+    arena: WeightArena | None = None,
+) -> Linear:
     """One Linear whose rows are the given (rows_i, k) tensors stacked in order: the QKV and
     gate+up fusions, so a decode step makes one weight pass where it would make several.
     Each part is quantized straight into its row range of the fused matrix."""
@@ -205,7 +215,7 @@ def load_fused(ckpt: Checkpoint, names: list[str], rows: list[int], k: int, *, q
         check_finite(ckpt, name, q8=quantize)
         infos.append(info)
     if quantize:
-        q = Q8Matrix(n, k)
+        q = Q8Matrix(n, k, arena)
         row = 0
         for info, r in zip(infos, rows, strict=True):
             src = ffi.from_buffer("char[]", ckpt.raw(info.name))

@@ -20,6 +20,7 @@ import numpy as np
 from .._ffi import ffi
 from ..config import FLOAT_MAX, MAX_LAYERS, Fields
 from ..errors import ModelFormatError, UnsupportedModelError
+from ..kernels import WeightArena
 from ..layers import Embedding, Linear, load_fused, load_linear, vector
 from ..plan import Ops
 from ..safetensors_io import Checkpoint
@@ -142,6 +143,7 @@ class Gemma3(Transformer):
     def __init__(self, f: Fields, ckpt: Checkpoint, quantize: bool) -> None:
         cfg = Gemma3Config(f)
         self.cfg = cfg
+        arena = WeightArena()  # every Q8_0 matrix in huge-page slabs, in load order
         self.model_type = "gemma3_text"
         # Prefill chunks no longer than the window keep each local layer's ring at window + chunk
         # slots (at most twice the window) while a chunk's first query still sees its window.
@@ -154,12 +156,19 @@ class Gemma3(Transformer):
         D, H, KV, hd, FF = cfg.hidden, cfg.n_head, cfg.n_kv, cfg.head_dim, cfg.inter
         names = set(ckpt.names())
         self.embed_table = load_linear(
-            ckpt, "model.embed_tokens.weight", None, cfg.vocab, D, transposed=False, quantize=quantize
+            ckpt,
+            "model.embed_tokens.weight",
+            None,
+            cfg.vocab,
+            D,
+            transposed=False,
+            quantize=quantize,
+            arena=arena,
         )
         self.lm_head = self.embed_table
         if "lm_head.weight" in names:
             self.lm_head = load_linear(
-                ckpt, "lm_head.weight", None, cfg.vocab, D, transposed=False, quantize=quantize
+                ckpt, "lm_head.weight", None, cfg.vocab, D, transposed=False, quantize=quantize, arena=arena
             )
         self.embed = Embedding(self.embed_table)
         # The embedding is scaled by sqrt(hidden) rounded to float32, as transformers does.
@@ -180,15 +189,35 @@ class Gemma3(Transformer):
                 [H * hd, KV * hd, KV * hd],
                 D,
                 quantize=quantize,
+                arena=arena,
             )
             L.o = load_linear(
-                ckpt, n + "self_attn.o_proj.weight", None, D, H * hd, transposed=False, quantize=quantize
+                ckpt,
+                n + "self_attn.o_proj.weight",
+                None,
+                D,
+                H * hd,
+                transposed=False,
+                quantize=quantize,
+                arena=arena,
             )
             L.gate_up = load_fused(
-                ckpt, [n + "mlp.gate_proj.weight", n + "mlp.up_proj.weight"], [FF, FF], D, quantize=quantize
+                ckpt,
+                [n + "mlp.gate_proj.weight", n + "mlp.up_proj.weight"],
+                [FF, FF],
+                D,
+                quantize=quantize,
+                arena=arena,
             )
             L.down = load_linear(
-                ckpt, n + "mlp.down_proj.weight", None, D, FF, transposed=False, quantize=quantize
+                ckpt,
+                n + "mlp.down_proj.weight",
+                None,
+                D,
+                FF,
+                transposed=False,
+                quantize=quantize,
+                arena=arena,
             )
             L.norms = {
                 "input": vector(ckpt, n + "input_layernorm.weight", D),

@@ -16,6 +16,7 @@ import numpy as np
 from .._ffi import ffi
 from ..config import MAX_LAYERS, Fields
 from ..errors import ModelFormatError, UnsupportedModelError
+from ..kernels import WeightArena
 from ..layers import Embedding, Linear, load_linear, matrix_f32, vector
 from ..plan import Ops
 from ..safetensors_io import Checkpoint
@@ -103,6 +104,7 @@ class GPT2(Transformer):
     def __init__(self, f: Fields, ckpt: Checkpoint, quantize: bool) -> None:
         cfg = GPT2Config(f)
         self.cfg = cfg
+        arena = WeightArena()  # every Q8_0 matrix in huge-page slabs, in load order
         self.model_type = "gpt2"
         self.prefill_chunk = PREFILL_CHUNK
         self.vocab_size = cfg.vocab_size
@@ -114,11 +116,13 @@ class GPT2(Transformer):
         pre = "transformer." if "transformer.wte.weight" in names else ""
         D, V, P, F = cfg.n_embd, cfg.vocab_size, cfg.n_positions, cfg.n_inner
         # Token embedding, also the lm_head (tied) unless the checkpoint carries its own.
-        self.wte = load_linear(ckpt, pre + "wte.weight", None, V, D, transposed=False, quantize=quantize)
+        self.wte = load_linear(
+            ckpt, pre + "wte.weight", None, V, D, transposed=False, quantize=quantize, arena=arena
+        )
         self.lm_head = self.wte
         if "lm_head.weight" in names:
             self.lm_head = load_linear(
-                ckpt, "lm_head.weight", None, V, D, transposed=False, quantize=quantize
+                ckpt, "lm_head.weight", None, V, D, transposed=False, quantize=quantize, arena=arena
             )
         self.embed = Embedding(self.wte)
         self.wpe = matrix_f32(ckpt, pre + "wpe.weight", (P, D))
@@ -140,6 +144,7 @@ class GPT2(Transformer):
                 D,
                 transposed=True,
                 quantize=quantize,
+                arena=arena,
             )
             b.proj = load_linear(
                 ckpt,
@@ -149,14 +154,29 @@ class GPT2(Transformer):
                 D,
                 transposed=True,
                 quantize=quantize,
+                arena=arena,
             )
             b.ln2_w = vector(ckpt, n + "ln_2.weight", D)
             b.ln2_b = vector(ckpt, n + "ln_2.bias", D)
             b.fc = load_linear(
-                ckpt, n + "mlp.c_fc.weight", n + "mlp.c_fc.bias", F, D, transposed=True, quantize=quantize
+                ckpt,
+                n + "mlp.c_fc.weight",
+                n + "mlp.c_fc.bias",
+                F,
+                D,
+                transposed=True,
+                quantize=quantize,
+                arena=arena,
             )
             b.fc_proj = load_linear(
-                ckpt, n + "mlp.c_proj.weight", n + "mlp.c_proj.bias", D, F, transposed=True, quantize=quantize
+                ckpt,
+                n + "mlp.c_proj.weight",
+                n + "mlp.c_proj.bias",
+                D,
+                F,
+                transposed=True,
+                quantize=quantize,
+                arena=arena,
             )
             b.k_cache = self.kv_zeros((H, P, hd), f"layer {i}'s key cache ({P} positions)")
             b.v_cache = self.kv_zeros((H, P, hd), f"layer {i}'s value cache ({P} positions)")
