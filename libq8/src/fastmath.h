@@ -10,12 +10,12 @@
 #include <stdint.h>
 #include <string.h>
 
-/* e^y for 0 <= y <= 24: y = k ln2 + r, |r| <= ln2 / 2, e^r by its degree-7 Taylor polynomial
- * (truncation < 6e-9 relative), 2^k by building the exponent bits. */
-static inline float q8_exp_pos(float y) {
+/* e^c = 2^k p: c = k ln2 + r, |r| <= ln2 / 2, p = e^r by its degree-7 Taylor polynomial
+ * (truncation < 6e-9 relative). Returns p and stores k (an integer in a float). */
+static inline float q8_exp_reduce(float c, float *k_out) {
     const float round_magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    const float k = (y * 1.44269504f + round_magic) - round_magic;
-    const float r = (y - k * 0.693145752f) - k * 1.42860677e-06f; /* ln2 split hi + lo */
+    const float k = (c * 1.44269504f + round_magic) - round_magic;
+    const float r = (c - k * 0.693145752f) - k * 1.42860677e-06f; /* ln2 split hi + lo */
     float p = 1.0f / 5040.0f;
     p = p * r + 1.0f / 720.0f;
     p = p * r + 1.0f / 120.0f;
@@ -24,10 +24,23 @@ static inline float q8_exp_pos(float y) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    const int32_t bits = ((int32_t)k + 127) * (1 << 23);
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    *k_out = k;
+    return p;
+}
+
+/* 2^k as a float, for -126 <= k <= 127, by building the exponent bits. */
+static inline float q8_pow2i(int32_t k) {
+    const int32_t bits = (k + 127) * (1 << 23);
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* e^y for 0 <= y <= 24. */
+static inline float q8_exp_pos(float y) {
+    float k;
+    const float p = q8_exp_reduce(y, &k);
+    return p * q8_pow2i((int32_t)k);
 }
 
 /* e^y for y <= 0 (a softmax's exp(s - max)): the same reduction and polynomial, with 2^k applied
@@ -36,23 +49,10 @@ static inline float q8_exp_pos(float y) {
  * most 1.5 ulp for every float in [-104, 0] (tools/check_fastmath.c checks them all). */
 static inline float q8_exp_neg(float y) {
     const float c = y > -104.0f ? y : -104.0f; /* selects, not fmaxf: they vectorize */
-    const float round_magic = 12582912.0f;
-    const float k = (c * 1.44269504f + round_magic) - round_magic;
-    const float r = (c - k * 0.693145752f) - k * 1.42860677e-06f;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    float k;
+    const float p = q8_exp_reduce(c, &k);
     const int32_t k1 = (int32_t)k / 2, k2 = (int32_t)k - k1; /* each >= -75: 2^k1, 2^k2 normal */
-    const int32_t b1 = (k1 + 127) * (1 << 23), b2 = (k2 + 127) * (1 << 23);
-    float s1, s2;
-    memcpy(&s1, &b1, sizeof s1);
-    memcpy(&s2, &b2, sizeof s2);
-    const float e = (p * s1) * s2;
+    const float e = (p * q8_pow2i(k1)) * q8_pow2i(k2);
     return y != y ? y : (y > -104.0f ? e : 0.0f);
 }
 
