@@ -80,6 +80,9 @@ def _opt_bias(bias: np.ndarray | None, n: int) -> Any:
     return _ptr("float[]", b)
 
 
+WEIGHT_SLAB_BYTES: Final = 64 << 20  # a WeightArena's slab (huge pages, 2 MiB aligned)
+
+
 class WeightArena:
     """Huge-page slabs that a model's matrices are carved from, one after another in load order
     (the order a decode step streams them).
@@ -90,7 +93,6 @@ class WeightArena:
     64 MiB slabs puts them all in huge pages without rounding each one up to 2 MiB. A slab lives
     as long as any matrix in it; the arena itself is dropped after the load."""
 
-    SLAB = 64 << 20
     _owner: Any  # the current slab (gc-owned q8_alloc memory), or None
     _size: int
     _used: int
@@ -104,7 +106,7 @@ class WeightArena:
         """(pointer to nbytes, 64-byte aligned; the slab that owns them)."""
         want = (nbytes + 63) // 64 * 64
         if self._owner is None or self._used + want > self._size:
-            size = max(self.SLAB, want)
+            size = max(WEIGHT_SLAB_BYTES, want)
             mem = lib.q8_alloc(size)
             if mem == ffi.NULL:
                 raise MemoryError(f"cannot allocate a {size} byte weight slab")

@@ -9,7 +9,7 @@ import numpy as np
 
 from pyrustml import kernels
 from pyrustml._ffi import ffi
-from pyrustml.kernels import Q8Matrix, WeightArena
+from pyrustml.kernels import WEIGHT_SLAB_BYTES, Q8Matrix, WeightArena
 
 
 def addr(m: Q8Matrix) -> int:
@@ -59,7 +59,7 @@ def test_a_matrix_that_does_not_fit_starts_a_slab_of_its_own_size() -> None:
     small = Q8Matrix(16, 32, arena)
     assert addr(small) % huge == 0
     big = Q8Matrix(65536, 1024, arena)  # 71 MiB packed: more than a slab
-    assert big.nbytes > WeightArena.SLAB
+    assert big.nbytes > WEIGHT_SLAB_BYTES
     assert addr(big) % huge == 0  # a new slab, sized to it
     after = Q8Matrix(16, 32, arena)
     assert addr(after) % huge == 0  # the big one filled its slab: another new one
