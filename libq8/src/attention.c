@@ -1,9 +1,16 @@
 /* KV cache writes and causal attention (decode: t = 1; prefill: t > 1).
  *
- * One work item is one (query row, head): it streams that head's keys and values once with an
- * online softmax over blocks of positions, so no score buffer grows with the context and each
- * output has one writer. Dot products and the V accumulation use the dispatched kernels. */
+ * The arithmetic of one (query row, head): the visible positions are cut into blocks of
+ * POS_BLOCK from the first one; each block gets its own softmax part (its max m, sum l of
+ * exp(s - m), and the values weighted by those exps), and the parts are folded in block order
+ * into the running (M, L, O), O rescaled by exp(M - M') and the part by exp(m - M'). Nothing
+ * grows with the context, and the blocks are independent, so a decode step spreads them over
+ * the pool (one item per KV head and block: a block's keys and values stream once for every
+ * query head that shares them) and folds them afterwards, while a prefill gives one item per
+ * (row, head) that folds as it goes. Both compute the same parts and fold them in the same
+ * order: the bits do not depend on how many rows a call has, nor on the thread count. */
 #include <math.h>
+#include <stdlib.h>
 
 #include "fastmath.h"
 #include "q8_internal.h"
@@ -74,47 +81,140 @@ ATT_CLONES static void block_values(const float *e, const float *vh, int64_t b0,
     }
 }
 
-static void attend_one(const attn_job *a, int64_t j, int64_t h) {
-    const int64_t p = a->pos0 + j;
-    const int64_t lo = a->window > 0 && p - a->window + 1 > 0 ? p - a->window + 1 : 0;
-    const int64_t kvh = h / a->group;
-    const float *qv = a->q + (j * a->n_heads + h) * a->hd;
-    const float *kh = a->k + kvh * a->cap * a->hd;
-    const float *vh = a->v + kvh * a->cap * a->hd;
-    float o[MAX_HEAD_DIM];
-    for (int64_t d = 0; d < a->hd; d++) o[d] = 0.0f;
+/* One block's softmax part for one query: its max (returned), l = sum of exp(s - max), and
+ * o = the values weighted by those exps. */
+static float block_part(const attn_job *a, const float *qv, const float *kh, const float *vh,
+                        int64_t b0, int64_t nb, double *l, float *o) {
     float s[POS_BLOCK], e[POS_BLOCK];
-    float m = -INFINITY;
-    double l = 0.0;
-    for (int64_t b0 = lo; b0 <= p; b0 += POS_BLOCK) {
-        const int64_t nb = p - b0 + 1 < POS_BLOCK ? p - b0 + 1 : POS_BLOCK;
-        /* The block's scores: one row kernel call over contiguous cache rows (bitwise the
-         * same as a dot_f32 per key, with the query's loads shared by 4 keys at a time). */
-        const int64_t s0 = b0 % a->cap;
-        if (s0 + nb <= a->cap) a->kt->f32_rows(kh + s0 * a->hd, a->hd, qv, 0, nb, s);
-        else
-            for (int64_t i = 0; i < nb; i++) s[i] = a->kt->dot_f32(qv, kh + ((b0 + i) % a->cap) * a->hd, a->hd);
-        const float bm = block_scores(s, nb, a->scale, a->softcap);
-        if (bm > m || isnan(bm)) {
-            /* New running max: rescale what was accumulated so far. */
-            const float f = m == -INFINITY ? 0.0f : q8_exp_neg(m - bm);
-            for (int64_t d = 0; d < a->hd; d++) o[d] *= f;
-            l *= f;
-            m = bm;
-        }
-        block_exp(s, m, nb, e);
-        for (int64_t i = 0; i < nb; i++) l += e[i];
-        block_values(e, vh, b0, nb, a->cap, a->hd, o);
-    }
-    float *out = a->out + (j * a->n_heads + h) * a->hd;
-    const float inv = (float)(1.0 / l);
-    for (int64_t d = 0; d < a->hd; d++) out[d] = o[d] * inv;
+    /* One row kernel call over contiguous cache rows is bitwise a dot_f32 per key. */
+    const int64_t s0 = b0 % a->cap;
+    if (s0 + nb <= a->cap) a->kt->f32_rows(kh + s0 * a->hd, a->hd, qv, 0, nb, s);
+    else
+        for (int64_t i = 0; i < nb; i++) s[i] = a->kt->dot_f32(qv, kh + ((b0 + i) % a->cap) * a->hd, a->hd);
+    const float m = block_scores(s, nb, a->scale, a->softcap);
+    block_exp(s, m, nb, e);
+    double sum = 0.0;
+    for (int64_t i = 0; i < nb; i++) sum += e[i];
+    *l = sum;
+    for (int64_t d = 0; d < a->hd; d++) o[d] = 0.0f;
+    block_values(e, vh, b0, nb, a->cap, a->hd, o);
+    return m;
 }
 
-static void attn_task(void *ctx, int64_t begin, int64_t end, int worker) {
+ATT_CLONES static void fold_values(float *O, float fa, const float *o, float fb, int64_t hd) {
+    for (int64_t d = 0; d < hd; d++) O[d] = O[d] * fa + o[d] * fb;
+}
+
+/* The running (M, L, O) of one query after the part (m, l, o) of its next block. */
+static void fold(float *M, double *L, float *O, float m, double l, const float *o, int64_t hd,
+                 int first) {
+    if (first) {
+        *M = m;
+        *L = l;
+        for (int64_t d = 0; d < hd; d++) O[d] = o[d];
+        return;
+    }
+    const float nm = m > *M || isnan(m) ? m : *M;
+    const float fa = q8_exp_neg(*M - nm), fb = q8_exp_neg(m - nm);
+    *L = *L * fa + l * fb;
+    fold_values(O, fa, o, fb, hd);
+    *M = nm;
+}
+
+static void finish(const attn_job *a, int64_t j, int64_t h, double L, const float *O) {
+    float *out = a->out + (j * a->n_heads + h) * a->hd;
+    const float inv = (float)(1.0 / L);
+    for (int64_t d = 0; d < a->hd; d++) out[d] = O[d] * inv;
+}
+
+static int64_t first_visible(const attn_job *a, int64_t p) {
+    return a->window > 0 && p - a->window + 1 > 0 ? p - a->window + 1 : 0;
+}
+
+/* Prefill item: query row j, head h, blocks in order, folded as they come. */
+static void attend_row(const attn_job *a, int64_t j, int64_t h) {
+    const int64_t p = a->pos0 + j, lo = first_visible(a, p);
+    const int64_t kvh = h / a->group;
+    const float *kh = a->k + kvh * a->cap * a->hd, *vh = a->v + kvh * a->cap * a->hd;
+    const float *qv = a->q + (j * a->n_heads + h) * a->hd;
+    float O[MAX_HEAD_DIM], o[MAX_HEAD_DIM], M = 0.0f;
+    double L = 0.0;
+    for (int64_t b0 = lo; b0 <= p; b0 += POS_BLOCK) {
+        const int64_t nb = p - b0 + 1 < POS_BLOCK ? p - b0 + 1 : POS_BLOCK;
+        double l;
+        const float m = block_part(a, qv, kh, vh, b0, nb, &l, o);
+        fold(&M, &L, O, m, l, o, a->hd, b0 == lo);
+    }
+    finish(a, j, h, L, O);
+}
+
+static void attn_rows_task(void *ctx, int64_t begin, int64_t end, int worker) {
     (void)worker;
     const attn_job *a = ctx;
-    for (int64_t it = begin; it < end; it++) attend_one(a, it / a->n_heads, it % a->n_heads);
+    for (int64_t it = begin; it < end; it++) attend_row(a, it / a->n_heads, it % a->n_heads);
+}
+
+/* Decode: the parts of every (head, block), then the folds. */
+typedef struct {
+    const attn_job *a;
+    int64_t lo, nblocks;
+    float *m, *o; /* [head][block], o: head_dim per part */
+    double *l;
+} step_job;
+
+static void step_parts_task(void *ctx, int64_t begin, int64_t end, int worker) {
+    (void)worker;
+    const step_job *sj = ctx;
+    const attn_job *a = sj->a;
+    const int64_t p = a->pos0;
+    for (int64_t it = begin; it < end; it++) {
+        const int64_t kvh = it / sj->nblocks, b = it % sj->nblocks;
+        const int64_t b0 = sj->lo + b * POS_BLOCK;
+        const int64_t nb = p - b0 + 1 < POS_BLOCK ? p - b0 + 1 : POS_BLOCK;
+        const float *kh = a->k + kvh * a->cap * a->hd, *vh = a->v + kvh * a->cap * a->hd;
+        for (int64_t g = 0; g < a->group; g++) {
+            const int64_t h = kvh * a->group + g, at = h * sj->nblocks + b;
+            sj->m[at] = block_part(a, a->q + h * a->hd, kh, vh, b0, nb, &sj->l[at], sj->o + at * a->hd);
+        }
+    }
+}
+
+static void step_fold_task(void *ctx, int64_t begin, int64_t end, int worker) {
+    (void)worker;
+    const step_job *sj = ctx;
+    for (int64_t h = begin; h < end; h++) {
+        float O[MAX_HEAD_DIM], M = 0.0f;
+        double L = 0.0;
+        for (int64_t b = 0; b < sj->nblocks; b++) {
+            const int64_t at = h * sj->nblocks + b;
+            fold(&M, &L, O, sj->m[at], sj->l[at], sj->o + at * sj->a->hd, sj->a->hd, b == 0);
+        }
+        finish(sj->a, 0, h, L, O);
+    }
+}
+
+/* The parts of a decode step stay on the stack up to these sizes (68 KiB). */
+#define STEP_STACK_PARTS 512
+#define STEP_STACK_FLOATS 16384
+
+static int attend_step(const attn_job *a) {
+    const int64_t lo = first_visible(a, a->pos0);
+    const int64_t nblocks = (a->pos0 - lo) / POS_BLOCK + 1;
+    const int64_t parts = a->n_heads * nblocks, floats = parts * (1 + a->hd); /* m and o */
+    double l_stack[STEP_STACK_PARTS];
+    float f_stack[STEP_STACK_FLOATS];
+    const int small = parts <= STEP_STACK_PARTS && floats <= STEP_STACK_FLOATS;
+    double *l = small ? l_stack : malloc((size_t)parts * sizeof(double));
+    float *f = small ? f_stack : malloc((size_t)floats * sizeof(float));
+    int rc = l && f ? Q8_OK : Q8_ENOMEM;
+    step_job sj = {a, lo, nblocks, f, f + parts, l};
+    if (rc == Q8_OK) rc = q8_parallel_for(a->n_heads / a->group * nblocks, 1, step_parts_task, &sj);
+    if (rc == Q8_OK) rc = q8_parallel_for(a->n_heads, 1, step_fold_task, &sj);
+    if (!small) {
+        free(l);
+        free(f);
+    }
+    return rc;
 }
 
 int q8_attention(const float *q, int64_t t, int64_t pos0, const float *k, const float *v,
@@ -131,5 +231,8 @@ int q8_attention(const float *q, int64_t t, int64_t pos0, const float *k, const 
     Q8_CHECK(last < cap || lo0 >= last - cap + 1);
     attn_job a = {q8_kernels_get(), q, k, v, out, pos0, n_heads, n_heads / n_kv, cap, head_dim,
                   window, scale, softcap};
-    return q8_parallel_for(t * n_heads, 1, attn_task, &a);
+    /* Both ways give the same bits; blocks as items pay off where query heads share a KV head
+     * (Gemma: one KV head for 4 query heads, otherwise 4 items on 2 threads). */
+    if (t == 1 && a.group > 1) return attend_step(&a);
+    return q8_parallel_for(t * n_heads, 1, attn_rows_task, &a);
 }

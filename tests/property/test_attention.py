@@ -259,3 +259,18 @@ def test_attention_and_kv_write_write_only_their_outputs(isa: str, guarded_float
     np.testing.assert_array_equal(vc.raw, v_before)
     ref = kernels.attention(q, c.pos0, kc.region, vc.region, c.scale, c.window, c.softcap)
     np.testing.assert_array_equal(out.region, ref)
+
+
+def test_long_grouped_decode_step_equals_the_batched_rows(isa: str) -> None:
+    """A decode step over grouped query heads and a long context takes its block parts from the
+    heap and folds them apart; a batched call folds them per row. Same bits, and finite."""
+    rng = np.random.default_rng(7)
+    n_kv, group, hd, ctx = 1, 4, 256, 1500  # 24 blocks x 4 heads: beyond the stack buffers
+    kc = rng.standard_normal((n_kv, ctx, hd)).astype(np.float32)
+    vc = rng.standard_normal((n_kv, ctx, hd)).astype(np.float32)
+    q = rng.standard_normal((2, n_kv * group, hd)).astype(np.float32)
+    for window in (0, 700):
+        both = kernels.attention(q, ctx - 2, kc, vc, 0.0625, window)
+        step = kernels.attention(q[1:], ctx - 1, kc, vc, 0.0625, window)
+        assert np.isfinite(step).all()
+        np.testing.assert_array_equal(both[1:], step)
