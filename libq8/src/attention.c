@@ -45,16 +45,10 @@ typedef struct {
     float scale, softcap;
 } attn_job;
 
-/* The per-position loops of a block, cloned per vector width (picked by cpuid at load). They
- * are element-wise without contraction, so every clone rounds the same. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
-#define ATT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ATT_CLONES
-#endif
+/* The per-position loops of a block are cloned per vector width (Q8_CLONES). */
 
 /* Scores scaled and soft-capped in place; returns their max (NaN if one is NaN). */
-ATT_CLONES static float block_scores(float *s, int64_t nb, float scale, float softcap) {
+Q8_CLONES static float block_scores(float *s, int64_t nb, float scale, float softcap) {
     if (softcap > 0.0f)
         for (int64_t i = 0; i < nb; i++) s[i] = softcap * q8_tanh(s[i] * scale / softcap);
     else
@@ -65,12 +59,12 @@ ATT_CLONES static float block_scores(float *s, int64_t nb, float scale, float so
     return bm;
 }
 
-ATT_CLONES static void block_exp(const float *s, float m, int64_t nb, float *e) {
+Q8_CLONES static void block_exp(const float *s, float m, int64_t nb, float *e) {
     for (int64_t i = 0; i < nb; i++) e[i] = q8_exp_neg(s[i] - m);
 }
 
 /* o += e[i] * value row i, rows in order: each element rounds as a->kt->axpy_f32 would. */
-ATT_CLONES static void block_values(const float *e, const float *vh, int64_t b0, int64_t nb,
+Q8_CLONES static void block_values(const float *e, const float *vh, int64_t b0, int64_t nb,
                                     int64_t cap, int64_t hd, float *o) {
     int64_t slot = b0 % cap;
     for (int64_t i = 0; i < nb; i++) {
@@ -101,7 +95,7 @@ static float block_part(const attn_job *a, const float *qv, const float *kh, con
     return m;
 }
 
-ATT_CLONES static void fold_values(float *O, float fa, const float *o, float fb, int64_t hd) {
+Q8_CLONES static void fold_values(float *O, float fa, const float *o, float fb, int64_t hd) {
     for (int64_t d = 0; d < hd; d++) O[d] = O[d] * fa + o[d] * fb;
 }
 
@@ -131,18 +125,28 @@ static int64_t first_visible(const attn_job *a, int64_t p) {
     return a->window > 0 && p - a->window + 1 > 0 ? p - a->window + 1 : 0;
 }
 
+/* Positions in the block that starts at b0, for a query at p. */
+static int64_t block_len(int64_t p, int64_t b0) {
+    return p - b0 + 1 < POS_BLOCK ? p - b0 + 1 : POS_BLOCK;
+}
+
+/* KV head kvh's keys and values. */
+static void kv_head(const attn_job *a, int64_t kvh, const float **kh, const float **vh) {
+    *kh = a->k + kvh * a->cap * a->hd;
+    *vh = a->v + kvh * a->cap * a->hd;
+}
+
 /* Prefill item: query row j, head h, blocks in order, folded as they come. */
 static void attend_row(const attn_job *a, int64_t j, int64_t h) {
     const int64_t p = a->pos0 + j, lo = first_visible(a, p);
-    const int64_t kvh = h / a->group;
-    const float *kh = a->k + kvh * a->cap * a->hd, *vh = a->v + kvh * a->cap * a->hd;
+    const float *kh, *vh;
+    kv_head(a, h / a->group, &kh, &vh);
     const float *qv = a->q + (j * a->n_heads + h) * a->hd;
     float O[MAX_HEAD_DIM], o[MAX_HEAD_DIM], M = 0.0f;
     double L = 0.0;
     for (int64_t b0 = lo; b0 <= p; b0 += POS_BLOCK) {
-        const int64_t nb = p - b0 + 1 < POS_BLOCK ? p - b0 + 1 : POS_BLOCK;
         double l;
-        const float m = block_part(a, qv, kh, vh, b0, nb, &l, o);
+        const float m = block_part(a, qv, kh, vh, b0, block_len(p, b0), &l, o);
         fold(&M, &L, O, m, l, o, a->hd, b0 == lo);
     }
     finish(a, j, h, L, O);
@@ -169,9 +173,9 @@ static void step_parts_task(void *ctx, int64_t begin, int64_t end, int worker) {
     const int64_t p = a->pos0;
     for (int64_t it = begin; it < end; it++) {
         const int64_t kvh = it / sj->nblocks, b = it % sj->nblocks;
-        const int64_t b0 = sj->lo + b * POS_BLOCK;
-        const int64_t nb = p - b0 + 1 < POS_BLOCK ? p - b0 + 1 : POS_BLOCK;
-        const float *kh = a->k + kvh * a->cap * a->hd, *vh = a->v + kvh * a->cap * a->hd;
+        const int64_t b0 = sj->lo + b * POS_BLOCK, nb = block_len(p, b0);
+        const float *kh, *vh;
+        kv_head(a, kvh, &kh, &vh);
         for (int64_t g = 0; g < a->group; g++) {
             const int64_t h = kvh * a->group + g, at = h * sj->nblocks + b;
             sj->m[at] = block_part(a, a->q + h * a->hd, kh, vh, b0, nb, &sj->l[at], sj->o + at * a->hd);

@@ -1,22 +1,14 @@
 /* Element-wise and per-row operations of a layer. They touch O(hidden) floats per token, so
- * they run on the caller's thread (activations over a prefill's rows excepted); reductions accumulate in double so the result is close to
- * the exact one whatever the reference's summation order. */
+ * they run on the caller's thread (activations over a prefill's rows excepted); reductions
+ * accumulate in double so the result is close to the exact one whatever the reference's
+ * summation order. Their loops are cloned per vector width (Q8_CLONES): GeGLU's tanh was ~12%
+ * of a GPT-2 prefill with the baseline's SSE2. */
 #include <math.h>
 
 #include "fastmath.h"
 #include "q8_internal.h"
 
 #define SQRT_2_OVER_PI 0.7978845608028654f
-
-/* The activation loops are cloned per vector width (picked by cpuid when the library loads):
- * baseline x86-64 only has 4-wide SSE2, and GeGLU's tanh was ~12% of a GPT-2 prefill there.
- * Element-wise, no contraction: every clone rounds each element the same way. */
-/* Not under ThreadSanitizer: the loader runs the clones' resolver before TSan is set up. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
-#define ACT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ACT_CLONES
-#endif
 
 static int rows_ok(int64_t rows, int64_t n) { return q8_mat_ok(rows, n); }
 
@@ -25,7 +17,7 @@ static int rows_ok(int64_t rows, int64_t n) { return q8_mat_ok(rows, n); }
  * The order is fixed, so every clone gives the same bits. */
 #define NORM_LANES 8
 
-ACT_CLONES static double sum_f64(const float *x, int64_t n, double center, int squares) {
+Q8_CLONES static double sum_f64(const float *x, int64_t n, double center, int squares) {
     double s[NORM_LANES] = {0};
     int64_t i = 0;
     if (squares) {
@@ -46,12 +38,12 @@ ACT_CLONES static double sum_f64(const float *x, int64_t n, double center, int s
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
-ACT_CLONES static void layernorm_row(const float *x, const float *gamma, const float *beta,
+Q8_CLONES static void layernorm_row(const float *x, const float *gamma, const float *beta,
                                      int64_t n, float m, float inv, float *y) {
     for (int64_t i = 0; i < n; i++) y[i] = (x[i] - m) * inv * gamma[i] + beta[i];
 }
 
-ACT_CLONES static void rmsnorm_row(const float *x, const float *w, int64_t n, float inv,
+Q8_CLONES static void rmsnorm_row(const float *x, const float *w, int64_t n, float inv,
                                    float offset, float *y) {
     for (int64_t i = 0; i < n; i++) y[i] = x[i] * inv * (offset + w[i]);
 }
@@ -100,11 +92,11 @@ typedef struct {
 } act_job;
 
 
-ACT_CLONES static void gelu_range(const act_job *j, int64_t b, int64_t e) {
+Q8_CLONES static void gelu_range(const act_job *j, int64_t b, int64_t e) {
     for (int64_t i = b; i < e; i++) j->y[i] = gelu_tanh1(j->x[i]);
 }
 
-ACT_CLONES static void geglu_range(const act_job *j, int64_t b, int64_t e) {
+Q8_CLONES static void geglu_range(const act_job *j, int64_t b, int64_t e) {
     if (j->rows) {
         /* y[r, c] = gelu(src[r, c]) * src[r, n + c], src rows of 2n (the fused gate|up output) */
         for (int64_t i = b; i < e;) {  /* row by row, so the inner loop is contiguous */

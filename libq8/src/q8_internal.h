@@ -29,6 +29,16 @@ typedef struct {
 } q8_act;
 static_assert(sizeof(q8_act) == 40, "q8_act is 40 bytes");
 
+/* Element-wise loops outside the kernel tables (activations, norms, attention's per-position
+ * work), cloned per vector width and picked by cpuid when the library loads: baseline x86-64
+ * only has 4-wide SSE2. Element-wise without contraction, so every clone rounds the same. Not
+ * under ThreadSanitizer: the loader runs the clones' resolver before TSan is set up. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
+#define Q8_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define Q8_CLONES
+#endif
+
 /* The inner kernels of one instruction set. Every variant must produce results bitwise equal
  * to the scalar reference (kernels_ref.c documents the arithmetic it fixes).
  *

@@ -293,30 +293,42 @@ static float *spec_table(const q8_block *w, const q8_block *x, int64_t n, int64_
     return s;
 }
 
+/* Random weights (n x nb blocks) and tmax activation rows: packed, prepared, and their spec. */
+typedef struct {
+    q8x16 *wp;
+    q8_act *xa;
+    float *spec;
+} panel_fixture;
+
+static panel_fixture panel_fixture_make(int64_t n, int64_t nb, int64_t tmax) {
+    q8_block *w = xmalloc((size_t)(n * nb) * sizeof *w), *x = xmalloc((size_t)(tmax * nb) * sizeof *x);
+    random_blocks(w, n, nb);
+    random_blocks(x, tmax, nb);
+    const panel_fixture f = {packed(w, n, nb * QK), acts(x, tmax, nb), spec_table(w, x, n, nb, tmax)};
+    free(w), free(x);
+    return f;
+}
+
+static void panel_fixture_free(panel_fixture f) { free(f.wp), free(f.xa), free(f.spec); }
+
 static void test_q8_kernels(const q8_kernels *kt) {
     for (int in = 0; in < LEN(PN); in++) {
         for (int ib = 0; ib < LEN(PNB); ib++) {
             const int64_t n = PN[in], nb = PNB[ib], np = panels_of(n);
-            q8_block *w = xmalloc((size_t)(n * nb) * sizeof *w);
-            q8_block *x = xmalloc((size_t)(PT_MAX * nb) * sizeof *x);
-            random_blocks(w, n, nb);
-            random_blocks(x, PT_MAX, nb);
-            q8x16 *wp = packed(w, n, nb * QK);
-            q8_act *xa = acts(x, PT_MAX, nb);
-            float *spec = spec_table(w, x, n, nb, PT_MAX);
+            const panel_fixture f = panel_fixture_make(n, nb, PT_MAX);
             for (int it = 0; it < LEN(PT); it++) {
                 const int64_t t = PT[it];
                 /* every panel, with the driver's ldy = n and with a 16-float gap between tokens
                  * (a write to a row >= n lands in the gap); then partial panel ranges */
-                panel_case(kt, wp, xa, spec, n, nb, t, 0, np, n);
-                panel_case(kt, wp, xa, spec, n, nb, t, 0, np, n + 16);
+                panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, 0, np, n);
+                panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, 0, np, n + 16);
                 if (np > 1) {
-                    panel_case(kt, wp, xa, spec, n, nb, t, 1, np, n + 16);
-                    panel_case(kt, wp, xa, spec, n, nb, t, np - 1, np, n + 16);
-                    panel_case(kt, wp, xa, spec, n, nb, t, 0, np - 1, n + 16);
+                    panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, 1, np, n + 16);
+                    panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, np - 1, np, n + 16);
+                    panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, 0, np - 1, n + 16);
                 }
             }
-            free(w), free(x), free(wp), free(xa), free(spec);
+            panel_fixture_free(f);
         }
     }
 }
@@ -482,19 +494,14 @@ static void test_big_kernels(const q8_kernels *kt) {
     const int64_t tmax = 45;
     for (int i = 0; i < LEN(big); i++) {
         const int64_t n = big[i][0], nb = big[i][1], np = panels_of(n);
-        q8_block *w = xmalloc((size_t)(n * nb) * sizeof *w), *x = xmalloc((size_t)(tmax * nb) * sizeof *x);
-        random_blocks(w, n, nb);
-        random_blocks(x, tmax, nb);
-        q8x16 *wp = packed(w, n, nb * QK);
-        q8_act *xa = acts(x, tmax, nb);
-        float *spec = spec_table(w, x, n, nb, tmax);
+        const panel_fixture f = panel_fixture_make(n, nb, tmax);
         for (int it = 0; it < LEN(tts); it++) {
             const int64_t t = tts[it];
             if (t > 7 && nb < 258) continue; /* one token block: the sizes above cover it */
-            panel_case(kt, wp, xa, spec, n, nb, t, 0, np, n);
-            if (np > 2) panel_case(kt, wp, xa, spec, n, nb, t, 1, np - 1, n + 16);
+            panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, 0, np, n);
+            if (np > 2) panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, 1, np - 1, n + 16);
         }
-        free(w), free(x), free(wp), free(xa), free(spec);
+        panel_fixture_free(f);
     }
 }
 

@@ -37,11 +37,11 @@ class StreamBytes:
         return self.embedding + sum(self.attention) + sum(self.ffn) + self.lm_head
 
 
-def _gib(shape: tuple[int, ...]) -> float:
+def _f32_bytes(shape: tuple[int, ...]) -> int:
     n = 4
     for d in shape:
         n *= d
-    return n / 2**30
+    return n
 
 
 def _available_bytes() -> int:
@@ -62,8 +62,8 @@ class Transformer(ABC):
     forward_chunk(ids, pos0) runs len(ids) <= prefill_chunk tokens at positions pos0.. through
     every layer (writing the KV cache) and leaves the final-normed hidden states in `final`
     (rows 0 .. len(ids) - 1). The lm_head methods then project the last row, or all rows.
-    A single token (a decode step) runs the model's DecodePlan: the same ops as forward_rows,
-    executed by libq8 in one call."""
+    A single token (a decode step) runs the model's DecodePlan: the ops of forward() recorded at
+    load, executed by libq8 in one call."""
 
     model_type: str
     prefill_chunk: int  # rows per batched pass (<= PREFILL_CHUNK, the buffers' height)
@@ -115,18 +115,6 @@ class Transformer(ABC):
             np.copyto(dst[:t], src[:t, c : c + w])
             c += w
 
-    @staticmethod
-    def attend(
-        q: Any, t: int, pos0: int, k_cache: Any, v_cache: Any, n_heads: int, n_kv: int, cap: int,
-        head_dim: int, window: int, scale: float, softcap: float, out: Any,
-    ) -> None:  # fmt: skip
-        """Causal attention over the cache; libq8 refuses positions the cache no longer holds."""
-        rc = lib.q8_attention(
-            q, t, pos0, k_cache, v_cache, n_heads, n_kv, cap, head_dim, window, scale, softcap, out
-        )
-        if rc != 0:
-            raise RuntimeError(f"libq8 attention failed ({rc}) at positions {pos0}..{pos0 + t - 1}")
-
     @abstractmethod
     def layer_weights(self) -> list[tuple[list[Linear], list[Linear]]]:
         """Each layer's weight matrices: (attention block's, feed-forward block's)."""
@@ -170,21 +158,19 @@ class Transformer(ABC):
         try:
             return np.zeros(shape, dtype=np.float32)
         except (MemoryError, ValueError) as exc:
-            raise OutOfMemoryError(f"cannot allocate {_gib(shape):.1f} GiB for {what}") from exc
+            raise OutOfMemoryError(f"cannot allocate {_f32_bytes(shape) / 2**30:.1f} GiB for {what}") from exc
 
     def kv_zeros(self, shape: tuple[int, ...], what: str) -> np.ndarray:
         """A KV cache buffer, zeroed and resident from the start: a huge-page-advised libq8
         allocation whose pages are all faulted in at load. Lazily mapped pages made the first
         write of every 16th position fault (4.3 us mean, up to 126 us per GPT-2 cache write)
         inside decode steps."""
-        n = 4
-        for d in shape:
-            n *= d
+        n = _f32_bytes(shape)
         # Touching every page of a cache larger than the free memory would summon the OOM killer:
         # refuse it here instead.
         mem = lib.q8_alloc(n) if 0 < n <= _available_bytes() else ffi.NULL
         if mem == ffi.NULL:
-            raise OutOfMemoryError(f"cannot allocate {_gib(shape):.1f} GiB for {what}")
+            raise OutOfMemoryError(f"cannot allocate {n / 2**30:.1f} GiB for {what}")
         mem = ffi.gc(mem, lib.q8_free)
         self.kv_mem.append(mem)  # the arrays below do not own it
         a = np.frombuffer(ffi.buffer(mem, n), dtype=np.float32).reshape(shape)
