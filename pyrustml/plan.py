@@ -19,6 +19,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from ._ffi import ffi, lib
+from .kv_cache import KVCache
 from .layers import Embedding, Linear
 from .profile import Profiler
 
@@ -58,15 +59,13 @@ class Ops(ABC):
     def rope(self, x: Any, heads: int, head_dim: int, theta: float) -> None: ...
 
     @abstractmethod
-    def kv_write(
-        self, k: Any, v: Any, k_cache: Any, v_cache: Any, n_kv: int, cap: int, head_dim: int
-    ) -> None: ...
+    def kv_write(self, k: Any, v: Any, cache: KVCache) -> None:
+        """Store the rows' keys and values (n_kv x head_dim each) at their positions."""
 
     @abstractmethod
     def attention(
-        self, q: Any, k_cache: Any, v_cache: Any, heads: int, n_kv: int, cap: int, head_dim: int,
-        window: int, scale: float, softcap: float, y: Any,
-    ) -> None: ...  # fmt: skip
+        self, q: Any, cache: KVCache, heads: int, window: int, scale: float, softcap: float, y: Any
+    ) -> None: ...
 
     @abstractmethod
     def add(self, a: Any, b: Any, n: int, y: Any) -> None: ...
@@ -134,17 +133,28 @@ class RowOps(Ops):
     def rope(self, x: Any, heads: int, head_dim: int, theta: float) -> None:
         _ok(lib.q8_rope(x, self.t, heads, head_dim, self.pos_ptr, theta), "rope")
 
-    def kv_write(
-        self, k: Any, v: Any, k_cache: Any, v_cache: Any, n_kv: int, cap: int, head_dim: int
-    ) -> None:
-        _ok(lib.q8_kv_write(k, v, self.t, self.pos0, k_cache, v_cache, n_kv, cap, head_dim), "kv_write")
+    def kv_write(self, k: Any, v: Any, cache: KVCache) -> None:
+        c = cache
+        _ok(lib.q8_kv_write(k, v, self.t, self.pos0, c.k_ptr, c.v_ptr, c.n_kv, c.cap, c.head_dim), "kv_write")
 
     def attention(
-        self, q: Any, k_cache: Any, v_cache: Any, heads: int, n_kv: int, cap: int, head_dim: int,
-        window: int, scale: float, softcap: float, y: Any,
-    ) -> None:  # fmt: skip
+        self, q: Any, cache: KVCache, heads: int, window: int, scale: float, softcap: float, y: Any
+    ) -> None:
+        c = cache
         rc = lib.q8_attention(
-            q, self.t, self.pos0, k_cache, v_cache, heads, n_kv, cap, head_dim, window, scale, softcap, y
+            q,
+            self.t,
+            self.pos0,
+            c.k_ptr,
+            c.v_ptr,
+            heads,
+            c.n_kv,
+            c.cap,
+            c.head_dim,
+            window,
+            scale,
+            softcap,
+            y,
         )
         if rc != 0:
             last = self.pos0 + self.t - 1
@@ -224,17 +234,18 @@ class DecodePlan(Ops):
     def rope(self, x: Any, heads: int, head_dim: int, theta: float) -> None:
         self._add(lib.Q8_OP_ROPE, [], x, [heads, head_dim], [theta])
 
-    def kv_write(
-        self, k: Any, v: Any, k_cache: Any, v_cache: Any, n_kv: int, cap: int, head_dim: int
-    ) -> None:
-        self._add(lib.Q8_OP_KV_WRITE, [k, v, k_cache, v_cache], ffi.NULL, [n_kv, cap, head_dim], [])
+    def kv_write(self, k: Any, v: Any, cache: KVCache) -> None:
+        c = cache
+        self._add(lib.Q8_OP_KV_WRITE, [k, v, c.k_ptr, c.v_ptr], ffi.NULL, [c.n_kv, c.cap, c.head_dim], [])
+        self._keep.append(cache)
 
     def attention(
-        self, q: Any, k_cache: Any, v_cache: Any, heads: int, n_kv: int, cap: int, head_dim: int,
-        window: int, scale: float, softcap: float, y: Any,
-    ) -> None:  # fmt: skip
-        ints = [heads, n_kv, cap, head_dim, window]
-        self._add(lib.Q8_OP_ATTENTION, [q, k_cache, v_cache], y, ints, [scale, softcap])
+        self, q: Any, cache: KVCache, heads: int, window: int, scale: float, softcap: float, y: Any
+    ) -> None:
+        c = cache
+        ints = [heads, c.n_kv, c.cap, c.head_dim, window]
+        self._add(lib.Q8_OP_ATTENTION, [q, c.k_ptr, c.v_ptr], y, ints, [scale, softcap])
+        self._keep.append(cache)
 
     def add(self, a: Any, b: Any, n: int, y: Any) -> None:
         self._add(lib.Q8_OP_ADD, [a, b], y, [n], [])

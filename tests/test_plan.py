@@ -19,7 +19,7 @@ FIX = Path(__file__).parent / "fixtures"
 def caches(model: pyrustml.Model) -> list[np.ndarray]:
     net: Any = model.net
     layers = net.blocks if hasattr(net, "blocks") else net.layers
-    return [np.array(c) for layer in layers for c in (layer.k_cache, layer.v_cache)]
+    return [np.array(c) for layer in layers for c in (layer.kv.k, layer.kv.v)]
 
 
 @pytest.mark.parametrize("name", ["gpt2-tiny-hf", "gemma3-tiny"])

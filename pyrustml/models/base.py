@@ -44,18 +44,6 @@ def _f32_bytes(shape: tuple[int, ...]) -> int:
     return n
 
 
-def _available_bytes() -> int:
-    """Memory the kernel could give us now (MemAvailable), or no limit where it does not say."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 1 << 46
-
-
 class Transformer(ABC):
     """A decoder-only model with its buffers and KV cache allocated once.
 
@@ -83,7 +71,6 @@ class Transformer(ABC):
     n_projections: int  # the architecture's projections (q, k, v, ... counted apart) + lm_head
     fusions: dict[str, int]
     prof: Profiler | None  # set only while profiling: forward_chunk laps its components
-    kv_mem: list[Any]  # the libq8 allocations behind the KV caches (kv_zeros)
 
     plan: DecodePlan  # the ops of forward() for one token, recorded at load
     pos_buf: np.ndarray  # (PREFILL_CHUNK,) int64: the positions of a chunk's rows
@@ -159,23 +146,6 @@ class Transformer(ABC):
             return np.zeros(shape, dtype=np.float32)
         except (MemoryError, ValueError) as exc:
             raise OutOfMemoryError(f"cannot allocate {_f32_bytes(shape) / 2**30:.1f} GiB for {what}") from exc
-
-    def kv_zeros(self, shape: tuple[int, ...], what: str) -> np.ndarray:
-        """A KV cache buffer, zeroed and resident from the start: a huge-page-advised libq8
-        allocation whose pages are all faulted in at load. Lazily mapped pages made the first
-        write of every 16th position fault (4.3 us mean, up to 126 us per GPT-2 cache write)
-        inside decode steps."""
-        n = _f32_bytes(shape)
-        # Touching every page of a cache larger than the free memory would summon the OOM killer:
-        # refuse it here instead.
-        mem = lib.q8_alloc(n) if 0 < n <= _available_bytes() else ffi.NULL
-        if mem == ffi.NULL:
-            raise OutOfMemoryError(f"cannot allocate {n / 2**30:.1f} GiB for {what}")
-        mem = ffi.gc(mem, lib.q8_free)
-        self.kv_mem.append(mem)  # the arrays below do not own it
-        a = np.frombuffer(ffi.buffer(mem, n), dtype=np.float32).reshape(shape)
-        a.fill(0.0)
-        return a
 
     def _alloc_head(self) -> None:
         """The buffers every architecture shares, then the decode plan (the model's own

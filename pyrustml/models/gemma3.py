@@ -21,6 +21,7 @@ from .._ffi import ffi
 from ..config import FLOAT_MAX, MAX_LAYERS, Fields
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..kernels import WeightArena
+from ..kv_cache import KVCache
 from ..layers import Embedding, Linear, load_fused, load_linear, vector
 from ..plan import Ops
 from ..safetensors_io import Checkpoint
@@ -116,8 +117,7 @@ class Gemma3Layer:
     gate_up: Linear  # (2I, D): gate | up rows, fused
     down: Linear  # (D, I)
     norms: dict[str, np.ndarray]  # input, post_attention, pre_feedforward, post_feedforward, q, k
-    k_cache: np.ndarray  # (KV, cap, hd)
-    v_cache: np.ndarray
+    kv: KVCache  # (KV, cap, hd) each
     p: dict[str, Any]
 
 
@@ -174,7 +174,6 @@ class Gemma3(Transformer):
         # The embedding is scaled by sqrt(hidden) rounded to float32, as transformers does.
         self.embed_scale = float(np.float32(math.sqrt(D)))
         self.layers = []
-        self.kv_mem = []
         for i in range(cfg.n_layer):
             n = f"model.layers.{i}."
             L = Gemma3Layer()
@@ -227,11 +226,8 @@ class Gemma3(Transformer):
                 "q": vector(ckpt, n + "self_attn.q_norm.weight", hd),
                 "k": vector(ckpt, n + "self_attn.k_norm.weight", hd),
             }
-            L.k_cache = self.kv_zeros((KV, L.cap, hd), f"layer {i}'s key cache ({L.cap} positions)")
-            L.v_cache = self.kv_zeros((KV, L.cap, hd), f"layer {i}'s value cache ({L.cap} positions)")
+            L.kv = KVCache(KV, L.cap, hd, f"layer {i}")
             L.p = {key: ffi.from_buffer("float[]", arr) for key, arr in L.norms.items()}
-            L.p["k_cache"] = ffi.from_buffer("float[]", L.k_cache)
-            L.p["v_cache"] = ffi.from_buffer("float[]", L.v_cache)
             self.layers.append(L)
         self.final_norm = vector(ckpt, "model.norm.weight", D)
         self._check_leftovers(ckpt.source, names)
@@ -281,7 +277,7 @@ class Gemma3(Transformer):
         return [([L.qkv, L.o], [L.gate_up, L.down]) for L in self.layers]
 
     def layer_kv(self) -> list[tuple[int, int]]:
-        return [(2 * self.cfg.n_kv * self.cfg.head_dim * 4, L.window) for L in self.layers]
+        return [(L.kv.row_bytes, L.window) for L in self.layers]
 
     def forward(self, ops: Ops) -> None:
         c = self.cfg
@@ -308,9 +304,8 @@ class Gemma3(Transformer):
             ops.rmsnorm(k, p["k"], KV, hd, c.eps, 1.0, k)
             ops.rope(q, H, hd, L.theta)
             ops.rope(k, KV, hd, L.theta)
-            ops.kv_write(k, v, p["k_cache"], p["v_cache"], KV, L.cap, hd)
-            ops.attention(q, p["k_cache"], p["v_cache"], H, KV, L.cap, hd, L.window,
-                          c.scale, c.attn_softcap, P["att"])  # fmt: skip
+            ops.kv_write(k, v, L.kv)
+            ops.attention(q, L.kv, H, L.window, c.scale, c.attn_softcap, P["att"])
             ops.matmul(L.o, P["att"], P["tmp"])
             ops.rmsnorm(P["tmp"], p["post_attention"], 1, D, c.eps, 1.0, P["tmp"])
             ops.add(P["x"], P["tmp"], D, P["x"])

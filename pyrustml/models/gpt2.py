@@ -17,6 +17,7 @@ from .._ffi import ffi
 from ..config import MAX_LAYERS, Fields
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..kernels import WeightArena
+from ..kv_cache import KVCache
 from ..layers import Embedding, Linear, load_linear, matrix_f32, vector
 from ..plan import Ops
 from ..safetensors_io import Checkpoint
@@ -73,8 +74,7 @@ class GPT2Block:
     ln2_b: np.ndarray
     fc: Linear  # (I, D)
     fc_proj: Linear  # (D, I)
-    k_cache: np.ndarray  # (H, n_positions, hd)
-    v_cache: np.ndarray
+    kv: KVCache  # (H, n_positions, hd) each
     p: dict[str, Any]  # libq8 pointers of the arrays above
 
     def __init__(self) -> None:
@@ -127,7 +127,6 @@ class GPT2(Transformer):
         self.embed = Embedding(self.wte)
         self.wpe = matrix_f32(ckpt, pre + "wpe.weight", (P, D))
         self.blocks = []
-        self.kv_mem = []
         H = cfg.n_head
         hd = D // H
         for i in range(cfg.n_layer):
@@ -178,9 +177,8 @@ class GPT2(Transformer):
                 quantize=quantize,
                 arena=arena,
             )
-            b.k_cache = self.kv_zeros((H, P, hd), f"layer {i}'s key cache ({P} positions)")
-            b.v_cache = self.kv_zeros((H, P, hd), f"layer {i}'s value cache ({P} positions)")
-            for key in ("ln1_w", "ln1_b", "ln2_w", "ln2_b", "k_cache", "v_cache"):
+            b.kv = KVCache(H, P, hd, f"layer {i}")
+            for key in ("ln1_w", "ln1_b", "ln2_w", "ln2_b"):
                 b.p[key] = ffi.from_buffer("float[]", getattr(b, key))
             self.blocks.append(b)
         self.lnf_w = vector(ckpt, pre + "ln_f.weight", D)
@@ -224,7 +222,7 @@ class GPT2(Transformer):
         return [([b.attn, b.proj], [b.fc, b.fc_proj]) for b in self.blocks]
 
     def layer_kv(self) -> list[tuple[int, int]]:
-        return [(2 * self.cfg.n_embd * 4, 0) for _ in self.blocks]
+        return [(b.kv.row_bytes, 0) for b in self.blocks]
 
     def forward(self, ops: Ops) -> None:
         cfg = self.cfg
@@ -249,8 +247,8 @@ class GPT2(Transformer):
                 # q, k, v (t x D each).
                 self.split_columns(self.qkv, t, [self.q, self.k, self.v])
                 q, k, v = P["q"], P["k"], P["v"]
-            ops.kv_write(k, v, bp["k_cache"], bp["v_cache"], H, cfg.n_positions, hd)
-            ops.attention(q, bp["k_cache"], bp["v_cache"], H, H, cfg.n_positions, hd, 0, scale, 0.0, P["att"])
+            ops.kv_write(k, v, b.kv)
+            ops.attention(q, b.kv, H, 0, scale, 0.0, P["att"])
             ops.matmul(b.proj, P["att"], P["tmp"])
             ops.add(P["x"], P["tmp"], D, P["x"])
             ops.mark_attention(i)
