@@ -145,11 +145,17 @@ def library_identity() -> dict[str, str]:
     try:
         head = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--", "libq8"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         out["git"] = head + (" + uncommitted libq8 changes" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -295,9 +301,7 @@ class Plan:
         return max(self.min_reps, min(self.max_reps, want))
 
 
-def measure(
-    fn: Callable[..., int], args: Sequence[tuple[Any, ...]], plan: Plan, warm: int
-) -> list[float]:
+def measure(fn: Callable[..., int], args: Sequence[tuple[Any, ...]], plan: Plan, warm: int) -> list[float]:
     """Warm up (at least one pass over every copy), size the run from the warm calls, time it."""
     warm_times = time_calls(fn, args, max(warm, len(args)))
     return time_calls(fn, args, plan.reps(statistics.median(warm_times)))
@@ -378,10 +382,22 @@ def _row(s: Shape, op: str, times: list[float], w: Weights, probe_gbs: float, th
     gbs = s.nbytes / med / 1e9
     pct = 100.0 * gbs / probe_gbs
     return Row(
-        model=s.model, shape=s.name, op=op, n=s.n, k=s.k, weights=s.weights,
-        mib=round(s.nbytes / (1 << 20), 2), threads=threads, copies=len(w.copies), reps=len(times),
-        median_us=_us(med), min_us=_us(min(times)), bytes_per_call=s.nbytes,
-        gbs=round(gbs, 2), pct_probe=round(pct, 1), low=s.weights >= BIG_WEIGHTS and pct < LOW_PCT,
+        model=s.model,
+        shape=s.name,
+        op=op,
+        n=s.n,
+        k=s.k,
+        weights=s.weights,
+        mib=round(s.nbytes / (1 << 20), 2),
+        threads=threads,
+        copies=len(w.copies),
+        reps=len(times),
+        median_us=_us(med),
+        min_us=_us(min(times)),
+        bytes_per_call=s.nbytes,
+        gbs=round(gbs, 2),
+        pct_probe=round(pct, 1),
+        low=s.weights >= BIG_WEIGHTS and pct < LOW_PCT,
     )
 
 
@@ -418,6 +434,7 @@ def bench_prefill(w: Weights, plan: Plan, row: Row, rng: np.random.Generator) ->
 @dataclass
 class GemmRow:
     """q8_gemm(t) for several t on one shape; GEMV and every t timed in the same rounds."""
+
     model: str
     shape: str
     n: int
@@ -430,8 +447,15 @@ class GemmRow:
     pct_peak: dict[int, float]
 
 
-def bench_gemm_ts(w: Weights, plan: Plan, threads: int, ts: Sequence[int], peak_gmacs: float,
-                  rng: np.random.Generator, rounds: int) -> GemmRow:
+def bench_gemm_ts(
+    w: Weights,
+    plan: Plan,
+    threads: int,
+    ts: Sequence[int],
+    peak_gmacs: float,
+    rng: np.random.Generator,
+    rounds: int,
+) -> GemmRow:
     """Each round times GEMV then q8_gemm(t) for every t, all rotating over the copies (DRAM);
     a ratio is taken inside each round, so slow phases of a shared machine cancel out. The
     lm_head shapes skip prefill-sized t: a prompt projects only its last row."""
@@ -458,8 +482,13 @@ def bench_gemm_ts(w: Weights, plan: Plan, threads: int, ts: Sequence[int], peak_
     med = {t: statistics.median(v) for t, v in by_t.items()}
     gmacs = {t: t * s.weights / med[t] / 1e9 for t in ts}
     return GemmRow(
-        model=s.model, shape=s.name, n=s.n, k=s.k, threads=threads,
-        gemv_us=_us(statistics.median(gv_all)), gemm_us={t: _us(v) for t, v in med.items()},
+        model=s.model,
+        shape=s.name,
+        n=s.n,
+        k=s.k,
+        threads=threads,
+        gemv_us=_us(statistics.median(gv_all)),
+        gemm_us={t: _us(v) for t, v in med.items()},
         ratio={t: round(statistics.median(r), 2) for t, r in ratios.items()},
         gmacs={t: round(v, 1) for t, v in gmacs.items()},
         pct_peak={t: round(100.0 * v / peak_gmacs, 1) for t, v in gmacs.items()},
@@ -467,15 +496,22 @@ def bench_gemm_ts(w: Weights, plan: Plan, threads: int, ts: Sequence[int], peak_
 
 
 def gemm_table(rows: Sequence[GemmRow], small: Sequence[int], big: Sequence[int]) -> str:
-    head = ("| shape | N x K | threads | GEMV us | "
-            + " | ".join(f"t={t} ratio" for t in small) + " | "
-            + " | ".join(f"t={t} GMAC/s (% peak)" for t in big) + " |")
+    head = (
+        "| shape | N x K | threads | GEMV us | "
+        + " | ".join(f"t={t} ratio" for t in small)
+        + " | "
+        + " | ".join(f"t={t} GMAC/s (% peak)" for t in big)
+        + " |"
+    )
     lines = [head, "|" + "---|" * (head.count(" | ") + 1)]
     for r in rows:
         cells = [f"{r.ratio[t]:.2f}" if t in r.ratio else "-" for t in small]
         cells += [f"{r.gmacs[t]:.1f} ({r.pct_peak[t]:.0f}%)" if t in r.gmacs else "-" for t in big]
-        lines.append(f"| {r.model} {r.shape} | {r.n} x {r.k} | {r.threads} | {r.gemv_us:.1f} | "
-                     + " | ".join(cells) + " |")
+        lines.append(
+            f"| {r.model} {r.shape} | {r.n} x {r.k} | {r.threads} | {r.gemv_us:.1f} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -503,8 +539,13 @@ def wrapper_overhead(plan: Plan, rng: np.random.Generator) -> dict[str, float]:
         wrap += time_calls(wrapped, [(q, x)], per_round)
     r, wr = statistics.median(raw), statistics.median(wrap)
     return {
-        "n": n, "k": k, "threads": lib.q8_pool_threads(), "calls_each": len(raw),
-        "raw_median_us": _us(r), "wrapper_median_us": _us(wr), "overhead_us": _us(wr - r),
+        "n": n,
+        "k": k,
+        "threads": lib.q8_pool_threads(),
+        "calls_each": len(raw),
+        "raw_median_us": _us(r),
+        "wrapper_median_us": _us(wr),
+        "overhead_us": _us(wr - r),
     }
 
 
@@ -544,26 +585,48 @@ def _log(msg: str) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--threads", type=parse_threads, default=parse_threads("1,default"),
-                    help="comma-separated pool sizes; 'default' = one per physical core (default: 1,default)")
+    ap.add_argument(
+        "--threads",
+        type=parse_threads,
+        default=parse_threads("1,default"),
+        help="comma-separated pool sizes; 'default' = one per physical core (default: 1,default)",
+    )
     ap.add_argument("--shapes", default="gpt2,gemma", help="models to cover: gpt2, gemma (default: both)")
     ap.add_argument("--quick", action="store_true", help="short run: ~0.05 s per measurement, smaller probe")
-    ap.add_argument("--reps", type=int, default=None,
-                    help="exactly this many timed samples per measurement instead of a time target")
-    ap.add_argument("--target-s", type=float, default=None,
-                    help="seconds aimed at per measurement (default 0.4, --quick 0.05)")
+    ap.add_argument(
+        "--reps",
+        type=int,
+        default=None,
+        help="exactly this many timed samples per measurement instead of a time target",
+    )
+    ap.add_argument(
+        "--target-s",
+        type=float,
+        default=None,
+        help="seconds aimed at per measurement (default 0.4, --quick 0.05)",
+    )
     ap.add_argument("--probe-mib", type=int, default=256, help="bandwidth probe buffer (default 256 MiB)")
     ap.add_argument("--probe-reps", type=int, default=None, help="probe passes (default 5, --quick 3)")
     ap.add_argument("--max-copies", type=int, default=256, help="cap on rotated copies per shape")
     ap.add_argument("--no-gemm", action="store_true", help="skip the prefill GEMM comparison")
-    ap.add_argument("--gemm-ts", default=",".join(map(str, SMALL_TS + BIG_TS)),
-                    help="token counts for the GEMM(t) table ('' to skip); t < 64 reported as a ratio "
-                    "to one GEMV, t >= 64 as GMAC/s (default %(default)s)")
+    ap.add_argument(
+        "--gemm-ts",
+        default=",".join(map(str, SMALL_TS + BIG_TS)),
+        help="token counts for the GEMM(t) table ('' to skip); t < 64 reported as a ratio "
+        "to one GEMV, t >= 64 as GMAC/s (default %(default)s)",
+    )
     ap.add_argument("--gemm-rounds", type=int, default=3, help="rounds of the GEMM(t) table (default 3)")
-    ap.add_argument("--clock-ghz", type=float, default=3.5,
-                    help="core clock for the VNNI peak (default 3.5, measured with a dependent-add chain)")
-    ap.add_argument("--only-gemm-ts", action="store_true",
-                    help="skip the GEMV/argmax/GEMM64 table: only the GEMM(t) table")
+    ap.add_argument(
+        "--clock-ghz",
+        type=float,
+        default=3.5,
+        help="core clock for the VNNI peak (default 3.5, measured with a dependent-add chain)",
+    )
+    ap.add_argument(
+        "--only-gemm-ts",
+        action="store_true",
+        help="skip the GEMV/argmax/GEMM64 table: only the GEMM(t) table",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results here")
     args = ap.parse_args(argv)
@@ -628,8 +691,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.no_gemm:
                 bench_prefill(w, gemm_plan, row, rng)
             section.append(row)
-            _log(f"  {w.shape.label}: gemv {row.median_us:.1f} us, {row.gbs:.1f} GB/s"
-                 + ("" if row.gemm64_speedup is None else f", GEMM64 speedup {row.gemm64_speedup:.2f}x"))
+            _log(
+                f"  {w.shape.label}: gemv {row.median_us:.1f} us, {row.gbs:.1f} GB/s"
+                + ("" if row.gemm64_speedup is None else f", GEMM64 speedup {row.gemm64_speedup:.2f}x")
+            )
             if w.shape.lmhead:
                 section.append(bench_argmax(w, plan, before, cfg.threads, rng))
         after = K.probe_read_bandwidth(probe_bytes, probe_reps)
@@ -681,9 +746,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     small = [t for t in args.ts if t < 64]
     big = [t for t in args.ts if t >= 64]
     if gemm_rows:
-        header.append(f"- GEMM(t): ratio = q8_gemm over t tokens / one q8_gemv (same rounds, median of "
-                      f"{args.gemm_rounds} rounds); GMAC/s = t*N*K / median; peak = {MAC_PER_CYCLE:.0f} "
-                      f"MAC/cycle/core x {args.clock_ghz} GHz x threads")
+        header.append(
+            f"- GEMM(t): ratio = q8_gemm over t tokens / one q8_gemv (same rounds, median of "
+            f"{args.gemm_rounds} rounds); GMAC/s = t*N*K / median; peak = {MAC_PER_CYCLE:.0f} "
+            f"MAC/cycle/core x {args.clock_ghz} GHz x threads"
+        )
     out = "\n".join(header)
     if rows:
         out += "\n\n" + markdown_table(rows)
@@ -694,16 +761,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json is not None:
         doc = {
             "meta": {
-                "cpu_model": cpu_model(), "logical_cpus": os.cpu_count(),
-                "physical_cores": RuntimeConfig.physical_cores(), "isa_active": K.isa_active(),
-                "isa_supported": K.isa_supported(), "library": libid,
-                "pyrustml": pyrustml.__version__, "python": platform.python_version(),
-                "numpy": np.__version__, "l3_bytes": l3, "rotate_bytes": rotate_bytes,
-                "max_copies": args.max_copies, "thp": thp_setting(), "target_s": target,
-                "fixed_reps": args.reps, "quick": quick, "t_prefill": T_PREFILL,
-                "probe_bytes": probe_bytes, "probe_reps": probe_reps, "seed": args.seed,
-                "loadavg_start": list(loadavg), "cpu_load": cpu,
-                "low_pct": LOW_PCT, "big_weights": BIG_WEIGHTS, "speedup_target": SPEEDUP_TARGET,
+                "cpu_model": cpu_model(),
+                "logical_cpus": os.cpu_count(),
+                "physical_cores": RuntimeConfig.physical_cores(),
+                "isa_active": K.isa_active(),
+                "isa_supported": K.isa_supported(),
+                "library": libid,
+                "pyrustml": pyrustml.__version__,
+                "python": platform.python_version(),
+                "numpy": np.__version__,
+                "l3_bytes": l3,
+                "rotate_bytes": rotate_bytes,
+                "max_copies": args.max_copies,
+                "thp": thp_setting(),
+                "target_s": target,
+                "fixed_reps": args.reps,
+                "quick": quick,
+                "t_prefill": T_PREFILL,
+                "probe_bytes": probe_bytes,
+                "probe_reps": probe_reps,
+                "seed": args.seed,
+                "loadavg_start": list(loadavg),
+                "cpu_load": cpu,
+                "low_pct": LOW_PCT,
+                "big_weights": BIG_WEIGHTS,
+                "speedup_target": SPEEDUP_TARGET,
             },
             "probes": [{**asdict(p), "gbs": p.gbs} for p in probes],
             "wrapper_overhead": wrapper,

@@ -113,7 +113,6 @@ FIXED_NDIM = {
 }
 
 
-
 def misaligned_like(a: np.ndarray) -> np.ndarray:
     """Same dtype, shape and values, at a byte offset of 1 into a uint8 buffer: not aligned."""
     buf = np.zeros(a.nbytes + 1, dtype=np.uint8)
@@ -327,31 +326,21 @@ def test_bad_scalar_or_relation_is_refused_by_name(
     assert_names(info.value, *names)
 
 
-
-
 @pytest.mark.parametrize(
     ("fname", "overrides", "name"),
     [
         pytest.param("layernorm", {"eps": -1e-5}, "eps", id="layernorm-eps-negative"),
-        pytest.param(
-            "layernorm", {"eps": float("nan")}, "eps", id="layernorm-eps-nan"
-        ),
+        pytest.param("layernorm", {"eps": float("nan")}, "eps", id="layernorm-eps-nan"),
         pytest.param("rmsnorm", {"eps": -1e-6}, "eps", id="rmsnorm-eps-negative"),
-        pytest.param(
-            "attention", {"softcap": -1.0}, "softcap", id="attention-softcap-negative"
-        ),
+        pytest.param("attention", {"softcap": -1.0}, "softcap", id="attention-softcap-negative"),
         pytest.param(
             "attention",
             {"softcap": float("nan")},
             "softcap",
             id="attention-softcap-nan",
         ),
-        pytest.param(
-            "attention", {"scale": float("nan")}, "scale", id="attention-scale-nan"
-        ),
-        pytest.param(
-            "attention", {"scale": float("inf")}, "scale", id="attention-scale-inf"
-        ),
+        pytest.param("attention", {"scale": float("nan")}, "scale", id="attention-scale-nan"),
+        pytest.param("attention", {"scale": float("inf")}, "scale", id="attention-scale-inf"),
         pytest.param(
             "attention",
             {"pos0": 1 << 40, "window": 2},
