@@ -54,10 +54,16 @@ def test_steps_cover_the_run_and_components_add_up(path: str) -> None:
         # The laps are contiguous: what they do not cover is the end() call itself (a few hundred
         # ns, so up to 1 us on top of 2%: a tiny fixture's decode step is now ~30 us).
         assert abs(s.components_ns - s.total_ns) <= 0.02 * s.total_ns + 1000
-    # Against the generation loop's own clock (Timings.step_ms), over the whole decode.
-    profiled = sum(s.total_ns for s in prof.steps[1:]) / 1e6
-    measured = sum(gen.timings.step_ms)
-    assert abs(profiled - measured) <= 0.02 * measured + 0.002 * len(gen.timings.step_ms)
+    # Against the generation loop's own clock (Timings.step_ms), step by step. A tiny fixture's
+    # step is ~15 us, so one preemption or GC pause between the two clocks' reads can exceed the
+    # tolerance on its own: the typical (median) step must agree, which a profiler that missed
+    # part of every step would not. Allowed: 2% and 3 us, the loop's bookkeeping outside the
+    # profiled step (measured: 0.6-0.8 us compiled, ~2.7 us interpreted).
+    profiled = [s.total_ns / 1e6 for s in prof.steps[1:]]
+    measured = list(gen.timings.step_ms)
+    assert len(profiled) == len(measured)
+    excess = sorted(abs(p - m) - (0.02 * m + 0.003) for p, m in zip(profiled, measured, strict=True))
+    assert excess[len(excess) // 2] <= 0.0, (profiled, measured)
 
 
 def test_profiling_off_records_nothing() -> None:
