@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import sys
+import time
 from typing import Any
 
 from . import report
@@ -106,6 +107,44 @@ def collect(
     }
 
 
+def host_reference(model: Any, ids: list[int], steps: int) -> dict[str, Any]:
+    """Decode steps alternating with fixed reads on the same pool: one of as many bytes as a step
+    streams, then one per layer of as many bytes as a layer streams. A fixed read's spread is
+    what the host alone does to memory-bound work in this run: no step (or layer) measured here
+    can be steadier than it. Runs on model.net directly (each step's greedy token is fed back)
+    and leaves the model's KV cache in no known state: call it last."""
+    from .kernels import ReadProbe
+
+    net = model.net
+    prompt = ids[: net.prefill_chunk]
+    positions = range(len(prompt), len(prompt) + steps)
+    streams = [net.decode_bytes(p) for p in positions]
+    # A read probe takes at least 1 MiB (a tiny test model streams less); the report shows the
+    # size actually read.
+    step_probe = ReadProbe(max(int(sum(s.total for s in streams) / steps), 1 << 20))
+    layer_bytes = sum(sum(s.attention) + sum(s.ffn) for s in streams) / (steps * net.n_layers)
+    layer_probe = ReadProbe(max(int(layer_bytes), 1 << 20))
+    net.forward_chunk(prompt, 0)
+    token = net.argmax_row(len(prompt) - 1)
+    step_ms: list[float] = []
+    read_ms: list[float] = []
+    layer_read_ms: list[float] = []
+    for pos in positions:
+        t0 = time.perf_counter_ns()
+        net.forward_chunk([token], pos)
+        token = net.argmax_row(0)
+        step_ms.append((time.perf_counter_ns() - t0) / 1e6)
+        read_ms.append(step_probe.read_seconds() * 1e3)
+        layer_read_ms += [layer_probe.read_seconds() * 1e3 for _ in range(net.n_layers)]
+    return {
+        "bytes": step_probe.nbytes,
+        "layer_bytes": layer_probe.nbytes,
+        "step_ms": step_ms,
+        "read_ms": read_ms,
+        "layer_read_ms": layer_read_ms,
+    }
+
+
 def audit_model(
     source: str, prompt: str, max_tokens: int, threads: int | None, repeat: int, quant: str, probe: float
 ) -> dict[str, Any]:
@@ -121,6 +160,7 @@ def audit_model(
     model.disable_profiling()
     run = collect(model, os.path.basename(source.rstrip("/")) or source, prof.steps,
                   cold.timings.prompt_ms, probe)  # fmt: skip
+    run["host_reference"] = host_reference(model, ids, max_tokens)
     del model
     gc.collect()
     return run

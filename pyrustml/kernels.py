@@ -575,6 +575,31 @@ def set_isa(name: str) -> None:
         raise KernelArgumentError(f"kernel path {name!r} is not supported here; supported: {isa_supported()}")
 
 
+class ReadProbe:
+    """A fixed amount of memory traffic to time beside decode steps: a libq8 buffer of nbytes
+    (huge-page advised, every page touched) that every pool thread reads, in one pass per
+    read_seconds() call. Its spread over a run is the host's own, no model's."""
+
+    nbytes: int  # read per pass: the size, down to a whole MiB
+    _mem: Any
+
+    def __init__(self, nbytes: int) -> None:
+        if not 1 << 20 <= nbytes <= 1 << 40:
+            raise KernelArgumentError(f"a read probe takes 1 MiB to 1 TiB, got {nbytes} bytes")
+        mem = lib.q8_alloc(nbytes)
+        if mem == ffi.NULL:
+            raise MemoryError(f"cannot allocate {nbytes} bytes for a read probe")
+        self._mem = ffi.gc(mem, lib.q8_free)
+        np.frombuffer(ffi.buffer(self._mem, nbytes), dtype=np.uint8).fill(1)
+        self.nbytes = nbytes - nbytes % (1 << 20)
+
+    def read_seconds(self) -> float:
+        gbs = float(lib.q8_read_pass(self._mem, self.nbytes))
+        if gbs <= 0.0:
+            raise LibraryError(f"read pass failed over {self.nbytes} bytes")
+        return self.nbytes / (gbs * 1e9)
+
+
 def probe_read_bandwidth(nbytes: int = 1 << 28, reps: int = 5) -> float:
     """This machine's read bandwidth in GB/s, with every pool thread streaming."""
     gbs = float(lib.q8_probe_read_bandwidth(nbytes, reps))

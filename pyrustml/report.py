@@ -144,10 +144,26 @@ def analyze(run: Json) -> Json:
     out["components"] = comps
     out["components_sum_ms"] = sum(c["mean_ms"] for c in comps.values())
 
+    out["host_reference"] = _host_reference(run.get("host_reference"))
     out["bandwidth"] = _bandwidth(run.get("bytes"), run.get("probe_gbs"), comps, out["step"])
     out["bottleneck"] = _bottleneck(out)
     out["steps_raw"] = steps
     return out
+
+
+def _host_reference(ref: Json | None) -> Json | None:
+    """Decode steps against the fixed read timed after each (audit.host_reference)."""
+    if not ref or not ref.get("step_ms"):
+        return None
+    steps, reads = list(ref["step_ms"]), list(ref["read_ms"])
+    return {
+        "bytes": ref["bytes"],
+        "layer_bytes": ref["layer_bytes"],
+        "steps": _stats(steps),
+        "read": _stats(reads),
+        "step_over_read": _stats([s / r for s, r in zip(steps, reads, strict=True) if r > 0]),
+        "layer_read": _stats(list(ref["layer_read_ms"])),
+    }
 
 
 def _bandwidth(nbytes: Json | None, probe: float | None, comps: Json, step: Json) -> Json | None:
@@ -276,6 +292,9 @@ def _model_md(a: Json) -> list[str]:
         f"| Attention range | {_f(ly['attention']['min'])}-{_f(ly['attention']['max'])} ms |",
         f"| FFN range | {_f(ly['ffn']['min'])}-{_f(ly['ffn']['max'])} ms |",
         f"| Attention:FFN ratio | {_ratio(ly['attention_share'])} |",
+    ]
+    md += _host_reference_md(a["host_reference"])
+    md += [
         "",
         "### Component Breakdown",
         "",
@@ -323,11 +342,47 @@ def _model_md(a: Json) -> list[str]:
         f"- **lm_head**: {b['lm_head_share'] * 100:.1f}% of the step",
         f"- **Jitter**: step {_f(b['step_jitter'], 2)}x, layer {_f(b['layer_jitter'], 2)}x (max/min)",
     ]
+    href = a["host_reference"]
+    if href is not None:
+        md[-1] += (
+            f"; fixed reads of a step's and a layer's bytes on the same threads, in this run: "
+            f"{_f(href['read']['ratio'], 2)}x and {_f(href['layer_read']['ratio'], 2)}x"
+        )
     if bw is not None:
         where = sorted(bw["components"].items(), key=lambda kv: -kv[1]["excess_ms"])
         gap = st["mean"] - bw["roofline_ms"]
         parts = ", ".join(f"{LABELS[k]} {_f(r['excess_ms'])} ms" for k, r in where if r["excess_ms"] > 0)
         md.append(f"- **Where the remaining {_f(gap)} ms above the roofline goes**: {parts}")
+    return md
+
+
+def _host_reference_md(h: Json | None) -> list[str]:
+    if h is None:
+        return []
+    md = [
+        "",
+        "### Host Reference",
+        "",
+        f"Decode steps, each followed by a read of {h['bytes'] / 1e6:.1f} MB (what a step streams) "
+        f"and then one read of {h['layer_bytes'] / 1e6:.1f} MB (a layer's) per layer, on the same "
+        f"threads, {h['steps']['n']} steps after the runs above. A read is the same work every time: "
+        "its spread is the host's, and no step or layer can be steadier than the read of its size.",
+        "",
+        "| Series | Min | p50 | Max | Max/min | p99/p50 |",
+        "|--------|-----|-----|-----|---------|---------|",
+    ]
+    for label, key, unit in (
+        ("Decode step", "steps", " ms"),
+        ("Fixed read, a step's bytes", "read", " ms"),
+        ("Step / its read", "step_over_read", ""),
+        ("Fixed read, a layer's bytes", "layer_read", " ms"),
+    ):
+        st = h[key]
+        p99 = st["p99"] / st["p50"] if st["p50"] > 0 else 0.0
+        md.append(
+            f"| {label} | {_f(st['min'])}{unit} | {_f(st['p50'])}{unit} | {_f(st['max'])}{unit} | "
+            f"{_f(st['ratio'], 2)}x | {_f(p99, 2)}x |"
+        )
     return md
 
 

@@ -160,6 +160,43 @@ def test_audit_command_writes_markdown_and_json(tmp_path: Path) -> None:
     (a,) = doc["models"]
     assert len(a["decode_steps"]) == 2 * 6 and a["warmup"]["cold_forward_ms"] > 0
     assert a["config"]["fusions"] == {"qkv": 2} and a["bandwidth"]["probe_gbs"] == doc["machine"]["probe_gbs"]
+    # The host reference: 6 more steps, each with a fixed read of its size and one per layer.
+    h = a["host_reference"]
+    assert h["steps"]["n"] == h["read"]["n"] == h["step_over_read"]["n"] == 6
+    assert h["layer_read"]["n"] == 6 * a["config"]["layers"]
+    assert h["bytes"] >= 1 << 20 and h["layer_bytes"] >= 1 << 20
+    assert 0 < h["read"]["min"] <= h["read"]["p50"] <= h["read"]["max"]
+    assert md.count("### Host Reference") == 2 and md.count("fixed reads of a step's and a layer's bytes") == 2
+
+
+def test_host_reference_rows_follow_from_the_record() -> None:
+    model, prof, _ = _profiled_run(GPT2, n=4)
+    run = collect(model, "gpt2", prof.steps, 1.0, 30.0)
+    run["host_reference"] = {
+        "bytes": 3 << 20,
+        "layer_bytes": 1 << 20,
+        "step_ms": [2.0, 3.0, 4.0],
+        "read_ms": [1.0, 2.0, 1.0],
+        "layer_read_ms": [0.5, 0.25, 1.0, 0.5, 0.5, 0.5],
+    }
+    h = report.analyze(run)["host_reference"]
+    assert (h["steps"]["ratio"], h["read"]["ratio"], h["layer_read"]["ratio"]) == (2.0, 2.0, 4.0)
+    assert (h["step_over_read"]["min"], h["step_over_read"]["max"]) == (1.5, 4.0)
+    md = report.markdown([report.analyze(run)])
+    assert "| Fixed read, a step's bytes | 1.000 ms | 1.000 ms | 2.000 ms | 2.00x |" in md
+    assert "| Step / its read | 1.500 | 2.000 | 4.000 | 2.67x |" in md
+    assert "a layer's bytes on the same threads, in this run: 2.00x and 4.00x" in md
+
+
+def test_read_probe_reads_a_fixed_buffer() -> None:
+    from pyrustml.errors import KernelArgumentError
+    from pyrustml.kernels import ReadProbe
+
+    with pytest.raises(KernelArgumentError, match="1 MiB"):
+        ReadProbe(1000)
+    p = ReadProbe((3 << 20) + 5)
+    assert p.nbytes == 3 << 20
+    assert all(p.read_seconds() > 0 for _ in range(3))
 
 
 def test_audit_plot(tmp_path: Path) -> None:

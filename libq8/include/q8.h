@@ -239,6 +239,10 @@ void q8_pool_shutdown(void);
 /* Read bandwidth of this machine in GB/s (1e9 bytes/s): the best of reps passes of all pool
  * threads summing a bytes-long buffer from q8_alloc. Returns a negative value on failure. */
 double q8_probe_read_bandwidth(size_t bytes, int reps);
+/* One such pass over the caller's buffer (64-byte aligned, at least 1 MiB; read up to a multiple
+ * of 1 MiB), in GB/s: a fixed amount of work to time next to decode steps. Negative on bad
+ * arguments. */
+double q8_read_pass(const void *buf, size_t bytes);
 
 /* cdef-end */
 

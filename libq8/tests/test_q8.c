@@ -1168,7 +1168,16 @@ static void test_args(void) {
     CHECK(q8_alloc(0) == NULL && q8_alloc(SIZE_MAX) == NULL, "q8_alloc(0 / huge)");
     CHECK(q8_pool_init(-1) == Q8_EINVAL, "q8_pool_init(-1)");
     CHECK(q8_probe_read_bandwidth(0, 1) < 0 && q8_probe_read_bandwidth((size_t)1 << 20, 0) < 0, "probe");
-    CHECK(q8_abi_version() == 3, "abi %d (3: decode plans)", q8_abi_version());
+    {
+        unsigned char *rb = q8_alloc((size_t)3 << 20);
+        CHECK(rb && q8_read_pass(NULL, (size_t)1 << 20) < 0 && q8_read_pass(rb, ((size_t)1 << 20) - 1) < 0 &&
+                  q8_read_pass(rb + 1, (size_t)2 << 20) < 0 && q8_read_pass(rb, SIZE_MAX) < 0,
+              "q8_read_pass bad arguments");
+        if (rb) memset(rb, 1, (size_t)3 << 20);
+        CHECK(rb && q8_read_pass(rb, ((size_t)3 << 20) - 5) > 0, "q8_read_pass");
+        q8_free(rb);
+    }
+    CHECK(q8_abi_version() == 4, "abi %d (4: q8_read_pass)", q8_abi_version());
 
     /* NULL pointers */
     EINV(q8_convert_to_f32(NULL, Q8_DTYPE_F32, K, out), out, OB);
