@@ -166,7 +166,9 @@ def test_audit_command_writes_markdown_and_json(tmp_path: Path) -> None:
     assert h["layer_read"]["n"] == 6 * a["config"]["layers"]
     assert h["bytes"] >= 1 << 20 and h["layer_bytes"] >= 1 << 20
     assert 0 < h["read"]["min"] <= h["read"]["p50"] <= h["read"]["max"]
-    assert md.count("### Host Reference") == 2 and md.count("fixed reads of a step's and a layer's bytes") == 2
+    assert (
+        md.count("### Host Reference") == 2 and md.count("fixed reads of a step's and a layer's bytes") == 2
+    )
 
 
 def test_host_reference_rows_follow_from_the_record() -> None:
