@@ -19,7 +19,7 @@ from typing import Any, Final
 import numpy as np
 
 from ._ffi import ffi, lib
-from .errors import KernelArgumentError, KernelTypeError, LibraryError, NumericalError
+from .errors import KernelArgumentError, KernelTypeError, LibraryError, NumericalError, OutOfMemoryError
 
 QK8_0: Final = 32
 BLOCK_BYTES: Final = 34
@@ -80,6 +80,24 @@ def _opt_bias(bias: np.ndarray | None, n: int) -> Any:
     return _ptr("float[]", b)
 
 
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 1 << 30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def alloc(nbytes: int, what: str, *, zero: bool = False, limit: int | None = None) -> Any:
+    """nbytes of libq8 memory (64-byte aligned, advised for huge pages from 2 MiB up), freed when
+    the returned cdata is collected. zero=True writes zeros, which also faults every page in now
+    rather than inside a timed step. More than `limit` bytes, or memory the allocator does not
+    give, is an OutOfMemoryError (a MemoryError) that says what it was for."""
+    mem = lib.q8_alloc(nbytes) if 0 < nbytes and (limit is None or nbytes <= limit) else ffi.NULL
+    if mem == ffi.NULL:
+        raise OutOfMemoryError(f"cannot allocate {_size(nbytes)} for {what}")
+    mem = ffi.gc(mem, lib.q8_free)
+    if zero:
+        np.frombuffer(ffi.buffer(mem, nbytes), dtype=np.uint8).fill(0)
+    return mem
+
+
 WEIGHT_SLAB_BYTES: Final = 64 << 20  # a WeightArena's slab (huge pages, 2 MiB aligned)
 
 
@@ -107,10 +125,7 @@ class WeightArena:
         want = (nbytes + 63) // 64 * 64
         if self._owner is None or self._used + want > self._size:
             size = max(WEIGHT_SLAB_BYTES, want)
-            mem = lib.q8_alloc(size)
-            if mem == ffi.NULL:
-                raise MemoryError(f"cannot allocate a {size} byte weight slab")
-            self._owner = ffi.gc(mem, lib.q8_free)
+            self._owner = alloc(size, "a weight slab")
             self._size = size
             self._used = 0
         p = ffi.cast("char *", self._owner) + self._used
@@ -141,10 +156,7 @@ class Q8Matrix:
         if arena is not None:
             self._mem, self._owner = arena.take(nbytes)
         else:
-            mem = lib.q8_alloc(nbytes)
-            if mem == ffi.NULL:
-                raise MemoryError(f"cannot allocate {nbytes} bytes for a ({n}, {k}) Q8_0 matrix")
-            self._mem = self._owner = ffi.gc(mem, lib.q8_free)
+            self._mem = self._owner = alloc(nbytes, f"a ({n}, {k}) Q8_0 matrix")
         self.nbytes = nbytes
         self.shape = (n, k)
 
@@ -577,7 +589,7 @@ def set_isa(name: str) -> None:
 
 class ReadProbe:
     """A fixed amount of memory traffic to time beside decode steps: a libq8 buffer of nbytes
-    (huge-page advised, every page touched) that every pool thread reads, in one pass per
+    (huge-page advised, every page faulted in) that every pool thread reads, in one pass per
     read_seconds() call. Its spread over a run is the host's own, no model's."""
 
     nbytes: int  # read per pass: the size, down to a whole MiB
@@ -586,11 +598,7 @@ class ReadProbe:
     def __init__(self, nbytes: int) -> None:
         if not 1 << 20 <= nbytes <= 1 << 40:
             raise KernelArgumentError(f"a read probe takes 1 MiB to 1 TiB, got {nbytes} bytes")
-        mem = lib.q8_alloc(nbytes)
-        if mem == ffi.NULL:
-            raise MemoryError(f"cannot allocate {nbytes} bytes for a read probe")
-        self._mem = ffi.gc(mem, lib.q8_free)
-        np.frombuffer(ffi.buffer(self._mem, nbytes), dtype=np.uint8).fill(1)
+        self._mem = alloc(nbytes, "a read probe", zero=True)
         self.nbytes = nbytes - nbytes % (1 << 20)
 
     def read_seconds(self) -> float:

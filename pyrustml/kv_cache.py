@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ._ffi import ffi, lib
-from .errors import OutOfMemoryError
+from ._ffi import ffi
+from .kernels import alloc
 
 
 def available_bytes() -> int:
@@ -53,12 +53,7 @@ class KVCache:
     def _zeros(self, what: str) -> np.ndarray:
         n = self.n_kv * self.cap * self.head_dim * 4
         # Touching every page of a cache larger than the free memory would summon the OOM killer:
-        # refuse it here instead.
-        mem = lib.q8_alloc(n) if 0 < n <= available_bytes() else ffi.NULL
-        if mem == ffi.NULL:
-            raise OutOfMemoryError(f"cannot allocate {n / 2**30:.1f} GiB for {what}")
-        mem = ffi.gc(mem, lib.q8_free)
+        # refuse it instead.
+        mem = alloc(n, what, zero=True, limit=available_bytes())
         self._mem.append(mem)
-        a = np.frombuffer(ffi.buffer(mem, n), dtype=np.float32).reshape(self.n_kv, self.cap, self.head_dim)
-        a.fill(0.0)
-        return a
+        return np.frombuffer(ffi.buffer(mem, n), dtype=np.float32).reshape(self.n_kv, self.cap, self.head_dim)

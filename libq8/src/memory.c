@@ -69,42 +69,31 @@ static double seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* One read of bytes (a multiple of PROBE_CHUNK) by every pool thread, in GB/s. */
-static double timed_pass(probe_job *j, size_t bytes) {
-    const double t0 = seconds();
-    if (q8_parallel_for((int64_t)bytes, PROBE_CHUNK, probe_task, j) != Q8_OK) return -1.0;
-    return (double)bytes / (seconds() - t0) / 1e9;
-}
-
-double q8_probe_read_bandwidth(size_t bytes, int reps) {
-    if (bytes < (size_t)PROBE_CHUNK || reps <= 0) return -1.0;
-    bytes -= bytes % (size_t)PROBE_CHUNK;
-    probe_job *j = calloc(1, sizeof *j);
-    unsigned char *buf = q8_alloc(bytes);
-    if (!j || !buf) {
-        free(j);
-        q8_free(buf);
-        return -1.0;
-    }
-    for (size_t i = 0; i < bytes; i += 4096) buf[i] = (unsigned char)i; /* fault pages in */
-    j->buf = buf;
-    double best = 0.0;
-    for (int r = 0; r < reps + 1; r++) {
-        const double gbs = timed_pass(j, bytes);
-        if (r > 0 && gbs > best) best = gbs; /* pass 0 warms the pool and the TLB */
-    }
-    q8_free(buf);
-    free(j);
-    return best;
-}
-
 double q8_read_pass(const void *buf, size_t bytes) {
     if (!buf || (uintptr_t)buf % 64 != 0 || bytes < (size_t)PROBE_CHUNK || bytes > ((size_t)1 << 46))
         return -1.0;
+    bytes -= bytes % (size_t)PROBE_CHUNK;
     probe_job *j = calloc(1, sizeof *j);
     if (!j) return -1.0;
     j->buf = buf;
-    const double gbs = timed_pass(j, bytes - bytes % (size_t)PROBE_CHUNK);
+    const double t0 = seconds();
+    const int rc = q8_parallel_for((int64_t)bytes, PROBE_CHUNK, probe_task, j);
+    const double gbs = rc == Q8_OK ? (double)bytes / (seconds() - t0) / 1e9 : -1.0;
     free(j);
     return gbs;
+}
+
+double q8_probe_read_bandwidth(size_t bytes, int reps) {
+    if (bytes < (size_t)PROBE_CHUNK || reps <= 0 || bytes > ((size_t)1 << 46)) return -1.0;
+    unsigned char *buf = q8_alloc(bytes);
+    if (!buf) return -1.0;
+    for (size_t i = 0; i < bytes; i += 4096) buf[i] = (unsigned char)i; /* fault pages in */
+    double best = 0.0;
+    for (int r = 0; r < reps + 1 && best >= 0.0; r++) {
+        const double gbs = q8_read_pass(buf, bytes);
+        if (gbs < 0.0) best = -1.0;
+        else if (r > 0 && gbs > best) best = gbs; /* pass 0 warms the pool and the TLB */
+    }
+    q8_free(buf);
+    return best;
 }

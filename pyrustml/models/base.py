@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -35,13 +36,6 @@ class StreamBytes:
     @property
     def total(self) -> int:
         return self.embedding + sum(self.attention) + sum(self.ffn) + self.lm_head
-
-
-def _f32_bytes(shape: tuple[int, ...]) -> int:
-    n = 4
-    for d in shape:
-        n *= d
-    return n
 
 
 class Transformer(ABC):
@@ -145,7 +139,9 @@ class Transformer(ABC):
         try:
             return np.zeros(shape, dtype=np.float32)
         except (MemoryError, ValueError) as exc:
-            raise OutOfMemoryError(f"cannot allocate {_f32_bytes(shape) / 2**30:.1f} GiB for {what}") from exc
+            raise OutOfMemoryError(
+                f"cannot allocate {4 * math.prod(shape) / 2**30:.1f} GiB for {what}"
+            ) from exc
 
     def _alloc_head(self) -> None:
         """The buffers every architecture shares, then the decode plan (the model's own
