@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__, kernels
-from ._ffi import library_path
+from .engine._ffi import library_path
 from .model import Generation, Model, load
 from .runtime import RuntimeConfig
 

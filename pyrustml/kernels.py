@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from ._ffi import ffi, lib
+from .engine._ffi import ffi, lib
 from .errors import KernelArgumentError, KernelTypeError, LibraryError, NumericalError, OutOfMemoryError
 
 QK8_0: Final = 32

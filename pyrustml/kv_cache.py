@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._ffi import ffi
+from .engine._ffi import ffi
 from .kernels import alloc
 
 

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from ._ffi import ffi, lib
+from .engine._ffi import ffi, lib
 from .errors import ModelFormatError
 from .kernels import QK8_0, Q8Matrix, WeightArena
 from .safetensors_io import Checkpoint, TensorInfo, to_float32

@@ -18,7 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from ._ffi import ffi, lib
+from .engine._ffi import ffi, lib
 from .kv_cache import KVCache
 from .layers import Embedding, Linear
 from .profile import Profiler

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._ffi import lib
+from .engine._ffi import lib
 from .errors import KernelArgumentError, KernelTypeError, LibraryError
 
 MAX_THREADS = 256

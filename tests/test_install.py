@@ -14,7 +14,7 @@ import pyrustml.models.gpt2
 import pyrustml.profile
 import pyrustml.runtime
 import pyrustml.sampling
-from pyrustml import _ffi
+from pyrustml.engine import _ffi
 
 COMPILED_MODULES = [
     pyrustml.kernels,

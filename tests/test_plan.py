@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import pyrustml
-from pyrustml._ffi import ffi, lib
+from pyrustml.engine._ffi import ffi, lib
 from pyrustml.plan import RowOps
 
 FIX = Path(__file__).parent / "fixtures"

@@ -8,7 +8,7 @@ import gc
 import numpy as np
 
 from pyrustml import kernels
-from pyrustml._ffi import ffi
+from pyrustml.engine._ffi import ffi
 from pyrustml.kernels import WEIGHT_SLAB_BYTES, Q8Matrix, WeightArena
 
 

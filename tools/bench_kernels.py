@@ -59,7 +59,7 @@ if importlib.util.find_spec("pyrustml") is None:  # run from a checkout: use the
 import pyrustml
 from pyrustml import RuntimeConfig
 from pyrustml import kernels as K
-from pyrustml._ffi import ffi, lib, library_path
+from pyrustml.engine._ffi import ffi, lib, library_path
 from pyrustml.bench import cpu_model, parse_threads  # one home for machine facts and --threads
 from pyrustml.errors import LibraryError
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .._ffi import ffi, lib
+from ..engine._ffi import ffi, lib
 from ..errors import ModelFormatError, NumericalError, OutOfMemoryError
 from ..layers import Linear
 from ..plan import DecodePlan, Ops, RowOps

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .._ffi import ffi
+from ..engine._ffi import ffi
 from ..config import MAX_LAYERS, Fields
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..kernels import WeightArena

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from pyrustml import kernels
-from pyrustml._ffi import ffi
+from pyrustml.engine._ffi import ffi
 
 # The `isa` fixture is function-scoped and @given tests use it: it only switches the process-wide
 # kernel table to a fixed path, which is equally valid for every example of the test, so the

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrustml import kernels
-from pyrustml._ffi import ffi, lib
+from pyrustml.engine._ffi import ffi, lib
 
 HEAD_DIMS = [1, 3, 8, 16, 17, 40, 64, 80, 128, 256]
 POS_BLOCK = 64  # attention.c: positions per online-softmax block (each may rescale the output)

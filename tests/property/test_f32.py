@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrustml import kernels
-from pyrustml._ffi import ffi, lib
+from pyrustml.engine._ffi import ffi, lib
 
 ROWS = st.one_of(st.sampled_from([1, 2, 3, 4, 5, 15, 16, 17, 31, 33]), st.integers(1, 50))
 # f32 products take any K: around the 16-lane main loop and its scalar tail.

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrustml import kernels
-from pyrustml._ffi import ffi, lib
+from pyrustml.engine._ffi import ffi, lib
 
 QK = 32
 # Row counts around the 4-row register tiles and the 16- (AVX2) and 64-row (AVX-512) groups;

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrustml import kernels
-from pyrustml._ffi import ffi, lib
+from pyrustml.engine._ffi import ffi, lib
 
 QK = 32
 ROWS = st.one_of(st.sampled_from([1, 2, 3, 4, 5, 7, 8, 31, 33]), st.integers(1, 70))

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrustml import kernels
-from pyrustml._ffi import ffi, lib
+from pyrustml.engine._ffi import ffi, lib
 from pyrustml.errors import KernelArgumentError
 
 QK = 32

@@ -12,7 +12,7 @@ from typing import Any
 
 import cffi
 
-from .errors import LibraryError
+from ..errors import LibraryError
 
 ABI_VERSION = 4
 
