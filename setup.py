@@ -20,7 +20,7 @@ from setuptools.command.build_py import build_py
 #   chat.py   hands callables to Jinja's sandbox and runs once per turn.
 #   __init__.py, __main__.py, cli.py: entry points, run once.
 COMPILED = [
-    "pyrustml/kernels.py",
+    "pyrustml/engine/kernels.py",
     "pyrustml/runtime.py",
     "pyrustml/config.py",
     "pyrustml/safetensors_io.py",

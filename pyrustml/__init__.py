@@ -10,7 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from . import errors, kernels
+    from . import errors
+    from .engine import kernels
     from .errors import PyrustmlError
     from .model import Generation, Model, load
     from .runtime import RuntimeConfig

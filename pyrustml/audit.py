@@ -70,7 +70,7 @@ def model_facts(model: Any) -> dict[str, Any]:
 
 
 def _isa() -> str:
-    from .kernels import isa_active
+    from .engine.kernels import isa_active
 
     return str(isa_active())
 
@@ -113,7 +113,7 @@ def host_reference(model: Any, ids: list[int], steps: int) -> dict[str, Any]:
     what the host alone does to memory-bound work in this run: no step (or layer) measured here
     can be steadier than it. Runs on model.net directly (each step's greedy token is fed back)
     and leaves the model's KV cache in no known state: call it last."""
-    from .kernels import ReadProbe
+    from .engine.kernels import ReadProbe
 
     net = model.net
     prompt = ids[: net.prefill_chunk]
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         print("pyrustml-audit: error: --threads must be >= 1", file=sys.stderr)
         return 2
     try:
-        from .kernels import probe_read_bandwidth
+        from .engine.kernels import probe_read_bandwidth
         from .runtime import RuntimeConfig
 
         RuntimeConfig(args.threads).warmup_thread_pool()

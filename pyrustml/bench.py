@@ -58,7 +58,8 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, kernels
+from . import __version__
+from .engine import kernels
 from .engine._ffi import library_path
 from .model import Generation, Model, load
 from .runtime import RuntimeConfig

@@ -15,7 +15,7 @@ import numpy as np
 
 from .engine._ffi import ffi, lib
 from .errors import ModelFormatError
-from .kernels import QK8_0, Q8Matrix, WeightArena
+from .engine.kernels import QK8_0, Q8Matrix, WeightArena
 from .safetensors_io import Checkpoint, TensorInfo, to_float32
 
 DTYPE_CODE: Final[dict[str, int]] = {"F32": 0, "F16": 1, "BF16": 2}

@@ -693,7 +693,7 @@ def load(
 
 
 def _isa() -> str:
-    from .kernels import isa_active
+    from .engine.kernels import isa_active
 
     return isa_active()
 

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from .errors import NumericalError, OptionError
-from .kernels import expsum, topk
+from .engine.kernels import expsum, topk
 
 MAX_LOOKUP = 64  # draft tokens per verify pass (a batched pass of up to 65 rows)
 FIRST_CANDIDATES = 64  # top-p / min-p without top-k: candidates taken first (x8 when short)

@@ -20,7 +20,7 @@ import numpy as np
 from ..engine._ffi import ffi
 from ..config import FLOAT_MAX, MAX_LAYERS, Fields
 from ..errors import ModelFormatError, UnsupportedModelError
-from ..kernels import WeightArena
+from ..engine.kernels import WeightArena
 from ..kv_cache import KVCache
 from ..layers import Embedding, Linear, load_fused, load_linear, vector
 from ..plan import Ops

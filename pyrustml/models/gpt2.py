@@ -16,7 +16,7 @@ import numpy as np
 from ..engine._ffi import ffi
 from ..config import MAX_LAYERS, Fields
 from ..errors import ModelFormatError, UnsupportedModelError
-from ..kernels import WeightArena
+from ..engine.kernels import WeightArena
 from ..kv_cache import KVCache
 from ..layers import Embedding, Linear, load_linear, matrix_f32, vector
 from ..plan import Ops
