@@ -21,7 +21,7 @@ from setuptools.command.build_py import build_py
 #   __init__.py, __main__.py, cli.py: entry points, run once.
 COMPILED = [
     "pyrustml/engine/kernels.py",
-    "pyrustml/runtime.py",
+    "pyrustml/engine/pool.py",
     "pyrustml/config.py",
     "pyrustml/safetensors_io.py",
     "pyrustml/layers.py",

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .engine import kernels
     from .errors import PyrustmlError
     from .model import Generation, Model, load
-    from .runtime import RuntimeConfig
+    from .engine.pool import RuntimeConfig
 
 _WHERE = {
     "Generation": "model",

@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         from .engine.kernels import probe_read_bandwidth
-        from .runtime import RuntimeConfig
+        from .engine.pool import RuntimeConfig
 
         RuntimeConfig(args.threads).warmup_thread_pool()
         probe = probe_read_bandwidth()

@@ -62,7 +62,7 @@ from . import __version__
 from .engine import kernels
 from .engine._ffi import library_path
 from .model import Generation, Model, load
-from .runtime import RuntimeConfig
+from .engine.pool import RuntimeConfig
 
 PROMPT_TOKENS = 128
 DECODE_TOKENS = 128

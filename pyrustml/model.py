@@ -32,7 +32,7 @@ from .lookup import PromptLookup
 from .models.base import Transformer
 from .models.registry import builder_for
 from .profile import DECODE, PREFILL, Profiler
-from .runtime import RuntimeConfig
+from .engine.pool import RuntimeConfig
 from .safetensors_io import Checkpoint
 from .sampling import Sampler, SamplingParams
 from .tokenizer import StreamDecoder, Tokenizer

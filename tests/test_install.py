@@ -12,13 +12,13 @@ import pyrustml.kernels
 import pyrustml.model
 import pyrustml.models.gpt2
 import pyrustml.profile
-import pyrustml.runtime
+import pyrustml.engine.pool
 import pyrustml.sampling
 from pyrustml.engine import _ffi
 
 COMPILED_MODULES = [
     pyrustml.kernels,
-    pyrustml.runtime,
+    pyrustml.engine.pool,
     pyrustml.model,
     pyrustml.models.gpt2,
     pyrustml.sampling,
