@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from .engine._ffi import ffi, lib
-from .kv_cache import KVCache
+from .engine.kv_cache import KVCache
 from .layers import Embedding, Linear
 from .profile import Profiler
 

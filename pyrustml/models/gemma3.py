@@ -21,7 +21,7 @@ from ..engine._ffi import ffi
 from ..config import FLOAT_MAX, MAX_LAYERS, Fields
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..engine.kernels import WeightArena
-from ..kv_cache import KVCache
+from ..engine.kv_cache import KVCache
 from ..layers import Embedding, Linear, load_fused, load_linear, vector
 from ..plan import Ops
 from ..safetensors_io import Checkpoint

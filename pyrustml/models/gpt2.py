@@ -17,7 +17,7 @@ from ..engine._ffi import ffi
 from ..config import MAX_LAYERS, Fields
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..engine.kernels import WeightArena
-from ..kv_cache import KVCache
+from ..engine.kv_cache import KVCache
 from ..layers import Embedding, Linear, load_linear, matrix_f32, vector
 from ..plan import Ops
 from ..safetensors_io import Checkpoint

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .engine._ffi import ffi
-from .engine.kernels import alloc
+from ._ffi import ffi
+from .kernels import alloc
 
 
 def available_bytes() -> int:
