@@ -32,7 +32,7 @@ COMPILED = [
     "pyrustml/models/gpt2.py",
     "pyrustml/models/gemma3.py",
     "pyrustml/models/registry.py",
-    "pyrustml/profile.py",
+    "pyrustml/engine/profiler.py",
     "pyrustml/lookup.py",
 ]
 

@@ -31,7 +31,7 @@ from .hub import resolve
 from .lookup import PromptLookup
 from .models.base import Transformer
 from .models.registry import builder_for
-from .profile import DECODE, PREFILL, Profiler
+from .engine.profiler import DECODE, PREFILL, Profiler
 from .engine.pool import RuntimeConfig
 from .safetensors_io import Checkpoint
 from .sampling import Sampler, SamplingParams

@@ -21,7 +21,7 @@ from typing import Any
 from .engine._ffi import ffi, lib
 from .engine.kv_cache import KVCache
 from .layers import Embedding, Linear
-from .profile import Profiler
+from .engine.profiler import Profiler
 
 
 def _ok(rc: int, what: str) -> None:

@@ -1,6 +1,6 @@
 """The performance audit's analysis and its markdown: plain functions over the timings record.
 
-`analyze(run)` turns what a run recorded (pyrustml.profile.StepRecord dicts plus the model's
+`analyze(run)` turns what a run recorded (pyrustml.engine.profiler.StepRecord dicts plus the model's
 facts, the bytes a decode step streams and the probed bandwidth) into one JSON-able dict;
 `markdown(analyses)` formats those dicts in the structure of the seed's audit (config line,
 warmup and prefill, decode step timings, layer-level analysis, component breakdown, bottleneck

@@ -11,7 +11,7 @@ import pyrustml
 import pyrustml.kernels
 import pyrustml.model
 import pyrustml.models.gpt2
-import pyrustml.profile
+import pyrustml.engine.profiler
 import pyrustml.engine.pool
 import pyrustml.sampling
 from pyrustml.engine import _ffi
@@ -22,7 +22,7 @@ COMPILED_MODULES = [
     pyrustml.model,
     pyrustml.models.gpt2,
     pyrustml.sampling,
-    pyrustml.profile,
+    pyrustml.engine.profiler,
 ]
 
 

@@ -12,7 +12,7 @@ from ..engine._ffi import ffi, lib
 from ..errors import ModelFormatError, NumericalError, OutOfMemoryError
 from ..layers import Linear
 from ..plan import DecodePlan, Ops, RowOps
-from ..profile import Profiler
+from ..engine.profiler import Profiler
 
 PREFILL_CHUNK = 256  # prompt rows per batched pass: bounds the activation buffers
 
