@@ -11,7 +11,7 @@ import pytest
 
 import pyrustml
 from pyrustml.engine._ffi import ffi, lib
-from pyrustml.plan import RowOps
+from pyrustml.engine.plan import RowOps
 
 FIX = Path(__file__).parent / "fixtures"
 

@@ -20,7 +20,7 @@ from typing import Any
 import pyrustml
 from pyrustml import kernels
 from pyrustml.engine._ffi import ffi, lib
-from pyrustml.plan import DecodePlan
+from pyrustml.engine.plan import DecodePlan
 
 OP_NAMES = {getattr(lib, n): n[len("Q8_OP_") :] for n in dir(lib) if n.startswith("Q8_OP_")}
 

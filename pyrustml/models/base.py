@@ -11,7 +11,7 @@ import numpy as np
 from ..engine._ffi import ffi, lib
 from ..errors import ModelFormatError, NumericalError, OutOfMemoryError
 from ..layers import Linear
-from ..plan import DecodePlan, Ops, RowOps
+from ..engine.plan import DecodePlan, Ops, RowOps
 from ..engine.profiler import Profiler
 
 PREFILL_CHUNK = 256  # prompt rows per batched pass: bounds the activation buffers
@@ -82,7 +82,7 @@ class Transformer(ABC):
 
     @abstractmethod
     def forward(self, ops: Ops) -> None:
-        """The forward pass of ops.t rows, issued op by op (see pyrustml.plan), with the
+        """The forward pass of ops.t rows, issued op by op (see pyrustml.engine.plan), with the
         profiler marks after the embedding, each layer's attention and feed-forward blocks, and
         the final norm."""
 

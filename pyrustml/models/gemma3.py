@@ -23,7 +23,7 @@ from ..errors import ModelFormatError, UnsupportedModelError
 from ..engine.kernels import WeightArena
 from ..engine.kv_cache import KVCache
 from ..layers import Embedding, Linear, load_fused, load_linear, vector
-from ..plan import Ops
+from ..engine.plan import Ops
 from ..safetensors_io import Checkpoint
 from .base import PREFILL_CHUNK, Transformer
 

@@ -19,7 +19,7 @@ from ..errors import ModelFormatError, UnsupportedModelError
 from ..engine.kernels import WeightArena
 from ..engine.kv_cache import KVCache
 from ..layers import Embedding, Linear, load_linear, matrix_f32, vector
-from ..plan import Ops
+from ..engine.plan import Ops
 from ..safetensors_io import Checkpoint
 from .base import PREFILL_CHUNK, Transformer
 

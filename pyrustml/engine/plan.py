@@ -18,10 +18,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from .engine._ffi import ffi, lib
-from .engine.kv_cache import KVCache
-from .layers import Embedding, Linear
-from .engine.profiler import Profiler
+from ._ffi import ffi, lib
+from .kv_cache import KVCache
+from ..layers import Embedding, Linear
+from .profiler import Profiler
 
 
 def _ok(rc: int, what: str) -> None:
