@@ -23,7 +23,7 @@ COMPILED = [
     "pyrustml/engine/kernels.py",
     "pyrustml/engine/pool.py",
     "pyrustml/config.py",
-    "pyrustml/safetensors_io.py",
+    "pyrustml/io/safetensors.py",
     "pyrustml/layers.py",
     "pyrustml/sampling.py",
     "pyrustml/tokenizer.py",

@@ -16,7 +16,7 @@ import numpy as np
 from .engine._ffi import ffi, lib
 from .errors import ModelFormatError
 from .engine.kernels import QK8_0, Q8Matrix, WeightArena
-from .safetensors_io import Checkpoint, TensorInfo, to_float32
+from .io.safetensors import Checkpoint, TensorInfo, to_float32
 
 DTYPE_CODE: Final[dict[str, int]] = {"F32": 0, "F16": 1, "BF16": 2}
 # Q8_0 stores each block's scale max|w| / 127 as fp16 (largest finite value 65504): a weight beyond

@@ -33,7 +33,7 @@ from .models.base import Transformer
 from .models.registry import builder_for
 from .engine.profiler import DECODE, PREFILL, Profiler
 from .engine.pool import RuntimeConfig
-from .safetensors_io import Checkpoint
+from .io.safetensors import Checkpoint
 from .sampling import Sampler, SamplingParams
 from .tokenizer import StreamDecoder, Tokenizer
 

@@ -24,7 +24,7 @@ from ..engine.kernels import WeightArena
 from ..engine.kv_cache import KVCache
 from ..layers import Embedding, Linear, load_fused, load_linear, vector
 from ..engine.plan import Ops
-from ..safetensors_io import Checkpoint
+from ..io.safetensors import Checkpoint
 from .base import PREFILL_CHUNK, Transformer
 
 SLIDING = "sliding_attention"

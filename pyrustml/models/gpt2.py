@@ -20,7 +20,7 @@ from ..engine.kernels import WeightArena
 from ..engine.kv_cache import KVCache
 from ..layers import Embedding, Linear, load_linear, matrix_f32, vector
 from ..engine.plan import Ops
-from ..safetensors_io import Checkpoint
+from ..io.safetensors import Checkpoint
 from .base import PREFILL_CHUNK, Transformer
 
 # Config flags that change the computation and that we do not implement: refused, never ignored.

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from ..config import Fields
 from ..errors import UnsupportedModelError
-from ..safetensors_io import Checkpoint
+from ..io.safetensors import Checkpoint
 from . import gemma3, gpt2
 from .base import Transformer
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import pyrustml
 from pyrustml.errors import ModelFormatError, ModelNotFoundError, PyrustmlError
-from pyrustml.safetensors_io import MAX_HEADER, Checkpoint
+from pyrustml.io.safetensors import MAX_HEADER, Checkpoint
 
 FIX = Path(__file__).parent.parent / "fixtures"
 FILE = "model.safetensors"

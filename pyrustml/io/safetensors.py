@@ -35,7 +35,7 @@ from typing import Final
 
 import numpy as np
 
-from .errors import ModelFormatError, ModelNotFoundError
+from ..errors import ModelFormatError, ModelNotFoundError
 
 # dtype name -> (numpy dtype of the stored words, bytes per element)
 DTYPES: Final[dict[str, tuple[str, int]]] = {
