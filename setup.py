@@ -22,7 +22,7 @@ from setuptools.command.build_py import build_py
 COMPILED = [
     "pyrustml/engine/kernels.py",
     "pyrustml/engine/pool.py",
-    "pyrustml/config.py",
+    "pyrustml/io/config.py",
     "pyrustml/io/safetensors.py",
     "pyrustml/layers.py",
     "pyrustml/sampling.py",

@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator, Iterator
 import numpy as np
 
 from .chat import ChatTemplate, ChatTemplateError, load_template
-from .config import Fields, read_json
+from .io.config import Fields, read_json
 from .errors import (
     ContextLengthError,
     ModelFormatError,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..engine._ffi import ffi
-from ..config import FLOAT_MAX, MAX_LAYERS, Fields
+from ..io.config import FLOAT_MAX, MAX_LAYERS, Fields
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..engine.kernels import WeightArena
 from ..engine.kv_cache import KVCache

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..config import Fields
+from ..io.config import Fields
 from ..errors import UnsupportedModelError
 from ..io.safetensors import Checkpoint
 from . import gemma3, gpt2

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from .errors import ModelFormatError
+from ..errors import ModelFormatError
 
 INT32_MAX = (1 << 31) - 1
 FLOAT_MAX = sys.float_info.max
