@@ -27,7 +27,7 @@ from .errors import (
     PromptTypeError,
     PyrustmlError,
 )
-from .hub import resolve
+from .io.hub import resolve
 from .lookup import PromptLookup
 from .models.base import Transformer
 from .models.registry import builder_for

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import ModelNotFoundError
+from ..errors import ModelNotFoundError
 
 # Only what pyrustml reads: never the .bin/.h5/.msgpack/.onnx copies a repo may also carry.
 ALLOW_PATTERNS = [
