@@ -26,7 +26,7 @@ COMPILED = [
     "pyrustml/io/safetensors.py",
     "pyrustml/layers.py",
     "pyrustml/sampling.py",
-    "pyrustml/tokenizer.py",
+    "pyrustml/io/tokenizer.py",
     "pyrustml/model.py",
     "pyrustml/models/base.py",
     "pyrustml/models/gpt2.py",

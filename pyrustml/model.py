@@ -35,7 +35,7 @@ from .engine.profiler import DECODE, PREFILL, Profiler
 from .engine.pool import RuntimeConfig
 from .io.safetensors import Checkpoint
 from .sampling import Sampler, SamplingParams
-from .tokenizer import StreamDecoder, Tokenizer
+from .io.tokenizer import StreamDecoder, Tokenizer
 
 log = logging.getLogger("pyrustml")
 

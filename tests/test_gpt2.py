@@ -15,7 +15,7 @@ import pytest
 
 import pyrustml
 from pyrustml.errors import ContextLengthError, ModelFormatError, UnsupportedModelError
-from pyrustml.tokenizer import StreamDecoder
+from pyrustml.io.tokenizer import StreamDecoder
 
 FIX = Path(__file__).parent / "fixtures"
 # f32 path: within 1e-4 of the largest |logit| at every position (the bound).

@@ -14,7 +14,7 @@ import pytest
 
 import pyrustml
 from pyrustml.errors import ContextLengthError, PromptError, PromptTypeError, PyrustmlError
-from pyrustml.tokenizer import StreamDecoder, Tokenizer
+from pyrustml.io.tokenizer import StreamDecoder, Tokenizer
 
 FIX = Path(__file__).parent.parent / "fixtures"
 REPLACEMENT = "\ufffd"

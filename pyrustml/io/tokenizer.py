@@ -7,7 +7,7 @@ import os
 
 from tokenizers import Tokenizer as HFTokenizer
 
-from .errors import ModelFormatError
+from ..errors import ModelFormatError
 
 REPLACEMENT = "\ufffd"
 
