@@ -16,7 +16,7 @@ from collections.abc import Callable, Generator, Iterator
 
 import numpy as np
 
-from .chat import ChatTemplate, ChatTemplateError, load_template
+from .io.chat_template import ChatTemplate, ChatTemplateError, load_template
 from .io.config import Fields, read_json
 from .errors import (
     ContextLengthError,

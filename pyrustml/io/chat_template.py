@@ -13,7 +13,7 @@ import os
 from datetime import datetime
 from typing import Any
 
-from .errors import ModelFormatError, PyrustmlError
+from ..errors import ModelFormatError, PyrustmlError
 
 
 class ChatTemplateError(PyrustmlError):
