@@ -25,7 +25,7 @@ COMPILED = [
     "pyrustml/io/config.py",
     "pyrustml/io/safetensors.py",
     "pyrustml/layers.py",
-    "pyrustml/sampling.py",
+    "pyrustml/generate/sampling.py",
     "pyrustml/io/tokenizer.py",
     "pyrustml/model.py",
     "pyrustml/models/base.py",

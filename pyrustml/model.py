@@ -34,7 +34,7 @@ from .models.registry import builder_for
 from .engine.profiler import DECODE, PREFILL, Profiler
 from .engine.pool import RuntimeConfig
 from .io.safetensors import Checkpoint
-from .sampling import Sampler, SamplingParams
+from .generate.sampling import Sampler, SamplingParams
 from .io.tokenizer import StreamDecoder, Tokenizer
 
 log = logging.getLogger("pyrustml")

@@ -13,7 +13,7 @@ import pyrustml.model
 import pyrustml.models.gpt2
 import pyrustml.engine.profiler
 import pyrustml.engine.pool
-import pyrustml.sampling
+import pyrustml.generate.sampling
 from pyrustml.engine import _ffi
 
 COMPILED_MODULES = [
@@ -21,7 +21,7 @@ COMPILED_MODULES = [
     pyrustml.engine.pool,
     pyrustml.model,
     pyrustml.models.gpt2,
-    pyrustml.sampling,
+    pyrustml.generate.sampling,
     pyrustml.engine.profiler,
 ]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pyrustml.errors import NumericalError
-from pyrustml.sampling import Sampler, SamplingParams
+from pyrustml.generate.sampling import Sampler, SamplingParams
 
 LOGITS = np.array([2.0, 1.0, 0.5, 0.0, -1.0, -3.0], dtype=np.float32)
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from pyrustml import kernels
 from pyrustml.errors import KernelArgumentError, NumericalError
-from pyrustml.sampling import Sampler, SamplingParams
+from pyrustml.generate.sampling import Sampler, SamplingParams
 
 SIZES = st.sampled_from([1, 2, 3, 31, 33, 64, 65, 1000, 50257])
 
