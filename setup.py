@@ -33,7 +33,7 @@ COMPILED = [
     "pyrustml/models/gemma3.py",
     "pyrustml/models/registry.py",
     "pyrustml/engine/profiler.py",
-    "pyrustml/lookup.py",
+    "pyrustml/generate/prompt_lookup.py",
 ]
 
 

@@ -28,7 +28,7 @@ from .errors import (
     PyrustmlError,
 )
 from .io.hub import resolve
-from .lookup import PromptLookup
+from .generate.prompt_lookup import PromptLookup
 from .models.base import Transformer
 from .models.registry import builder_for
 from .engine.profiler import DECODE, PREFILL, Profiler

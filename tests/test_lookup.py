@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import pyrustml
-from pyrustml.lookup import PromptLookup
+from pyrustml.generate.prompt_lookup import PromptLookup
 
 FIX = Path(__file__).parent / "fixtures"
 MODELS = ["gpt2-tiny-hf", "gemma3-tiny", "gemma3-tiny-v5"]
