@@ -6,7 +6,7 @@
 For each model: load (timed, pool warmed), one cold 1-token forward, then R greedy runs of the
 prompt with the profiler attached (eos ignored, so every run decodes N tokens). The read
 bandwidth is probed by libq8 in the same process, before the models run. The analysis and the
-markdown come from pyrustml.report; this module only runs things and collects the record.
+markdown come from pyrustml.perf.report; this module only runs things and collects the record.
 Interpreted on purpose (not mypyc-compiled): it runs once per process.
 """
 
@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from . import report
+from .perf import report
 from .errors import PyrustmlError
 
 DEFAULT_PROMPT = "The history of the printing press begins"

@@ -120,7 +120,7 @@ def _debug() -> bool:
 
 
 def _print_step(rec: Any) -> None:
-    from .report import step_line
+    from .perf.report import step_line
 
     print(step_line(rec.as_dict()), file=sys.stderr)
 
@@ -134,7 +134,7 @@ def _start_profile(model: Any) -> Any:
 
 def _profile_tables(model: Any, prof: Any, source: str) -> None:
     """The audit's tables for the steps recorded since the last call (stderr)."""
-    from . import report
+    from .perf import report
     from .audit import collect
 
     steps, prof.steps = prof.steps, []

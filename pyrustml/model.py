@@ -174,7 +174,7 @@ class Model:
 
     # ---- profiling ---------------------------------------------------------------------
     def enable_profiling(self) -> Profiler:
-        """Start recording per-step component timings (pyrustml.report analyses them); returns
+        """Start recording per-step component timings (pyrustml.perf.report analyses them); returns
         the Profiler, whose .steps grow with every prefill and decode step until disabled."""
         self._acquire()
         try:

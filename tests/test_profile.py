@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import pyrustml
-from pyrustml import report
+from pyrustml.perf import report
 from pyrustml.audit import collect
 
 FIX = Path(__file__).parent / "fixtures"

@@ -4,7 +4,7 @@ A Profiler is attached to a model only while profiling (Model.enable_profiling);
 calls its lap_* methods at component boundaries behind one `is not None` test, so a model that is
 not profiled pays nothing measurable. Laps are contiguous: each one closes the interval the
 previous one opened, so the components of a step add up to its measured total. Everything here
-records; pyrustml.report analyses and formats.
+records; pyrustml.perf.report analyses and formats.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""pyrustml.perf."""
