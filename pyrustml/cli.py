@@ -135,7 +135,7 @@ def _start_profile(model: Any) -> Any:
 def _profile_tables(model: Any, prof: Any, source: str) -> None:
     """The audit's tables for the steps recorded since the last call (stderr)."""
     from .perf import report
-    from .audit import collect
+    from .perf.audit import collect
 
     steps, prof.steps = prof.steps, []
     if not steps:

@@ -16,7 +16,7 @@ import pytest
 
 import pyrustml
 from pyrustml.perf import report
-from pyrustml.audit import collect
+from pyrustml.perf.audit import collect
 
 FIX = Path(__file__).parent / "fixtures"
 GPT2 = str(FIX / "gpt2-tiny-hf")
@@ -136,7 +136,7 @@ def test_markdown_has_every_section_and_the_json_numbers() -> None:
 
 def _audit(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pyrustml.audit", *args],
+        [sys.executable, "-m", "pyrustml.perf.audit", *args],
         capture_output=True,
         text=True,
         timeout=300,

@@ -22,8 +22,8 @@ import sys
 import time
 from typing import Any
 
-from .perf import report
-from .errors import PyrustmlError
+from . import report
+from ..errors import PyrustmlError
 
 DEFAULT_PROMPT = "The history of the printing press begins"
 
@@ -70,7 +70,7 @@ def model_facts(model: Any) -> dict[str, Any]:
 
 
 def _isa() -> str:
-    from .engine.kernels import isa_active
+    from ..engine.kernels import isa_active
 
     return str(isa_active())
 
@@ -113,7 +113,7 @@ def host_reference(model: Any, ids: list[int], steps: int) -> dict[str, Any]:
     what the host alone does to memory-bound work in this run: no step (or layer) measured here
     can be steadier than it. Runs on model.net directly (each step's greedy token is fed back)
     and leaves the model's KV cache in no known state: call it last."""
-    from .engine.kernels import ReadProbe
+    from ..engine.kernels import ReadProbe
 
     net = model.net
     prompt = ids[: net.prefill_chunk]
@@ -148,7 +148,7 @@ def host_reference(model: Any, ids: list[int], steps: int) -> dict[str, Any]:
 def audit_model(
     source: str, prompt: str, max_tokens: int, threads: int | None, repeat: int, quant: str, probe: float
 ) -> dict[str, Any]:
-    from . import load
+    from .. import load
 
     model = load(source, quant=quant, threads=threads)
     ids = model.encode(prompt)
@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         print("pyrustml-audit: error: --threads must be >= 1", file=sys.stderr)
         return 2
     try:
-        from .engine.kernels import probe_read_bandwidth
-        from .engine.pool import RuntimeConfig
+        from ..engine.kernels import probe_read_bandwidth
+        from ..engine.pool import RuntimeConfig
 
         RuntimeConfig(args.threads).warmup_thread_pool()
         probe = probe_read_bandwidth()
