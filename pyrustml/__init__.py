@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from . import errors
-    from .engine import kernels
+    from . import kernels
     from .errors import PyrustmlError
     from .model import Generation, Model, load
     from .engine.pool import RuntimeConfig
@@ -21,7 +21,7 @@ _WHERE = {
     "Model": "model",
     "load": "model",
     "PyrustmlError": "errors",
-    "RuntimeConfig": "runtime",
+    "RuntimeConfig": "engine.pool",
 }
 _MODULES = ("errors", "kernels")
 

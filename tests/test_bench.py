@@ -1,4 +1,4 @@
-"""The end-to-end benchmark (pyrustml.bench) as a user runs it, in --quick mode on the tiny GPT-2
+"""The end-to-end benchmark (pyrustml.perf.bench) as a user runs it, in --quick mode on the tiny GPT-2
 fixture: every figure is in the JSON, the derived ones agree with the raw ones, the markdown
 matches the JSON."""
 
@@ -45,13 +45,13 @@ META_FIELDS = {
 
 
 def bench(tmp: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
-    """python -m pyrustml.bench in a fresh interpreter that imports the pyrustml these tests
+    """python -m pyrustml.perf.bench in a fresh interpreter that imports the pyrustml these tests
     imported (installed, or the source tree), from a directory that shadows nothing."""
     js, md = tmp / "bench.json", tmp / "bench.md"
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(pyrustml.__file__).resolve().parent.parent)
     r = subprocess.run(
-        [sys.executable, "-P", "-m", "pyrustml.bench", "--quick", *args, "--json", str(js), "--out", str(md)],
+        [sys.executable, "-P", "-m", "pyrustml.perf.bench", "--quick", *args, "--json", str(js), "--out", str(md)],
         capture_output=True, text=True, env=env, cwd=tmp, timeout=120,
     )  # fmt: skip
     return r, js, md

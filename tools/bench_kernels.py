@@ -60,7 +60,7 @@ import pyrustml
 from pyrustml import RuntimeConfig
 from pyrustml import kernels as K
 from pyrustml.engine._ffi import ffi, lib, library_path
-from pyrustml.bench import cpu_model, parse_threads  # one home for machine facts and --threads
+from pyrustml.perf.bench import cpu_model, parse_threads  # one home for machine facts and --threads
 from pyrustml.errors import LibraryError
 
 T_PREFILL = 64  # tokens of the prefill GEMM

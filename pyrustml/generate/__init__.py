@@ -1,1 +1,1 @@
-"""pyrustml.generate."""
+"""Turning logits into text: sampling, stop strings, prompt lookup, the Generation result."""

@@ -1,1 +1,1 @@
-"""pyrustml.perf."""
+"""Measuring it: the per-step report, the performance audit and the end-to-end benchmark."""

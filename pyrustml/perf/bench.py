@@ -2,7 +2,7 @@
 
     pyrustml-bench /tmp/gpt2-random /tmp/gemma3-random --repeat 3 --json bench.json
     python tools/bench.py --make-models /tmp --repeat 3 --out table.md
-    python -m pyrustml.bench --quick tests/fixtures/gpt2-tiny-hf
+    python -m pyrustml.perf.bench --quick tests/fixtures/gpt2-tiny-hf
 
 Every checkpoint is loaded with Q8_0 weights at each thread count (--threads, default "1,default";
 "default" is one thread per physical core), --repeat times. Each (repeat, model, threads) is one
@@ -58,11 +58,11 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .engine import kernels
-from .engine._ffi import library_path
-from .model import Generation, Model, load
-from .engine.pool import RuntimeConfig
+from .. import __version__
+from ..engine import kernels
+from ..engine._ffi import library_path
+from ..model import Generation, Model, load
+from ..engine.pool import RuntimeConfig
 
 PROMPT_TOKENS = 128
 DECODE_TOKENS = 128
@@ -243,7 +243,7 @@ def measure(
 
 
 def worker_main(argv: Sequence[str]) -> int:
-    ap = argparse.ArgumentParser(prog="pyrustml.bench --worker")
+    ap = argparse.ArgumentParser(prog="pyrustml.perf.bench --worker")
     ap.add_argument("--worker", required=True, help="JSON: source, threads, prompt/decode tokens, seed")
     ap.add_argument("--worker-out", type=Path, required=True)
     a = ap.parse_args(argv)
@@ -279,7 +279,7 @@ def _read(path: str) -> str:
 
 def git_commit() -> str:
     """The checkout's commit when the package runs from one ('' when installed elsewhere)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return ""
     try:
@@ -419,7 +419,7 @@ def _log(msg: str) -> None:
 def make_models(directory: Path) -> list[str]:
     """DIR/gpt2-random and DIR/gemma3-random, generated where missing (full size: ~0.5 and
     ~2 GB, minutes each)."""
-    script = Path(__file__).resolve().parent.parent / "tools" / "make_random_model.py"
+    script = Path(__file__).resolve().parents[2] / "tools" / "make_random_model.py"
     if not script.is_file():
         raise SystemExit(f"--make-models needs a pyrustml checkout: {script} is missing")
     out: list[str] = []
@@ -447,14 +447,14 @@ def run_worker(source: str, threads: int | None, args: argparse.Namespace, tmp: 
     spec = {"source": source, "threads": threads, "prompt_tokens": args.prompt_tokens,
             "decode_tokens": args.decode_tokens, "seed": args.seed, "lookup": args.lookup,
             "probe_mib": args.probe_mib, "probe_reps": args.probe_reps}  # fmt: skip
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     cmd = [
         sys.executable,
         "-P",
         "-m",
-        "pyrustml.bench",
+        "pyrustml.perf.bench",
         "--worker",
         json.dumps(spec),
         "--worker-out",
@@ -697,7 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "thp": _read("/sys/kernel/mm/transparent_hugepage/enabled"),
             "kernel": platform.release(),
             "pyrustml": __version__,
-            "package_dir": str(Path(__file__).resolve().parent),
+            "package_dir": str(Path(__file__).resolve().parents[1]),
             "library": library_path,
             "git": git_commit(),
             "python": platform.python_version(),
