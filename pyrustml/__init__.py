@@ -10,11 +10,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from . import errors
-    from . import kernels
+    from . import errors, kernels
+    from .engine.pool import RuntimeConfig
     from .errors import PyrustmlError
     from .model import Generation, Model, load
-    from .engine.pool import RuntimeConfig
 
 _WHERE = {
     "Generation": "model",

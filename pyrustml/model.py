@@ -16,8 +16,8 @@ from collections.abc import Callable, Generator, Iterator
 
 import numpy as np
 
-from .io.chat_template import ChatTemplate, ChatTemplateError, load_template
-from .io.config import Fields, read_json
+from .engine.pool import RuntimeConfig
+from .engine.profiler import DECODE, PREFILL, Profiler
 from .errors import (
     ContextLengthError,
     ModelFormatError,
@@ -27,15 +27,15 @@ from .errors import (
     PromptTypeError,
     PyrustmlError,
 )
-from .io.hub import resolve
 from .generate.prompt_lookup import PromptLookup
+from .generate.sampling import Sampler, SamplingParams
+from .io.chat_template import ChatTemplate, ChatTemplateError, load_template
+from .io.config import Fields, read_json
+from .io.hub import resolve
+from .io.safetensors import Checkpoint
+from .io.tokenizer import StreamDecoder, Tokenizer
 from .models.base import Transformer
 from .models.registry import builder_for
-from .engine.profiler import DECODE, PREFILL, Profiler
-from .engine.pool import RuntimeConfig
-from .io.safetensors import Checkpoint
-from .generate.sampling import Sampler, SamplingParams
-from .io.tokenizer import StreamDecoder, Tokenizer
 
 log = logging.getLogger("pyrustml")
 

@@ -51,7 +51,8 @@ def bench(tmp: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Path
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(pyrustml.__file__).resolve().parent.parent)
     r = subprocess.run(
-        [sys.executable, "-P", "-m", "pyrustml.perf.bench", "--quick", *args, "--json", str(js), "--out", str(md)],
+        [sys.executable, "-P", "-m", "pyrustml.perf.bench", "--quick", *args,
+         "--json", str(js), "--out", str(md)],
         capture_output=True, text=True, env=env, cwd=tmp, timeout=120,
     )  # fmt: skip
     return r, js, md

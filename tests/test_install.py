@@ -8,12 +8,12 @@ from importlib import resources
 from pathlib import Path
 
 import pyrustml
+import pyrustml.engine.pool
+import pyrustml.engine.profiler
+import pyrustml.generate.sampling
 import pyrustml.kernels
 import pyrustml.model
 import pyrustml.models.gpt2
-import pyrustml.engine.profiler
-import pyrustml.engine.pool
-import pyrustml.generate.sampling
 from pyrustml.engine import _ffi
 
 COMPILED_MODULES = [

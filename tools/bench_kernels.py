@@ -60,8 +60,8 @@ import pyrustml
 from pyrustml import RuntimeConfig
 from pyrustml import kernels as K
 from pyrustml.engine._ffi import ffi, lib, library_path
-from pyrustml.perf.bench import cpu_model, parse_threads  # one home for machine facts and --threads
 from pyrustml.errors import LibraryError
+from pyrustml.perf.bench import cpu_model, parse_threads  # one home for machine facts and --threads
 
 T_PREFILL = 64  # tokens of the prefill GEMM
 SMALL_TS = (1, 2, 3, 4, 5, 8, 9, 16)  # GEMM(t) / GEMV ratios

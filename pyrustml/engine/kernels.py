@@ -18,8 +18,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from ._ffi import ffi, lib
 from ..errors import KernelArgumentError, KernelTypeError, LibraryError, NumericalError, OutOfMemoryError
+from ._ffi import ffi, lib
 
 QK8_0: Final = 32
 BLOCK_BYTES: Final = 34

@@ -20,7 +20,7 @@ from typing import Any
 
 from ._ffi import ffi, lib
 from .kv_cache import KVCache
-from ..layers import Embedding, Linear
+from .linear import Embedding, Linear
 from .profiler import Profiler
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ._ffi import lib
 from ..errors import KernelArgumentError, KernelTypeError, LibraryError
+from ._ffi import lib
 
 MAX_THREADS = 256
 

@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
-from ..errors import NumericalError, OptionError
 from ..engine.kernels import expsum, topk
+from ..errors import NumericalError, OptionError
 
 MAX_LOOKUP = 64  # draft tokens per verify pass (a batched pass of up to 65 rows)
 FIRST_CANDIDATES = 64  # top-p / min-p without top-k: candidates taken first (x8 when short)

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 
 from ..engine._ffi import ffi, lib
-from ..errors import ModelFormatError, NumericalError, OutOfMemoryError
-from ..layers import Linear
+from ..engine.linear import Linear
 from ..engine.plan import DecodePlan, Ops, RowOps
 from ..engine.profiler import Profiler
+from ..errors import ModelFormatError, NumericalError, OutOfMemoryError
 
 PREFILL_CHUNK = 256  # prompt rows per batched pass: bounds the activation buffers
 

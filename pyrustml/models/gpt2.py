@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 
 from ..engine._ffi import ffi
-from ..io.config import MAX_LAYERS, Fields
-from ..errors import ModelFormatError, UnsupportedModelError
 from ..engine.kernels import WeightArena
 from ..engine.kv_cache import KVCache
-from ..layers import Embedding, Linear, load_linear, matrix_f32, vector
+from ..engine.linear import Embedding, Linear
 from ..engine.plan import Ops
+from ..errors import ModelFormatError, UnsupportedModelError
+from ..io.config import MAX_LAYERS, Fields
 from ..io.safetensors import Checkpoint
+from ..io.weights import load_linear, matrix_f32, vector
 from .base import PREFILL_CHUNK, Transformer
 
 # Config flags that change the computation and that we do not implement: refused, never ignored.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..io.config import Fields
 from ..errors import UnsupportedModelError
+from ..io.config import Fields
 from ..io.safetensors import Checkpoint
 from . import gemma3, gpt2
 from .base import Transformer

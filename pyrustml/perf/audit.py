@@ -22,8 +22,8 @@ import sys
 import time
 from typing import Any
 
-from . import report
 from ..errors import PyrustmlError
+from . import report
 
 DEFAULT_PROMPT = "The history of the printing press begins"
 

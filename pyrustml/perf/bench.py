@@ -61,8 +61,8 @@ import numpy as np
 from .. import __version__
 from ..engine import kernels
 from ..engine._ffi import library_path
-from ..model import Generation, Model, load
 from ..engine.pool import RuntimeConfig
+from ..model import Generation, Model, load
 
 PROMPT_TOKENS = 128
 DECODE_TOKENS = 128

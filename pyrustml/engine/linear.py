@@ -1,0 +1,91 @@
+"""Weights as the forward pass uses them: a Linear layer (Q8_0 or float32) whose libq8 pointers
+are taken once at load, and the Embedding that reads its rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._ffi import ffi, lib
+from .kernels import Q8Matrix
+
+
+class Linear:
+    """y = W x (+ b) with W of shape (n, k): Q8_0 when quantized, else float32."""
+
+    n: int
+    k: int
+    quantized: bool
+    q: Q8Matrix | None
+    wf: np.ndarray | None
+    bias: np.ndarray | None
+    w_ptr: Any
+    b_ptr: Any
+
+    def __init__(self, n: int, k: int, q: Q8Matrix | None, wf: np.ndarray | None, bias: np.ndarray | None):
+        self.n = n
+        self.k = k
+        self.q = q
+        self.wf = wf
+        self.bias = bias
+        self.quantized = q is not None
+        if q is not None:
+            self.w_ptr = q.ptr()
+        elif wf is not None:
+            self.w_ptr = ffi.from_buffer("float[]", wf)
+        else:
+            raise ValueError("Linear needs Q8_0 or float32 weights")
+        self.b_ptr = ffi.NULL if bias is None else ffi.from_buffer("float[]", bias)
+
+    @property
+    def nbytes(self) -> int:
+        if self.q is not None:
+            return self.q.nbytes
+        return 0 if self.wf is None else int(self.wf.nbytes)
+
+    def gemv(self, x: Any, y: Any) -> None:
+        """y[n] = W x[k] + b; x, y are float pointers."""
+        if self.quantized:
+            rc = lib.q8_gemv(self.w_ptr, self.n, self.k, x, self.b_ptr, y)
+        else:
+            rc = lib.q8_gemv_f32(self.w_ptr, self.n, self.k, x, self.b_ptr, y)
+        if rc != 0:
+            raise RuntimeError(f"libq8 gemv failed ({rc})")
+
+    def gemm(self, x: Any, t: int, y: Any) -> None:
+        """y[t, n] = x[t, k] W^T + b."""
+        if self.quantized:
+            rc = lib.q8_gemm(self.w_ptr, self.n, self.k, x, t, self.b_ptr, y)
+        else:
+            rc = lib.q8_gemm_f32(self.w_ptr, self.n, self.k, x, t, self.b_ptr, y)
+        if rc != 0:
+            raise RuntimeError(f"libq8 gemm failed ({rc})")
+
+    def apply(self, x: Any, t: int, y: Any) -> None:
+        if t == 1:
+            self.gemv(x, y)
+        else:
+            self.gemm(x, t, y)
+
+
+class Embedding:
+    """Token embedding rows, read from the (tied) lm_head weights: dequantized Q8_0 rows when
+    quantized (as llama.cpp does), exact float32 rows otherwise."""
+
+    table: Linear
+    dim: int
+
+    def __init__(self, table: Linear) -> None:
+        self.table = table
+        self.dim = table.k
+
+    def lookup(self, token: int, out: Any) -> None:
+        if not 0 <= token < self.table.n:
+            raise ValueError(f"token id {token} outside the vocabulary of {self.table.n}")
+        if self.table.quantized:
+            rc = lib.q8_dequantize_packed(self.table.w_ptr, self.table.n, self.dim, token, 1, out)
+            if rc != 0:
+                raise RuntimeError(f"libq8 dequantize failed ({rc})")
+        else:
+            ffi.memmove(out, self.table.w_ptr + token * self.dim, self.dim * 4)
