@@ -79,14 +79,14 @@ class WorkQueue:
     waiting: deque[Sequence]
     active: list[Sequence]
     closing: bool
-    thread: threading.Thread | None
+    engine_thread: threading.Thread | None
 
     def __init__(self) -> None:
         self.cv = threading.Condition()
         self.waiting = deque()
         self.active = []
         self.closing = False
-        self.thread = None
+        self.engine_thread = None
 
     def has_work(self) -> bool:
         return bool(self.waiting) or bool(self.active)
@@ -96,7 +96,7 @@ class WorkQueue:
         with self.cv:
             self.closing = True
             self.cv.notify_all()
-            thread = self.thread
+            thread = self.engine_thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
@@ -173,11 +173,11 @@ class Scheduler:
                 raise PyrustmlError("the model is closed")
             q.waiting.append(seq)
             self.stats.requests += 1
-            if q.thread is None:
-                q.thread = threading.Thread(
+            if q.engine_thread is None:
+                q.engine_thread = threading.Thread(
                     target=_engine_main, args=(weakref.ref(self), q), name="pyrustml-engine", daemon=True
                 )
-                q.thread.start()
+                q.engine_thread.start()
             q.cv.notify()
 
     def cancel(self, seq: Sequence) -> None:
