@@ -279,3 +279,72 @@ def test_debug_log_reports_the_load_summary(cli: Any) -> None:
     # RUST_LOG is an alias kept for users of the Rust engine.
     r = cli(["--safetensors", GPT2, "--prompt", "x", "-n", "2"], env={"RUST_LOG": "pyrustml=debug"})
     assert "Q8_0 layers in" in r.stderr
+
+
+class Terminal:
+    """pyrustml-infer --chat on a pseudo-terminal (stdin, stdout and stderr), as a person runs it."""
+
+    def __init__(self, args: list[str]) -> None:
+        import fcntl
+        import pty
+        import struct
+        import termios
+
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        # Its own session with the pty as controlling terminal, so Ctrl-C (\x03) becomes SIGINT.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pyrustml", *args], stdin=slave, stdout=slave, stderr=slave,
+            cwd=str(FIX.parent.parent.parent), start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        )  # fmt: skip
+        os.close(slave)
+        self.seen = ""
+
+    def expect(self, text: str, timeout: float = 60) -> None:
+        import select
+        import time
+
+        end = time.monotonic() + timeout
+        while text not in self.seen:
+            left = end - time.monotonic()
+            ready, _, _ = select.select([self.master], [], [], max(left, 0))
+            if not ready:
+                raise AssertionError(f"{text!r} not seen in {timeout} s; got {self.seen!r}")
+            try:
+                self.seen += os.read(self.master, 65536).decode("utf-8", "replace")
+            except OSError:
+                raise AssertionError(f"{text!r} not seen before the end; got {self.seen!r}") from None
+
+    def send(self, data: str) -> None:
+        os.write(self.master, data.encode())
+
+    def close(self) -> int:
+        code = self.proc.wait(timeout=60)
+        os.close(self.master)
+        return code
+
+
+def test_interactive_chat_banner_turn_clear_and_exit() -> None:
+    t = Terminal(["-m", GEMMA, "--chat", "-n", "3", "--temp", "0", "--quiet"])
+    try:
+        t.expect("Ctrl-D")  # the banner says how to exit
+        t.expect("> ")
+        t.send("hello\r")
+        t.expect("> ", timeout=60)
+        t.send("/clear\r")
+        t.expect("conversation cleared")
+        t.send("\x04")  # Ctrl-D at the prompt
+        assert t.close() == 0
+    finally:
+        if t.proc.poll() is None:
+            t.proc.kill()
+    assert "Traceback" not in t.seen
+    t = Terminal(["-m", GEMMA, "--chat", "--quiet"])
+    try:
+        t.expect("> ")
+        t.send("\x03")  # Ctrl-C at the prompt
+        assert t.close() == 130
+    finally:
+        if t.proc.poll() is None:
+            t.proc.kill()
