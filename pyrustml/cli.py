@@ -199,7 +199,10 @@ def _setup_logging() -> None:
         logging.basicConfig(level=level.upper(), format="%(name)s: %(message)s", stream=sys.stderr)
     # numpy's RuntimeWarnings (overflow in a sampler step) go to the log, not around the error line.
     logging.captureWarnings(True)
-    logging.getLogger("py.warnings").propagate = _debug() or level in ("info", "warning")
+    if not (_debug() or level in ("info", "warning")):
+        quiet = logging.getLogger("py.warnings")
+        quiet.propagate = False
+        quiet.addHandler(logging.NullHandler())  # else logging's last-resort handler prints them
 
 
 # ---- checks made before anything loads --------------------------------------------------------

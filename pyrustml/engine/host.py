@@ -39,7 +39,9 @@ class CpuShare:
     @staticmethod
     def _machine() -> tuple[float, float]:
         t = psutil.cpu_times()
-        busy = t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+        busy = (
+            t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+        )
         return busy, getattr(t, "steal", 0.0)
 
     def _own(self) -> float:
