@@ -391,7 +391,7 @@ def _stream_out(stream: Any) -> Any:
 
 
 def _after(args: argparse.Namespace, model: Any, g: Any, limit_asked: bool) -> None:
-    if g.truncated and limit_asked:
+    if g.truncated and g.finish_reason == "length" and limit_asked:
         _note(args, f"stopped after {len(g.tokens)} tokens: the context of {model.ctx} tokens is full "
                     "(-c/--ctx-size sets it)")  # fmt: skip
     if not _quiet(args):
@@ -536,7 +536,7 @@ def _chat_loop(args: argparse.Namespace, model: Any) -> int:
             messages.pop()
             continue
         messages.append({"role": "assistant", "content": g.text})
-        if g.truncated:
+        if g.truncated and g.finish_reason == "length":
             _note(args, f"the context of {model.ctx} tokens is full: /clear starts a new conversation")
         prof = getattr(getattr(model, "net", None), "prof", None)
         if prof is not None:
