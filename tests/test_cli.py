@@ -348,3 +348,28 @@ def test_interactive_chat_banner_turn_clear_and_exit() -> None:
     finally:
         if t.proc.poll() is None:
             t.proc.kill()
+
+
+def test_ctrl_c_stops_a_reply_and_returns_to_the_prompt(tmp_path: Path) -> None:
+    # gemma3-tiny with room for a long reply (RoPE: positions are not learned, so a longer context is
+    # a config value): --ignore-eos -n -1 writes until Ctrl-C comes.
+    d = tmp_path / "model"
+    shutil.copytree(GEMMA, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["max_position_embeddings"] = 1 << 20
+    (d / "config.json").write_text(json.dumps(cfg))
+    t = Terminal(["-m", str(d), "--chat", "--ignore-eos", "-n", "-1", "-c", "200000", "--temp", "0", "-q"])
+    try:
+        t.expect("> ")
+        t.send("hello\r")
+        t.seen = ""
+        t.expect("\n", timeout=60)  # the reply has started
+        t.send("\x03")
+        t.expect("reply stopped")
+        t.expect("> ")
+        t.send("\x04")
+        assert t.close() == 0
+    finally:
+        if t.proc.poll() is None:
+            t.proc.kill()
+    assert "Traceback" not in t.seen
