@@ -316,6 +316,17 @@ class Terminal:
             except OSError:
                 raise AssertionError(f"{text!r} not seen before the end; got {self.seen!r}") from None
 
+    def expect_more(self, n: int, timeout: float = 60) -> None:
+        """Wait until at least n more characters have arrived."""
+        import select
+
+        start = len(self.seen)
+        while len(self.seen) - start < n:
+            ready, _, _ = select.select([self.master], [], [], timeout)
+            if not ready:
+                raise AssertionError(f"no output for {timeout} s; got {self.seen!r}")
+            self.seen += os.read(self.master, 65536).decode("utf-8", "replace")
+
     def send(self, data: str) -> None:
         os.write(self.master, data.encode())
 
@@ -362,8 +373,9 @@ def test_ctrl_c_stops_a_reply_and_returns_to_the_prompt(tmp_path: Path) -> None:
     try:
         t.expect("> ")
         t.send("hello\r")
+        t.expect("hello\r\n")  # the terminal's echo of the line
         t.seen = ""
-        t.expect("\n", timeout=60)  # the reply has started
+        t.expect_more(40)  # the reply is streaming
         t.send("\x03")
         t.expect("reply stopped")
         t.expect("> ")
