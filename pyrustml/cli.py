@@ -17,6 +17,7 @@ import math
 import os
 import secrets
 import sys
+import time
 from typing import Any
 
 from . import __version__
@@ -338,25 +339,27 @@ def _load(args: argparse.Namespace, source: str) -> Any:
     if args.ctx is not None:
         kwargs["ctx"] = args.ctx
     bar = Bar() if wanted(args.quiet) else None
+    t0 = time.perf_counter()
     try:
         model = load(source, progress=bar, **kwargs)
     finally:
         if bar is not None:
             bar.close()
+    args.load_ms = (time.perf_counter() - t0) * 1000.0
     if not _quiet(args):
-        _print_err(_load_summary(model, source))
+        _print_err(_load_summary(model, args, source))
     return model
 
 
-def _load_summary(model: Any, source: str) -> str:
+def _load_summary(model: Any, args: argparse.Namespace, source: str) -> str:
     """One line: what was loaded, in what form, in how much memory, on which threads and kernels."""
     from . import kernels
-    from .engine.host import rss_bytes
+    from .engine.host import physical_cores, rss_bytes
 
-    threads = getattr(getattr(model, "runtime", None), "threads", None)
+    threads = args.threads or getattr(getattr(model, "runtime", None), "threads", None) or physical_cores()
     name = os.path.basename(source.rstrip("/")) or source
     return (
-        f"pyrustml-infer: loaded {name} ({model.quant.upper()}) in {model.load_ms / 1000:.2f} s: "
+        f"pyrustml-infer: loaded {name} ({args.quant.upper()}) in {args.load_ms / 1000:.2f} s: "
         f"{rss_bytes() / 2**20:.0f} MiB resident, {threads} threads, kernels {kernels.isa_active()}, "
         f"context {model.ctx}"
     )
@@ -395,7 +398,7 @@ def _after(args: argparse.Namespace, model: Any, g: Any, limit_asked: bool) -> N
         _note(args, f"stopped after {len(g.tokens)} tokens: the context of {model.ctx} tokens is full "
                     "(-c/--ctx-size sets it)")  # fmt: skip
     if not _quiet(args):
-        _summary(model.load_ms, g)
+        _summary(args.load_ms, g)
     prof = getattr(getattr(model, "net", None), "prof", None)
     if prof is not None:
         _profile_tables(model, prof, args.source)
@@ -434,7 +437,7 @@ def _profile_tables(model: Any, prof: Any, source: str) -> None:
         _print_err(report.markdown([a], title="pyrustml profile"))
 
 
-def _json_doc(model: Any, g: Any, opts: dict[str, Any]) -> dict[str, Any]:
+def _json_doc(load_ms: float, g: Any, opts: dict[str, Any]) -> dict[str, Any]:
     """OpenAI's usage names for the counts (ints); the token ids under their own names."""
     u = g.usage
     timings = {k: (int(v) if k.endswith("tokens") else v) for k, v in g.timings.as_dict().items()}
@@ -451,7 +454,7 @@ def _json_doc(model: Any, g: Any, opts: dict[str, Any]) -> dict[str, Any]:
         "prompt_token_ids": [int(i) for i in g.prompt_tokens],
         "completion_token_ids": [int(i) for i in g.tokens],
         "seed": opts["seed"],
-        "timings": {"load_ms": model.load_ms, **timings},
+        "timings": {"load_ms": load_ms, **timings},
     }
 
 
@@ -465,7 +468,7 @@ def _one_shot(args: argparse.Namespace, model: Any, prompt: str) -> int:
             g = model.chat(_messages(args, prompt), **opts)
         else:
             g = model.generate(prompt, **opts)
-        _write(json.dumps(_json_doc(model, g, opts), ensure_ascii=False) + "\n")
+        _write(json.dumps(_json_doc(args.load_ms, g, opts), ensure_ascii=False) + "\n")
         return 0
     if templated:
         stream = model.stream_chat(_messages(args, prompt), **opts)
@@ -552,7 +555,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.file is not None:
         prompt = _read_prompt_file(args.file)
     model = _load(args, source)
-    if args.profile or _debug():
+    if (args.profile or _debug()) and hasattr(model, "enable_profiling"):
         prof = model.enable_profiling()
         prof.listener = _print_step
     if args.chat and prompt is None:
