@@ -520,7 +520,8 @@ def _chat_loop(args: argparse.Namespace, model: Any) -> int:
             _write("\n")
             return 130
         except UnicodeDecodeError as exc:
-            raise UsageError(f"stdin is not valid UTF-8 (byte {exc.start} of a line)") from None
+            bad = exc.object[exc.start : exc.start + 1].hex()
+            raise UsageError(f"stdin is not valid UTF-8 (a byte 0x{bad} where text was expected)") from None
         if text is None:
             return 0
         if not text.strip():
