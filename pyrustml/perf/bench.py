@@ -222,7 +222,8 @@ def measure(
         "first_prefill_ms": first_prefill.timings.prompt_ms,
         "prompt_tokens": run.timings.prompt_tokens,
         "prompt_ms": run.timings.prompt_ms,
-        "time_to_first_token_ms": run.timings.first_token_ms,
+        "time_to_first_token_ms": run.timings.first_token_ms,  # queue_ms + prompt_ms
+        "queue_ms": run.timings.queue_ms,
         "decode_tokens": len(steps),
         "step_ms": steps,
         "bytes_per_token": statistics.fmean(s.total for s in streams),
