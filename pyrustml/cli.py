@@ -87,8 +87,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--top-k", type=int, default=None, help="0 turns it off (default: the checkpoint's, else 40)"
     )
-    p.add_argument("--top-p", type=float, default=None, help="(default: the checkpoint's, else 0.95)")
-    p.add_argument("--min-p", type=float, default=None, help="(default: the checkpoint's, else 0.05)")
+    p.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        help="keep the most likely tokens up to this total probability; 1 turns it off "
+        "(default: the checkpoint's, else 0.95)",
+    )
+    p.add_argument(
+        "--min-p",
+        type=float,
+        default=None,
+        help="drop tokens less likely than this fraction of the top one; 0 turns it off "
+        "(default: the checkpoint's, else 0.05)",
+    )
     p.add_argument(
         "--repeat-penalty",
         "--repetition-penalty",
