@@ -387,3 +387,17 @@ def test_ctrl_c_stops_a_reply_and_returns_to_the_prompt(tmp_path: Path) -> None:
         if t.proc.poll() is None:
             t.proc.kill()
     assert "Traceback" not in t.seen
+
+
+def test_a_tokenizer_error_during_the_run_is_one_line(cli: Any, tmp_path: Path) -> None:
+    # A WordLevel tokenizer whose unk token is not in its vocabulary fails inside tokenizers'
+    # encode() on any unknown word.
+    d = tmp_path / "model"
+    shutil.copytree(GPT2, d)
+    tok = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
+           "pre_tokenizer": {"type": "Whitespace"}, "post_processor": None, "decoder": None,
+           "model": {"type": "WordLevel", "vocab": {"a": 0, "b": 1}, "unk_token": "<unk>"}}  # fmt: skip
+    (d / "tokenizer.json").write_text(json.dumps(tok))
+    r = cli(["-m", str(d), "-p", "zzz", "-n", "2", "--quiet"])
+    assert r.returncode == 1
+    one_error_line(r)
