@@ -485,8 +485,8 @@ def _one_shot(args: argparse.Namespace, model: Any, prompt: str) -> int:
     if templated:
         stream = model.stream_chat(_messages(args, prompt), **opts)
     else:
+        stream = model.stream(prompt, **opts)  # first: a prompt it refuses is not echoed
         _write(prompt)  # a raw continuation is printed after its prompt, as llama-cli does
-        stream = model.stream(prompt, **opts)
     g = _stream_out(stream)
     _after(args, model, g, args.max_tokens != -1)
     return 0
