@@ -272,7 +272,8 @@ def _utf8(flag: str, text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise UsageError(f"{flag} is not valid UTF-8 (byte {exc.start} of it)") from None
+        at = len(text[: exc.start].encode("utf-8", "surrogateescape"))
+        raise UsageError(f"{flag} is not valid UTF-8 (byte {at} of it)") from None
 
 
 def _read_prompt_file(path: str) -> str:

@@ -105,9 +105,9 @@ def test_prompt_and_file_together_and_chat_json_without_a_prompt(cli: Any, tmp_p
 
 
 def test_invalid_utf8_in_the_prompt_or_its_file(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "pyrustml", "-m", NOWHERE, "-p", b"ab\xffcd"],
+    r = subprocess.run([sys.executable, "-m", "pyrustml", "-m", NOWHERE, "-p", "é".encode() + b"\xffcd"],
                        capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert r.returncode == 2 and "--prompt is not valid UTF-8" in one_error_line(r)
+    assert r.returncode == 2 and "--prompt is not valid UTF-8 (byte 2 of it)" in one_error_line(r)
     f = tmp_path / "bad.txt"
     f.write_bytes(b"caf\xe9")
     r = subprocess.run([sys.executable, "-m", "pyrustml", "-m", NOWHERE, "-f", str(f)],
