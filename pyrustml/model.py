@@ -39,7 +39,7 @@ from .generate.sequence import Sequence
 from .io.chat_template import ChatTemplate, ChatTemplateError, load_template
 from .io.config import Fields, read_json
 from .io.hub import resolve
-from .io.safetensors import Checkpoint
+from .io.progress import Progress, open_checkpoint
 from .io.tokenizer import Tokenizer
 from .models.base import LoadOptions, Transformer
 from .models.registry import builder_for
@@ -416,8 +416,11 @@ def load(
     revision: str | None = None,
     ctx: int | None = None,
     parallel: int | None = None,
+    progress: Progress | None = None,
 ) -> Model:
     """Load a checkpoint from a local directory or a hub repo id.
+
+    progress(done_bytes, total_bytes) is called as each tensor is read and converted.
 
     quant="q8_0" quantizes every matrix whose width is a multiple of 32 (GGML Q8_0);
     quant="f32" keeps full precision (the conformance path). ctx is the context of each
@@ -448,7 +451,7 @@ def load(
         read_json(os.path.join(directory, "tokenizer_config.json"), required=False), "tokenizer_config.json"
     )
     tokenizer = Tokenizer(directory)
-    ckpt = Checkpoint(directory)
+    ckpt = open_checkpoint(directory, progress)
     try:
         net = build(f, ckpt, LoadOptions(quant, ctx, slots))
     finally:

@@ -27,8 +27,24 @@ def _cdef_text(header: str) -> str:
 _pinned: list[ctypes.CDLL] = []
 
 
+def _source_tree_without_build(pkg: Any) -> None:
+    """Imported from a checkout that was never built (as numpy says for its own source tree):
+    q8.h and libq8.so are copied into the package only by `pip install`."""
+    if pkg.joinpath("q8.h").is_file():
+        return
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    checkout = os.path.dirname(root)
+    if os.path.isfile(os.path.join(checkout, "setup.py")) and os.path.isdir(os.path.join(checkout, "libq8")):
+        raise LibraryError(
+            f"pyrustml is being imported from its source tree ({checkout}), which has no built libq8: "
+            "install it (`pip install .` or `pip install -e .`) and run Python from another directory"
+        )
+    raise LibraryError(f"this pyrustml installation lacks q8.h ({root}): reinstall the package")
+
+
 def _load() -> tuple[Any, Any, str]:
     pkg = resources.files("pyrustml")
+    _source_tree_without_build(pkg)
     header = pkg.joinpath("q8.h").read_text(encoding="utf-8")
     override = os.environ.get("PYRUSTML_LIBQ8")
     ffi: Any = cffi.FFI()
