@@ -27,10 +27,11 @@ from .errors import (
     PromptTypeError,
     PyrustmlError,
 )
+from .generate.options import as_stops, check_generation_options, check_load_arguments
 from .generate.prompt_lookup import PromptLookup
 from .generate.sampling import Sampler, SamplingParams
 from .io.chat_template import ChatTemplate, ChatTemplateError, load_template
-from .io.config import Fields, read_json
+from .io.config import Fields, generation_defaults, read_json
 from .io.hub import resolve
 from .io.safetensors import Checkpoint
 from .io.tokenizer import StreamDecoder, Tokenizer
@@ -162,15 +163,9 @@ class Model:
         self.eos_ids = sorted({i for i in eos if 0 <= i < net.vocab_size})
         bos = gen_cfg.int_list("bos_token_id")
         self.bos_id = bos[0] if bos and 0 <= bos[0] < net.vocab_size else None
-        self.add_bos = bool(tok_cfg.data.get("add_bos_token", False)) and self.bos_id is not None
+        self.add_bos = tok_cfg.bool_("add_bos_token", False) and self.bos_id is not None
         # Sampling defaults from generation_config.json (explicit arguments override them).
-        self.defaults = {}
-        for key in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty"):
-            v = gen_cfg.data.get(key)
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                self.defaults[key] = float(v)
-        if gen_cfg.data.get("do_sample") is False:
-            self.defaults["temperature"] = 0.0
+        self.defaults = generation_defaults(gen_cfg)
 
     # ---- profiling ---------------------------------------------------------------------
     def enable_profiling(self) -> Profiler:
@@ -315,18 +310,22 @@ class Model:
         lookup: int = 0,
     ) -> SamplingParams:
         d = self.defaults
+        o = check_generation_options(
+            max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+            repetition_penalty=repetition_penalty, seed=seed, ignore_eos=ignore_eos, lookup=lookup,
+        )  # fmt: skip
         return SamplingParams(
-            max_tokens=16 if max_tokens is None else max_tokens,
-            temperature=d.get("temperature", 1.0) if temperature is None else temperature,
-            top_k=int(d.get("top_k", 0)) if top_k is None else top_k,
-            top_p=d.get("top_p", 1.0) if top_p is None else top_p,
-            min_p=d.get("min_p", 0.0) if min_p is None else min_p,
+            max_tokens=16 if o.max_tokens is None else o.max_tokens,
+            temperature=d.get("temperature", 1.0) if o.temperature is None else o.temperature,
+            top_k=int(d.get("top_k", 0)) if o.top_k is None else o.top_k,
+            top_p=d.get("top_p", 1.0) if o.top_p is None else o.top_p,
+            min_p=d.get("min_p", 0.0) if o.min_p is None else o.min_p,
             repetition_penalty=d.get("repetition_penalty", 1.0)
-            if repetition_penalty is None
-            else repetition_penalty,
-            seed=seed,
-            ignore_eos=ignore_eos,
-            lookup=lookup,
+            if o.repetition_penalty is None
+            else o.repetition_penalty,
+            seed=o.seed,
+            ignore_eos=o.ignore_eos,
+            lookup=o.lookup,
         )
 
     def stream(
@@ -440,7 +439,7 @@ class Model:
         yield_lock=True (Model.stream, whose consumer runs between pieces) lets go of the model
         while a piece is out: another call may run meanwhile (a stream left suspended never
         blocks the model), and this one rebuilds its cache when it resumes after one did."""
-        stops = [s for s in (stop or []) if s]
+        stops = as_stops(stop)
         ids = self.encode(prompt)
         self._check_context(len(ids))
         sampler = Sampler(params)
@@ -638,21 +637,23 @@ def _stop_prefix_len(text: str, stops: list[str]) -> int:
 
 
 def load(
-    source: str,
+    source: object,  # str or os.PathLike; `object` so that mypyc leaves the type check to us
     *,
-    quant: str = "q8_0",
-    threads: int | None = None,
-    revision: str | None = None,
+    quant: object = "q8_0",
+    threads: object = None,
+    revision: object = None,
 ) -> Model:
     """Load a checkpoint from a local directory or a hub repo id.
 
     quant="q8_0" quantizes every matrix whose width is a multiple of 32 (GGML Q8_0);
     quant="f32" keeps full precision (the conformance path)."""
+    args = check_load_arguments(source, quant, threads, revision)
+    quant = args.quant
     if quant not in QUANTS:
         raise OptionError(f"quant must be one of {QUANTS}, got {quant!r}")
     t0 = time.perf_counter()
-    runtime = RuntimeConfig(threads)
-    directory = resolve(source, revision)
+    runtime = RuntimeConfig(args.threads)
+    directory = resolve(args.source, args.revision)
     cfg = read_json(os.path.join(directory, "config.json"), required=True)
     f = Fields(cfg, "config.json")
     model_type = cfg.get("model_type")

@@ -15,7 +15,8 @@ import numpy as np
 from ..engine._ffi import ffi, lib
 from ..engine.kernels import QK8_0, Q8Matrix, WeightArena
 from ..engine.linear import Linear
-from ..errors import ModelFormatError
+from ..errors import ModelFormatError, UnsupportedModelError
+from .config import Fields
 from .safetensors import Checkpoint, TensorInfo, to_float32
 
 DTYPE_CODE: Final[dict[str, int]] = {"F32": 0, "F16": 1, "BF16": 2}
@@ -150,3 +151,27 @@ def load_fused(
         parts.append(to_float32(info, ckpt.raw(info.name)))
         ckpt.release(info.name)
     return Linear(n, k, None, np.ascontiguousarray(np.concatenate(parts, axis=0)), None)
+
+
+def check_lm_head(f: Fields, ckpt: Checkpoint, embed_name: str, head_name: str = "lm_head.weight") -> None:
+    """tie_word_embeddings against the tensors: untied needs its own lm_head; tied with an
+    lm_head that differs from the embedding would be read differently by transformers (it ties
+    them, ignoring the stored head), so it is refused rather than guessed."""
+    tied = f.bool_("tie_word_embeddings", True)
+    names = set(ckpt.names())
+    if not tied and head_name not in names:
+        raise UnsupportedModelError(
+            f"{f.where}: tie_word_embeddings is false but the checkpoint has no {head_name!r} ({ckpt.source})"
+        )
+    if tied and head_name in names and embed_name in names:
+        a, b = ckpt.info(embed_name), ckpt.info(head_name)
+        same = (
+            a.dtype == b.dtype
+            and a.shape == b.shape
+            and np.array_equal(ckpt.raw(embed_name), ckpt.raw(head_name))
+        )
+        if not same:
+            raise UnsupportedModelError(
+                f"{f.where}: tie_word_embeddings is true but {head_name!r} differs from {embed_name!r}; "
+                "set tie_word_embeddings to false to use the stored head"
+            )
