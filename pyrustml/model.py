@@ -264,7 +264,7 @@ class Model:
         return n
 
     # ---- chat --------------------------------------------------------------------------
-    def render_chat(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> list[int]:
+    def render_chat(self, messages: object, *, add_generation_prompt: bool = True) -> list[int]:
         """Token ids of the conversation rendered by the checkpoint's chat template (the rendered
         text already holds BOS, so none is added)."""
         if self.chat_template is None:
@@ -277,7 +277,7 @@ class Model:
 
     def chat(
         self,
-        messages: list[dict[str, str]],
+        messages: object,  # checked by the chat template (mypyc would raise a bare TypeError)
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
