@@ -81,6 +81,33 @@ def test_render_errors_are_chat_template_errors(template: str, cause: type | Non
         assert isinstance(info.value.__cause__, cause)
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ''|center(10**10) }}",
+        "{{ 'a'.ljust(10**10) }}",
+        "{{ '{:>10000000000}'.format(1) }}",
+        "{{ '%10000000000s' % 1 }}",
+        "{{ '%10000000000s'|format(1) }}",
+        "{{ ('a' * 1000000)|replace('a', 'a' * 1000000) }}",
+        "{{ ('a' * 1000000).replace('a', 'a' * 1000000) }}",
+        "{{ ('a\n' * 1000000)|indent(100) }}",
+        "{{ ['x' * 1000000] * 9|join }}",
+        "{{ lipsum(10**6) }}",
+    ],
+)
+def test_expanding_calls_and_filters_are_refused_before_they_run(template: str) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(ChatTemplateError):
+        ChatTemplate(template, {}).render(HI)
+    assert time.monotonic() - t0 < 2
+
+
+def test_ordinary_calls_and_filters_still_work() -> None:
+    t = "{{ range(3)|join(',') }}|{{ 'ab'|replace('a', 'c') }}|{{ '{}-{}'.format(1, 2) }}|{{ '%s!' % 'x' }}"
+    assert ChatTemplate(t, {}).render(HI) == "0,1,2|cb|1-2|x!"
+
+
 def test_raise_exception_message_is_kept() -> None:
     with pytest.raises(ChatTemplateError, match="only user roles"):
         ChatTemplate("{{ raise_exception('only user roles') }}", {}).render(HI)

@@ -9,9 +9,13 @@ A template is data from a stranger that runs as code, so it is bounded:
 - it compiles lazily, when chat() first needs it: Jinja folds constant expressions while it
   compiles, and a template that does not compile (or is not UTF-8) must not block plain
   generation;
-- `**`, `*` and `+` go through checks (intercepted, so Jinja cannot fold them at compile time
-  either): no power with a result past MAX_POWER_DIGITS digits, no string or list past
+- `**`, `*`, `+` and `%` go through checks (intercepted, so Jinja cannot fold them at compile
+  time either): no power with a result past MAX_POWER_DIGITS digits, no string or list past
   MAX_STRING_CHARS items; `~` (concatenation) has the same bound;
+- every call and filter is checked before it runs: an integer argument above MAX_STRING_CHARS
+  (a width for center/ljust/indent/format, a count) is refused, replace() and join() are
+  sized before they build their result, format widths are read from the format string, and a
+  filter's result is sized after; lipsum() is removed (a Python loop outside the time bound);
 - rendering stops after RENDER_SECONDS (a trace on the template's own frames checks the clock:
   nested range() loops, exponential macro recursion) and after MAX_RENDER_CHARS of output;
 - whatever a render raises (ZeroDivisionError, RecursionError, MemoryError, a TypeError from
@@ -24,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -96,13 +101,77 @@ def _bounded_join(seq: Iterable[Any]) -> str:
     return "".join(parts)
 
 
+_WIDTH = re.compile(r"(\d{7,})")  # a width or precision of 7+ digits in a format string
+
+
+def _check_args(what: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    for v in (*args, *kwargs.values()):
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_STRING_CHARS:
+            raise _Bound(f"{what} with an argument of {str(v)[:30]} (the bound is {MAX_STRING_CHARS})")
+        if isinstance(v, str) and len(v) > MAX_STRING_CHARS:
+            raise _Bound(f"{what} with a string of {len(v)} characters")
+
+
+def _check_format(fmt: object) -> None:
+    if isinstance(fmt, str) and _WIDTH.search(fmt):
+        raise _Bound("a format width of 7 or more digits")
+
+
+def _check_replace(s: object, old: object, new: object) -> None:
+    if isinstance(s, str) and isinstance(old, str) and isinstance(new, str):
+        hits = s.count(old) if old else len(s) + 1
+        if len(s) + hits * (len(new) - len(old)) > MAX_STRING_CHARS:
+            raise _Bound(f"a replace() result of {len(s) + hits * (len(new) - len(old))} characters")
+
+
+def _check_method(obj: Any, args: tuple[Any, ...]) -> None:
+    """str methods that build a string from their arguments, sized before they run."""
+    # The sandbox hands str.format out wrapped (functools.update_wrapper keeps __wrapped__).
+    owner = getattr(getattr(obj, "__wrapped__", obj), "__self__", None)
+    name = getattr(obj, "__name__", "")
+    if isinstance(owner, str):
+        if name == "replace" and len(args) >= 2:
+            _check_replace(owner, args[0], args[1])
+        elif name == "join" and args:
+            _bounded_join(args[0]) if isinstance(args[0], list | tuple) else None
+        elif name in ("format", "format_map"):
+            _check_format(owner)
+
+
+def _guard_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        _check_args(f"the filter {name}", args[1:] if name == "join" else args, kwargs)
+        values = [a for a in args if not hasattr(a, "environment")]  # skip a passed context/env
+        if name == "replace" and len(values) >= 3:
+            _check_replace(str(values[0]), values[1], values[2])
+        if name == "format" and values:
+            _check_format(values[0])
+        if name == "indent" and values and isinstance(values[0], str):
+            width = values[1] if len(values) > 1 else kwargs.get("width", 4)
+            pad = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
+            if len(values[0]) + (values[0].count("\n") + 1) * pad > MAX_STRING_CHARS:
+                raise _Bound("an indent() result beyond the string bound")
+        if name == "join" and values and isinstance(values[0], list | tuple):
+            _bounded_join(values[0])
+        result = fn(*args, **kwargs)
+        if isinstance(result, str | list | tuple) and len(result) > MAX_STRING_CHARS:
+            raise _Bound(f"the filter {name} made {len(result)} items")
+        return result
+
+    guarded.__name__ = getattr(fn, "__name__", name)
+    pass_arg = getattr(fn, "jinja_pass_arg", None)
+    if pass_arg is not None:  # pass_context / pass_environment / pass_eval_context
+        guarded.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
+    return guarded
+
+
 def _environment() -> Any:
     import jinja2.ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     class BoundedSandbox(ImmutableSandboxedEnvironment):
         # Intercepted operators are also never constant-folded at compile time.
-        intercepted_binops = frozenset({"**", "*", "+"})
+        intercepted_binops = frozenset({"**", "*", "+", "%"})
 
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
             if operator == "**":
@@ -111,12 +180,22 @@ def _environment() -> Any:
                 _check_product(left, right)
             elif operator == "+" and _size(left) + _size(right) > MAX_STRING_CHARS:
                 raise _Bound(f"a string or list of {_size(left) + _size(right)} items")
+            elif operator == "%":
+                _check_format(left)
             return super().call_binop(context, operator, left, right)
+
+        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+            _check_args("a call", args, kwargs)
+            _check_method(__obj, args)
+            return super().call(__context, __obj, *args, **kwargs)
 
     env = BoundedSandbox(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
     env.filters["tojson"] = _tojson
+    for name, fn in list(env.filters.items()):
+        env.filters[name] = _guard_filter(name, fn)
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
+    env.globals.pop("lipsum", None)
     return env
 
 
