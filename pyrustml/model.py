@@ -279,16 +279,16 @@ class Model:
         self,
         messages: object,  # checked by the chat template (mypyc would raise a bare TypeError)
         *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float | None = None,
-        seed: int | None = None,
-        stop: list[str] | None = None,
-        ignore_eos: bool = False,
-        lookup: int = 0,
+        max_tokens: object = None,
+        temperature: object = None,
+        top_k: object = None,
+        top_p: object = None,
+        min_p: object = None,
+        repetition_penalty: object = None,
+        seed: object = None,
+        stop: object = None,
+        ignore_eos: object = False,
+        lookup: object = 0,
     ) -> Generation:
         """The assistant's reply to a conversation of {"role", "content"} messages."""
         params = self._params(
@@ -299,15 +299,15 @@ class Model:
     # ---- generation --------------------------------------------------------------------
     def _params(
         self,
-        max_tokens: int | None,
-        temperature: float | None,
-        top_k: int | None,
-        top_p: float | None,
-        min_p: float | None,
-        repetition_penalty: float | None,
-        seed: int | None,
-        ignore_eos: bool = False,
-        lookup: int = 0,
+        max_tokens: object,
+        temperature: object,
+        top_k: object,
+        top_p: object,
+        min_p: object,
+        repetition_penalty: object,
+        seed: object,
+        ignore_eos: object = False,
+        lookup: object = 0,
     ) -> SamplingParams:
         d = self.defaults
         o = check_generation_options(
@@ -332,16 +332,16 @@ class Model:
         self,
         prompt: object,  # text, or a list of token ids (ints, numpy integers too)
         *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float | None = None,
-        seed: int | None = None,
-        stop: list[str] | None = None,
-        ignore_eos: bool = False,
-        lookup: int = 0,
+        max_tokens: object = None,
+        temperature: object = None,
+        top_k: object = None,
+        top_p: object = None,
+        min_p: object = None,
+        repetition_penalty: object = None,
+        seed: object = None,
+        stop: object = None,
+        ignore_eos: object = False,
+        lookup: object = 0,
     ) -> Iterator[str]:
         """Yield text pieces as they become valid UTF-8; see generate for the options."""
         params = self._params(
@@ -360,16 +360,16 @@ class Model:
         self,
         prompt: object,  # text, or a list of token ids (ints, numpy integers too)
         *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float | None = None,
-        seed: int | None = None,
-        stop: list[str] | None = None,
-        ignore_eos: bool = False,
-        lookup: int = 0,
+        max_tokens: object = None,
+        temperature: object = None,
+        top_k: object = None,
+        top_p: object = None,
+        min_p: object = None,
+        repetition_penalty: object = None,
+        seed: object = None,
+        stop: object = None,
+        ignore_eos: object = False,
+        lookup: object = 0,
     ) -> Generation:
         """Generate up to max_tokens tokens. temperature <= 0 is greedy; unset options come from
         the checkpoint's generation_config.json. Stops on every eos id (unless ignore_eos) and
@@ -428,7 +428,7 @@ class Model:
         self,
         prompt: object,  # text, or a list of token ids (ints, numpy integers too)
         params: SamplingParams,
-        stop: list[str] | None,
+        stop: object,
         reuse: bool = False,
         yield_lock: bool = False,
     ) -> Generator[str, None, Generation]:

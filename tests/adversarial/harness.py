@@ -32,10 +32,10 @@ def encode(value: Any) -> Any:
     """Values JSON cannot carry as themselves, tagged for runner._decode."""
     import numpy as np
 
+    if isinstance(value, np.generic):  # first: np.float64 is a float too
+        return {"__numpy__": [type(value).__name__, encode(value.item())]}
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return {"__float__": repr(value)}
-    if isinstance(value, np.generic):
-        return {"__numpy__": [type(value).__name__, value.item()]}
     if isinstance(value, tuple):
         return {"__tuple__": [encode(v) for v in value]}
     if isinstance(value, bytes):

@@ -132,7 +132,7 @@ def _decode(case: Any) -> Any:
             import numpy as np
 
             kind, value = case["__numpy__"]
-            return getattr(np, kind)(value)
+            return getattr(np, kind)(_decode(value))
         if set(case) == {"__tuple__"}:
             return tuple(_decode(v) for v in case["__tuple__"])
         if set(case) == {"__bytes__"}:
