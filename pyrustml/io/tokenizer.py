@@ -44,17 +44,25 @@ def _is_panic(exc: BaseException) -> bool:
     return type(exc).__name__ == "PanicException"
 
 
+def _caused(err: TokenizerError, cause: BaseException) -> TokenizerError:
+    # Set by hand: compiled by mypyc, `raise err from cause` keeps only __context__.
+    err.__cause__ = cause
+    return err
+
+
 def guarded(what: str, fn: Callable[[], T]) -> T:
-    """fn() with whatever the tokenizers library throws turned into a TokenizerError."""
+    """fn() with whatever the tokenizers library throws turned into a TokenizerError whose
+    __cause__ is the original."""
     try:
         return fn()
     except TokenizerError:
         raise
     except Exception as exc:  # tokenizers raises plain Exception (and ValueError, TypeError, ...)
-        raise TokenizerError(f"the tokenizer failed to {what}: {str(exc)[:300]}") from exc
+        raise _caused(TokenizerError(f"the tokenizer failed to {what}: {str(exc)[:300]}"), exc) from exc
     except BaseException as exc:
         if _is_panic(exc):
-            raise TokenizerError(f"the tokenizer crashed (a panic in tokenizers) trying to {what}") from exc
+            msg = f"the tokenizer crashed (a panic in tokenizers) trying to {what}"
+            raise _caused(TokenizerError(msg), exc) from exc
         raise
 
 

@@ -450,11 +450,26 @@ prompts = st.one_of(
 )
 
 
+# Values each option accepts: mixed in so that cases also run generations, not only refusals.
+VALID = {
+    "max_tokens": st.integers(1, 4),
+    "temperature": st.sampled_from([0, 0.0, 1e-6, 0.7, 1, 5.0]),
+    "top_k": st.integers(0, 500),
+    "top_p": st.floats(0, 1),
+    "min_p": st.floats(0, 1),
+    "repetition_penalty": st.sampled_from([1.0, 1.3, 0.5, 1e-6]),
+    "seed": st.integers(0, 2**64),
+    "stop": st.one_of(st.text(max_size=3), st.lists(st.text(max_size=3), max_size=3)),
+    "ignore_eos": st.booleans(),
+    "lookup": st.integers(0, 8),
+}
+
+
 @st.composite
 def api_cases(draw: st.DrawFn) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for key in draw(st.lists(st.sampled_from(API_KEYS), min_size=1, max_size=4, unique=True)):
-        kwargs[key] = draw(api_values)
+        kwargs[key] = draw(st.one_of(VALID[key], api_values))
     if "max_tokens" not in kwargs or draw(st.booleans()):
         kwargs["max_tokens"] = draw(st.integers(1, 4))
     return {"kind": "api", "base": draw(st.sampled_from(BASES)), "prompt": draw(prompts), "kwargs": kwargs}

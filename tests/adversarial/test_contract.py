@@ -51,6 +51,7 @@ def _check(kind: str, profile: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize("kind", list(CLASSES))
 def test_contract_short(kind: str) -> None:
+    STATS.clear()
     _check(kind, SHORT)
 
 
