@@ -33,7 +33,7 @@ from .generate.sampling import Sampler, SamplingParams
 from .io.chat_template import ChatTemplate, ChatTemplateError, load_template
 from .io.config import Fields, generation_defaults, read_json
 from .io.hub import resolve
-from .io.safetensors import Checkpoint
+from .io.safetensors import Checkpoint, tensor_budget
 from .io.tokenizer import StreamDecoder, Tokenizer
 from .models.base import Transformer
 from .models.registry import builder_for
@@ -667,7 +667,8 @@ def load(
         read_json(os.path.join(directory, "tokenizer_config.json"), required=False), "tokenizer_config.json"
     )
     tokenizer = Tokenizer(directory)
-    ckpt = Checkpoint(directory)
+    # The header's tensor count is bounded by what this many layers can use, before parsing.
+    ckpt = Checkpoint(directory, tensor_budget(cfg.get("n_layer", cfg.get("num_hidden_layers"))))
     try:
         net = build(f, ckpt, quant == "q8_0")
     finally:

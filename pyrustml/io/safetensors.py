@@ -67,6 +67,8 @@ MAX_HEADER: Final = 100_000_000  # the safetensors library's own limit on N
 # Tensors one checkpoint may declare: Gemma 3 27B has 800, GPT-2 XL 580. A header of a million
 # zero-size tensors took 15 s and 1 GB to refuse after parsing; counted first, it takes ms.
 MAX_TENSORS: Final = 1 << 16
+# Tensors a layer may hold (GPT-2 has 14 names per block with its mask buffers, Gemma 3 has 13).
+MAX_TENSORS_PER_LAYER: Final = 32
 CHUNK_BYTES: Final = 4 << 20  # what a chunked read holds at once
 INT64_MAX: Final = (1 << 63) - 1
 METADATA: Final = "__metadata__"
@@ -241,6 +243,15 @@ def _tensor_info(path: str, name: str, entry: object, data_start: int, data_len:
             f"tensor {name!r}: {dtype} x {shape} needs {numel * size} bytes, data_offsets give {end - start}",
         )
     return TensorInfo(name, path, dtype, tuple(int(s) for s in shape), data_start + start, data_start + end)
+
+
+def tensor_budget(n_layers: object) -> int:
+    """The tensors a checkpoint of n_layers layers can use (per layer, plus embeddings, norms
+    and heads), at most MAX_TENSORS; MAX_TENSORS when the count is not a sane integer yet (the
+    config reader refuses it with its own error)."""
+    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or not 0 < n_layers <= 1 << 12:
+        return MAX_TENSORS
+    return min(MAX_TENSORS, MAX_TENSORS_PER_LAYER * n_layers + 64)
 
 
 def _read_exact(fd: int, path: str, buf: memoryview, offset: int) -> None:

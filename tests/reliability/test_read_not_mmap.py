@@ -20,7 +20,7 @@ from child import child_env
 import pyrustml
 from pyrustml.errors import ModelFormatError
 from pyrustml.io.config import Fields
-from pyrustml.io.safetensors import MAX_TENSORS, Checkpoint
+from pyrustml.io.safetensors import MAX_TENSORS, Checkpoint, tensor_budget
 from pyrustml.models import gemma3, gpt2
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
@@ -189,3 +189,20 @@ def test_reads_match_the_reference_reader(tmp_path: Path) -> None:
     finally:
         ckpt.close()
     assert pyrustml.PyrustmlError is not None
+
+
+def test_the_tensor_budget_follows_the_layer_count(tmp_path: Path) -> None:
+    """gpt2-tiny-hf with 2 layers may declare at most 32 x 2 + 64 tensors: a header with 1000
+    extra zero-size tensors is refused by count, before its entries are parsed."""
+    d = tmp_path / "m"
+    shutil.copytree(FIX / "gpt2-tiny-hf", d)
+    raw = (d / "model.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    for i in range(1000):
+        header[f"extra.{i}"] = {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
+    text = json.dumps(header).encode()
+    (d / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
+    with pytest.raises(ModelFormatError, match="declares"):
+        pyrustml.load(str(d))
+    assert tensor_budget(2) == 32 * 2 + 64 and tensor_budget("2") == MAX_TENSORS
