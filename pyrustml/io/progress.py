@@ -12,40 +12,55 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from .safetensors import Checkpoint
 
 Progress = Callable[[int, int], None]
 
 
 class ReportingCheckpoint(Checkpoint):
-    """A Checkpoint that calls report(done, total) each time a tensor is released: the builders
-    release every tensor once it is converted, so `done` counts the bytes read so far."""
+    """A Checkpoint that calls report(done, total) as tensor bytes are read: whole tensors
+    (raw) or row ranges of the large ones (rows, read and quantized a piece at a time). A
+    tensor counts once, however often it is read."""
 
     report: Progress
     total: int
     done: int
-    seen: set[str]
+    read: dict[str, int]  # bytes of each tensor counted so far
 
-    def __init__(self, directory: str, report: Progress) -> None:
-        super().__init__(directory)
+    def __init__(self, directory: str, report: Progress, max_tensors: int) -> None:
+        super().__init__(directory, max_tensors)
         self.report = report
-        self.total = sum(f.tensors[n].end - f.tensors[n].start for n, f in self.where.items())
+        self.total = sum(self.info(n).end - self.info(n).start for n in self.names())
         self.done = 0
-        self.seen = set()
+        self.read = {}
 
-    def release(self, name: str) -> None:
-        super().release(name)
-        f = self.where.get(name)
-        if f is None or name in self.seen:
-            return
-        self.seen.add(name)
-        info = f.tensors[name]
-        self.done += info.end - info.start
-        self.report(self.done, self.total)
+    def _count(self, name: str, nbytes: int) -> None:
+        info = self.info(name)
+        size = info.end - info.start
+        before = self.read.get(name, 0)
+        after = min(size, before + nbytes)
+        if after > before:
+            self.read[name] = after
+            self.done += after - before
+            self.report(self.done, self.total)
+
+    def raw(self, name: str) -> np.ndarray:
+        a = super().raw(name)
+        self._count(name, int(a.nbytes))
+        return a
+
+    def rows(self, name: str, r0: int, r1: int) -> np.ndarray:
+        a = super().rows(name, r0, r1)
+        self._count(name, int(a.nbytes))
+        return a
 
 
-def open_checkpoint(directory: str, progress: Progress | None) -> Checkpoint:
-    return Checkpoint(directory) if progress is None else ReportingCheckpoint(directory, progress)
+def open_checkpoint(directory: str, progress: Progress | None, max_tensors: int) -> Checkpoint:
+    if progress is None:
+        return Checkpoint(directory, max_tensors)
+    return ReportingCheckpoint(directory, progress, max_tensors)
 
 
 def wanted(quiet: bool) -> bool:
