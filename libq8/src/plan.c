@@ -34,6 +34,11 @@ static int run_op(const q8_op *o, int64_t token, int64_t *pos, int64_t *marks, i
         return q8_rmsnorm(x, b, i[0], i[1], o->f[0], o->f[1], o->y);
     case Q8_OP_GEMV_Q8:
         return q8_gemv(o->p[0], i[0], i[1], b, c, o->y);
+    case Q8_OP_GEMV_Q4:
+        return q8_q4_gemv(o->p[0], i[0], i[1], b, c, o->y);
+    case Q8_OP_EMBED_Q4:
+        Q8_CHECK(token >= 0 && token < i[0]);
+        return q8_q4_dequantize_packed(o->p[0], i[0], i[1], token, 1, o->y);
     case Q8_OP_GEMV_F32:
         return q8_gemv_f32(x, i[0], i[1], b, c, o->y);
     case Q8_OP_ROPE:

@@ -1,0 +1,233 @@
+/* AMX-INT8 kernels for the batched products (x86-64, Sapphire Rapids and later): "amx" is the
+ * avx512vnni path with its panel runs replaced for 16 tokens and more.
+ *
+ * One tile product gives, for 16 tokens x 16 weight rows, the exact int32 dot product of one
+ * block (K = 32: A is 16 tokens x 32 activation quants, B is the panel block as it is stored,
+ * 8 rows of 4 columns x 16 weight rows: q8x16 is already the VNNI layout AMX wants). The float
+ * steps after it are the reference's, per row and token in block order, so results are
+ * bitwise equal to every other path. Tokens past the last full group of 16 (and calls with
+ * fewer than 16) go to the avx512vnni kernels, which compute the same bits. */
+#include <immintrin.h>
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "q8_internal.h"
+
+#define ARCH_GET_XCOMP_PERM 0x1022
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+int q8_amx_usable(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    const int amx_tile = (d >> 24) & 1, amx_int8 = (d >> 25) & 1;
+    if (!amx_tile || !amx_int8) return 0;
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    const uint64_t xcr0 = ((uint64_t)hi << 32) | lo;
+    if ((xcr0 & (3u << 17)) != (3u << 17)) return 0; /* XTILECFG and XTILEDATA state enabled */
+    /* Linux 5.16+ hands out the 8 KiB tile state only on request; a refusal (older kernel,
+     * seccomp) leaves the avx512vnni path in charge. */
+    if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0) return 0;
+    unsigned long perm = 0;
+    if (syscall(SYS_arch_prctl, ARCH_GET_XCOMP_PERM, &perm) != 0) return 0;
+    return (perm >> XFEATURE_XTILEDATA) & 1;
+}
+
+/* Tile registers: A (activations) 0 and 4, B (weights) 1 and 5, C (int32 results) 2 and 3;
+ * even blocks use the first of each pair, odd blocks the second, so that the loads of one
+ * block do not wait for the product of the previous one. */
+typedef struct {
+    uint8_t palette;
+    uint8_t start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tilecfg;
+static_assert(sizeof(tilecfg) == 64, "LDTILECFG reads 64 bytes");
+
+static void tiles_on(void) {
+    tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    static const int A[2] = {0, 4}, B[2] = {1, 5}, C[2] = {2, 3};
+    for (int i = 0; i < 2; i++) {
+        cfg.rows[A[i]] = 16, cfg.colsb[A[i]] = QK;      /* 16 tokens x one block's 32 quants */
+        cfg.rows[B[i]] = QK / 4, cfg.colsb[B[i]] = 64;  /* 8 groups of 4 columns x 16 rows */
+        cfg.rows[C[i]] = 16, cfg.colsb[C[i]] = 64;      /* 16 tokens x 16 rows of int32 */
+    }
+    /* gcc 12's _tile_loadconfig tells the compiler it reads 8 bytes, so the stores above may be
+     * dropped; this operand is the whole struct. */
+    __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
+}
+
+#define GROUP 16 /* tokens per tile */
+
+/* The reference's float step for one block of 16 tokens x 16 rows: s (int32, token-major, as
+ * tile-stored) plus the token's offset correction, then acc = fmaf(dw * dx, (float)s, acc). */
+static inline __attribute__((always_inline)) void
+block_step(__m512 acc[GROUP], const int32_t s[GROUP][16], __m512 dw, const q8_act *x, int64_t nb,
+           int shift) {
+#pragma GCC unroll 16
+    for (int m = 0; m < GROUP; m++) {
+        const q8_act *a = x + m * nb;
+        __m512i si = _mm512_loadu_si512((const void *)s[m]);
+        if (shift >= 0) si = _mm512_add_epi32(si, _mm512_set1_epi32(a->nsum >> shift));
+        const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(a->d));
+        acc[m] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(si), acc[m]);
+    }
+}
+
+static inline void store_rows(const __m512 acc[GROUP], float *y, int64_t ldy, int64_t valid) {
+    const __mmask16 k = valid >= PANEL ? (__mmask16)0xffff : (__mmask16)((1u << valid) - 1u);
+    for (int m = 0; m < GROUP; m++) _mm512_mask_storeu_ps(y + m * ldy, k, acc[m]);
+}
+
+/* One Q8_0 panel (nb blocks) x 16 tokens. The stored weights are q + 128 (unsigned), the
+ * activations signed: TDPBSUD, and -128 * sum(x) (q8_act.nsum) takes the offset out. */
+static void q8_group(const q8x16 *w, int64_t nb, const q8_act *x, float *y, int64_t ldy,
+                     int64_t valid) {
+    __m512 acc[GROUP];
+    for (int m = 0; m < GROUP; m++) acc[m] = _mm512_setzero_ps();
+    int32_t s[2][GROUP][16] __attribute__((aligned(64)));
+    const size_t xs = (size_t)nb * sizeof(q8_act);
+    int64_t b = 0;
+    for (; b + 1 < nb; b += 2) {
+        _tile_loadd(0, x[b].qs, xs);
+        _tile_loadd(1, w[b].qs, 64);
+        _tile_zero(2);
+        _tile_dpbsud(2, 0, 1);
+        _tile_loadd(4, x[b + 1].qs, xs);
+        _tile_loadd(5, w[b + 1].qs, 64);
+        _tile_zero(3);
+        _tile_dpbsud(3, 4, 5);
+        _tile_stored(2, s[0], 64);
+        block_step(acc, (const int32_t(*)[16])s[0], _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[b].d)),
+                   x + b, nb, 0);
+        _tile_stored(3, s[1], 64);
+        block_step(acc, (const int32_t(*)[16])s[1],
+                   _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[b + 1].d)), x + b + 1, nb, 0);
+    }
+    if (b < nb) {
+        _tile_loadd(0, x[b].qs, xs);
+        _tile_loadd(1, w[b].qs, 64);
+        _tile_zero(2);
+        _tile_dpbsud(2, 0, 1);
+        _tile_stored(2, s[0], 64);
+        block_step(acc, (const int32_t(*)[16])s[0], _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[b].d)),
+                   x + b, nb, 0);
+    }
+    store_rows(acc, y, ldy, valid);
+}
+
+/* The nibbles of a Q4_0 panel block as B wants them, signed (nibble - 8): rows 0-3 hold the
+ * low nibbles (columns 0-15), rows 4-7 the high ones (columns 16-31). With signed weights the
+ * product is exact as it stands: TDPBSSD, no correction. */
+static inline void q4_unpack_b(const q4x16 *wb, int8_t out[QK / 4][64]) {
+    const __m512i m = _mm512_set1_epi8(0x0f), eight = _mm512_set1_epi8(8);
+    for (int j = 0; j < 4; j++) {
+        const __m512i v = _mm512_loadu_si512((const void *)(wb->qs + 64 * j));
+        _mm512_store_si512((void *)out[j], _mm512_sub_epi8(_mm512_and_si512(v, m), eight));
+        _mm512_store_si512((void *)out[j + 4],
+                           _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), m), eight));
+    }
+}
+
+static void q4_group(const q4x16 *w, int64_t nb, const q8_act *x, float *y, int64_t ldy,
+                     int64_t valid) {
+    __m512 acc[GROUP];
+    for (int m = 0; m < GROUP; m++) acc[m] = _mm512_setzero_ps();
+    int32_t s[2][GROUP][16] __attribute__((aligned(64)));
+    int8_t wq[2][QK / 4][64] __attribute__((aligned(64)));
+    const size_t xs = (size_t)nb * sizeof(q8_act);
+    int64_t b = 0;
+    for (; b + 1 < nb; b += 2) {
+        q4_unpack_b(w + b, wq[0]);
+        _tile_loadd(0, x[b].qs, xs);
+        _tile_loadd(1, wq[0], 64);
+        _tile_zero(2);
+        _tile_dpbssd(2, 0, 1);
+        q4_unpack_b(w + b + 1, wq[1]);
+        _tile_loadd(4, x[b + 1].qs, xs);
+        _tile_loadd(5, wq[1], 64);
+        _tile_zero(3);
+        _tile_dpbssd(3, 4, 5);
+        _tile_stored(2, s[0], 64);
+        block_step(acc, (const int32_t(*)[16])s[0], _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[b].d)),
+                   x + b, nb, -1);
+        _tile_stored(3, s[1], 64);
+        block_step(acc, (const int32_t(*)[16])s[1],
+                   _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[b + 1].d)), x + b + 1, nb, -1);
+    }
+    if (b < nb) {
+        q4_unpack_b(w + b, wq[0]);
+        _tile_loadd(0, x[b].qs, xs);
+        _tile_loadd(1, wq[0], 64);
+        _tile_zero(2);
+        _tile_dpbssd(2, 0, 1);
+        _tile_stored(2, s[0], 64);
+        block_step(acc, (const int32_t(*)[16])s[0], _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[b].d)),
+                   x + b, nb, -1);
+    }
+    store_rows(acc, y, ldy, valid);
+}
+
+/* Panels outer, token groups inner: a panel's weights stay in L1/L2 while every group passes. */
+static void panel_run_amx(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
+                          int64_t p1, int64_t n, float *y, int64_t ldy) {
+    const int64_t full = t / GROUP * GROUP;
+    if (full) {
+        tiles_on();
+        for (int64_t p = p0; p < p1; p++)
+            for (int64_t g = 0; g < full; g += GROUP)
+                q8_group(w + p * nb, nb, x + g * nb, y + g * ldy + p * PANEL, ldy, n - p * PANEL);
+        _tile_release();
+    }
+    if (t > full)
+        q8_kernels_avx512vnni.panel_run(w, nb, x + full * nb, t - full, p0, p1, n, y + full * ldy, ldy);
+}
+
+static void q4_panel_run_amx(const q4x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
+                             int64_t p1, int64_t n, float *y, int64_t ldy) {
+    const int64_t full = t / GROUP * GROUP;
+    if (full) {
+        tiles_on();
+        for (int64_t p = p0; p < p1; p++)
+            for (int64_t g = 0; g < full; g += GROUP)
+                q4_group(w + p * nb, nb, x + g * nb, y + g * ldy + p * PANEL, ldy, n - p * PANEL);
+        _tile_release();
+    }
+    if (t > full)
+        q8_kernels_avx512vnni.q4_panel_run(w, nb, x + full * nb, t - full, p0, p1, n, y + full * ldy,
+                                           ldy);
+}
+
+/* Everything else is avx512vnni's (a C initializer cannot copy another table's members). */
+static void quantize_row_amx(const float *x, q8_block *y, int64_t k) {
+    q8_kernels_avx512vnni.quantize_row(x, y, k);
+}
+static void f32_rows_amx(const float *w, int64_t k, const float *x, int64_t r0, int64_t r1, float *y) {
+    q8_kernels_avx512vnni.f32_rows(w, k, x, r0, r1, y);
+}
+static void f32_tile_amx(const float *w, int64_t k, const float *x, int64_t t, int64_t r0, int64_t r1,
+                         float *y, int64_t ldy) {
+    q8_kernels_avx512vnni.f32_tile(w, k, x, t, r0, r1, y, ldy);
+}
+static float dot_f32_amx(const float *a, const float *b, int64_t n) {
+    return q8_kernels_avx512vnni.dot_f32(a, b, n);
+}
+static void axpy_f32_amx(float a, const float *x, float *y, int64_t n) {
+    q8_kernels_avx512vnni.axpy_f32(a, x, y, n);
+}
+
+const q8_kernels q8_kernels_amx = {
+    .name = "amx",
+    .quantize_row = quantize_row_amx,
+    .panel_run = panel_run_amx,
+    .q4_panel_run = q4_panel_run_amx,
+    .f32_rows = f32_rows_amx,
+    .f32_tile = f32_tile_amx,
+    .dot_f32 = dot_f32_amx,
+    .axpy_f32 = axpy_f32_amx,
+};
