@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", "-s", type=int, default=None)
     p.add_argument("--threads", "-t", type=int, default=None, help="default: physical cores")
-    p.add_argument("--quant", choices=["q8_0", "f32"], default="q8_0")
+    p.add_argument("--quant", choices=["q8_0", "q4_0", "q4_0-pure", "f32"], default="q8_0")
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     p.add_argument(

@@ -34,12 +34,11 @@ from .io.config import Fields, read_json
 from .io.hub import resolve
 from .io.safetensors import Checkpoint
 from .io.tokenizer import StreamDecoder, Tokenizer
+from .io.weights import QUANTS, QuantPlan
 from .models.base import Transformer
 from .models.registry import builder_for
 
 log = logging.getLogger("pyrustml")
-
-QUANTS = ("q8_0", "f32")
 
 
 class Timings:
@@ -640,16 +639,22 @@ def _stop_prefix_len(text: str, stops: list[str]) -> int:
 def load(
     source: str,
     *,
-    quant: str = "q8_0",
+    quant: str | QuantPlan = "q8_0",
     threads: int | None = None,
     revision: str | None = None,
 ) -> Model:
     """Load a checkpoint from a local directory or a hub repo id.
 
-    quant="q8_0" quantizes every matrix whose width is a multiple of 32 (GGML Q8_0);
-    quant="f32" keeps full precision (the conformance path)."""
-    if quant not in QUANTS:
-        raise OptionError(f"quant must be one of {QUANTS}, got {quant!r}")
+    quant="q8_0" quantizes every matrix whose width is a multiple of 32 (GGML Q8_0, 8.5 bits a
+    weight); quant="q4_0" uses GGML Q4_0 (4.5 bits) except for the token embedding / tied
+    lm_head, which stay Q8_0 (measured: see the README's quant table); quant="q4_0-pure" makes
+    every matrix Q4_0; quant="f32" keeps full precision (the conformance path). A QuantPlan
+    chooses per weight role."""
+    if not isinstance(quant, QuantPlan):
+        if quant not in QUANTS:
+            raise OptionError(f"quant must be one of {QUANTS}, got {quant!r}")
+        quant = QuantPlan(quant)
+    plan = quant
     t0 = time.perf_counter()
     runtime = RuntimeConfig(threads)
     directory = resolve(source, revision)
@@ -668,7 +673,7 @@ def load(
     tokenizer = Tokenizer(directory)
     ckpt = Checkpoint(directory)
     try:
-        net = build(f, ckpt, quant == "q8_0")
+        net = build(f, ckpt, plan)
     finally:
         ckpt.close()
     if tokenizer.vocab_size > net.vocab_size:
@@ -684,10 +689,10 @@ def load(
     fusions = ", ".join(f"{n} {k.upper() if k == 'qkv' else k} fusions" for k, n in net.fusions.items())
     log.debug(
         "loaded %s (%s): %d %s layers in %d matrices, %s; %d threads, kernels %s; %.0f ms",
-        model_type, quant, net.n_projections, quant.upper(), net.n_matrices, fusions, runtime.threads,
+        model_type, plan.name, net.n_projections, plan.name.upper(), net.n_matrices, fusions, runtime.threads,
         _isa(), load_ms,
     )  # fmt: skip
-    model = Model(net, tokenizer, directory, quant, gen_cfg, tok_cfg, runtime, load_ms)
+    model = Model(net, tokenizer, directory, plan.name, gen_cfg, tok_cfg, runtime, load_ms)
     model.warmup_ms = warmup_ms
     return model
 

@@ -23,7 +23,7 @@ def caches(model: pyrustml.Model) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("name", ["gpt2-tiny-hf", "gemma3-tiny"])
-@pytest.mark.parametrize("quant", ["q8_0", "f32"])
+@pytest.mark.parametrize("quant", ["q8_0", "q4_0", "q4_0-pure", "f32"])
 def test_plan_step_is_bitwise_the_row_ops_step(name: str, quant: str) -> None:
     """Same prompt, then the same token at the same position: once through the plan, once
     through RowOps with one row. Hidden state and every cache must agree to the bit."""

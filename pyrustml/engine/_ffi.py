@@ -14,7 +14,7 @@ import cffi
 
 from ..errors import LibraryError
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 
 
 def _cdef_text(header: str) -> str:

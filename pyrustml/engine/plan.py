@@ -212,7 +212,9 @@ class DecodePlan(Ops):
 
     def embed(self, emb: Embedding, y: Any) -> None:
         table = emb.table
-        kind = lib.Q8_OP_EMBED_Q8 if table.quantized else lib.Q8_OP_EMBED_F32
+        kind = (
+            lib.Q8_OP_EMBED_Q4 if table.q4 else lib.Q8_OP_EMBED_Q8 if table.quantized else lib.Q8_OP_EMBED_F32
+        )
         self._add(kind, [table.w_ptr], y, [table.n, table.k], [])
 
     def add_pos_row(self, table: Any, rows: int, n: int, x: Any, y: Any) -> None:
@@ -228,7 +230,7 @@ class DecodePlan(Ops):
         self._add(lib.Q8_OP_RMSNORM, [x, w], y, [rows, n], [eps, offset])
 
     def matmul(self, m: Linear, x: Any, y: Any) -> None:
-        kind = lib.Q8_OP_GEMV_Q8 if m.quantized else lib.Q8_OP_GEMV_F32
+        kind = lib.Q8_OP_GEMV_Q4 if m.q4 else lib.Q8_OP_GEMV_Q8 if m.quantized else lib.Q8_OP_GEMV_F32
         self._add(kind, [m.w_ptr, x, m.b_ptr], y, [m.n, m.k], [])
 
     def rope(self, x: Any, heads: int, head_dim: int, theta: float) -> None:

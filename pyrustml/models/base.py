@@ -163,7 +163,9 @@ class Transformer(ABC):
         """Logits of one row of `final`, in the model's reused buffer (copy to keep)."""
         x = self.final_ptr + row * self.hidden_size
         h = self.lm_head
-        if h.quantized:
+        if h.q4:
+            rc = lib.q8_q4_lmhead(h.w_ptr, h.n, h.k, x, self.logits_ptr)
+        elif h.quantized:
             rc = lib.q8_lmhead(h.w_ptr, h.n, h.k, x, self.logits_ptr)
         else:
             rc = lib.q8_lmhead_f32(h.w_ptr, h.n, h.k, x, self.logits_ptr)
@@ -178,7 +180,9 @@ class Transformer(ABC):
         x = self.final_ptr + row * self.hidden_size
         h = self.lm_head
         idx, val = self._argmax_idx, self._argmax_val
-        if h.quantized:
+        if h.q4:
+            rc = lib.q8_q4_lmhead_argmax(h.w_ptr, h.n, h.k, x, idx, val)
+        elif h.quantized:
             rc = lib.q8_lmhead_argmax(h.w_ptr, h.n, h.k, x, idx, val)
         else:
             rc = lib.q8_lmhead_argmax_f32(h.w_ptr, h.n, h.k, x, idx, val)

@@ -25,7 +25,7 @@ from ..engine.plan import Ops
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..io.config import FLOAT_MAX, MAX_LAYERS, Fields
 from ..io.safetensors import Checkpoint
-from ..io.weights import load_fused, load_linear, vector
+from ..io.weights import QuantPlan, load_fused, load_linear, vector
 from .base import PREFILL_CHUNK, Transformer
 
 SLIDING = "sliding_attention"
@@ -141,7 +141,7 @@ class Gemma3(Transformer):
     ptr: dict[str, Any]
     embed_scale: float
 
-    def __init__(self, f: Fields, ckpt: Checkpoint, quantize: bool) -> None:
+    def __init__(self, f: Fields, ckpt: Checkpoint, plan: QuantPlan) -> None:
         cfg = Gemma3Config(f)
         self.cfg = cfg
         arena = WeightArena()  # every Q8_0 matrix in huge-page slabs, in load order
@@ -163,13 +163,20 @@ class Gemma3(Transformer):
             cfg.vocab,
             D,
             transposed=False,
-            quantize=quantize,
+            fmt=plan.fmt("embed"),
             arena=arena,
         )
         self.lm_head = self.embed_table
         if "lm_head.weight" in names:
             self.lm_head = load_linear(
-                ckpt, "lm_head.weight", None, cfg.vocab, D, transposed=False, quantize=quantize, arena=arena
+                ckpt,
+                "lm_head.weight",
+                None,
+                cfg.vocab,
+                D,
+                transposed=False,
+                fmt=plan.fmt("lm_head"),
+                arena=arena,
             )
         self.embed = Embedding(self.embed_table)
         # The embedding is scaled by sqrt(hidden) rounded to float32, as transformers does.
@@ -188,7 +195,7 @@ class Gemma3(Transformer):
                 [n + "self_attn.q_proj.weight", n + "self_attn.k_proj.weight", n + "self_attn.v_proj.weight"],
                 [H * hd, KV * hd, KV * hd],
                 D,
-                quantize=quantize,
+                fmt=plan.fmt("matrix"),
                 arena=arena,
             )
             L.o = load_linear(
@@ -198,7 +205,7 @@ class Gemma3(Transformer):
                 D,
                 H * hd,
                 transposed=False,
-                quantize=quantize,
+                fmt=plan.fmt("attn_out"),
                 arena=arena,
             )
             L.gate_up = load_fused(
@@ -206,7 +213,7 @@ class Gemma3(Transformer):
                 [n + "mlp.gate_proj.weight", n + "mlp.up_proj.weight"],
                 [FF, FF],
                 D,
-                quantize=quantize,
+                fmt=plan.fmt("matrix"),
                 arena=arena,
             )
             L.down = load_linear(
@@ -216,7 +223,7 @@ class Gemma3(Transformer):
                 D,
                 FF,
                 transposed=False,
-                quantize=quantize,
+                fmt=plan.fmt("matrix"),
                 arena=arena,
             )
             L.norms = {
@@ -323,5 +330,5 @@ class Gemma3(Transformer):
         ops.mark_norm()
 
 
-def build(f: Fields, ckpt: Checkpoint, quantize: bool) -> Transformer:
-    return Gemma3(f, ckpt, quantize)
+def build(f: Fields, ckpt: Checkpoint, plan: QuantPlan) -> Transformer:
+    return Gemma3(f, ckpt, plan)

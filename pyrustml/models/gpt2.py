@@ -21,7 +21,7 @@ from ..engine.plan import Ops
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..io.config import MAX_LAYERS, Fields
 from ..io.safetensors import Checkpoint
-from ..io.weights import load_linear, matrix_f32, vector
+from ..io.weights import QuantPlan, load_linear, matrix_f32, vector
 from .base import PREFILL_CHUNK, Transformer
 
 # Config flags that change the computation and that we do not implement: refused, never ignored.
@@ -102,7 +102,7 @@ class GPT2(Transformer):
     ff: np.ndarray
     ptr: dict[str, Any]
 
-    def __init__(self, f: Fields, ckpt: Checkpoint, quantize: bool) -> None:
+    def __init__(self, f: Fields, ckpt: Checkpoint, plan: QuantPlan) -> None:
         cfg = GPT2Config(f)
         self.cfg = cfg
         arena = WeightArena()  # every Q8_0 matrix in huge-page slabs, in load order
@@ -118,12 +118,12 @@ class GPT2(Transformer):
         D, V, P, F = cfg.n_embd, cfg.vocab_size, cfg.n_positions, cfg.n_inner
         # Token embedding, also the lm_head (tied) unless the checkpoint carries its own.
         self.wte = load_linear(
-            ckpt, pre + "wte.weight", None, V, D, transposed=False, quantize=quantize, arena=arena
+            ckpt, pre + "wte.weight", None, V, D, transposed=False, fmt=plan.fmt("embed"), arena=arena
         )
         self.lm_head = self.wte
         if "lm_head.weight" in names:
             self.lm_head = load_linear(
-                ckpt, "lm_head.weight", None, V, D, transposed=False, quantize=quantize, arena=arena
+                ckpt, "lm_head.weight", None, V, D, transposed=False, fmt=plan.fmt("lm_head"), arena=arena
             )
         self.embed = Embedding(self.wte)
         self.wpe = matrix_f32(ckpt, pre + "wpe.weight", (P, D))
@@ -143,7 +143,7 @@ class GPT2(Transformer):
                 3 * D,
                 D,
                 transposed=True,
-                quantize=quantize,
+                fmt=plan.fmt("matrix"),
                 arena=arena,
             )
             b.proj = load_linear(
@@ -153,7 +153,7 @@ class GPT2(Transformer):
                 D,
                 D,
                 transposed=True,
-                quantize=quantize,
+                fmt=plan.fmt("attn_out"),
                 arena=arena,
             )
             b.ln2_w = vector(ckpt, n + "ln_2.weight", D)
@@ -165,7 +165,7 @@ class GPT2(Transformer):
                 F,
                 D,
                 transposed=True,
-                quantize=quantize,
+                fmt=plan.fmt("matrix"),
                 arena=arena,
             )
             b.fc_proj = load_linear(
@@ -175,7 +175,7 @@ class GPT2(Transformer):
                 D,
                 F,
                 transposed=True,
-                quantize=quantize,
+                fmt=plan.fmt("matrix"),
                 arena=arena,
             )
             b.kv = KVCache(H, P, hd, f"layer {i}")
@@ -264,5 +264,5 @@ class GPT2(Transformer):
         ops.mark_norm()
 
 
-def build(f: Fields, ckpt: Checkpoint, quantize: bool) -> Transformer:
-    return GPT2(f, ckpt, quantize)
+def build(f: Fields, ckpt: Checkpoint, plan: QuantPlan) -> Transformer:
+    return GPT2(f, ckpt, plan)

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from ..errors import UnsupportedModelError
 from ..io.config import Fields
 from ..io.safetensors import Checkpoint
+from ..io.weights import QuantPlan
 from . import gemma3, gpt2
 from .base import Transformer
 
-Builder = Callable[[Fields, Checkpoint, bool], Transformer]
+Builder = Callable[[Fields, Checkpoint, QuantPlan], Transformer]
 
 REGISTRY: dict[str, Builder] = {
     "gpt2": gpt2.build,
