@@ -8,6 +8,7 @@
  * bitwise equal to every other path. Tokens past the last full group of 16 (and calls with
  * fewer than 16) go to the avx512vnni kernels, which compute the same bits. */
 #include <immintrin.h>
+#include <stdlib.h>
 #include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -134,23 +135,21 @@ static inline void q4_unpack_b(const q4x16 *wb, int8_t out[QK / 4][64]) {
     }
 }
 
-static void q4_group(const q4x16 *w, int64_t nb, const q8_act *x, float *y, int64_t ldy,
-                     int64_t valid) {
+/* One Q4_0 panel x 16 tokens, its blocks already unpacked (wq: nb x 512 bytes, see above). */
+static void q4_group(const q4x16 *w, const int8_t (*wq)[QK / 4][64], int64_t nb, const q8_act *x, float *y,
+                     int64_t ldy, int64_t valid) {
     __m512 acc[GROUP];
     for (int m = 0; m < GROUP; m++) acc[m] = _mm512_setzero_ps();
     int32_t s[2][GROUP][16] __attribute__((aligned(64)));
-    int8_t wq[2][QK / 4][64] __attribute__((aligned(64)));
     const size_t xs = (size_t)nb * sizeof(q8_act);
     int64_t b = 0;
     for (; b + 1 < nb; b += 2) {
-        q4_unpack_b(w + b, wq[0]);
         _tile_loadd(0, x[b].qs, xs);
-        _tile_loadd(1, wq[0], 64);
+        _tile_loadd(1, wq[b], 64);
         _tile_zero(2);
         _tile_dpbssd(2, 0, 1);
-        q4_unpack_b(w + b + 1, wq[1]);
         _tile_loadd(4, x[b + 1].qs, xs);
-        _tile_loadd(5, wq[1], 64);
+        _tile_loadd(5, wq[b + 1], 64);
         _tile_zero(3);
         _tile_dpbssd(3, 4, 5);
         _tile_stored(2, s[0], 64);
@@ -161,9 +160,8 @@ static void q4_group(const q4x16 *w, int64_t nb, const q8_act *x, float *y, int6
                    _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[b + 1].d)), x + b + 1, nb, -1);
     }
     if (b < nb) {
-        q4_unpack_b(w + b, wq[0]);
         _tile_loadd(0, x[b].qs, xs);
-        _tile_loadd(1, wq[0], 64);
+        _tile_loadd(1, wq[b], 64);
         _tile_zero(2);
         _tile_dpbssd(2, 0, 1);
         _tile_stored(2, s[0], 64);
@@ -190,14 +188,22 @@ static void panel_run_amx(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t
 
 static void q4_panel_run_amx(const q4x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
                              int64_t p1, int64_t n, float *y, int64_t ldy) {
-    const int64_t full = t / GROUP * GROUP;
+    int64_t full = t / GROUP * GROUP;
+    /* A panel's nibbles are unpacked once for all of its token groups (nb x 512 bytes); without
+     * that memory the avx512vnni kernels take every token (same bits). */
+    int8_t (*wq)[QK / 4][64] = full ? aligned_alloc(64, (size_t)nb * sizeof *wq) : NULL;
+    if (!wq) full = 0;
     if (full) {
         tiles_on();
-        for (int64_t p = p0; p < p1; p++)
+        for (int64_t p = p0; p < p1; p++) {
+            for (int64_t b = 0; b < nb; b++) q4_unpack_b(w + p * nb + b, wq[b]);
             for (int64_t g = 0; g < full; g += GROUP)
-                q4_group(w + p * nb, nb, x + g * nb, y + g * ldy + p * PANEL, ldy, n - p * PANEL);
+                q4_group(w + p * nb, (const int8_t(*)[QK / 4][64])wq, nb, x + g * nb, y + g * ldy + p * PANEL, ldy,
+                         n - p * PANEL);
+        }
         _tile_release();
     }
+    free(wq);
     if (t > full)
         q8_kernels_avx512vnni.q4_panel_run(w, nb, x + full * nb, t - full, p0, p1, n, y + full * ldy,
                                            ldy);
