@@ -65,17 +65,42 @@ static void tiles_on(void) {
 
 #define GROUP 16 /* tokens per tile */
 
+/* 16 tokens' activation block b, as the tiles and the float steps read it: the quants of the
+ * 16 tokens contiguous (one 512-byte tile load, instead of 16 rows nb * 40 bytes apart), then
+ * their scales and offset sums. */
+typedef struct {
+    int8_t qs[GROUP][QK];
+    float d[GROUP];
+    int32_t nsum[GROUP];
+} act_group;
+static_assert(sizeof(act_group) == 640, "act_group is 640 bytes");
+
+/* Tokens [0, groups * 16) of x (nb blocks each) regrouped: element g * nb + b. */
+static act_group *group_acts(const q8_act *x, int64_t nb, int64_t groups) {
+    act_group *out = aligned_alloc(64, (size_t)(groups * nb) * sizeof *out);
+    if (!out) return NULL;
+    for (int64_t g = 0; g < groups; g++)
+        for (int m = 0; m < GROUP; m++)
+            for (int64_t b = 0; b < nb; b++) {
+                const q8_act *a = x + (g * GROUP + m) * nb + b;
+                act_group *o = out + g * nb + b;
+                memcpy(o->qs[m], a->qs, QK);
+                o->d[m] = a->d;
+                o->nsum[m] = a->nsum;
+            }
+    return out;
+}
+
 /* The reference's float step for one block of 16 tokens x 16 rows: s (int32, token-major, as
- * tile-stored) plus the token's offset correction, then acc = fmaf(dw * dx, (float)s, acc). */
+ * tile-stored) plus the token's offset correction (Q8_0 only), then
+ * acc = fmaf(dw * dx, (float)s, acc). */
 static inline __attribute__((always_inline)) void
-block_step(__m512 acc[GROUP], const int32_t s[GROUP][16], __m512 dw, const q8_act *x, int64_t nb,
-           int shift) {
+block_step(__m512 acc[GROUP], const int32_t s[GROUP][16], __m512 dw, const act_group *a, const int q4) {
 #pragma GCC unroll 16
     for (int m = 0; m < GROUP; m++) {
-        const q8_act *a = x + m * nb;
-        __m512i si = _mm512_loadu_si512((const void *)s[m]);
-        if (shift >= 0) si = _mm512_add_epi32(si, _mm512_set1_epi32(a->nsum >> shift));
-        const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(a->d));
+        __m512i si = _mm512_load_si512((const void *)s[m]);
+        if (!q4) si = _mm512_add_epi32(si, _mm512_set1_epi32(a->nsum[m]));
+        const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(a->d[m]));
         acc[m] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(si), acc[m]);
     }
 }
@@ -85,46 +110,63 @@ static inline void store_rows(const __m512 acc[GROUP], float *y, int64_t ldy, in
     for (int m = 0; m < GROUP; m++) _mm512_mask_storeu_ps(y + m * ldy, k, acc[m]);
 }
 
-/* One Q8_0 panel (nb blocks) x 16 tokens. The stored weights are q + 128 (unsigned), the
- * activations signed: TDPBSUD, and -128 * sum(x) (q8_act.nsum) takes the offset out. */
-static void q8_group(const q8x16 *w, int64_t nb, const q8_act *x, float *y, int64_t ldy,
-                     int64_t valid) {
+/* The block products of one panel x 16 tokens, software-pipelined: the tile products of blocks
+ * b, b + 1 are issued, then the float steps of b - 2, b - 1 read what the previous round stored,
+ * then b, b + 1 are stored; so no float step waits for the tile store just before it.
+ * Q8_0 (q4 = 0): B is the panel block as stored (q + 128, unsigned): TDPBSUD, and the sum
+ * takes -128 * sum(x) (q8_act.nsum) to remove the offset. Q4_0 (q4 = 1): B comes from wq, the
+ * panel's blocks unpacked to signed nibble - 8: TDPBSSD, exact as it stands. */
+static inline __attribute__((always_inline)) void
+group_run(const q8x16 *w8, const q4x16 *w4, const int8_t (*wq)[QK / 4][64], int64_t nb, const act_group *x,
+          float *y, int64_t ldy, int64_t valid, const int q4) {
     __m512 acc[GROUP];
     for (int m = 0; m < GROUP; m++) acc[m] = _mm512_setzero_ps();
     int32_t s[2][GROUP][16] __attribute__((aligned(64)));
-    const size_t xs = (size_t)nb * sizeof(q8_act);
-    int64_t b = 0;
-    for (; b + 1 < nb; b += 2) {
-        _tile_loadd(0, x[b].qs, xs);
-        _tile_loadd(1, w[b].qs, 64);
-        _tile_zero(2);
-        _tile_dpbsud(2, 0, 1);
-        _tile_loadd(4, x[b + 1].qs, xs);
-        _tile_loadd(5, w[b + 1].qs, 64);
-        _tile_zero(3);
-        _tile_dpbsud(3, 4, 5);
+#define B_OF(b) (q4 ? (const void *)wq[b] : (const void *)w8[b].qs)
+#define DW_OF(b) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(q4 ? w4[b].d : w8[b].d)))
+#define ISSUE(C, A, B, b)                                                                      \
+    do {                                                                                       \
+        _tile_loadd(A, x[b].qs, QK);                                                           \
+        _tile_loadd(B, B_OF(b), 64);                                                           \
+        _tile_zero(C);                                                                         \
+        if (q4) _tile_dpbssd(C, A, B);                                                         \
+        else _tile_dpbsud(C, A, B);                                                            \
+    } while (0)
+    const int64_t pairs = nb / 2;
+    for (int64_t i = 0; i < pairs; i++) {
+        const int64_t b = 2 * i;
+        ISSUE(2, 0, 1, b);
+        ISSUE(3, 4, 5, b + 1);
+        if (i > 0) {
+            block_step(acc, (const int32_t(*)[16])s[0], DW_OF(b - 2), x + b - 2, q4);
+            block_step(acc, (const int32_t(*)[16])s[1], DW_OF(b - 1), x + b - 1, q4);
+        }
         _tile_stored(2, s[0], 64);
-        block_step(acc, (const int32_t(*)[16])s[0], _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[b].d)),
-                   x + b, nb, 0);
         _tile_stored(3, s[1], 64);
-        block_step(acc, (const int32_t(*)[16])s[1],
-                   _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[b + 1].d)), x + b + 1, nb, 0);
     }
-    if (b < nb) {
-        _tile_loadd(0, x[b].qs, xs);
-        _tile_loadd(1, w[b].qs, 64);
-        _tile_zero(2);
-        _tile_dpbsud(2, 0, 1);
+    if (pairs > 0) {
+        const int64_t b = 2 * pairs;
+        block_step(acc, (const int32_t(*)[16])s[0], DW_OF(b - 2), x + b - 2, q4);
+        block_step(acc, (const int32_t(*)[16])s[1], DW_OF(b - 1), x + b - 1, q4);
+    }
+    if (nb % 2) {
+        const int64_t b = nb - 1;
+        ISSUE(2, 0, 1, b);
         _tile_stored(2, s[0], 64);
-        block_step(acc, (const int32_t(*)[16])s[0], _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[b].d)),
-                   x + b, nb, 0);
+        block_step(acc, (const int32_t(*)[16])s[0], DW_OF(b), x + b, q4);
     }
+#undef ISSUE
+#undef DW_OF
+#undef B_OF
     store_rows(acc, y, ldy, valid);
 }
 
+static void q8_group(const q8x16 *w, int64_t nb, const act_group *x, float *y, int64_t ldy, int64_t valid) {
+    group_run(w, NULL, NULL, nb, x, y, ldy, valid, 0);
+}
+
 /* The nibbles of a Q4_0 panel block as B wants them, signed (nibble - 8): rows 0-3 hold the
- * low nibbles (columns 0-15), rows 4-7 the high ones (columns 16-31). With signed weights the
- * product is exact as it stands: TDPBSSD, no correction. */
+ * low nibbles (columns 0-15), rows 4-7 the high ones (columns 16-31). */
 static inline void q4_unpack_b(const q4x16 *wb, int8_t out[QK / 4][64]) {
     const __m512i m = _mm512_set1_epi8(0x0f), eight = _mm512_set1_epi8(8);
     for (int j = 0; j < 4; j++) {
@@ -135,53 +177,27 @@ static inline void q4_unpack_b(const q4x16 *wb, int8_t out[QK / 4][64]) {
     }
 }
 
-/* One Q4_0 panel x 16 tokens, its blocks already unpacked (wq: nb x 512 bytes, see above). */
-static void q4_group(const q4x16 *w, const int8_t (*wq)[QK / 4][64], int64_t nb, const q8_act *x, float *y,
+static void q4_group(const q4x16 *w, const int8_t (*wq)[QK / 4][64], int64_t nb, const act_group *x, float *y,
                      int64_t ldy, int64_t valid) {
-    __m512 acc[GROUP];
-    for (int m = 0; m < GROUP; m++) acc[m] = _mm512_setzero_ps();
-    int32_t s[2][GROUP][16] __attribute__((aligned(64)));
-    const size_t xs = (size_t)nb * sizeof(q8_act);
-    int64_t b = 0;
-    for (; b + 1 < nb; b += 2) {
-        _tile_loadd(0, x[b].qs, xs);
-        _tile_loadd(1, wq[b], 64);
-        _tile_zero(2);
-        _tile_dpbssd(2, 0, 1);
-        _tile_loadd(4, x[b + 1].qs, xs);
-        _tile_loadd(5, wq[b + 1], 64);
-        _tile_zero(3);
-        _tile_dpbssd(3, 4, 5);
-        _tile_stored(2, s[0], 64);
-        block_step(acc, (const int32_t(*)[16])s[0], _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[b].d)),
-                   x + b, nb, -1);
-        _tile_stored(3, s[1], 64);
-        block_step(acc, (const int32_t(*)[16])s[1],
-                   _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[b + 1].d)), x + b + 1, nb, -1);
-    }
-    if (b < nb) {
-        _tile_loadd(0, x[b].qs, xs);
-        _tile_loadd(1, wq[b], 64);
-        _tile_zero(2);
-        _tile_dpbssd(2, 0, 1);
-        _tile_stored(2, s[0], 64);
-        block_step(acc, (const int32_t(*)[16])s[0], _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[b].d)),
-                   x + b, nb, -1);
-    }
-    store_rows(acc, y, ldy, valid);
+    group_run(NULL, w, wq, nb, x, y, ldy, valid, 1);
 }
 
-/* Panels outer, token groups inner: a panel's weights stay in L1/L2 while every group passes. */
+/* Panels outer, token groups inner: a panel's weights stay in L1/L2 while every group passes.
+ * Without memory for the regrouped activations (or the unpacked nibbles) the avx512vnni kernels
+ * take every token: the same bits. */
 static void panel_run_amx(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
                           int64_t p1, int64_t n, float *y, int64_t ldy) {
-    const int64_t full = t / GROUP * GROUP;
+    int64_t full = t / GROUP * GROUP;
+    act_group *xg = full ? group_acts(x, nb, full / GROUP) : NULL;
+    if (!xg) full = 0;
     if (full) {
         tiles_on();
         for (int64_t p = p0; p < p1; p++)
-            for (int64_t g = 0; g < full; g += GROUP)
-                q8_group(w + p * nb, nb, x + g * nb, y + g * ldy + p * PANEL, ldy, n - p * PANEL);
+            for (int64_t g = 0; g < full / GROUP; g++)
+                q8_group(w + p * nb, nb, xg + g * nb, y + g * GROUP * ldy + p * PANEL, ldy, n - p * PANEL);
         _tile_release();
     }
+    free(xg);
     if (t > full)
         q8_kernels_avx512vnni.panel_run(w, nb, x + full * nb, t - full, p0, p1, n, y + full * ldy, ldy);
 }
@@ -189,21 +205,22 @@ static void panel_run_amx(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t
 static void q4_panel_run_amx(const q4x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
                              int64_t p1, int64_t n, float *y, int64_t ldy) {
     int64_t full = t / GROUP * GROUP;
-    /* A panel's nibbles are unpacked once for all of its token groups (nb x 512 bytes); without
-     * that memory the avx512vnni kernels take every token (same bits). */
+    /* A panel's nibbles are unpacked once for all of its token groups (nb x 512 bytes). */
     int8_t (*wq)[QK / 4][64] = full ? aligned_alloc(64, (size_t)nb * sizeof *wq) : NULL;
-    if (!wq) full = 0;
+    act_group *xg = wq ? group_acts(x, nb, full / GROUP) : NULL;
+    if (!xg) full = 0;
     if (full) {
         tiles_on();
         for (int64_t p = p0; p < p1; p++) {
             for (int64_t b = 0; b < nb; b++) q4_unpack_b(w + p * nb + b, wq[b]);
-            for (int64_t g = 0; g < full; g += GROUP)
-                q4_group(w + p * nb, (const int8_t(*)[QK / 4][64])wq, nb, x + g * nb, y + g * ldy + p * PANEL, ldy,
-                         n - p * PANEL);
+            for (int64_t g = 0; g < full / GROUP; g++)
+                q4_group(w + p * nb, (const int8_t(*)[QK / 4][64])wq, nb, xg + g * nb, y + g * GROUP * ldy + p * PANEL,
+                         ldy, n - p * PANEL);
         }
         _tile_release();
     }
     free(wq);
+    free(xg);
     if (t > full)
         q8_kernels_avx512vnni.q4_panel_run(w, nb, x + full * nb, t - full, p0, p1, n, y + full * ldy,
                                            ldy);
