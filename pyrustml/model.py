@@ -647,7 +647,8 @@ def load(
 
     quant="q8_0" quantizes every matrix whose width is a multiple of 32 (GGML Q8_0, 8.5 bits a
     weight); quant="q4_0" uses GGML Q4_0 (4.5 bits) except for the token embedding / tied
-    lm_head, which stay Q8_0 (measured: see the README's quant table); quant="q4_0-pure" makes
+    lm_head and the attention output projections, which stay Q8_0 (measured: see the README's
+    quant table); quant="q4_0-pure" makes
     every matrix Q4_0; quant="f32" keeps full precision (the conformance path). A QuantPlan
     chooses per weight role."""
     if not isinstance(quant, QuantPlan):

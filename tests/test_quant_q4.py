@@ -47,20 +47,20 @@ def fmt(lin: Linear) -> str:
 
 
 @pytest.mark.parametrize("name", ["gpt2-tiny-hf", "gemma3-tiny"])
-def test_q4_0_keeps_the_embedding_at_q8_0_and_pure_makes_everything_q4_0(name: str) -> None:
+def test_q4_0_keeps_embedding_and_attention_output_at_q8_0_and_pure_makes_everything_q4_0(name: str) -> None:
     for quant in ("q4_0", "q4_0-pure"):
         m = pyrustml.load(str(FIX / name), quant=quant)
         assert m.quant == quant
         for role, lin in linears(m).items():
-            keep = quant == "q4_0" and role.split(".")[0] in ("embed", "lm_head")
+            keep = quant == "q4_0" and role.split(".")[0] in ("embed", "lm_head", "attn_out")
             assert fmt(lin) == ("q8_0" if keep else "q4_0"), (quant, role)
 
 
 def test_a_quant_plan_chooses_per_role() -> None:
-    plan = QuantPlan("q4_0", keep_q8=("embed", "attn_out"))
+    plan = QuantPlan("q4_0", keep_q8=("embed",))
     m = pyrustml.load(str(FIX / "gpt2-tiny-hf"), quant=plan)
     for role, lin in linears(m).items():
-        assert fmt(lin) == ("q8_0" if role.split(".")[0] in ("embed", "attn_out") else "q4_0"), role
+        assert fmt(lin) == ("q8_0" if role.split(".")[0] == "embed" else "q4_0"), role
     with pytest.raises(OptionError, match="role"):
         QuantPlan("q4_0", keep_q8=("mlp",))
     with pytest.raises(OptionError, match="quant must be one of"):
