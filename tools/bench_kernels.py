@@ -736,6 +736,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += section
     cpu = load.report()
 
+    q4 = args.quant == "q4_0"
+    gemv_name, gemm_name = ("q8_q4_gemv", "q8_q4_gemm") if q4 else ("q8_gemv", "q8_gemm")
+    block = FORMATS[args.quant].block_bytes
     header = [
         f"# libq8 kernel benchmark ({args.quant.upper()} weights)",
         "",
@@ -750,11 +753,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"THP: {thp_setting()}",
         "- read-bandwidth probe (GB/s, best pass of all pool threads, before / after the shapes): "
         + "; ".join(f"{p.threads} thread(s): {p.gbs_before:.1f} / {p.gbs_after:.1f}" for p in probes),
-        "- GEMV: raw cffi q8_gemv, one timed call per sample, "
+        f"- GEMV: raw cffi {gemv_name}, one timed call per sample, "
         + (f"{args.reps} samples" if args.reps is not None else f"target {target} s")
-        + " per shape; GB/s = N*K/32*34 bytes / median; % of probe against the better probe of that "
+        + f" per shape; GB/s = N*K/32*{block} bytes / median; % of probe against the better probe of that "
         "thread count (a soft ceiling: a kernel can beat the probe's SSE loop by a few %)",
-        f"- GEMM64: one q8_gemm over {T_PREFILL} tokens vs {T_PREFILL} separate q8_gemv calls (same rows, "
+        f"- GEMM64: one {gemm_name} over {T_PREFILL} tokens vs {T_PREFILL} separate {gemv_name} calls "
+        "(same rows, "
         f"same rotation); speedup = per-token throughput ratio (target >= {SPEEDUP_TARGET:.0f}x); "
         f"GMAC/s = {T_PREFILL}*N*K / GEMM median",
         f"- flags: **<85%** = at least {BIG_WEIGHTS} weights and below {LOW_PCT:.0f}% of the probe; "
@@ -776,7 +780,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     big = [t for t in args.ts if t >= 64]
     if gemm_rows:
         header.append(
-            f"- GEMM(t): ratio = q8_gemm over t tokens / one q8_gemv (same rounds, median of "
+            f"- GEMM(t): ratio = {gemm_name} over t tokens / one {gemv_name} (same rounds, median of "
             f"{args.gemm_rounds} rounds); GMAC/s = t*N*K / median; peak = {MAC_PER_CYCLE:.0f} "
             f"MAC/cycle/core x {args.clock_ghz} GHz x threads"
         )
