@@ -36,9 +36,9 @@ int q8_amx_usable(void) {
     return (perm >> XFEATURE_XTILEDATA) & 1;
 }
 
-/* Tile registers: A (activations) 0 and 4, B (weights) 1 and 5, C (int32 results) 2 and 3;
- * even blocks use the first of each pair, odd blocks the second, so that the loads of one
- * block do not wait for the product of the previous one. */
+/* Tile registers: A (activations) 0 and 4, B (weights) 1 and 5, C (int32 results) 2, 3, 6, 7;
+ * consecutive blocks alternate A/B pairs, so that the loads of one block do not wait for the
+ * product of the previous one, and four C tiles keep four products in flight. */
 typedef struct {
     uint8_t palette;
     uint8_t start_row;
@@ -52,12 +52,12 @@ static void tiles_on(void) {
     tilecfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
-    static const int A[2] = {0, 4}, B[2] = {1, 5}, C[2] = {2, 3};
+    static const int A[2] = {0, 4}, B[2] = {1, 5}, C[4] = {2, 3, 6, 7};
     for (int i = 0; i < 2; i++) {
         cfg.rows[A[i]] = 16, cfg.colsb[A[i]] = QK;      /* 16 tokens x one block's 32 quants */
         cfg.rows[B[i]] = QK / 4, cfg.colsb[B[i]] = 64;  /* 8 groups of 4 columns x 16 rows */
-        cfg.rows[C[i]] = 16, cfg.colsb[C[i]] = 64;      /* 16 tokens x 16 rows of int32 */
     }
+    for (int i = 0; i < 4; i++) cfg.rows[C[i]] = 16, cfg.colsb[C[i]] = 64; /* 16 x 16 int32 */
     /* gcc 12's _tile_loadconfig tells the compiler it reads 8 bytes, so the stores above may be
      * dropped; this operand is the whole struct. */
     __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
@@ -111,8 +111,9 @@ static inline void store_rows(const __m512 acc[GROUP], float *y, int64_t ldy, in
 }
 
 /* The block products of one panel x 16 tokens, software-pipelined: the tile products of blocks
- * b, b + 1 are issued, then the float steps of b - 2, b - 1 read what the previous round stored,
- * then b, b + 1 are stored; so no float step waits for the tile store just before it.
+ * b .. b + 3 are issued (four C tiles in flight), then the float steps of b - 4 .. b - 1 read
+ * what the previous round stored, then b .. b + 3 are stored; so no float step waits for the
+ * tile store just before it, and the tile unit has four independent products to overlap.
  * Q8_0 (q4 = 0): B is the panel block as stored (q + 128, unsigned): TDPBSUD, and the sum
  * takes -128 * sum(x) (q8_act.nsum) to remove the offset. Q4_0 (q4 = 1): B comes from wq, the
  * panel's blocks unpacked to signed nibble - 8: TDPBSSD, exact as it stands. */
@@ -121,7 +122,7 @@ group_run(const q8x16 *w8, const q4x16 *w4, const int8_t (*wq)[QK / 4][64], int6
           float *y, int64_t ldy, int64_t valid, const int q4) {
     __m512 acc[GROUP];
     for (int m = 0; m < GROUP; m++) acc[m] = _mm512_setzero_ps();
-    int32_t s[2][GROUP][16] __attribute__((aligned(64)));
+    int32_t s[4][GROUP][16] __attribute__((aligned(64)));
 #define B_OF(b) (q4 ? (const void *)wq[b] : (const void *)w8[b].qs)
 #define DW_OF(b) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(q4 ? w4[b].d : w8[b].d)))
 #define ISSUE(C, A, B, b)                                                                      \
@@ -132,29 +133,38 @@ group_run(const q8x16 *w8, const q4x16 *w4, const int8_t (*wq)[QK / 4][64], int6
         if (q4) _tile_dpbssd(C, A, B);                                                         \
         else _tile_dpbsud(C, A, B);                                                            \
     } while (0)
-    const int64_t pairs = nb / 2;
-    for (int64_t i = 0; i < pairs; i++) {
-        const int64_t b = 2 * i;
+#define STEP(i, b) block_step(acc, (const int32_t(*)[16])s[i], DW_OF(b), x + (b), q4)
+    const int64_t quads = nb / 4;
+    for (int64_t i = 0; i < quads; i++) {
+        const int64_t b = 4 * i;
         ISSUE(2, 0, 1, b);
         ISSUE(3, 4, 5, b + 1);
+        ISSUE(6, 0, 1, b + 2);
+        ISSUE(7, 4, 5, b + 3);
         if (i > 0) {
-            block_step(acc, (const int32_t(*)[16])s[0], DW_OF(b - 2), x + b - 2, q4);
-            block_step(acc, (const int32_t(*)[16])s[1], DW_OF(b - 1), x + b - 1, q4);
+            STEP(0, b - 4);
+            STEP(1, b - 3);
+            STEP(2, b - 2);
+            STEP(3, b - 1);
         }
         _tile_stored(2, s[0], 64);
         _tile_stored(3, s[1], 64);
+        _tile_stored(6, s[2], 64);
+        _tile_stored(7, s[3], 64);
     }
-    if (pairs > 0) {
-        const int64_t b = 2 * pairs;
-        block_step(acc, (const int32_t(*)[16])s[0], DW_OF(b - 2), x + b - 2, q4);
-        block_step(acc, (const int32_t(*)[16])s[1], DW_OF(b - 1), x + b - 1, q4);
+    if (quads > 0) {
+        const int64_t b = 4 * quads;
+        STEP(0, b - 4);
+        STEP(1, b - 3);
+        STEP(2, b - 2);
+        STEP(3, b - 1);
     }
-    if (nb % 2) {
-        const int64_t b = nb - 1;
+    for (int64_t b = 4 * quads; b < nb; b++) {
         ISSUE(2, 0, 1, b);
         _tile_stored(2, s[0], 64);
-        block_step(acc, (const int32_t(*)[16])s[0], DW_OF(b), x + b, q4);
+        STEP(0, b);
     }
+#undef STEP
 #undef ISSUE
 #undef DW_OF
 #undef B_OF
