@@ -107,4 +107,4 @@ int q8_isa_set(const char *name) {
     return Q8_EINVAL;
 }
 
-int q8_abi_version(void) { return 5; }
+int q8_abi_version(void) { return Q8_ABI_VERSION; }

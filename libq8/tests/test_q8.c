@@ -1249,7 +1249,7 @@ static void test_args(void) {
         CHECK(rb && q8_read_pass(rb, ((size_t)3 << 20) - 5) > 0, "q8_read_pass");
         q8_free(rb);
     }
-    CHECK(q8_abi_version() == 5, "abi %d (5: Q4_0)", q8_abi_version());
+    CHECK(q8_abi_version() == 6, "abi %d (6: Q4_0 and continuous batching)", q8_abi_version());
 
     /* NULL pointers */
     EINV(q8_convert_to_f32(NULL, Q8_DTYPE_F32, K, out), out, OB);

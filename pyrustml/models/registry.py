@@ -7,11 +7,10 @@ from collections.abc import Callable
 from ..errors import UnsupportedModelError
 from ..io.config import Fields
 from ..io.safetensors import Checkpoint
-from ..io.weights import QuantPlan
 from . import gemma3, gpt2
-from .base import Transformer
+from .base import LoadOptions, Transformer
 
-Builder = Callable[[Fields, Checkpoint, QuantPlan], Transformer]
+Builder = Callable[[Fields, Checkpoint, LoadOptions], Transformer]
 
 REGISTRY: dict[str, Builder] = {
     "gpt2": gpt2.build,
