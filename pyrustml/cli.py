@@ -135,7 +135,12 @@ def _parser() -> argparse.ArgumentParser:
         help="context length in tokens (default: the model's, at most 4096)",
     )
     p.add_argument("--threads", "-t", type=int, default=None, help="default: one per physical core")
-    p.add_argument("--quant", choices=["q8_0", "f32"], default="q8_0", help="weight format (default q8_0)")
+    p.add_argument(
+        "--quant",
+        choices=["q8_0", "q4_0", "q4_0-pure", "f32"],
+        default="q8_0",
+        help="weight format (default q8_0; q4_0 keeps the embedding, lm_head and attention output at Q8_0)",
+    )
     p.add_argument("--revision", default=None, help="hub revision: branch, tag or commit (default main)")
     p.add_argument(
         "--chat",

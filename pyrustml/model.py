@@ -44,12 +44,12 @@ from .io.hub import resolve
 from .io.progress import Progress, open_checkpoint
 from .io.safetensors import tensor_budget
 from .io.tokenizer import Tokenizer
+from .io.weights import QUANTS, QuantPlan
 from .models.base import LoadOptions, Transformer
 from .models.registry import builder_for
 
 log = logging.getLogger("pyrustml")
 
-QUANTS = ("q8_0", "f32")
 DEFAULT_PARALLEL = 4  # sequences decoded together when load() is not told
 MAX_PARALLEL = 128  # a step's decode rows share the plan's 256-row buffers with prompt rows
 
@@ -396,7 +396,7 @@ def _is_token(i: object) -> bool:
 def load(
     source: object,  # str or os.PathLike: a checkpoint directory or a hub repo id
     *,
-    quant: object = "q8_0",
+    quant: object = "q8_0",  # "q8_0", "q4_0", "q4_0-pure", "f32", or a QuantPlan
     threads: object = None,
     revision: object = None,
     ctx: object = None,
@@ -405,19 +405,24 @@ def load(
 ) -> Model:
     """Load a checkpoint from a local directory or a hub repo id.
 
-    progress(done_bytes, total_bytes) is called as each tensor is read and converted.
-
-    quant="q8_0" quantizes every matrix whose width is a multiple of 32 (GGML Q8_0);
-    quant="f32" keeps full precision (the conformance path). ctx is the context of each
+    quant="q8_0" quantizes every matrix whose width is a multiple of 32 (GGML Q8_0, 8.5 bits a
+    weight); quant="q4_0" uses GGML Q4_0 (4.5 bits) except for the token embedding / tied
+    lm_head and the attention output projections, which stay Q8_0 (measured: see the README's
+    quant table); quant="q4_0-pure" makes every matrix Q4_0; quant="f32" keeps full precision
+    (the conformance path); a QuantPlan chooses per weight role. ctx is the context of each
     sequence (default min(the model's max positions, 4096)); parallel the number of sequences
-    decoded together (default 4), each with its own KV cache."""
-    args = check_load_arguments(source, quant, threads, revision, ctx, parallel)
-    if args.quant not in QUANTS:
+    decoded together (default 4), each with its own KV cache. progress(done_bytes, total_bytes)
+    is called as tensor bytes are read."""
+    given = quant if isinstance(quant, QuantPlan) else None
+    args = check_load_arguments(
+        source, quant if given is None else given.name, threads, revision, ctx, parallel
+    )
+    if given is None and args.quant not in QUANTS:
         raise OptionError(f"quant must be one of {QUANTS}, got {args.quant!r}")
+    plan = given if given is not None else QuantPlan(args.quant)
     slots = DEFAULT_PARALLEL if args.parallel is None else args.parallel
     if slots > MAX_PARALLEL:
         raise OptionError(f"parallel must be an integer in [1, {MAX_PARALLEL}], got {parallel!r}")
-    quant = args.quant
     t0 = time.perf_counter()
     runtime = RuntimeConfig(args.threads)
     directory = resolve(args.source, args.revision)
@@ -438,7 +443,7 @@ def load(
     budget = tensor_budget(cfg.get("n_layer", cfg.get("num_hidden_layers")))
     ckpt = open_checkpoint(directory, progress, budget)
     try:
-        net = build(f, ckpt, LoadOptions(quant, args.ctx, slots))
+        net = build(f, ckpt, LoadOptions(plan, args.ctx, slots))
     finally:
         ckpt.close()
     if tokenizer.vocab_size > net.vocab_size:
@@ -454,10 +459,10 @@ def load(
     fusions = ", ".join(f"{n} {k.upper() if k == 'qkv' else k} fusions" for k, n in net.fusions.items())
     log.debug(
         "loaded %s (%s): %d %s layers in %d matrices, %s; %d threads, kernels %s; %.0f ms",
-        model_type, quant, net.n_projections, quant.upper(), net.n_matrices, fusions, runtime.threads,
+        model_type, plan.name, net.n_projections, plan.name.upper(), net.n_matrices, fusions, runtime.threads,
         _isa(), load_ms,
     )  # fmt: skip
-    model = Model(net, tokenizer, directory, quant, gen_cfg, tok_cfg, runtime, load_ms)
+    model = Model(net, tokenizer, directory, plan.name, gen_cfg, tok_cfg, runtime, load_ms)
     model.warmup_ms = warmup_ms
     return model
 

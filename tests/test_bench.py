@@ -21,8 +21,8 @@ MODEL = FIX / "gpt2-tiny-hf"
 TOKENS = 8  # --quick's prompt and decode lengths
 
 RUN_FIELDS = {
-    "model", "model_type", "vocab_size", "hidden_size", "n_matrices", "threads_requested", "threads",
-    "threads_label", "isa", "pid", "repeat", "load_ms", "load_wall_ms", "rss_before_load_kib",
+    "model", "quant", "model_type", "vocab_size", "hidden_size", "n_matrices", "threads_requested",
+    "threads", "threads_label", "isa", "pid", "repeat", "load_ms", "load_wall_ms", "rss_before_load_kib",
     "peak_rss_load_kib", "rss_after_load_kib", "peak_rss_reset", "peak_rss_run_kib", "rss_end_kib",
     "cold_first_token_ms", "cold_generate_wall_ms", "warm_first_token_ms", "first_prefill_ms",
     "prompt_tokens", "prompt_ms", "time_to_first_token_ms", "queue_ms", "decode_tokens", "step_ms",
@@ -39,7 +39,7 @@ META_FIELDS = {
     "date", "command", "cpu_model", "logical_cpus", "physical_cores", "isa_active", "isa_supported",
     "thp", "kernel", "pyrustml", "package_dir", "library", "git", "python", "numpy", "models",
     "threads", "repeat", "prompt_tokens", "decode_tokens", "seed", "quick", "probe_mib", "probe_reps",
-    "lookup", "reference",
+    "lookup", "reference", "quants",
     "loadavg_start", "loadavg_end",
 }  # fmt: skip
 
@@ -189,3 +189,17 @@ def test_a_run_longer_than_the_context_fails_loudly(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert "exceed the model's context of 64" in r.stderr
     assert json.loads(js.read_text())["failures"]
+
+
+def test_quant_modes_run_back_to_back(tmp_path: Path) -> None:
+    """--quant q8_0,q4_0: one row per mode, each run loading its mode, Q4_0 streaming fewer bytes."""
+    r, js, md = bench(tmp_path, str(MODEL), "--threads", "1", "--quant", "q8_0,q4_0-pure", "--lookup", "0")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(js.read_text())
+    assert doc["meta"]["quants"] == ["q8_0", "q4_0-pure"]
+    by = {row["quant"]: row for row in doc["summary"]}
+    assert set(by) == {"q8_0", "q4_0-pure"} and {run["quant"] for run in doc["runs"]} == set(by)
+    assert by["q4_0-pure"]["bytes_per_token"]["median"] < 0.75 * by["q8_0"]["bytes_per_token"]["median"]
+    assert "Q8_0, Q4_0-PURE" in md.read_text()
+    bad, _, _ = bench(tmp_path, str(MODEL), "--quant", "q5_0")
+    assert bad.returncode == 2 and "--quant" in bad.stderr

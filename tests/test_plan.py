@@ -34,7 +34,7 @@ PROMPTS = [[3, 9, 4, 1, 7, 2, 8], [5, 5, 6], [2, 11, 13, 4, 9, 1, 1, 6, 3, 12, 7
 
 
 @pytest.mark.parametrize("name", ["gpt2-tiny-hf", "gemma3-tiny"])
-@pytest.mark.parametrize("quant", ["q8_0", "f32"])
+@pytest.mark.parametrize("quant", ["q8_0", "q4_0", "q4_0-pure", "f32"])
 def test_batched_rows_are_bitwise_their_solo_runs(name: str, quant: str) -> None:
     """Three sequences, each first alone in slot 0 (a prefill chunk, then two decode steps), then
     together in slots 0-2: their prompts prefilled one token per row beside each other's decode
@@ -98,10 +98,19 @@ def test_plan_run_refuses_malformed_ops() -> None:
     plan = m.net.plan
     n = len(plan._ops)
     marks = ffi.new("int64_t[]", plan.n_marks)
+
     # The model's own plan runs; a token outside the vocabulary or a position outside the learned
     # position table is refused, not read out of bounds.
-    def run(tok: int, slot: int, pos: int, ops: Any = plan._arr, count: int = n, t: int = 1,
-            mk: Any = ffi.NULL, n_marks: int = 0) -> int:
+    def run(
+        tok: int,
+        slot: int,
+        pos: int,
+        ops: Any = plan._arr,
+        count: int = n,
+        t: int = 1,
+        mk: Any = ffi.NULL,
+        n_marks: int = 0,
+    ) -> int:
         rows = [ffi.new("int64_t[]", [v] * max(t, 1)) for v in (tok, slot, pos)]
         return int(lib.q8_plan_run(ops, count, t, rows[0], rows[1], rows[2], mk, n_marks))
 

@@ -48,6 +48,7 @@ static void detect_x86(void) {
     if (os_avx512 && avx512f && avx512dq && avx512bw && avx512vl) {
         paths[n_paths++] = &q8_kernels_avx512;
         if (vnni) paths[n_paths++] = &q8_kernels_avx512vnni;
+        if (vnni && q8_amx_usable()) paths[n_paths++] = &q8_kernels_amx;
     }
 }
 #endif

@@ -108,6 +108,26 @@ static void random_blocks(q8_block *dst, int64_t rows, int64_t nb) {
     free(f);
 }
 
+/* The same kinds of blocks as Q4_0 weights, by the library's Q4_0 quantizer. */
+static void random_q4_blocks(q4_block *dst, int64_t rows, int64_t nb) {
+    float *f = xmalloc((size_t)(rows * nb * QK) * sizeof(float));
+    for (int64_t b = 0; b < rows * nb; b++) {
+        float *x = f + b * QK;
+        const unsigned kind = (unsigned)(rnd() % 8);
+        const float mag = ldexpf(1.0f, (int)(rnd() % 36) - 24);
+        for (int i = 0; i < QK; i++) {
+            if (kind == 0) x[i] = 0.0f;
+            else if (kind == 1) x[i] = (rnd() & 1) ? mag : -mag;
+            else x[i] = frand() * mag;
+        }
+    }
+    if (q8_q4_quantize(f, Q8_DTYPE_F32, rows, nb * QK, dst) != Q8_OK) {
+        fprintf(stderr, "q8_q4_quantize failed while building test data\n");
+        exit(2);
+    }
+    free(f);
+}
+
 static int same_f32(const float *a, const float *b, int64_t n) {
     return memcmp(a, b, (size_t)n * sizeof(float)) == 0;
 }
@@ -139,6 +159,7 @@ static const table_t all_tables[] = {
     {"avx2", &q8_kernels_avx2},
     {"avx512", &q8_kernels_avx512},
     {"avx512vnni", &q8_kernels_avx512vnni},
+    {"amx", &q8_kernels_amx},
 #endif
 #if defined(__aarch64__)
     {"neon", &q8_kernels_neon},
@@ -231,6 +252,21 @@ static q8x16 *packed(const q8_block *w, int64_t n, int64_t k) {
     return p;
 }
 
+static q4x16 *packed4(const q4_block *w, int64_t n, int64_t k) {
+    const int64_t count = q8_q4_packed_count(n, k);
+    if (count <= 0) {
+        fprintf(stderr, "q8_q4_packed_count(%lld, %lld) = %lld\n", (long long)n, (long long)k, (long long)count);
+        exit(2);
+    }
+    q4x16 *p = xmalloc((size_t)count * sizeof *p);
+    memset(p, GUARD, (size_t)count * sizeof *p);
+    if (q8_q4_pack(w, n, k, p) != Q8_OK) {
+        fprintf(stderr, "q8_q4_pack failed while building test data\n");
+        exit(2);
+    }
+    return p;
+}
+
 /* The prepared activations of t quantized rows (nb blocks each). */
 static q8_act *acts(const q8_block *x, int64_t t, int64_t nb) {
     q8_act *a = xmalloc((size_t)(t * nb) * sizeof *a);
@@ -250,12 +286,34 @@ static float spec_dot(const q8_block *w, const q8_block *x, int64_t nb) {
     return acc;
 }
 
+/* The specification of a Q4_0 row product on GGML blocks: the same chain, with the signed
+ * quants nibble - 8 (qs[c] low: column c, high: column c + 16). */
+static float spec_dot4(const q4_block *w, const q8_block *x, int64_t nb) {
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t s = 0;
+        for (int c = 0; c < QK / 2; c++) {
+            s += ((int32_t)(w[b].qs[c] & 15) - 8) * (int32_t)x[b].qs[c];
+            s += ((int32_t)(w[b].qs[c] >> 4) - 8) * (int32_t)x[b].qs[c + QK / 2];
+        }
+        acc = fmaf(q8_fp16_to_fp32(w[b].d) * q8_fp16_to_fp32(x[b].d), (float)s, acc);
+    }
+    return acc;
+}
+
 /* One panel_run of kt for panels [p0, p1) and t tokens into a GUARD-filled t x ldy buffer with
  * 16 more floats before and after it. want is that buffer as it must be: spec (t x n, spec_dot of
  * every row and token) at rows 16 p0 .. min(16 p1, n) - 1 of each token, GUARD everywhere else
  * (rows before p0, rows >= n of the last panel, the gap up to ldy, head and tail). The reference
  * must produce exactly want, and kt exactly the reference's buffer. */
-static void panel_case(const q8_kernels *kt, const q8x16 *w, const q8_act *xa, const float *spec,
+static void run_panels(const q8_kernels *kt, const void *w, int q4, int64_t nb, const q8_act *xa, int64_t t,
+                       int64_t p0, int64_t p1, int64_t n, float *y, int64_t ldy) {
+    if (q4) kt->q4_panel_run(w, nb, xa, t, p0, p1, n, y, ldy);
+    else kt->panel_run(w, nb, xa, t, p0, p1, n, y, ldy);
+}
+
+/* w: packed Q8_0 (q4 = 0) or Q4_0 (q4 = 1) weights. */
+static void panel_case(const q8_kernels *kt, const void *w, int q4, const q8_act *xa, const float *spec,
                        int64_t n, int64_t nb, int64_t t, int64_t p0, int64_t p1, int64_t ldy) {
     const int64_t G = 16, len = G + t * ldy + G, r0 = 16 * p0, r1 = 16 * p1 < n ? 16 * p1 : n;
     float *want = xmalloc((size_t)len * sizeof(float));
@@ -265,15 +323,15 @@ static void panel_case(const q8_kernels *kt, const q8x16 *w, const q8_act *xa, c
         for (int64_t r = r0; r < r1; r++) want[G + j * ldy + r] = spec[j * n + r];
     memset(ya, GUARD, (size_t)len * sizeof(float));
     memset(yb, GUARD, (size_t)len * sizeof(float));
-    q8_kernels_ref.panel_run(w, nb, xa, t, p0, p1, n, ya + G, ldy);
-    kt->panel_run(w, nb, xa, t, p0, p1, n, yb + G, ldy);
+    run_panels(&q8_kernels_ref, w, q4, nb, xa, t, p0, p1, n, ya + G, ldy);
+    run_panels(kt, w, q4, nb, xa, t, p0, p1, n, yb + G, ldy);
     if (kt == &q8_kernels_ref)
-        CHECK(same_f32(want, ya, len), "ref panel_run != spec n=%lld nb=%lld t=%lld p=[%lld,%lld) ldy=%lld: "
-              "first diff at y[%lld]", (long long)n, (long long)nb, (long long)t, (long long)p0, (long long)p1,
-              (long long)ldy, (long long)(first_diff(want, ya, len) - G));
+        CHECK(same_f32(want, ya, len), "ref %s panel_run != spec n=%lld nb=%lld t=%lld p=[%lld,%lld) ldy=%lld: "
+              "first diff at y[%lld]", q4 ? "q4" : "q8", (long long)n, (long long)nb, (long long)t, (long long)p0,
+              (long long)p1, (long long)ldy, (long long)(first_diff(want, ya, len) - G));
     const int64_t d = first_diff(ya, yb, len), e = d - G; /* e: offset from y, negative in the head */
-    CHECK(d < 0, "%s panel_run != ref n=%lld nb=%lld t=%lld p=[%lld,%lld) ldy=%lld: first diff at y[%lld] "
-          "(token %lld, row %lld): %a vs ref %a%s", kt->name, (long long)n, (long long)nb, (long long)t,
+    CHECK(d < 0, "%s %s panel_run != ref n=%lld nb=%lld t=%lld p=[%lld,%lld) ldy=%lld: first diff at y[%lld] "
+          "(token %lld, row %lld): %a vs ref %a%s", kt->name, q4 ? "q4" : "q8", (long long)n, (long long)nb, (long long)t,
           (long long)p0, (long long)p1, (long long)ldy, (long long)e, (long long)(e >= 0 ? e / ldy : -1),
           (long long)(e >= 0 ? e % ldy : e), d >= 0 ? (double)yb[d] : 0.0, d >= 0 ? (double)ya[d] : 0.0,
           d >= 0 && untouched(&ya[d], sizeof(float)) ? " (wrote a guard)" : "");
@@ -282,8 +340,9 @@ static void panel_case(const q8_kernels *kt, const q8x16 *w, const q8_act *xa, c
 
 static const int64_t PN[] = {1, 2, 3, 15, 16, 17, 31, 32, 33, 50};
 static const int64_t PNB[] = {1, 2, 3, 7, 36};
-static const int64_t PT[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 17};
-#define PT_MAX 17
+/* 16 and more: the AMX path's token groups of 16, with and without a remainder */
+static const int64_t PT[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 17, 32, 35};
+#define PT_MAX 35
 
 /* spec (t x n) for the GGML weights w (n x nb) and activations x (t x nb). */
 static float *spec_table(const q8_block *w, const q8_block *x, int64_t n, int64_t nb, int64_t t) {
@@ -296,20 +355,27 @@ static float *spec_table(const q8_block *w, const q8_block *x, int64_t n, int64_
 /* Random weights (n x nb blocks) and tmax activation rows: packed, prepared, and their spec. */
 typedef struct {
     q8x16 *wp;
+    q4x16 *wp4; /* other weights, Q4_0 */
     q8_act *xa;
-    float *spec;
+    float *spec, *spec4;
 } panel_fixture;
 
 static panel_fixture panel_fixture_make(int64_t n, int64_t nb, int64_t tmax) {
     q8_block *w = xmalloc((size_t)(n * nb) * sizeof *w), *x = xmalloc((size_t)(tmax * nb) * sizeof *x);
+    q4_block *w4 = xmalloc((size_t)(n * nb) * sizeof *w4);
     random_blocks(w, n, nb);
+    random_q4_blocks(w4, n, nb);
     random_blocks(x, tmax, nb);
-    const panel_fixture f = {packed(w, n, nb * QK), acts(x, tmax, nb), spec_table(w, x, n, nb, tmax)};
-    free(w), free(x);
+    float *spec4 = xmalloc((size_t)(tmax * n) * sizeof(float));
+    for (int64_t j = 0; j < tmax; j++)
+        for (int64_t r = 0; r < n; r++) spec4[j * n + r] = spec_dot4(w4 + r * nb, x + j * nb, nb);
+    const panel_fixture f = {packed(w, n, nb * QK), packed4(w4, n, nb * QK), acts(x, tmax, nb),
+                             spec_table(w, x, n, nb, tmax), spec4};
+    free(w), free(w4), free(x);
     return f;
 }
 
-static void panel_fixture_free(panel_fixture f) { free(f.wp), free(f.xa), free(f.spec); }
+static void panel_fixture_free(panel_fixture f) { free(f.wp), free(f.wp4), free(f.xa), free(f.spec), free(f.spec4); }
 
 static void test_q8_kernels(const q8_kernels *kt) {
     for (int in = 0; in < LEN(PN); in++) {
@@ -320,12 +386,16 @@ static void test_q8_kernels(const q8_kernels *kt) {
                 const int64_t t = PT[it];
                 /* every panel, with the driver's ldy = n and with a 16-float gap between tokens
                  * (a write to a row >= n lands in the gap); then partial panel ranges */
-                panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, 0, np, n);
-                panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, 0, np, n + 16);
-                if (np > 1) {
-                    panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, 1, np, n + 16);
-                    panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, np - 1, np, n + 16);
-                    panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, 0, np - 1, n + 16);
+                for (int q4 = 0; q4 < 2; q4++) {
+                    const void *wp = q4 ? (const void *)f.wp4 : (const void *)f.wp;
+                    const float *spec = q4 ? f.spec4 : f.spec;
+                    panel_case(kt, wp, q4, f.xa, spec, n, nb, t, 0, np, n);
+                    panel_case(kt, wp, q4, f.xa, spec, n, nb, t, 0, np, n + 16);
+                    if (np > 1) {
+                        panel_case(kt, wp, q4, f.xa, spec, n, nb, t, 1, np, n + 16);
+                        panel_case(kt, wp, q4, f.xa, spec, n, nb, t, np - 1, np, n + 16);
+                        panel_case(kt, wp, q4, f.xa, spec, n, nb, t, 0, np - 1, n + 16);
+                    }
                 }
             }
             panel_fixture_free(f);
@@ -498,8 +568,10 @@ static void test_big_kernels(const q8_kernels *kt) {
         for (int it = 0; it < LEN(tts); it++) {
             const int64_t t = tts[it];
             if (t > 7 && nb < 258) continue; /* one token block: the sizes above cover it */
-            panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, 0, np, n);
-            if (np > 2) panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, 1, np - 1, n + 16);
+            panel_case(kt, f.wp, 0, f.xa, f.spec, n, nb, t, 0, np, n);
+            panel_case(kt, f.wp4, 1, f.xa, f.spec4, n, nb, t, 0, np, n);
+            if (np > 2) panel_case(kt, f.wp, 0, f.xa, f.spec, n, nb, t, 1, np - 1, n + 16);
+            if (np > 2) panel_case(kt, f.wp4, 1, f.xa, f.spec4, n, nb, t, 1, np - 1, n + 16);
         }
         panel_fixture_free(f);
     }
@@ -1177,7 +1249,7 @@ static void test_args(void) {
         CHECK(rb && q8_read_pass(rb, ((size_t)3 << 20) - 5) > 0, "q8_read_pass");
         q8_free(rb);
     }
-    CHECK(q8_abi_version() == 4, "abi %d (4: q8_read_pass)", q8_abi_version());
+    CHECK(q8_abi_version() == 6, "abi %d (6: Q4_0 and continuous batching)", q8_abi_version());
 
     /* NULL pointers */
     EINV(q8_convert_to_f32(NULL, Q8_DTYPE_F32, K, out), out, OB);
@@ -1659,6 +1731,258 @@ static void test_memory(void) {
     group_end();
 }
 
+/* ---- Q4_0 ------------------------------------------------------------------------------------ */
+/* Row r of a packed Q4_0 matrix against q8.h's description: d[i], qs[64j + 4i + e] = the GGML
+ * byte qs[4j + e]; a padding row has d = 0 and bytes 0x88. */
+static int row4_is(const q4x16 *p, int64_t nb, int64_t r, const q4_block *row) {
+    const q4x16 *pb = p + r / 16 * nb;
+    const int i = (int)(r % 16);
+    for (int64_t b = 0; b < nb; b++) {
+        uint16_t d = row ? row[b].d : 0;
+        if (pb[b].d[i] != d) return 0;
+        for (int j = 0; j < 4; j++)
+            for (int e = 0; e < 4; e++)
+                if (pb[b].qs[64 * j + 4 * i + e] != (row ? row[b].qs[4 * j + e] : 0x88)) return 0;
+    }
+    return 1;
+}
+
+static void test_q4_quantize(void) {
+    group("q4/quantize");
+    float x[4 * QK];
+    q4_block q[4];
+    /* zero blocks: d = -0.0 (0 / -8), nibbles 8; starting with -0.0, d = +0.0 (gguf's argmax) */
+    memset(x, 0, sizeof x);
+    x[QK] = -0.0f;
+    memset(q, GUARD, sizeof q);
+    CHECK(q8_q4_quantize(x, Q8_DTYPE_F32, 1, 2 * QK, q) == Q8_OK, "rc");
+    int eights = 1;
+    for (int b = 0; b < 2; b++)
+        for (int i = 0; i < 16; i++) eights &= q[b].qs[i] == 0x88;
+    CHECK(q[0].d == 0x8000 && q[1].d == 0x0000 && eights, "zero blocks: d=0x%04x, 0x%04x", q[0].d, q[1].d);
+    CHECK(untouched(&q[2], sizeof q[2]), "wrote past two blocks");
+    /* max +8 first: d = -1 exactly, x * id = -x exactly; nibble = min(15, trunc(-x + 8.5)) */
+    static const float known[QK] = {8, -8, 7, -7, 0.5f, -0.5f, 1.5f, -1.5f, 0.49f, -0.51f, 0, -0.0f, 3.25f, -3.75f, 8, 2};
+    for (int i = 0; i < QK; i++) x[i] = known[i];
+    CHECK(q8_q4_quantize(x, Q8_DTYPE_F32, 1, QK, q) == Q8_OK && q[0].d == 0xbc00, "d = -1: 0x%04x", q[0].d);
+    int ok = 1;
+    for (int c = 0; c < QK; c++) {
+        const int want = (int)(-known[c] + 8.5f) < 15 ? (int)(-known[c] + 8.5f) : 15;
+        const int got = c < 16 ? q[0].qs[c] & 15 : q[0].qs[c - 16] >> 4;
+        ok &= got == want;
+    }
+    CHECK(ok, "nibbles of known values");
+    CHECK((q[0].qs[1] & 15) == 15 && (q[0].qs[0] & 15) == 0, "-max -> 16 clamps to 15, max -> 0");
+    /* a non-finite value poisons its own block: d = NaN, nibbles 8 */
+    for (int kind = 0; kind < 3; kind++) {
+        fill_f32(x, 4 * QK, 5.0f);
+        x[2 * QK + 3] = kind == 0 ? INFINITY : kind == 1 ? -INFINITY : NAN;
+        CHECK(q8_q4_quantize(x, Q8_DTYPE_F32, 1, 4 * QK, q) == Q8_OK, "rc");
+        int e8 = 1;
+        for (int i = 0; i < 16; i++) e8 &= q[2].qs[i] == 0x88;
+        CHECK(q[2].d == 0x7e00 && e8 && !h_isnan(q[1].d) && !h_isnan(q[3].d), "non-finite kind %d", kind);
+    }
+    /* tiny blocks (1/d overflows): d stores -0 / +0, nibbles 8 */
+    for (int i = 0; i < QK; i++) x[i] = (i == 3 ? 1e-38f : 0.0f);
+    CHECK(q8_q4_quantize(x, Q8_DTYPE_F32, 1, QK, q) == Q8_OK && (q[0].d & 0x7fff) == 0 && q[0].qs[3] == 0x88,
+          "tiny block: d=0x%04x qs[3]=0x%02x", q[0].d, q[0].qs[3]);
+    /* random rows: threaded = row by row; properties; dtypes; transposed; dequantize */
+    const int64_t rows = 67, k = 5 * QK, nb = k / QK;
+    float *f = xmalloc((size_t)(rows * k) * sizeof(float)), *tr = xmalloc((size_t)(rows * k) * sizeof(float));
+    for (int64_t i = 0; i < rows * k; i++) f[i] = frand() * ldexpf(1.0f, (int)(i / QK % 20) - 10);
+    q4_block *qa = xmalloc((size_t)(rows * nb) * sizeof *qa), *qb = xmalloc((size_t)(rows * nb) * sizeof *qb);
+    q8_pool_init(3);
+    CHECK(q8_q4_quantize(f, Q8_DTYPE_F32, rows, k, qa) == Q8_OK, "rc");
+    for (int64_t r = 0; r < rows; r++) q8_q4_quantize_row_ref(f + r * k, qb + r * nb, k);
+    CHECK(memcmp(qa, qb, (size_t)(rows * nb) * sizeof *qa) == 0, "threaded != row by row");
+    int props = 1;
+    for (int64_t b = 0; b < rows * nb; b++) {
+        float m = 0.0f;
+        int im = 0;
+        for (int i = 0; i < QK; i++)
+            if (fabsf(f[b * QK + i]) > fabsf(m)) m = f[b * QK + i], im = i;
+        const int nib = im < 16 ? qa[b].qs[im] & 15 : qa[b].qs[im - 16] >> 4;
+        props &= qa[b].d == q8_fp32_to_fp16(m / -8.0f) && nib == 0;
+    }
+    CHECK(props, "d = fp16(m / -8), the largest value -> nibble 0");
+    uint16_t *h = xmalloc((size_t)(rows * k) * 2);
+    float *hf = xmalloc((size_t)(rows * k) * sizeof(float));
+    for (int dt = Q8_DTYPE_F16; dt <= Q8_DTYPE_BF16; dt++) {
+        for (int64_t i = 0; i < rows * k; i++)
+            h[i] = dt == Q8_DTYPE_F16 ? q8_fp32_to_fp16(f[i]) : (uint16_t)(f2u(f[i]) >> 16);
+        q8_convert_to_f32(h, dt, rows * k, hf);
+        CHECK(q8_q4_quantize(h, dt, rows, k, qa) == Q8_OK && q8_q4_quantize(hf, Q8_DTYPE_F32, rows, k, qb) == Q8_OK &&
+                  memcmp(qa, qb, (size_t)(rows * nb) * sizeof *qa) == 0,
+              "dtype %d source", dt);
+    }
+    CHECK(q8_q4_quantize(f, Q8_DTYPE_F32, rows, k, qa) == Q8_OK && q8_q4_dequantize(qa, rows, k, hf) == Q8_OK, "rc");
+    int deq = 1;
+    for (int64_t i = 0; i < rows * k; i++) {
+        const q4_block *bl = &qa[i / QK];
+        const int c = (int)(i % QK), nib = c < 16 ? bl->qs[c] & 15 : bl->qs[c - 16] >> 4;
+        deq &= hf[i] == q8_fp16_to_fp32(bl->d) * (float)(nib - 8);
+    }
+    CHECK(deq, "dequantize = d * (nibble - 8)");
+    /* packed: q8_q4_pack puts rows where q8.h says and pads; unpack round trip; quantize_packed
+     * (plain, transposed, in row ranges) = quantize + pack; dequantize_packed = dequantize */
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < k; i++) tr[i * rows + r] = f[r * k + i];
+    const int64_t count = q8_q4_packed_count(rows, k);
+    CHECK(count == panels_of(rows) * nb, "q8_q4_packed_count");
+    q4x16 *p = xmalloc((size_t)(count + 1) * sizeof *p), *p2 = xmalloc((size_t)(count + 1) * sizeof *p2);
+    memset(p, GUARD, (size_t)(count + 1) * sizeof *p);
+    CHECK(q8_q4_pack(qa, rows, k, p) == Q8_OK && untouched(p + count, sizeof *p), "rc");
+    int lay = 1;
+    for (int64_t r = 0; r < panels_of(rows) * 16; r++) lay &= row4_is(p, nb, r, r < rows ? qa + r * nb : NULL);
+    CHECK(lay, "q8_q4_pack layout and padding");
+    memset(qb, GUARD, (size_t)(rows * nb) * sizeof *qb);
+    CHECK(q8_q4_unpack(p, rows, k, qb) == Q8_OK && memcmp(qa, qb, (size_t)(rows * nb) * sizeof *qa) == 0, "unpack");
+    for (int transposed = 0; transposed < 2; transposed++) {
+        memset(p2, GUARD, (size_t)(count + 1) * sizeof *p2);
+        CHECK(q8_q4_quantize_packed(transposed ? (const void *)tr : (const void *)f, Q8_DTYPE_F32, rows, k,
+                                    transposed, p2, rows, 0) == Q8_OK &&
+                  memcmp(p, p2, (size_t)count * sizeof *p) == 0 && untouched(p2 + count, sizeof *p2),
+              "q8_q4_quantize_packed transposed=%d", transposed);
+    }
+    memset(p2, GUARD, (size_t)(count + 1) * sizeof *p2);
+    int parts = q8_q4_quantize_packed(f + 40 * k, Q8_DTYPE_F32, rows - 40, k, 0, p2, rows, 40) == Q8_OK;
+    for (int64_t r = 0; r < 40; r++) parts &= row4_is(p2, nb, r, NULL) == 0; /* not yet written */
+    parts &= q8_q4_quantize_packed(f, Q8_DTYPE_F32, 40, k, 0, p2, rows, 0) == Q8_OK;
+    CHECK(parts && memcmp(p, p2, (size_t)count * sizeof *p) == 0, "q8_q4_quantize_packed in two row ranges");
+    float *want = xmalloc((size_t)(rows * k) * sizeof(float)), *got = xmalloc((size_t)(rows * k + 8) * sizeof(float));
+    q8_q4_dequantize(qa, rows, k, want);
+    const int64_t rr[][2] = {{0, rows}, {rows - 1, 1}, {17, 20}};
+    for (int i = 0; i < LEN(rr); i++) {
+        memset(got, GUARD, (size_t)(rows * k + 8) * sizeof(float));
+        CHECK(q8_q4_dequantize_packed(p, rows, k, rr[i][0], rr[i][1], got) == Q8_OK &&
+                  same_f32(got, want + rr[i][0] * k, rr[i][1] * k) && untouched(got + rr[i][1] * k, 8 * sizeof(float)),
+              "q8_q4_dequantize_packed rows [%lld, +%lld)", (long long)rr[i][0], (long long)rr[i][1]);
+    }
+    q8_pool_init(0);
+    free(f), free(tr), free(qa), free(qb), free(h), free(hf), free(p), free(p2), free(want), free(got);
+    group_end();
+}
+
+/* The public Q4_0 drivers on every path and thread count: gemv = spec + bias, gemm rows = gemv,
+ * lmhead = gemv without bias, argmax = scalar argmax; n = 71 (a 7-row last panel), K up to
+ * 9632 (token blocks, activations prepared on the pool), t up to 45 (AMX groups + remainder). */
+static void test_q4_drivers(void) {
+    static const int64_t TT[] = {1, 2, 5, 16, 17, 45};
+    static const int64_t KK[] = {96, 1024, 9632};
+    static const int THREADS[] = {1, 2, 3};
+    const int64_t n = 71, tmax = 45;
+    const char *best = q8_isa_active();
+    group("q4/drivers");
+    for (int ik = 0; ik < LEN(KK); ik++) {
+        const int64_t k = KK[ik], nb = k / QK;
+        q4_block *wg = xmalloc((size_t)(n * nb) * sizeof *wg);
+        random_q4_blocks(wg, n, nb);
+        q4x16 *w = packed4(wg, n, k);
+        float *x = xmalloc((size_t)(tmax * k) * sizeof(float)), *bias = xmalloc((size_t)n * sizeof(float));
+        float *spec = xmalloc((size_t)(tmax * n) * sizeof(float)), *y = xmalloc((size_t)(tmax * n + TAIL) * sizeof(float));
+        fill_f32(x, tmax * k, 2.0f);
+        fill_f32(bias, n, 0.5f);
+        q8_block *xq = xmalloc((size_t)nb * sizeof *xq);
+        for (int64_t j = 0; j < tmax; j++) {
+            q8_quantize_row_ref(x + j * k, xq, k);
+            for (int64_t r = 0; r < n; r++) spec[j * n + r] = spec_dot4(wg + r * nb, xq, nb) + bias[r];
+        }
+        for (int i = 0; i < N_TABLES; i++) {
+            if (!isa_listed(all_tables[i].name)) continue;
+            q8_isa_set(all_tables[i].name);
+            for (int ti = 0; ti < LEN(THREADS); ti++) {
+                q8_pool_init(THREADS[ti]);
+                int ok = 1;
+                for (int64_t j = 0; j < 3; j++) {
+                    memset(y, GUARD, (size_t)(n + TAIL) * sizeof(float));
+                    ok &= q8_q4_gemv(w, n, k, x + j * k, bias, y) == Q8_OK && same_f32(y, spec + j * n, n) &&
+                          untouched(y + n, TAIL * sizeof(float));
+                }
+                CHECK(ok, "%s threads=%d k=%lld: q8_q4_gemv != spec", all_tables[i].name, THREADS[ti], (long long)k);
+                for (int it = 0; it < LEN(TT); it++) {
+                    const int64_t t = TT[it];
+                    memset(y, GUARD, (size_t)(tmax * n + TAIL) * sizeof(float));
+                    CHECK(q8_q4_gemm(w, n, k, x, t, bias, y) == Q8_OK && same_f32(y, spec, t * n) &&
+                              untouched(y + t * n, TAIL * sizeof(float)),
+                          "%s threads=%d k=%lld t=%lld: q8_q4_gemm != spec, first diff %lld", all_tables[i].name,
+                          THREADS[ti], (long long)k, (long long)t, (long long)first_diff(y, spec, t * n));
+                }
+                float *yl = xmalloc((size_t)(n + TAIL) * sizeof(float)), *yv = xmalloc((size_t)n * sizeof(float));
+                memset(yl, GUARD, (size_t)(n + TAIL) * sizeof(float));
+                int rc = q8_q4_gemv(w, n, k, x, NULL, yv) | q8_q4_lmhead(w, n, k, x, yl);
+                CHECK(rc == Q8_OK && same_f32(yv, yl, n) && untouched(yl + n, TAIL * sizeof(float)),
+                      "%s threads=%d k=%lld: q8_q4_lmhead != gemv", all_tables[i].name, THREADS[ti], (long long)k);
+                int64_t idx = -1;
+                float val = 0.0f;
+                rc = q8_q4_lmhead_argmax(w, n, k, x, &idx, &val);
+                const int64_t want = argmax_scalar(yv, n);
+                CHECK(rc == Q8_OK && idx == want && memcmp(&val, &yv[want], 4) == 0,
+                      "%s threads=%d: q8_q4_lmhead_argmax %lld, want %lld", all_tables[i].name, THREADS[ti],
+                      (long long)idx, (long long)want);
+                free(yl), free(yv);
+            }
+        }
+        free(wg), free(w), free(x), free(bias), free(spec), free(y), free(xq);
+    }
+    /* a poisoned weight block (d = NaN) makes exactly its row NaN on every path */
+    {
+        const int64_t nn = 20, k = 160, nbb = 5, t = 17;
+        q4_block *wg = xmalloc((size_t)(nn * nbb) * sizeof *wg);
+        random_q4_blocks(wg, nn, nbb);
+        wg[2 * nbb + 3].d = 0x7e00;
+        wg[17 * nbb].d = 0xfe00;
+        q4x16 *w = packed4(wg, nn, k);
+        float *x = xmalloc((size_t)(t * k) * sizeof(float)), *y = xmalloc((size_t)(t * nn) * sizeof(float));
+        fill_f32(x, t * k, 1.0f);
+        for (int i = 0; i < N_TABLES; i++) {
+            if (!isa_listed(all_tables[i].name)) continue;
+            q8_isa_set(all_tables[i].name);
+            int ok = q8_q4_gemm(w, nn, k, x, t, NULL, y) == Q8_OK;
+            for (int64_t j = 0; j < t; j++)
+                for (int64_t r = 0; r < nn; r++) ok &= (r == 2 || r == 17) == (isnan(y[j * nn + r]) != 0);
+            CHECK(ok, "%s: q4 NaN block rows", all_tables[i].name);
+        }
+        free(wg), free(w), free(x), free(y);
+    }
+    /* argument checks: NULLs, K % 32, ranges; nothing written */
+    {
+        q4_block b[4];
+        q4x16 p[2];
+        float f[64], y[64];
+        int64_t idx;
+        float val;
+        memset(f, 0, sizeof f);
+        EINV(q8_q4_quantize(NULL, Q8_DTYPE_F32, 1, 32, b), b, sizeof b);
+        EINV(q8_q4_quantize(f, Q8_DTYPE_F32, 1, 33, b), b, sizeof b);
+        EINV(q8_q4_quantize(f, 7, 1, 32, b), b, sizeof b);
+        EINV(q8_q4_quantize_packed(f, Q8_DTYPE_F32, 1, 32, 0, p, 1, 1), p, sizeof p);
+        EINV(q8_q4_quantize_packed(f, Q8_DTYPE_F32, 2, 32, 0, p, 1, 0), p, sizeof p);
+        EINV(q8_q4_pack(NULL, 1, 32, p), p, sizeof p);
+        EINV(q8_q4_unpack(p, 1, 48, b), b, sizeof b);
+        EINV(q8_q4_dequantize(b, 1, 16, f), f, sizeof f);
+        EINV(q8_q4_dequantize_packed(p, 1, 32, 1, 1, f), f, sizeof f);
+        EINV(q8_q4_gemv(NULL, 1, 32, f, NULL, y), y, sizeof y);
+        EINV(q8_q4_gemv(p, 1, 48, f, NULL, y), y, sizeof y);
+        EINV(q8_q4_gemm(p, 1, 32, f, 0, NULL, y), y, sizeof y);
+        EINV(q8_q4_lmhead(p, 0, 32, f, y), y, sizeof y);
+        EINV(q8_q4_lmhead_argmax(p, 1, 32, NULL, &idx, &val), y, sizeof y);
+        CHECK(q8_q4_packed_count(17, 33) == -1 && q8_q4_packed_count(17, 64) == 4, "q8_q4_packed_count");
+    }
+    q8_isa_set(best);
+    q8_pool_init(0);
+    group_end();
+}
+
+/* AMX is listed exactly when this CPU and kernel allow tiles; say so either way. */
+static void test_amx_listing(void) {
+#if defined(__x86_64__)
+    group("amx listing");
+    CHECK(isa_listed("amx") == q8_amx_usable(), "listed %d, usable %d", isa_listed("amx"), q8_amx_usable());
+    group_end();
+    printf("     amx: %s\n", isa_listed("amx") ? "present, tested above" : "ABSENT on this machine (not tested)");
+#endif
+}
+
 int main(void) {
     const double t0 = now_s();
     printf("libq8 test: supported %s, active %s, %d physical cores\n", q8_isa_supported(),
@@ -1668,6 +1992,9 @@ int main(void) {
     test_quantize();
     test_pack();
     test_drivers();
+    test_q4_quantize();
+    test_q4_drivers();
+    test_amx_listing();
     group("gemm batches");
     test_gemm_batches();
     group_end();

@@ -205,7 +205,7 @@ class Gemma3(Transformer):
 
     def __init__(self, f: Fields, ckpt: Checkpoint, opts: LoadOptions) -> None:
         cfg = Gemma3Config(f)
-        quantize = opts.quantize
+        plan = opts.plan
         self.cfg = cfg
         arena = WeightArena()  # every Q8_0 matrix in huge-page slabs, in load order
         self.model_type = "gemma3_text"
@@ -228,13 +228,20 @@ class Gemma3(Transformer):
             cfg.vocab,
             D,
             transposed=False,
-            quantize=quantize,
+            fmt=plan.fmt("embed"),
             arena=arena,
         )
         self.lm_head = self.embed_table
         if "lm_head.weight" in names:
             self.lm_head = load_linear(
-                ckpt, "lm_head.weight", None, cfg.vocab, D, transposed=False, quantize=quantize, arena=arena
+                ckpt,
+                "lm_head.weight",
+                None,
+                cfg.vocab,
+                D,
+                transposed=False,
+                fmt=plan.fmt("lm_head"),
+                arena=arena,
             )
         self.embed = Embedding(self.embed_table)
         # The embedding is scaled by sqrt(hidden) rounded to float32, as transformers does.
@@ -253,7 +260,7 @@ class Gemma3(Transformer):
                 [n + "self_attn.q_proj.weight", n + "self_attn.k_proj.weight", n + "self_attn.v_proj.weight"],
                 [H * hd, KV * hd, KV * hd],
                 D,
-                quantize=quantize,
+                fmt=plan.fmt("matrix"),
                 arena=arena,
             )
             L.o = load_linear(
@@ -263,7 +270,7 @@ class Gemma3(Transformer):
                 D,
                 H * hd,
                 transposed=False,
-                quantize=quantize,
+                fmt=plan.fmt("attn_out"),
                 arena=arena,
             )
             L.gate_up = load_fused(
@@ -271,7 +278,7 @@ class Gemma3(Transformer):
                 [n + "mlp.gate_proj.weight", n + "mlp.up_proj.weight"],
                 [FF, FF],
                 D,
-                quantize=quantize,
+                fmt=plan.fmt("matrix"),
                 arena=arena,
             )
             L.down = load_linear(
@@ -281,7 +288,7 @@ class Gemma3(Transformer):
                 D,
                 FF,
                 transposed=False,
-                quantize=quantize,
+                fmt=plan.fmt("matrix"),
                 arena=arena,
             )
             L.norms = {

@@ -112,7 +112,7 @@ class GPT2(Transformer):
 
     def __init__(self, f: Fields, ckpt: Checkpoint, opts: LoadOptions) -> None:
         cfg = GPT2Config(f)
-        quantize = opts.quantize
+        plan = opts.plan
         self.cfg = cfg
         arena = WeightArena()  # every Q8_0 matrix in huge-page slabs, in load order
         self.model_type = "gpt2"
@@ -129,12 +129,12 @@ class GPT2(Transformer):
         D, V, P, F = cfg.n_embd, cfg.vocab_size, cfg.n_positions, cfg.n_inner
         # Token embedding, also the lm_head (tied) unless the checkpoint carries its own.
         self.wte = load_linear(
-            ckpt, pre + "wte.weight", None, V, D, transposed=False, quantize=quantize, arena=arena
+            ckpt, pre + "wte.weight", None, V, D, transposed=False, fmt=plan.fmt("embed"), arena=arena
         )
         self.lm_head = self.wte
         if "lm_head.weight" in names:
             self.lm_head = load_linear(
-                ckpt, "lm_head.weight", None, V, D, transposed=False, quantize=quantize, arena=arena
+                ckpt, "lm_head.weight", None, V, D, transposed=False, fmt=plan.fmt("lm_head"), arena=arena
             )
         self.embed = Embedding(self.wte)
         self.wpe = matrix_f32(ckpt, pre + "wpe.weight", (P, D))
@@ -154,7 +154,7 @@ class GPT2(Transformer):
                 3 * D,
                 D,
                 transposed=True,
-                quantize=quantize,
+                fmt=plan.fmt("matrix"),
                 arena=arena,
             )
             b.proj = load_linear(
@@ -164,7 +164,7 @@ class GPT2(Transformer):
                 D,
                 D,
                 transposed=True,
-                quantize=quantize,
+                fmt=plan.fmt("attn_out"),
                 arena=arena,
             )
             b.ln2_w = vector(ckpt, n + "ln_2.weight", D)
@@ -176,7 +176,7 @@ class GPT2(Transformer):
                 F,
                 D,
                 transposed=True,
-                quantize=quantize,
+                fmt=plan.fmt("matrix"),
                 arena=arena,
             )
             b.fc_proj = load_linear(
@@ -186,7 +186,7 @@ class GPT2(Transformer):
                 D,
                 F,
                 transposed=True,
-                quantize=quantize,
+                fmt=plan.fmt("matrix"),
                 arena=arena,
             )
             b.kv = KVCache(H, self.ctx, hd, self.slots, f"layer {i}")

@@ -63,6 +63,7 @@ from ..engine import kernels
 from ..engine._ffi import library_path
 from ..engine.host import CpuShare, physical_cores, rss_bytes
 from ..engine.pool import RuntimeConfig
+from ..io.weights import QUANTS
 from ..model import Generation, Model, load
 
 PROMPT_TOKENS = 128
@@ -161,13 +162,13 @@ def measure_lookup(model: Model, prompt: list[int], decode_tokens: int, lookup: 
 
 def measure(
     source: str, threads: int | None, prompt_tokens: int, decode_tokens: int, seed: int, lookup: int = 0,
-    probe_mib: int = 0, probe_reps: int = 0,
+    probe_mib: int = 0, probe_reps: int = 0, quant: str = "q8_0",
 ) -> dict[str, Any]:  # fmt: skip
     """Everything one worker measures, as raw figures (see the module docstring)."""
     hwm_reset = reset_peak_rss()
     before = proc_status_kib()
     t0 = time.perf_counter()
-    model = load(source, quant="q8_0", threads=threads)
+    model = load(source, quant=quant, threads=threads)
     load_wall_ms = (time.perf_counter() - t0) * 1000.0
     after = proc_status_kib()  # read before anything else allocates
     net = model.net
@@ -200,6 +201,7 @@ def measure(
     return {
         **spec,
         "model": source,
+        "quant": quant,
         "model_type": net.model_type,
         "vocab_size": net.vocab_size,
         "hidden_size": net.hidden_size,
@@ -248,7 +250,7 @@ def worker_main(argv: Sequence[str]) -> int:
     res = measure(
         str(spec["source"]), spec["threads"], int(spec["prompt_tokens"]), int(spec["decode_tokens"]),
         int(spec["seed"]), int(spec.get("lookup", 0)), int(spec.get("probe_mib", 0)),
-        int(spec.get("probe_reps", 0)),
+        int(spec.get("probe_reps", 0)), str(spec.get("quant", "q8_0")),
     )  # fmt: skip
     a.worker_out.write_text(json.dumps(res))
     return 0
@@ -342,6 +344,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--probe-mib", type=int, default=None, help=f"probe buffer (default {PROBE_MIB})")
     ap.add_argument("--probe-reps", type=int, default=None, help=f"probe passes (default {PROBE_REPS})")
     ap.add_argument("--seed", type=int, default=0, help="seed of the prompt's token ids")
+    ap.add_argument("--quant", default="q8_0",
+                    help="comma-separated weight quant modes, each run for every model and thread "
+                    "count, alternating within a repeat so their ratios are paired "
+                    "(q8_0, q4_0, q4_0-pure, f32; default q8_0)")  # fmt: skip
     ap.add_argument("--lookup", type=int, default=8, metavar="N",
                     help="also decode a repetitive prompt with N-token lookup drafts (0: skip)")  # fmt: skip
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per worker")
@@ -369,6 +375,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in ("repeat", "prompt_tokens", "decode_tokens", "probe_mib", "probe_reps"):
         if getattr(a, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    a.quants = [q.strip() for q in a.quant.split(",") if q.strip()]
+    for q in a.quants:
+        if q not in QUANTS:
+            ap.error(f"--quant takes {', '.join(QUANTS)}, got {q!r}")
+    if not a.quants:
+        ap.error("--quant needs at least one mode")
     a.sources = [*a.models, *a.model]
     if not a.sources and a.make_models is None:
         ap.error("give checkpoint directories, --model, or --make-models DIR")
@@ -403,13 +415,15 @@ def _source(s: str) -> str:
     return str(p.resolve()) if p.exists() else s
 
 
-def run_worker(source: str, threads: int | None, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def run_worker(
+    source: str, threads: int | None, args: argparse.Namespace, tmp: Path, quant: str = "q8_0"
+) -> dict[str, Any]:
     """One fresh interpreter running measure(); -P and PYTHONPATH make it import this very
     pyrustml (the installed one, or the source tree we run from), whatever the directory."""
     out = tmp / f"worker-{time.monotonic_ns()}.json"
     spec = {"source": source, "threads": threads, "prompt_tokens": args.prompt_tokens,
             "decode_tokens": args.decode_tokens, "seed": args.seed, "lookup": args.lookup,
-            "probe_mib": args.probe_mib, "probe_reps": args.probe_reps}  # fmt: skip
+            "probe_mib": args.probe_mib, "probe_reps": args.probe_reps, "quant": quant}  # fmt: skip
     root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
@@ -470,14 +484,16 @@ LOOKUP_METRICS = ("lookup_speedup", "accepted_tokens", "draft_tokens", "lookup_t
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (model, thread label): each metric's median, min and max over the repeats."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in runs:
-        groups.setdefault((r["model"], r["threads_label"]), []).append(r)
+        groups.setdefault((r["model"], r.get("quant", "q8_0"), r["threads_label"]), []).append(r)
     rows: list[dict[str, Any]] = []
-    for (model, label), rs in groups.items():
+    for (model, quant, label), rs in groups.items():
+        name = Path(model).name or model
         row: dict[str, Any] = {
-            "model": model, "name": Path(model).name or model, "model_type": rs[0]["model_type"],
-            "threads_label": label, "threads": rs[0]["threads"], "repeats": len(rs),
+            "model": model, "name": name if quant == "q8_0" else f"{name} {quant}", "quant": quant,
+            "model_type": rs[0]["model_type"], "threads_label": label, "threads": rs[0]["threads"],
+            "repeats": len(rs),
         }  # fmt: skip
         for m in (*SUMMARY_METRICS, *LOOKUP_METRICS):
             if not all(m in r for r in rs):
@@ -546,6 +562,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{p['threads']} thread(s): {p['start_gbs']:.1f} at start / {p['end_gbs']:.1f} at end"
         for p in doc["probes"]
     )
+    quants = ", ".join(q.upper() for q in meta.get("quants", ["q8_0"]))
     lines = [
         "# pyrustml end-to-end benchmark",
         "",
@@ -558,7 +575,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- read-bandwidth probe, GB/s ({meta['probe_mib']} MiB x {meta['probe_reps']} passes, all pool "
         f"threads): {probes}; each run's roofline (probe GB/s) is the better of its worker's probes "
         "just before and just after its decode",
-        f"- Q8_0; {meta['prompt_tokens']}-token id prompt, {meta['decode_tokens']} greedy decode steps "
+        f"- {quants}; {meta['prompt_tokens']}-token id prompt, {meta['decode_tokens']} greedy decode steps "
         f"(ignore_eos); {meta['repeat']} fresh process(es) per row: median (min-max)",
         f"- load average at start {meta['loadavg_start'][0]:.2f}; CPU used by other processes during "
         f"the run {cpu['other_processes_pct']:.1f}% of the machine, steal {cpu['steal_pct']:.1f}% "
@@ -629,17 +646,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Repeats outermost: a burst of outside load spreads over every row instead of one.
         for rep in range(args.repeat):
             for src in sources:
-                for label, req, _n in plan:
+                # Quant modes back to back, their order reversed every other repeat (paired A/B).
+                order = args.quants if rep % 2 == 0 else args.quants[::-1]
+                for label, req, quant in [(lb, rq, q) for lb, rq, _n in plan for q in order]:
                     load_meter = CpuLoad()
                     try:
-                        r = run_worker(src, req, args, Path(tmp))
+                        r = run_worker(src, req, args, Path(tmp), quant)
                     except (RuntimeError, subprocess.SubprocessError) as exc:
                         failures.append(str(exc))
                         _log(f"FAILED: {exc}")
                         continue
                     r.update(repeat=rep, threads_label=label, **load_meter.report())
                     runs.append(r)
-                    _log(f"[{rep + 1}/{args.repeat}] {Path(src).name} threads={r['threads']}: "
+                    _log(f"[{rep + 1}/{args.repeat}] {Path(src).name} {quant} threads={r['threads']}: "
                          f"load {r['load_ms']:.0f} ms, prefill {r['prompt_ms']:.0f} ms, decode "
                          f"{statistics.median(r['step_ms']):.2f} ms/token, other CPU "
                          f"{r['other_processes_pct']:.0f}%")  # fmt: skip
@@ -669,6 +688,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "models": sources,
             "threads": [p[0] for p in plan],
             "repeat": args.repeat,
+            "quants": args.quants,
             "prompt_tokens": args.prompt_tokens,
             "decode_tokens": args.decode_tokens,
             "seed": args.seed,
