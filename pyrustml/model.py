@@ -98,6 +98,8 @@ class TextStream:
                     # while a long prefill step sends nothing.
                     kind, value = self._seq.events.get(timeout=0.05)
                 except queue.Empty:
+                    if self._seq.cancelled:  # closed from another thread: no event may come
+                        raise StopIteration from None
                     continue
                 if kind == "text":
                     assert isinstance(value, str)
