@@ -19,6 +19,8 @@ from setuptools.command.build_py import build_py
 #   hub.py    a thin wrapper over huggingface_hub, imported lazily, runs once per load.
 #   chat.py   hands callables to Jinja's sandbox and runs once per turn.
 #   __init__.py, __main__.py, cli.py: entry points, run once.
+#   serve/    the HTTP server and Ray deployment: glue over Starlette, pydantic, uvicorn and Ray
+#             (dynamic, optional dependencies); the per-token work stays in the engine.
 COMPILED = [
     "pyrustml/engine/kernels.py",
     "pyrustml/engine/pool.py",
