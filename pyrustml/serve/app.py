@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -414,6 +415,12 @@ def create_app(model: Model, cfg: ServeConfig) -> Starlette:
         Route("/health", _route(state, "health", health), methods=["GET"]),
         Route("/metrics", _route(state, "metrics", metrics_route), methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+
+    async def not_routed(request: Request, exc: Exception) -> Response:
+        # Unknown paths and wrong methods answer in OpenAI's error shape too.
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        return error_response(status, f"{request.method} {request.url.path}: {exc}", code="not_found")
+
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_routed})
     app.state.serve = state
     return app
