@@ -419,7 +419,9 @@ def create_app(model: Model, cfg: ServeConfig) -> Starlette:
     async def not_routed(request: Request, exc: Exception) -> Response:
         # Unknown paths and wrong methods answer in OpenAI's error shape too.
         status = exc.status_code if isinstance(exc, HTTPException) else 500
-        return error_response(status, f"{request.method} {request.url.path}: {exc}", code="not_found")
+        detail = exc.detail if isinstance(exc, HTTPException) else "error"
+        code = "not_found" if status == 404 else None
+        return error_response(status, f"{request.method} {request.url.path}: {detail}", code=code)
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_routed})
     app.state.serve = state

@@ -61,6 +61,15 @@ def test_bad_chat_bodies_get_400(gpt2_server: Server) -> None:
             assert _error(r)["param"] == param, body
 
 
+def test_unknown_route_and_method_answer_in_openai_shape(gpt2_server: Server) -> None:
+    with gpt2_server.http() as h:
+        r = h.get("/v1/engines")
+        assert r.status_code == 404 and _error(r)["code"] == "not_found"
+        r = h.get("/v1/completions")
+        assert r.status_code == 405
+        _error(r)
+
+
 def test_unknown_model_is_400(gpt2_server: Server) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         gpt2_server.client().completions.create(model="gpt-4o", prompt="hi", max_tokens=2)
