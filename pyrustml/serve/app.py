@@ -227,9 +227,10 @@ def _prepare(state: ServerState, req: ChatRequest | CompletionRequest) -> _Job:
 
 class _GenerationResponse(StreamingResponse):
     """A StreamingResponse whose cleanup always runs, whether the body was sent, cut short by a
-    disconnect, cancelled at the end of a drain, or never started."""
+    disconnect, cancelled at the end of a drain, or never started. The cleanup is synchronous
+    and never blocks: a cancelled task cannot await anything reliably in its finally."""
 
-    def __init__(self, body: AsyncIterator[bytes], cleanup: Callable[[], Awaitable[None]], **kw: Any) -> None:
+    def __init__(self, body: AsyncIterator[bytes], cleanup: Callable[[], None], **kw: Any) -> None:
         super().__init__(body, **kw)
         self._cleanup = cleanup
 
@@ -237,8 +238,7 @@ class _GenerationResponse(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._cleanup()
+            self._cleanup()
 
 
 def _pull(stream: Any, with_logprobs: bool, sent: int) -> tuple[str | None, list[Any]]:
@@ -250,7 +250,9 @@ def _pull(stream: Any, with_logprobs: bool, sent: int) -> tuple[str | None, list
     return piece, (stream.logprobs[sent:] if with_logprobs else [])
 
 
-async def _events(state: ServerState, job: _Job, stream: Any) -> AsyncIterator[bytes]:
+async def _events(
+    state: ServerState, job: _Job, stream: Any, finished: threading.Event
+) -> AsyncIterator[bytes]:
     shape = job.shape
     want_lp = bool(job.options["logprobs"])
     sent = 0
@@ -259,11 +261,15 @@ async def _events(state: ServerState, job: _Job, stream: Any) -> AsyncIterator[b
         if shape.chat:
             yield sse({**shape.chunk(None, [], None, role=True), **extra})
         while True:
+            # abandon_on_cancel: a disconnect or the end of a drain cancels this wait at once
+            # (a shielded wait would defer the cancellation to a point this loop never reaches);
+            # the cleanup then closes the stream, which ends the abandoned call at the next step.
             piece, entries = await anyio.to_thread.run_sync(
-                _pull, stream, want_lp, sent, limiter=state.limiter
+                _pull, stream, want_lp, sent, limiter=state.limiter, abandon_on_cancel=True
             )
             sent += len(entries)
             if piece is None:
+                finished.set()
                 break
             yield sse({**shape.chunk(piece, entries, None), **extra})
         gen: Generation = stream.generation
@@ -277,16 +283,19 @@ async def _events(state: ServerState, job: _Job, stream: Any) -> AsyncIterator[b
     yield sse("[DONE]")
 
 
-def _collect(stream: Any, cancelled: threading.Event) -> Generation | None:
-    """Drain a stream in a worker thread; stops early (closing it) once cancelled is set."""
-    try:
-        for _ in stream:
-            if cancelled.is_set():
-                return None
-        result: Generation = stream.generation
-        return result
-    finally:
-        stream.close()
+def _collect(stream: Any) -> Generation:
+    """Run a stream to its end in a worker thread."""
+    for _ in stream:
+        pass
+    result: Generation = stream.generation
+    return result
+
+
+def _close_later(stream: Any) -> None:
+    """Close a stream cut short (disconnect, drain deadline) from a thread of its own: a worker
+    thread may be blocked in it, and neither the event loop nor a cancelled task may wait. The
+    engine drops the sequence at its next step, which ends that blocked call."""
+    threading.Thread(target=stream.close, name="pyrustml-serve-close", daemon=True).start()
 
 
 async def _generate(
@@ -328,25 +337,26 @@ async def _generate(
         release()
         raise
     if not job.stream:
-        cancelled = threading.Event()
+        gen = None
         try:
             gen = await anyio.to_thread.run_sync(
-                _collect, stream, cancelled, limiter=state.limiter, abandon_on_cancel=True
+                _collect, stream, limiter=state.limiter, abandon_on_cancel=True
             )
         finally:
-            cancelled.set()
+            if gen is None:
+                _close_later(stream)
             release()
-        assert gen is not None  # only a cancelled wait returns None, and then nobody reads it
         return JSONResponse(job.shape.full(gen))
 
-    async def cleanup() -> None:
-        try:
-            await anyio.to_thread.run_sync(stream.close, limiter=state.limiter)
-        finally:
-            release()
+    finished = threading.Event()  # the stream ran to its end
+
+    def cleanup() -> None:
+        if not finished.is_set():
+            _close_later(stream)
+        release()
 
     return _GenerationResponse(
-        _events(state, job, stream),
+        _events(state, job, stream, finished),
         cleanup,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
