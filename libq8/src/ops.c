@@ -206,3 +206,9 @@ int q8_rope(float *x, int64_t rows, int64_t n_heads, int64_t head_dim, const int
     }
     return Q8_OK;
 }
+
+int q8_copy_cols(const float *x, int64_t rows, int64_t n, int64_t c0, int64_t width, float *y) {
+    Q8_CHECK(x && y && q8_mat_ok(rows, n) && c0 >= 0 && width > 0 && c0 + width <= n);
+    for (int64_t r = 0; r < rows; r++) memmove(y + r * width, x + r * n + c0, (size_t)width * sizeof(float));
+    return Q8_OK;
+}
