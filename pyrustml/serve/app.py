@@ -1,9 +1,10 @@
 """The OpenAI-compatible ASGI app (Starlette) over one Model.
 
-The event loop never runs a forward pass or a tokenizer: every blocking Model call goes to a
-worker thread (anyio.to_thread), and the engine batches the concurrent ones into shared steps.
-A stream pulls one text piece per thread call, so a client that disconnects is noticed at its
-next piece and its TextStream is closed (the engine frees the sequence at the next step).
+The event loop never runs a forward pass or a tokenizer: tokenizing and chat templates run in a
+worker thread (anyio.to_thread), and each admitted request's TextStream is iterated by a thread
+of its own (pump.py) while the engine batches the concurrent requests into shared steps. A
+client that disconnects is noticed at once and its stream closed: the engine frees the sequence
+at its next step.
 
 Admission: at most `parallel + max_queue` generation requests are admitted at once; past that a
 request gets 503 with Retry-After instead of waiting unboundedly. Draining (SIGTERM, see cli.py)
@@ -35,6 +36,7 @@ from starlette.types import Receive, Scope, Send
 from ..errors import ContextLengthError, OptionError, PromptError, PromptTypeError, PyrustmlError
 from ..io.chat_template import ChatTemplateError
 from . import metrics
+from .pump import Pump
 from .responses import Shape, error_response, sse
 from .schemas import ChatRequest, CompletionRequest, ValidationError, error_param
 
@@ -76,9 +78,8 @@ class ServerState:
         self.draining = False
         self.created = int(time.time())
         self._lock = threading.Lock()
-        # Each admitted request holds at most one worker thread at a time; tokenizing and
-        # metrics take a few more. anyio's default limiter (40) would cap concurrency below
-        # a large --parallel.
+        # Worker threads for tokenizing and /metrics: one per admitted request at most, plus a
+        # few (anyio's default limit of 40 would throttle a large --parallel).
         self.limiter = anyio.CapacityLimiter(self.capacity + 8)
 
     def admit(self) -> bool:
@@ -228,7 +229,7 @@ def _prepare(state: ServerState, req: ChatRequest | CompletionRequest) -> _Job:
 class _GenerationResponse(StreamingResponse):
     """A StreamingResponse whose cleanup always runs, whether the body was sent, cut short by a
     disconnect, cancelled at the end of a drain, or never started. The cleanup is synchronous
-    and never blocks: a cancelled task cannot await anything reliably in its finally."""
+    and quick: a cancelled task cannot reliably await anything in its finally."""
 
     def __init__(self, body: AsyncIterator[bytes], cleanup: Callable[[], None], **kw: Any) -> None:
         super().__init__(body, **kw)
@@ -241,61 +242,37 @@ class _GenerationResponse(StreamingResponse):
             self._cleanup()
 
 
-def _pull(stream: Any, with_logprobs: bool, sent: int) -> tuple[str | None, list[Any]]:
-    """The next text piece (None at the end) and the logprob entries that came with it."""
-    try:
-        piece: str | None = next(stream)
-    except StopIteration:
-        piece = None
-    return piece, (stream.logprobs[sent:] if with_logprobs else [])
-
-
-async def _events(
-    state: ServerState, job: _Job, stream: Any, finished: threading.Event
-) -> AsyncIterator[bytes]:
+async def _events(job: _Job, pump: Pump) -> AsyncIterator[bytes]:
     shape = job.shape
-    want_lp = bool(job.options["logprobs"])
-    sent = 0
     extra: dict[str, Any] = {"usage": None} if job.include_usage else {}
-    try:
-        if shape.chat:
-            yield sse({**shape.chunk(None, [], None, role=True), **extra})
-        while True:
-            # abandon_on_cancel: a disconnect or the end of a drain cancels this wait at once
-            # (a shielded wait would defer the cancellation to a point this loop never reaches);
-            # the cleanup then closes the stream, which ends the abandoned call at the next step.
-            piece, entries = await anyio.to_thread.run_sync(
-                _pull, stream, want_lp, sent, limiter=state.limiter, abandon_on_cancel=True
-            )
-            sent += len(entries)
-            if piece is None:
-                finished.set()
-                break
-            yield sse({**shape.chunk(piece, entries, None), **extra})
-        gen: Generation = stream.generation
-        rest = (gen.logprobs or [])[sent:] if want_lp else []
-        yield sse({**shape.chunk(None, rest, gen.finish_reason), **extra})
-        if job.include_usage:
-            yield sse(shape.usage_chunk(gen))
-    except PyrustmlError as exc:  # headers are out: the error travels as an event
-        log.error("stream failed: %s: %s", type(exc).__name__, exc)
-        yield sse({"error": {"message": str(exc), "type": "server_error", "param": None, "code": None}})
+    if shape.chat:
+        yield sse({**shape.chunk(None, [], None, role=True), **extra})
+    while True:
+        piece, entries, error = await pump.next()
+        if error is not None:  # headers are out: the error travels as an event
+            log.error("stream failed: %s: %s", type(error).__name__, error)
+            yield sse({"error": {"message": str(error), "type": "server_error", "param": None, "code": None}})
+            break
+        if piece is None:
+            gen = pump.stream.generation
+            assert gen is not None  # the stream ended without an error
+            yield sse({**shape.chunk(None, entries, gen.finish_reason), **extra})
+            if job.include_usage:
+                yield sse(shape.usage_chunk(gen))
+            break
+        yield sse({**shape.chunk(piece, entries, None), **extra})
     yield sse("[DONE]")
 
 
-def _collect(stream: Any) -> Generation:
-    """Run a stream to its end in a worker thread."""
-    for _ in stream:
-        pass
-    result: Generation = stream.generation
-    return result
-
-
-def _close_later(stream: Any) -> None:
-    """Close a stream cut short (disconnect, drain deadline) from a thread of its own: a worker
-    thread may be blocked in it, and neither the event loop nor a cancelled task may wait. The
-    engine drops the sequence at its next step, which ends that blocked call."""
-    threading.Thread(target=stream.close, name="pyrustml-serve-close", daemon=True).start()
+async def _collect(pump: Pump) -> Generation:
+    while True:
+        piece, _, error = await pump.next()
+        if error is not None:
+            raise error
+        if piece is None:
+            gen = pump.stream.generation
+            assert gen is not None
+            return gen
 
 
 async def _generate(
@@ -329,34 +306,25 @@ async def _generate(
 
     try:
         job = await anyio.to_thread.run_sync(_prepare, state, req, limiter=state.limiter)
-        model = state.model
-        stream = await anyio.to_thread.run_sync(
-            lambda: model.stream(job.ids, **job.options), limiter=state.limiter
-        )
+        # Submitting only queues the sequence: quick enough for the loop.
+        pump = Pump(state.model.stream(job.ids, **job.options), bool(job.options["logprobs"]))
     except BaseException:
         release()
         raise
     if not job.stream:
-        gen = None
         try:
-            gen = await anyio.to_thread.run_sync(
-                _collect, stream, limiter=state.limiter, abandon_on_cancel=True
-            )
+            gen = await _collect(pump)
         finally:
-            if gen is None:
-                _close_later(stream)
+            pump.cancel()  # a no-op unless the wait was cut short
             release()
         return JSONResponse(job.shape.full(gen))
 
-    finished = threading.Event()  # the stream ran to its end
-
     def cleanup() -> None:
-        if not finished.is_set():
-            _close_later(stream)
+        pump.cancel()
         release()
 
     return _GenerationResponse(
-        _events(state, job, stream, finished),
+        _events(job, pump),
         cleanup,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

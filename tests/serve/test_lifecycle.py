@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 from serve_harness import Server, ServerFactory, sse_lines
 
-LONG = 900  # tokens: seconds of decoding on the wide model
+LONG = 1000  # tokens: seconds of decoding on the wide model (context 1024)
 
 
 def _body(server: Server, max_tokens: int = LONG, stream: bool = True) -> dict[str, object]:
@@ -42,16 +42,15 @@ def test_disconnect_frees_the_sequence(start_server: ServerFactory, wide_gpt2: P
     before = server.metrics()["pyrustml_generated_tokens_total"]
     with server.http() as h, h.stream("POST", "/v1/completions", json=_body(server)) as r:
         assert r.status_code == 200
-        events = sse_lines(r)
-        for _ in range(3):
-            next(events)
-        assert server.metrics()["pyrustml_active_sequences"] == 1
+        # Random weights may hold text back (bytes that are not yet UTF-8): wait for the engine,
+        # not for an event.
+        _wait_for(lambda: server.metrics()["pyrustml_active_sequences"] == 1, 30, "the sequence to run")
     # the connection is closed: the sequence leaves at its next step
     _wait_for(lambda: server.metrics()["pyrustml_active_sequences"] == 0, 10, "active sequences == 0")
     m = server.metrics()
     assert m["pyrustml_http_requests_in_flight"] == 0
     generated = m["pyrustml_generated_tokens_total"] - before
-    assert 3 <= generated < LONG / 2, generated  # it stopped early, it did not run to max_tokens
+    assert 1 <= generated < LONG / 2, generated  # it stopped early, it did not run to max_tokens
     time.sleep(0.5)
     assert server.metrics()["pyrustml_generated_tokens_total"] - before == generated  # and stays stopped
     ok = server.client().completions.create(model="gpt2-wide", prompt="hi", max_tokens=3, temperature=0)
@@ -65,8 +64,7 @@ def test_full_queue_gets_503_with_retry_after(start_server: ServerFactory, wide_
             h1.stream("POST", "/v1/completions", json=_body(server)) as r1,
             h2.stream("POST", "/v1/completions", json=_body(server)) as r2,
         ):
-            assert r1.status_code == 200 and r2.status_code == 200
-            next(sse_lines(r1))
+            assert r1.status_code == 200 and r2.status_code == 200  # both admitted, r1 running
             r3 = h3.post("/v1/completions", json=_body(server, 4, stream=False))
             assert r3.status_code in (429, 503)
             assert int(r3.headers["retry-after"]) >= 1
