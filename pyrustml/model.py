@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import queue
 import time
 import weakref
 from collections.abc import Iterator
@@ -89,7 +90,12 @@ class TextStream:
             raise StopIteration
         try:
             while True:
-                kind, value = self._seq.events.get()
+                try:
+                    # A bounded wait: a signal (Ctrl-C) reaches this thread between waits even
+                    # while a long prefill step sends nothing.
+                    kind, value = self._seq.events.get(timeout=0.05)
+                except queue.Empty:
+                    continue
                 if kind == "text":
                     assert isinstance(value, str)
                     if value:
