@@ -307,7 +307,8 @@ async def _generate(
     try:
         job = await anyio.to_thread.run_sync(_prepare, state, req, limiter=state.limiter)
         # Submitting only queues the sequence: quick enough for the loop.
-        pump = Pump(state.model.stream(job.ids, **job.options), bool(job.options["logprobs"]))
+        stream = state.model.stream(job.ids, **job.options)
+        pump = Pump(stream, bool(job.options["logprobs"]), state.counters)
     except BaseException:
         release()
         raise

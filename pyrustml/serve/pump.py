@@ -19,6 +19,7 @@ from ..errors import PyrustmlError
 if TYPE_CHECKING:
     from ..generate.result import TokenLogprob
     from ..model import TextStream
+    from .metrics import ServerCounters
 
 log = logging.getLogger("pyrustml.serve")
 
@@ -27,26 +28,33 @@ Item = tuple[str | None, "list[TokenLogprob]", PyrustmlError | None]
 
 
 class Pump:
-    def __init__(self, stream: TextStream, with_logprobs: bool) -> None:
+    def __init__(self, stream: TextStream, with_logprobs: bool, counters: ServerCounters) -> None:
         self.stream = stream
+        self.counters = counters
         self.with_logprobs = with_logprobs
         self.sent = 0  # logprob entries handed over so far
         self.finished = False  # the stream ran to its end (or failed): nothing to cancel
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Item] = asyncio.Queue()
         self._thread = threading.Thread(target=self._run, name="pyrustml-serve-stream", daemon=True)
+        counters.thread_started()
         self._thread.start()
 
     def _run(self) -> None:
         try:
             for piece in self.stream:
                 self._put((piece, self._new_logprobs(), None))
-            self._put((None, self._new_logprobs(), None))
+            if self.stream.generation is None:  # cancelled: nobody reads this any more
+                self._put((None, [], PyrustmlError("the request was cancelled")))
+            else:
+                self._put((None, self._new_logprobs(), None))
         except PyrustmlError as exc:
             self._put((None, [], exc))
         except Exception as exc:  # the server outlives any request
             log.exception("stream failed")
             self._put((None, [], PyrustmlError(f"internal error: {type(exc).__name__}")))
+        finally:
+            self.counters.thread_ended()
 
     def _new_logprobs(self) -> list[TokenLogprob]:
         if not self.with_logprobs:

@@ -47,6 +47,7 @@ def test_disconnect_frees_the_sequence(start_server: ServerFactory, wide_gpt2: P
         _wait_for(lambda: server.metrics()["pyrustml_active_sequences"] == 1, 30, "the sequence to run")
     # the connection is closed: the sequence leaves at its next step
     _wait_for(lambda: server.metrics()["pyrustml_active_sequences"] == 0, 10, "active sequences == 0")
+    _wait_for(lambda: server.metrics()["pyrustml_stream_threads"] == 0, 10, "its thread to end")
     m = server.metrics()
     assert m["pyrustml_http_requests_in_flight"] == 0
     generated = m["pyrustml_generated_tokens_total"] - before
@@ -55,6 +56,21 @@ def test_disconnect_frees_the_sequence(start_server: ServerFactory, wide_gpt2: P
     assert server.metrics()["pyrustml_generated_tokens_total"] - before == generated  # and stays stopped
     ok = server.client().completions.create(model="gpt2-wide", prompt="hi", max_tokens=3, temperature=0)
     assert ok.usage is not None and ok.usage.completion_tokens >= 1
+
+
+def test_disconnect_while_queued_frees_the_request(start_server: ServerFactory, wide_gpt2: Path) -> None:
+    server = start_server(wide_gpt2, "--threads", "1", "--parallel", "1")
+    with server.http() as h1, h1.stream("POST", "/v1/completions", json=_body(server)) as running:
+        assert running.status_code == 200
+        with server.http() as h2, h2.stream("POST", "/v1/completions", json=_body(server)) as queued:
+            assert queued.status_code == 200
+            _wait_for(lambda: server.metrics()["pyrustml_queued_sequences"] == 1, 30, "a queued sequence")
+            assert server.metrics()["pyrustml_stream_threads"] == 2
+        # the queued client left: its request is gone, its thread ends, the running one goes on
+        _wait_for(lambda: server.metrics()["pyrustml_queued_sequences"] == 0, 10, "the queue to empty")
+        _wait_for(lambda: server.metrics()["pyrustml_stream_threads"] == 1, 10, "its thread to end")
+        m = server.metrics()
+        assert m["pyrustml_active_sequences"] == 1 and m["pyrustml_http_requests_in_flight"] == 1
 
 
 def test_full_queue_gets_503_with_retry_after(start_server: ServerFactory, wide_gpt2: Path) -> None:
