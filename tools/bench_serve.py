@@ -8,7 +8,9 @@ For each C in --concurrency (default 1 2 4 8 16), C clients each send a differen
 prompt to /v1/completions with stream=true, temperature 0, ignore_eos and max_tokens 128, all at
 once. pyrustml-serve runs once with --parallel max(C); llama-server (when given) is started with
 `--parallel C` for each C, with the same client (the official openai AsyncOpenAI) and prompts.
-Before each measured round one short request warms the server up.
+Every round has prompts of its own (no prefix left in a cache by an earlier round), and one
+short request with an unrelated prompt warms the server up before it. --library-check N then
+alternates N single streams through the server with N library generations in-process.
 
 Reported per server and C:
 - aggregate tok/s: all generated tokens / (last stream's end - first request's start)
@@ -130,7 +132,7 @@ async def round_(url: str, model: str, texts: list[str], max_tokens: int) -> lis
         timeout=600.0,
         http_client=httpx.AsyncClient(limits=limits, timeout=600.0),
     ) as client:
-        await one(client, model, texts[0], 4)  # warm-up
+        await one(client, model, "A warm-up request, sharing no prefix with the prompts.", 4)
         return await asyncio.gather(*(one(client, model, t, max_tokens) for t in texts))
 
 
@@ -172,17 +174,50 @@ def run_pyrustml(args: argparse.Namespace, texts: list[str]) -> dict[int, dict[s
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc)
-        return {
-            c: summarize(asyncio.run(round_(url, "bench", texts[:c], args.gen_tokens)))
-            for c in args.concurrency
+        out = {
+            c: summarize(asyncio.run(round_(url, "bench", batch, args.gen_tokens)))
+            for c, batch in zip(args.concurrency, rounds(args, texts), strict=True)
         }
+        if args.library_check:
+            library_check(args, url)
+        return out
     finally:
         stop(proc)
 
 
+def rounds(args: argparse.Namespace, texts: list[str]) -> list[list[str]]:
+    """Each round its own prompts: no round reuses a prefix an earlier one left in a cache."""
+    out, i = [], 0
+    for c in args.concurrency:
+        out.append(texts[i : i + c])
+        i += c
+    return out
+
+
+def library_check(args: argparse.Namespace, url: str) -> None:
+    """One stream through the server against the library's own decode rate, alternating
+    (paired: the machine's noise hits both alike); fresh prompts each time."""
+    import pyrustml
+
+    model = pyrustml.load(args.model, threads=args.threads)
+    texts = prompts(args.model, 2 * args.library_check + 100, args.prompt_tokens)[100:]
+    server, library = [], []
+    for i in range(args.library_check):
+        s = summarize(asyncio.run(round_(url, "bench", [texts[2 * i]], args.gen_tokens)))
+        server.append(s["per_stream_tok_s"])
+        g = model.generate(texts[2 * i + 1], max_tokens=args.gen_tokens, temperature=0, ignore_eos=True)
+        library.append(g.timings.as_dict()["eval_tok_per_s"])
+    model.close()
+    ms, ml = statistics.median(server), statistics.median(library)
+    print(
+        f"single stream, {args.library_check} alternating pairs: server {ms:.1f} tok/s, "
+        f"library {ml:.1f} tok/s (median), server / library = {ms / ml:.3f}"
+    )
+
+
 def run_llama(args: argparse.Namespace, texts: list[str]) -> dict[int, dict[str, float]]:
     out = {}
-    for c in args.concurrency:
+    for c, batch in zip(args.concurrency, rounds(args, texts), strict=True):
         port = free_port()
         cmd = [
             args.llama_server, "-m", args.gguf, "--host", "127.0.0.1", "--port", str(port),
@@ -192,7 +227,7 @@ def run_llama(args: argparse.Namespace, texts: list[str]) -> dict[int, dict[str,
         url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(url, proc)
-            out[c] = summarize(asyncio.run(round_(url, "bench", texts[:c], args.gen_tokens)))
+            out[c] = summarize(asyncio.run(round_(url, "bench", batch, args.gen_tokens)))
         finally:
             stop(proc)
     return out
@@ -235,10 +270,17 @@ def main() -> None:
     p.add_argument("--llama-server", default=None, help="llama-server binary: measure it too")
     p.add_argument("--gguf", default=None, help="the same model as a GGUF, for --llama-server")
     p.add_argument("--json", default=None, help="also write the figures to this file")
+    p.add_argument(
+        "--library-check",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then N alternating pairs: one stream through the server vs the library in-process",
+    )
     args = p.parse_args()
     if (args.llama_server is None) != (args.gguf is None):
         p.error("--llama-server and --gguf go together")
-    texts = prompts(args.model, max(args.concurrency), args.prompt_tokens)
+    texts = prompts(args.model, sum(args.concurrency), args.prompt_tokens)
     results = {"pyrustml": run_pyrustml(args, texts)}
     if args.llama_server:
         results["llama-server"] = run_llama(args, texts)
