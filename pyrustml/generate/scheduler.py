@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import weakref
 from collections import deque
 
 import numpy as np
@@ -71,9 +70,7 @@ class EngineStats:
 
 
 class WorkQueue:
-    """What the engine thread waits on. The thread holds this and only a weak reference to its
-    Scheduler, so a Model nobody uses any more is freed (and its thread ends) even while the
-    thread sleeps."""
+    """What the engine thread waits on: the queued and running sequences, under one condition."""
 
     cv: threading.Condition
     waiting: deque[Sequence]
@@ -111,8 +108,9 @@ def _fail_all(q: WorkQueue, exc: PyrustmlError) -> None:
     q.active.clear()
 
 
-def _engine_main(ref: weakref.ReferenceType[Scheduler], q: WorkQueue) -> None:
-    """The engine thread: sleep until there is work, then run a step of the scheduler."""
+def _engine_main(sched: Scheduler, q: WorkQueue) -> None:
+    """The engine thread: sleep until there is work, then run a step of the scheduler. It ends
+    when the queue closes (Scheduler.close, which the Model calls when it is freed or at exit)."""
     while True:
         with q.cv:
             while not q.closing and not q.has_work():
@@ -120,13 +118,7 @@ def _engine_main(ref: weakref.ReferenceType[Scheduler], q: WorkQueue) -> None:
             if q.closing:
                 _fail_all(q, PyrustmlError("the model was closed while this request ran"))
                 return
-        sched = ref()
-        if sched is None:
-            with q.cv:
-                _fail_all(q, PyrustmlError("the model was freed while this request ran"))
-            return
         sched.cycle()
-        del sched
 
 
 class Scheduler:
@@ -155,8 +147,6 @@ class Scheduler:
         self._pid = os.getpid()
         self.step_lock = threading.Lock()
         self._q = WorkQueue()
-        # A Model no one holds any more: its engine thread ends with it.
-        weakref.finalize(self, self._q.close)
         n = self.net.slots
         self._owner = [None] * n
         self._slot_tokens = [[] for _ in range(n)]
@@ -175,7 +165,7 @@ class Scheduler:
             self.stats.requests += 1
             if q.engine_thread is None:
                 q.engine_thread = threading.Thread(
-                    target=_engine_main, args=(weakref.ref(self), q), name="pyrustml-engine", daemon=True
+                    target=_engine_main, args=(self, q), name="pyrustml-engine", daemon=True
                 )
                 q.engine_thread.start()
             q.cv.notify()

@@ -17,18 +17,30 @@ from ..engine.kv_cache import KVCache
 from ..engine.linear import Embedding, Linear
 from ..engine.plan import Buf, Plan
 from ..errors import ModelFormatError, UnsupportedModelError
-from ..io.config import MAX_LAYERS, Fields
+from ..io.config import MAX_LAYERS, Fields, refuse_unsupported
 from ..io.safetensors import Checkpoint
-from ..io.weights import load_linear, matrix_f32, vector
+from ..io.weights import check_lm_head, load_linear, matrix_f32, vector
 from .base import PREFILL_CHUNK, LoadOptions, Transformer
 
-# Config flags that change the computation and that we do not implement: refused, never ignored.
-UNSUPPORTED_FLAGS = {
-    "scale_attn_by_inverse_layer_idx": False,
-    "reorder_and_upcast_attn": False,
-    "add_cross_attention": False,
+# Every config.json key that changes the computation is either read (CONFIG_KEYS_READ) or refused
+# unless it holds one of its accepted values (CONFIG_KEYS_REFUSED): never silently ignored.
+CONFIG_KEYS_READ = (
+    "n_layer", "n_embd", "n_head", "n_positions", "n_ctx", "vocab_size", "n_inner",
+    "layer_norm_epsilon", "scale_attn_weights", "activation_function", "tie_word_embeddings",
+)  # fmt: skip
+CONFIG_KEYS_REFUSED: dict[str, tuple[object, ...]] = {
+    "scale_attn_by_inverse_layer_idx": (False,),
+    "reorder_and_upcast_attn": (False,),
+    "add_cross_attention": (False,),
+    "is_encoder_decoder": (False,),
+    "rope_scaling": (),  # GPT-2 has learned positions: a RoPE setting means another model
+    "rope_parameters": (),
+    "use_bidirectional_attention": (False,),
 }
 SUPPORTED_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
+# LayerNorm's epsilon stabilizes a variance: above 1 it would dominate it (and 1e300 is inf in
+# float32, which made the model emit one token forever).
+MAX_EPS = 1.0
 
 
 class GPT2Config:
@@ -40,22 +52,22 @@ class GPT2Config:
     n_inner: int
     eps: float
     scale_attn: bool
+    tie_word_embeddings: bool
 
     def __init__(self, f: Fields) -> None:
+        refuse_unsupported(f, CONFIG_KEYS_REFUSED)
         self.n_layer = f.int_("n_layer", maximum=MAX_LAYERS)
         self.n_embd = f.int_("n_embd")
         self.n_head = f.int_("n_head")
         self.n_positions = f.int_("n_positions", f.data.get("n_ctx"))
         self.vocab_size = f.int_("vocab_size")
         self.n_inner = f.int_("n_inner") if f.has("n_inner") else 4 * self.n_embd
-        self.eps = f.float_("layer_norm_epsilon", 1e-5)
+        self.eps = f.float32_("layer_norm_epsilon", 1e-5, high=MAX_EPS)
         self.scale_attn = f.bool_("scale_attn_weights", True)
+        self.tie_word_embeddings = f.bool_("tie_word_embeddings", True)
         act = f.str_("activation_function", "gelu_new")
         if act not in SUPPORTED_ACTIVATIONS:
             raise UnsupportedModelError(f"{f.where}: activation_function {act!r} is not supported")
-        for key, ok_value in UNSUPPORTED_FLAGS.items():
-            if f.data.get(key, ok_value) != ok_value:
-                raise UnsupportedModelError(f"{f.where}: {key}={f.data[key]!r} is not supported")
         if self.n_embd % self.n_head != 0:
             raise ModelFormatError(
                 f"{f.where}: n_embd {self.n_embd} is not divisible by n_head {self.n_head}"
@@ -252,4 +264,7 @@ class GPT2(Transformer):
 
 
 def build(f: Fields, ckpt: Checkpoint, opts: LoadOptions) -> Transformer:
+    names = set(ckpt.names())
+    pre = "transformer." if "transformer.wte.weight" in names else ""
+    check_lm_head(f, ckpt, pre + "wte.weight")
     return GPT2(f, ckpt, opts)

@@ -22,6 +22,7 @@ import sys
 import time
 from typing import Any
 
+from .. import __version__
 from ..errors import PyrustmlError
 from . import report
 
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the report here (default: stdout)")
     p.add_argument("--format", choices=["md", "json"], default="md")
     p.add_argument("--plot", default=None, help="PNG of per-step stacked bars and a per-layer heat map")
+    p.add_argument("--version", action="version", version=f"pyrustml-audit {__version__}")
     return p
 
 

@@ -308,7 +308,23 @@ class Cli:
 
 def test_sigint_after_first_token_exits_130_with_partial_output(long_gemma: Path, tmp_path: Path) -> None:
     prompt = "Once upon a time"
-    cli = Cli(["-m", str(long_gemma), "-p", prompt, "-n", "30000", "--temp", "0", "--ignore-eos"], tmp_path)
+    cli = Cli(
+        [
+            "-m",
+            str(long_gemma),
+            "-p",
+            prompt,
+            "-n",
+            "30000",
+            "--temp",
+            "0",
+            "--ignore-eos",
+            "--raw",
+            "-c",
+            str(LONG_CONTEXT),
+        ],
+        tmp_path,
+    )  # --raw: echo the prompt; -c: past the 4096 default
     cli.wait_for(len(prompt) + 20, timeout=60)  # the prompt echo and some generated text
     rc, took, out, err = cli.interrupt()
     print(f"[sigint decode] rc={rc} exit {took:.3f} s after SIGINT, {len(out) - len(prompt)} chars generated")
@@ -337,7 +353,10 @@ def test_sigint_during_long_prefill_exits_130(long_gemma: Path, tmp_path: Path) 
     quarter_s = quarter.timings.prompt_ms / 1000.0
     # Signal a quarter of the way into the full prefill, well after encoding ended.
     when = max(quarter_s, 5 * encode_s, 0.05)
-    cli = Cli(["-m", str(long_gemma), "-p", prompt, "-n", "4", "--temp", "0"], tmp_path)
+    cli = Cli(
+        ["-m", str(long_gemma), "-p", prompt, "-n", "4", "--temp", "0", "--raw", "-c", str(LONG_CONTEXT)],
+        tmp_path,
+    )  # --raw: echo the prompt; -c: past the 4096 default
     echoed = cli.wait_for(len(prompt), timeout=60)  # the CLI echoes the prompt, then encodes it
     time.sleep(max(0.0, echoed + when - time.monotonic()))
     rc, took, out, err = cli.interrupt()
@@ -509,7 +528,7 @@ def test_cli_stops_quietly_when_its_reader_goes_away(long_gemma: Path, tmp_path:
     (exit 141), with no error line, traceback or "Exception ignored" at exit."""
     p = subprocess.Popen(
         [sys.executable, "-m", "pyrustml", "-m", str(long_gemma), "-p", "Hello", "-n", "30000",
-         "--temp", "0", "--ignore-eos"],
+         "--temp", "0", "--ignore-eos", "--raw", "-c", str(LONG_CONTEXT)],  # --raw: the prompt is echoed
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), cwd=str(tmp_path),
     )  # fmt: skip
     assert p.stdout is not None and p.stderr is not None
