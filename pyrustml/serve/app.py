@@ -33,8 +33,14 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from ..errors import ContextLengthError, OptionError, PromptError, PromptTypeError, PyrustmlError
-from ..io.chat_template import ChatTemplateError
+from ..errors import (
+    ChatTemplateError,
+    ContextLengthError,
+    OptionError,
+    PromptError,
+    PromptTypeError,
+    PyrustmlError,
+)
 from . import metrics
 from .pump import Pump
 from .responses import Shape, error_response, sse
