@@ -21,6 +21,8 @@ from setuptools.command.build_py import build_py
 #   model.py  the public facade: runs once per call, and types its options once as keyword
 #             arguments (PEP 692 **kwargs), which compiled code cannot take.
 #   __init__.py, __main__.py, cli.py: entry points, run once.
+#   serve/    the HTTP server and Ray deployment: glue over Starlette, pydantic, uvicorn and Ray
+#             (dynamic, optional dependencies); the per-token work stays in the engine.
 COMPILED = [
     "pyrustml/engine/kernels.py",
     "pyrustml/engine/pool.py",
