@@ -81,7 +81,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", "-np", type=_positive, default=None, help="sequences decoded together")
     p.add_argument("--ctx", "-c", type=_positive, default=None, help="context per sequence, in tokens")
     p.add_argument("--threads", "-t", type=_positive, default=None, help="default: physical cores")
-    p.add_argument("--quant", choices=["q8_0", "f32"], default="q8_0")
+    p.add_argument(
+        "--quant",
+        choices=["q8_0", "q4_0", "q4_0-pure", "f32"],
+        default="q8_0",
+        help="weight format (default q8_0), as pyrustml-infer's",
+    )
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
     p.add_argument("--api-key", default=os.environ.get("PYRUSTML_API_KEY"), help="require Bearer KEY")
     p.add_argument(
