@@ -140,6 +140,9 @@ int q8_geglu(const float *gate, const float *up, int64_t n, float *y);
 /* Row-wise GeGLU over a fused gate|up output: gate_up is rows x 2n (gate, then up), y is
  * rows x n, y[r, i] = gelu_tanh(gate_up[r, i]) * gate_up[r, n + i]. */
 int q8_geglu_rows(const float *gate_up, int64_t rows, int64_t n, float *y);
+/* Row-wise SwiGLU, the same layout: y[r, i] = silu(gate_up[r, i]) * gate_up[r, n + i] with
+ * silu(v) = v * sigmoid(v) (Llama, Mistral, Qwen). */
+int q8_swiglu_rows(const float *gate_up, int64_t rows, int64_t n, float *y);
 int q8_add(const float *a, const float *b, int64_t n, float *y);
 int q8_scale(const float *x, float s, int64_t n, float *y);
 /* y = cap * tanh(x / cap) */
@@ -149,6 +152,11 @@ int q8_softmax(const float *x, int64_t rows, int64_t n, float *y);
  * rows x n_heads x head_dim; row r is at position pos[r]. */
 int q8_rope(float *x, int64_t rows, int64_t n_heads, int64_t head_dim, const int64_t *pos,
             float theta);
+/* The same rotation with the head_dim / 2 frequencies given (finite, >= 0): the angle of pair i
+ * at position p is p * inv_freq[i]. Scaled RoPE variants (llama3, linear) are tables the caller
+ * computes once, so scaling is data, not code. */
+int q8_rope_freq(float *x, int64_t rows, int64_t n_heads, int64_t head_dim, const int64_t *pos,
+                 const float *inv_freq);
 
 /* ---- KV cache and attention ------------------------------------------------------------ */
 /* Cache layout per layer: k and v are n_kv x cap x head_dim float32; position p lives in slot
