@@ -7,10 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import pytest
 
 from pyrustml import kernels
 from pyrustml.errors import KernelArgumentError
