@@ -122,11 +122,16 @@ def load_fused(
     *,
     quantize: bool,
     arena: WeightArena | None = None,
+    biases: list[str] | None = None,
 ) -> Linear:
     """One Linear whose rows are the given (rows_i, k) tensors stacked in order: the QKV and
     gate+up fusions, so a decode step makes one weight pass where it would make several.
-    Each part is quantized straight into its row range of the fused matrix."""
+    Each part is quantized straight into its row range of the fused matrix; `biases` (one
+    vector name per part, e.g. Qwen2's q/k/v biases) are stacked the same way."""
     n = sum(rows)
+    bias = None
+    if biases is not None:
+        bias = np.concatenate([vector(ckpt, b, r) for b, r in zip(biases, rows, strict=True)])
     infos = []
     quantize = quantize and k % QK8_0 == 0
     for name, r in zip(names, rows, strict=True):
@@ -144,9 +149,9 @@ def load_fused(
                 raise MemoryError(f"quantizing {info.name!r} failed ({rc})")
             ckpt.release(info.name)
             row += r
-        return Linear(n, k, q, None, None)
+        return Linear(n, k, q, None, bias)
     parts = []
     for info in infos:
         parts.append(to_float32(info, ckpt.raw(info.name)))
         ckpt.release(info.name)
-    return Linear(n, k, None, np.ascontiguousarray(np.concatenate(parts, axis=0)), None)
+    return Linear(n, k, None, np.ascontiguousarray(np.concatenate(parts, axis=0)), bias)
