@@ -18,6 +18,8 @@ from setuptools.command.build_py import build_py
 #   errors.py exception classes with two built-in bases, which mypyc cannot make native.
 #   hub.py    a thin wrapper over huggingface_hub, imported lazily, runs once per load.
 #   chat.py   hands callables to Jinja's sandbox and runs once per turn.
+#   model.py  the public facade: runs once per call, and types its options once as keyword
+#             arguments (PEP 692 **kwargs), which compiled code cannot take.
 #   __init__.py, __main__.py, cli.py: entry points, run once.
 COMPILED = [
     "pyrustml/engine/kernels.py",
@@ -28,7 +30,10 @@ COMPILED = [
     "pyrustml/io/weights.py",
     "pyrustml/generate/sampling.py",
     "pyrustml/io/tokenizer.py",
-    "pyrustml/model.py",
+    "pyrustml/generate/result.py",
+    "pyrustml/generate/stops.py",
+    "pyrustml/generate/sequence.py",
+    "pyrustml/generate/scheduler.py",
     "pyrustml/models/base.py",
     "pyrustml/models/gpt2.py",
     "pyrustml/models/gemma3.py",

@@ -156,13 +156,15 @@ def _write(piece: str) -> None:
     sys.stdout.flush()
 
 
-def _stream(gen: Any) -> Any:
+def _stream(stream: Any) -> Any:
     """Print the pieces of a running generation as they come; returns its Generation."""
-    from .model import drain
-
-    result = drain(gen, _write)
+    try:
+        for piece in stream:
+            _write(piece)
+    finally:
+        stream.close()
     _write("\n")
-    return result
+    return stream.generation
 
 
 def _messages(args: argparse.Namespace, prompt: str) -> list[dict[str, str]]:
@@ -170,11 +172,11 @@ def _messages(args: argparse.Namespace, prompt: str) -> list[dict[str, str]]:
     return [*msgs, {"role": "user", "content": prompt}]
 
 
-def _chat(model: Any, args: argparse.Namespace, params: Any) -> int:
+def _chat(model: Any, args: argparse.Namespace, opts: dict[str, Any]) -> int:
     """One turn with --prompt; otherwise a conversation read from stdin, one user turn per line,
     keeping the KV cache of the earlier turns (only each new turn is prefilled)."""
     if args.prompt:
-        result = _stream(model._run(model.render_chat(_messages(args, args.prompt)), params, args.stop, True))
+        result = _stream(model.stream_chat(_messages(args, args.prompt), **opts))
         _report(model, args, result)
         return 0
     messages = _messages(args, "")[:-1]
@@ -189,7 +191,7 @@ def _chat(model: Any, args: argparse.Namespace, params: Any) -> int:
         if not text.strip():
             continue
         messages.append({"role": "user", "content": text})
-        result = _stream(model._run(model.render_chat(messages), params, args.stop, True))
+        result = _stream(model.stream_chat(messages, **opts))
         messages.append({"role": "assistant", "content": result.text})
         if model.net.prof is not None:
             _profile_tables(model, model.net.prof, args.source)
@@ -240,15 +242,11 @@ def main(argv: list[str] | None = None) -> int:
             }
             print(json.dumps(doc, ensure_ascii=False))
             return 0
-        params = model._params(
-            args.max_tokens, args.temperature, args.top_k, args.top_p,
-            args.min_p, args.repeat_penalty, args.seed, args.ignore_eos, args.lookup,
-        )  # fmt: skip
         if args.chat:
-            return _chat(model, args, params)
+            return _chat(model, args, opts)
         sys.stdout.write(args.prompt)
         sys.stdout.flush()
-        result = _stream(model._run(args.prompt, params, args.stop))
+        result = _stream(model.stream(args.prompt, **opts))
         _report(model, args, result)
         return 0
     except KeyboardInterrupt:

@@ -1,110 +1,147 @@
-"""pyrustml.load and the Model it returns: logits, generate, stream.
+"""pyrustml.load and the Model it returns: the public facade over the engine.
 
-Concurrency: a Model serializes its callers with a per-model lock (its buffers and KV cache are
-shared state), so several Python threads each get exactly what they would get alone. Every
-generate() starts from a fresh cache, so an interrupted call (KeyboardInterrupt) leaves the
-model ready for the next one.
+A Model owns the weights and nothing per request. Every call (generate, stream, chat, ...)
+becomes a Sequence handed to the Scheduler, whose engine thread advances all running sequences
+together, one batched step at a time; so calls from many threads at once share each weight pass
+instead of waiting in line, and each gets exactly the tokens it would get alone.
+
+Left interpreted (not mypyc-compiled): a facade that runs once per call and types its options
+once, as keyword arguments (PEP 692), which compiled code cannot take.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+import weakref
+from collections.abc import Iterator
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 
 from .engine.pool import RuntimeConfig
-from .engine.profiler import DECODE, PREFILL, Profiler
+from .engine.profiler import Profiler
 from .errors import (
     ContextLengthError,
     ModelFormatError,
-    NumericalError,
     OptionError,
     PromptError,
     PromptTypeError,
     PyrustmlError,
 )
-from .generate.prompt_lookup import PromptLookup
-from .generate.sampling import Sampler, SamplingParams
+from .generate.result import Generation, Timings, TokenLogprob, Usage
+from .generate.sampling import SamplingParams
+from .generate.scheduler import EngineStats, Scheduler
+from .generate.sequence import Sequence
 from .io.chat_template import ChatTemplate, ChatTemplateError, load_template
 from .io.config import Fields, read_json
 from .io.hub import resolve
 from .io.safetensors import Checkpoint
-from .io.tokenizer import StreamDecoder, Tokenizer
-from .models.base import Transformer
+from .io.tokenizer import Tokenizer
+from .models.base import LoadOptions, Transformer
 from .models.registry import builder_for
 
 log = logging.getLogger("pyrustml")
 
 QUANTS = ("q8_0", "f32")
+DEFAULT_PARALLEL = 4  # sequences decoded together when load() is not told
+MAX_PARALLEL = 128  # a step's decode rows share the plan's 256-row buffers with prompt rows
 
 
-class Timings:
-    """Wall-clock figures of one generation, in milliseconds."""
+class GenerateOptions(TypedDict, total=False):
+    """The options of every generation call; unset ones come from generation_config.json."""
 
-    prompt_ms: float
-    prompt_tokens: int
-    eval_ms: float
-    eval_tokens: int
-    first_token_ms: float
-    cached_tokens: int  # prompt tokens whose KV cache was kept from the previous call
-    step_ms: list[float]  # each decode step after the first token: forward, lm_head, sampling
-    draft_tokens: int  # prompt-lookup tokens proposed and verified (lookup > 0)
-    accepted_tokens: int  # of them, those the model's greedy choice confirmed
-
-    def __init__(self) -> None:
-        self.cached_tokens = 0
-        self.prompt_ms = 0.0
-        self.prompt_tokens = 0
-        self.eval_ms = 0.0
-        self.eval_tokens = 0
-        self.first_token_ms = 0.0
-        self.step_ms = []
-        self.draft_tokens = 0
-        self.accepted_tokens = 0
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "prompt_ms": self.prompt_ms,
-            "prompt_tokens": float(self.prompt_tokens),
-            "prompt_tok_per_s": _rate(self.prompt_tokens, self.prompt_ms),
-            "eval_ms": self.eval_ms,
-            "eval_tokens": float(self.eval_tokens),
-            "eval_tok_per_s": _rate(self.eval_tokens, self.eval_ms),
-            "time_to_first_token_ms": self.first_token_ms,
-            "cached_tokens": float(self.cached_tokens),
-            "draft_tokens": float(self.draft_tokens),
-            "accepted_tokens": float(self.accepted_tokens),
-        }
+    max_tokens: int | None  # default 16
+    temperature: float | None  # <= 0 is greedy
+    top_k: int | None  # 0 disables it
+    top_p: float | None
+    min_p: float | None
+    repetition_penalty: float | None
+    seed: int | None
+    stop: str | list[str] | None
+    ignore_eos: bool
+    lookup: int  # prompt-lookup drafts per step (greedy only)
+    logprobs: bool
+    top_logprobs: int
 
 
-def _rate(n: int, ms: float) -> float:
-    return 1000.0 * n / ms if ms > 0 else 0.0
+class TextStream:
+    """Text pieces of a running generation as they become final. After the last piece,
+    .generation holds the Generation; .close() (or leaving a for loop early and dropping the
+    stream) cancels it, and its sequence leaves at the next step."""
+
+    generation: Generation | None
+    _seq: Sequence
+    _engine: Scheduler
+
+    def __init__(self, seq: Sequence, engine: Scheduler) -> None:
+        self._seq = seq
+        self._engine = engine
+        self.generation = None
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        if self.generation is not None or self._seq.cancelled:
+            raise StopIteration
+        try:
+            while True:
+                kind, value = self._seq.events.get()
+                if kind == "text":
+                    assert isinstance(value, str)
+                    if value:
+                        return value
+                elif kind == "done":
+                    assert isinstance(value, Generation)
+                    self.generation = value
+                    raise StopIteration
+                else:
+                    assert isinstance(value, PyrustmlError)
+                    raise value
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            self.close()
+            raise
+
+    @property
+    def tokens(self) -> list[int]:
+        """Token ids generated so far."""
+        return list(self._seq.out)
+
+    @property
+    def logprobs(self) -> list[TokenLogprob]:
+        """Log-probabilities of the tokens generated so far (when asked for)."""
+        return list(self._seq.logprobs)
+
+    def close(self) -> None:
+        if self.generation is None:
+            self._engine.cancel(self._seq)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
-class Generation:
-    text: str
-    tokens: list[int]
-    prompt_tokens: list[int]
-    finish_reason: str
-    timings: Timings
+class Exclusive:
+    """`with model.exclusive() as net:` runs the network directly (tools, audits): no engine step
+    runs meanwhile, and afterwards no slot's cache is trusted."""
 
-    def __init__(
-        self, text: str, tokens: list[int], prompt_tokens: list[int], finish_reason: str, timings: Timings
-    ):
-        self.text = text
-        self.tokens = tokens
-        self.prompt_tokens = prompt_tokens
-        self.finish_reason = finish_reason
-        self.timings = timings
+    _engine: Scheduler
 
-    def __repr__(self) -> str:
-        return (
-            f"Generation(finish_reason={self.finish_reason!r}, tokens={len(self.tokens)}, text={self.text!r})"
-        )
+    def __init__(self, engine: Scheduler) -> None:
+        self._engine = engine
+
+    def __enter__(self) -> Transformer:
+        self._engine.step_lock.acquire()
+        return self._engine.net
+
+    def __exit__(self, *exc: object) -> None:
+        self._engine.forget_slots()
+        self._engine.step_lock.release()
 
 
 class Model:
@@ -120,11 +157,7 @@ class Model:
     warmup_ms: float  # the thread pool's warmup, part of load_ms
     runtime: RuntimeConfig
     chat_template: ChatTemplate | None
-    _session: list[int]  # token ids whose keys and values are in the KV cache, in order
-    _high: int  # positions written in the cache by the last call (drafts may pass _session)
-    _lock: threading.Lock
-    _pid: int  # the process the lock belongs to (a forked child renews it)
-    _epoch: int  # bumped by every call that writes the KV cache
+    engine: Scheduler
 
     def __init__(
         self,
@@ -144,11 +177,6 @@ class Model:
         self.runtime = runtime
         self.load_ms = load_ms
         self.warmup_ms = 0.0
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        self._epoch = 0
-        self._session = []
-        self._high = 0
         self.chat_template = load_template(directory, tok_cfg.data)
         eos = gen_cfg.int_list("eos_token_id")
         # The tokenizer's eos token stops generation too (tokenizer_config.json names it).
@@ -171,25 +199,43 @@ class Model:
                 self.defaults[key] = float(v)
         if gen_cfg.data.get("do_sample") is False:
             self.defaults["temperature"] = 0.0
+        self.engine = Scheduler(net, tokenizer)
+        _open_engines.add(self.engine)
+
+    # ---- facts -------------------------------------------------------------------------
+    @property
+    def ctx(self) -> int:
+        """Positions each sequence may use (prompt plus generated tokens)."""
+        return self.net.ctx
+
+    @property
+    def parallel(self) -> int:
+        """Sequences decoded together (KV-cache slots)."""
+        return self.net.slots
+
+    def stats(self) -> EngineStats:
+        """The engine's counters: requests, active and queued sequences, tokens, steps."""
+        return self.engine.snapshot()
+
+    def close(self) -> None:
+        """Stop the engine thread (running calls end with an error). Also done at exit."""
+        self.engine.close()
+
+    def exclusive(self) -> Exclusive:
+        return Exclusive(self.engine)
 
     # ---- profiling ---------------------------------------------------------------------
     def enable_profiling(self) -> Profiler:
-        """Start recording per-step component timings (pyrustml.perf.report analyses them); returns
-        the Profiler, whose .steps grow with every prefill and decode step until disabled."""
-        self._acquire()
-        try:
+        """Start recording per-step component timings (pyrustml.perf.report analyses them);
+        returns the Profiler, whose .steps grow with every step until disabled."""
+        with self.engine.step_lock:
             if self.net.prof is None:
                 self.net.prof = Profiler(self.net.n_layers)
             return self.net.prof
-        finally:
-            self._lock.release()
 
     def disable_profiling(self) -> None:
-        self._acquire()
-        try:
+        with self.engine.step_lock:
             self.net.prof = None
-        finally:
-            self._lock.release()
 
     # ---- inputs ------------------------------------------------------------------------
     def encode(self, prompt: object) -> list[int]:
@@ -217,59 +263,10 @@ class Model:
         return ids
 
     def _check_context(self, n: int) -> None:
-        if n > self.net.max_positions:
-            raise ContextLengthError(
-                f"the prompt has {n} tokens; the model's context is {self.net.max_positions}"
-            )
+        if n > self.net.ctx:
+            raise ContextLengthError(f"the prompt has {n} tokens; the context is {self.net.ctx}")
 
-    # ---- forward -----------------------------------------------------------------------
-    def _prefill(self, ids: list[int], pos0: int) -> int:
-        """Run ids through the model; returns the row of the last token in net.final."""
-        rows = 0
-        step = self.net.prefill_chunk
-        for c in range(0, len(ids), step):
-            chunk = ids[c : c + step]
-            self.net.forward_chunk(chunk, pos0 + c)
-            rows = len(chunk)
-        return rows - 1
-
-    def logits(self, token_ids: object) -> np.ndarray:
-        """float32 logits (len(token_ids), vocab), from a fresh cache."""
-        if isinstance(token_ids, list) and not token_ids:
-            return np.empty((0, self.net.vocab_size), dtype=np.float32)
-        ids = self.encode(token_ids)
-        self._check_context(len(ids))
-        out = np.empty((len(ids), self.net.vocab_size), dtype=np.float32)
-        self._acquire()
-        try:
-            self._epoch += 1
-            self._session = []
-            step = self.net.prefill_chunk
-            for c in range(0, len(ids), step):
-                chunk = ids[c : c + step]
-                self.net.forward_chunk(chunk, c)
-                out[c : c + len(chunk)] = self.net.logits_rows(len(chunk))
-            self._session = list(ids)
-            self._high = len(ids)
-        finally:
-            self._lock.release()
-        return out
-
-    def _reusable_prefix(self, ids: list[int]) -> int:
-        """How many leading tokens of ids already sit in the KV cache and can be kept."""
-        prev = self._session
-        n = 0
-        limit = min(len(prev), len(ids) - 1)  # at least one token must run to give logits
-        while n < limit and prev[n] == ids[n]:
-            n += 1
-        # Ring caches of sliding layers hold a bounded number of positions past the window.
-        written = max(len(prev), self._high)
-        if n < written and written - n > self.net.resume_slack():
-            return 0
-        return n
-
-    # ---- chat --------------------------------------------------------------------------
-    def render_chat(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> list[int]:
+    def render_chat(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> list[int]:
         """Token ids of the conversation rendered by the checkpoint's chat template (the rendered
         text already holds BOS, so none is added)."""
         if self.chat_template is None:
@@ -280,335 +277,128 @@ class Model:
             raise ChatTemplateError("the chat template rendered an empty prompt")
         return ids
 
-    def chat(
-        self,
-        messages: list[dict[str, str]],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float | None = None,
-        seed: int | None = None,
-        stop: list[str] | None = None,
-        ignore_eos: bool = False,
-        lookup: int = 0,
-    ) -> Generation:
-        """The assistant's reply to a conversation of {"role", "content"} messages."""
-        params = self._params(
-            max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, ignore_eos, lookup
-        )
-        return drain(self._run(self.render_chat(messages), params, stop, reuse=True))
-
-    # ---- generation --------------------------------------------------------------------
-    def _params(
-        self,
-        max_tokens: int | None,
-        temperature: float | None,
-        top_k: int | None,
-        top_p: float | None,
-        min_p: float | None,
-        repetition_penalty: float | None,
-        seed: int | None,
-        ignore_eos: bool = False,
-        lookup: int = 0,
-    ) -> SamplingParams:
-        d = self.defaults
-        return SamplingParams(
-            max_tokens=16 if max_tokens is None else max_tokens,
-            temperature=d.get("temperature", 1.0) if temperature is None else temperature,
-            top_k=int(d.get("top_k", 0)) if top_k is None else top_k,
-            top_p=d.get("top_p", 1.0) if top_p is None else top_p,
-            min_p=d.get("min_p", 0.0) if min_p is None else min_p,
-            repetition_penalty=d.get("repetition_penalty", 1.0)
-            if repetition_penalty is None
-            else repetition_penalty,
-            seed=seed,
-            ignore_eos=ignore_eos,
-            lookup=lookup,
-        )
-
-    def stream(
-        self,
-        prompt: object,  # text, or a list of token ids (ints, numpy integers too)
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float | None = None,
-        seed: int | None = None,
-        stop: list[str] | None = None,
-        ignore_eos: bool = False,
-        lookup: int = 0,
-    ) -> Iterator[str]:
-        """Yield text pieces as they become valid UTF-8; see generate for the options."""
-        params = self._params(
-            max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, ignore_eos, lookup
-        )
-        gen = self._run(prompt, params, stop, yield_lock=True)
-        try:
-            while True:
-                piece = next(gen)
-                if piece:
-                    yield piece
-        except StopIteration:
-            return
-
-    def generate(
-        self,
-        prompt: object,  # text, or a list of token ids (ints, numpy integers too)
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float | None = None,
-        seed: int | None = None,
-        stop: list[str] | None = None,
-        ignore_eos: bool = False,
-        lookup: int = 0,
-    ) -> Generation:
-        """Generate up to max_tokens tokens. temperature <= 0 is greedy; unset options come from
-        the checkpoint's generation_config.json. Stops on every eos id (unless ignore_eos) and
-        on `stop` strings. lookup=N > 0 (greedy only) drafts up to N tokens per step from the
-        context (prompt-lookup speculative decoding): the output is the same, often sooner."""
-        params = self._params(
-            max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, ignore_eos, lookup
-        )
-        return drain(self._run(prompt, params, stop))
-
-    def _choose(
-        self, row: int, sampler: Sampler, history: list[int], params: SamplingParams, step: int, pos: int
-    ) -> int:
-        """The next token from row `row` of the final hidden states (profiled as lm_head and
-        sampling); NaN/Inf logits raise NumericalError naming the step."""
-        pr = self.net.prof
-        if pr is not None:
-            pr.lap_glue()
-        try:
-            if params.needs_logits:
-                logits = self.net.logits_row(row)
-                if pr is not None:
-                    pr.lap_lm_head()
-                token = sampler.sample(logits, history)
-            else:
-                token = self.net.argmax_row(row)  # lm_head and argmax fused: no sampling
-                if pr is not None:
-                    pr.lap_lm_head()
-        except NumericalError as exc:
-            raise NumericalError(f"{exc} at generation step {step} (position {pos})") from None
-        if pr is not None:
-            pr.lap_sampling()
-            pr.end()
-        return token
-
-    def _verify(self, draft: list[int], step: int, pos: int) -> list[int]:
-        """After a batched pass of [token, *draft]: the draft's longest prefix the model's own
-        greedy choice confirms, then the model's next token after it (so always one more)."""
-        pr = self.net.prof
-        if pr is not None:
-            pr.lap_glue()
-        try:
-            preds = self.net.argmax_rows(1 + len(draft))
-        except NumericalError as exc:
-            raise NumericalError(f"{exc} at generation step {step} (position {pos})") from None
-        if pr is not None:
-            pr.lap_lm_head()
-            pr.lap_sampling()
-            pr.end()
-        n = 0
-        while n < len(draft) and preds[n] == draft[n]:
-            n += 1
-        return [*draft[:n], preds[n]]
-
-    def _run(
-        self,
-        prompt: object,  # text, or a list of token ids (ints, numpy integers too)
-        params: SamplingParams,
-        stop: list[str] | None,
-        reuse: bool = False,
-        yield_lock: bool = False,
-    ) -> Generator[str, None, Generation]:
-        """The generation loop, as a generator of text pieces that returns the Generation.
-
-        reuse=True keeps the KV cache of the tokens this prompt shares with the previous call (a
-        chat's earlier turns) and prefills only the rest; the result is the same either way.
-        yield_lock=True (Model.stream, whose consumer runs between pieces) lets go of the model
-        while a piece is out: another call may run meanwhile (a stream left suspended never
-        blocks the model), and this one rebuilds its cache when it resumes after one did."""
-        stops = [s for s in (stop or []) if s]
-        ids = self.encode(prompt)
+    # ---- the engine --------------------------------------------------------------------
+    def _sequence(self, ids: list[int], options: GenerateOptions) -> Sequence:
         self._check_context(len(ids))
-        sampler = Sampler(params)
-        timings = Timings()
-        out: list[int] = []
-        text_parts: list[str] = []
-        finish = "length"
-        emitted = 0  # characters of the text already yielded
-        t_eval = 0.0
-        t_step = 0.0
-        decoder = StreamDecoder(self.tokenizer)
-        self._acquire()
+        d = self.defaults
+        o: dict[str, Any] = dict(options)
+        unknown = sorted(set(o) - set(GenerateOptions.__annotations__))
+        if unknown:
+            raise OptionError(f"unknown option {unknown[0]!r}")
+
+        def pick(key: str, default: float) -> Any:
+            v = o.get(key)
+            return d.get(key, default) if v is None else v
+
+        top_k = o.get("top_k")
+        params = SamplingParams(
+            max_tokens=16 if o.get("max_tokens") is None else o["max_tokens"],
+            temperature=pick("temperature", 1.0),
+            top_k=int(d.get("top_k", 0)) if top_k is None else top_k,
+            top_p=pick("top_p", 1.0),
+            min_p=pick("min_p", 0.0),
+            repetition_penalty=pick("repetition_penalty", 1.0),
+            seed=o.get("seed"),
+            ignore_eos=bool(o.get("ignore_eos", False)),
+            lookup=o.get("lookup", 0),
+        )
+        stop = o.get("stop")
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if not all(isinstance(s, str) for s in stops):
+            raise OptionError(f"stop must be a string or a list of strings, got {stop!r}")
+        logprobs = o.get("logprobs", False)
+        top = o.get("top_logprobs", 0)
+        if not isinstance(logprobs, bool):
+            raise OptionError(f"logprobs must be True or False, got {logprobs!r}")
+        if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20:
+            raise OptionError(f"top_logprobs must be an integer in [0, 20], got {top!r}")
+        return Sequence(
+            ids,
+            params,
+            stops,
+            self.tokenizer,
+            frozenset(self.eos_ids),
+            self.net.ctx,
+            want_logprobs=logprobs or top > 0,
+            top_logprobs=top,
+        )
+
+    def _start(self, ids: list[int], options: GenerateOptions) -> TextStream:
+        seq = self._sequence(ids, options)
+        self.engine.submit(seq)
+        return TextStream(seq, self.engine)
+
+    # ---- the public calls --------------------------------------------------------------
+    def stream(self, prompt: object, **options: Unpack[GenerateOptions]) -> TextStream:
+        """Yield text pieces as they become valid UTF-8; see generate for the options."""
+        return self._start(self.encode(prompt), options)
+
+    def generate(self, prompt: object, **options: Unpack[GenerateOptions]) -> Generation:
+        """Generate up to max_tokens tokens from a prompt (text, or a list of token ids).
+
+        temperature <= 0 is greedy; unset options come from the checkpoint's
+        generation_config.json. Stops on every eos id (unless ignore_eos) and on `stop` strings.
+        lookup=N > 0 (greedy only) drafts up to N tokens per step from the context
+        (prompt-lookup speculative decoding): the output is the same, often sooner.
+        logprobs=True (top_logprobs=k) records each token's log-probability (and k
+        alternatives)."""
+        return _finish(self.stream(prompt, **options))
+
+    def stream_chat(self, messages: list[dict[str, Any]], **options: Unpack[GenerateOptions]) -> TextStream:
+        """The assistant's reply to a conversation of {"role", "content"} messages, as text
+        pieces; the KV cache of earlier turns is kept (the prefix cache)."""
+        return self._start(self.render_chat(messages), options)
+
+    def chat(self, messages: list[dict[str, Any]], **options: Unpack[GenerateOptions]) -> Generation:
+        """The assistant's reply to a conversation of {"role", "content"} messages."""
+        return _finish(self.stream_chat(messages, **options))
+
+    def generate_batch(self, prompts: list[object], **options: Unpack[GenerateOptions]) -> list[Generation]:
+        """Generate for every prompt at once (decoded together); results in prompt order."""
+        if not isinstance(prompts, list):
+            raise PromptTypeError(f"prompts must be a list, got {type(prompts).__name__}")
+        streams = [self.stream(p, **options) for p in prompts]
         try:
-            t0 = time.perf_counter()
-            self._epoch += 1
-            epoch = self._epoch  # whose tokens the cache holds
-            start = self._reusable_prefix(ids) if reuse else 0
-            timings.cached_tokens = start
-            self._session = []  # until this call has written the cache it is in no known state
-            pr = self.net.prof
-            if pr is not None:
-                pr.begin(PREFILL, len(ids) - start, start)
-            row = self._prefill(ids[start:], start)
-            self._high = len(ids)
-            fed = list(ids)
-            history = list(ids)
-            pos = len(ids)
-            lookup = PromptLookup(ids) if params.lookup else None
-            queued: list[int] = []  # a verify pass's tokens; all but the last are in the cache
-            while True:
-                if queued:
-                    token = queued.pop(0)
-                else:
-                    token = self._choose(row, sampler, history, params, len(out) + 1, pos - 1)
-                    now = time.perf_counter()
-                    if out:
-                        timings.step_ms.append((now - t_step) * 1000.0)
-                    else:
-                        timings.prompt_ms = (now - t0) * 1000.0
-                        timings.prompt_tokens = len(ids)
-                        timings.first_token_ms = timings.prompt_ms
-                        t_eval = now
-                if token in self.eos_ids and not params.ignore_eos:
-                    finish = "stop"
-                    break
-                out.append(token)
-                history.append(token)
-                if lookup is not None:
-                    lookup.push(token)
-                emit = ""
-                piece = decoder.push(token)
-                if piece:
-                    text_parts.append(piece)
-                    if stops:
-                        full = "".join(text_parts)
-                        cut = _stop_index(full, stops)
-                        if cut >= 0:
-                            finish = "stop"
-                            emit = full[emitted:cut] if cut > emitted else ""
-                            emitted = max(emitted, cut)
-                        else:
-                            # Hold back a suffix that may still grow into a stop string.
-                            safe = len(full) - _stop_prefix_len(full, stops)
-                            if safe > emitted:
-                                emit = full[emitted:safe]
-                                emitted = safe
-                    else:
-                        emitted += len(piece)
-                        emit = piece
-                if emit:
-                    if yield_lock:
-                        self._lock.release()
-                        try:
-                            yield emit
-                        finally:
-                            self._acquire()
-                        if self._epoch != epoch:  # another call used the model meanwhile
-                            epoch = self._restore(fed)
-                            queued = []  # accepted drafts lost their cache: run them again
-                    else:
-                        yield emit
-                if finish == "stop":
-                    break
-                if len(out) >= params.max_tokens or pos >= self.net.max_positions:
-                    break
-                fed.append(token)
-                if queued:  # an accepted draft token: its keys and values are in the cache
-                    pos += 1
-                    continue
-                # Draft tokens (prompt lookup) ride along with this token in one batched pass;
-                # never past the context, the tokens still wanted, or one prefill chunk.
-                draft: list[int] = []
-                if lookup is not None:
-                    room = min(
-                        params.lookup,
-                        params.max_tokens - len(out) - 1,
-                        self.net.max_positions - pos - 1,
-                        self.net.prefill_chunk - 1,
-                    )
-                    draft = lookup.draft(room)
-                t_step = time.perf_counter()
-                if pr is not None:
-                    pr.begin(DECODE, 1 + len(draft), pos)
-                self.net.forward_chunk([token, *draft], pos)
-                self._high = max(self._high, pos + 1 + len(draft))
-                row = 0
-                pos += 1
-                if draft:
-                    queued = self._verify(draft, len(out) + 1, pos)
-                    timings.draft_tokens += len(draft)
-                    timings.accepted_tokens += len(queued) - 1
-                    timings.step_ms.append((time.perf_counter() - t_step) * 1000.0)
-            self._session = fed
-            timings.eval_tokens = max(0, len(out) - 1)
-            timings.eval_ms = (time.perf_counter() - t_eval) * 1000.0 if out or finish == "stop" else 0.0
+            return [_finish(s) for s in streams]
         finally:
-            self._lock.release()
-        if finish != "stop" or not stops:
-            text_parts.append(decoder.flush())
-        full = "".join(text_parts)
-        end = _stop_index(full, stops) if stops else -1
-        end = len(full) if end < 0 else end
-        if end > emitted:
-            yield full[emitted:end]
-        return Generation(full[:end], out, ids, finish, timings)
+            for s in streams:
+                s.close()
 
-    def _acquire(self) -> None:
-        """Take the model's lock. In a forked child, whose parent may have forked while one of
-        its threads held it (that thread does not exist here), start with a fresh lock and an
-        unknown cache."""
-        pid = os.getpid()
-        if pid != self._pid:
-            self._pid = pid
-            self._lock = threading.Lock()
-            self._session = []
-            self._epoch += 1
-        self._lock.acquire()
-
-    def _restore(self, fed: list[int]) -> int:
-        """Rebuild the cache of positions 0 .. len(fed) - 1 after another call used the model
-        (keeping what it shares with that call's tokens); returns the new epoch."""
-        self._epoch += 1
-        start = self._reusable_prefix(fed)
-        self._session = []
-        pr = self.net.prof
-        if pr is not None:
-            pr.begin(PREFILL, len(fed) - start, start)
-        self._prefill(fed[start:], start)
-        if pr is not None:
-            pr.end()
-        self._high = max(self._high, len(fed))
-        return self._epoch
+    def logits(self, token_ids: object) -> np.ndarray:
+        """float32 logits (len(token_ids), vocab) of every position of the prompt."""
+        if isinstance(token_ids, list) and not token_ids:
+            return np.empty((0, self.net.vocab_size), dtype=np.float32)
+        ids = self.encode(token_ids)
+        self._check_context(len(ids))
+        out = np.empty((len(ids), self.net.vocab_size), dtype=np.float32)
+        seq = Sequence(ids, SamplingParams(), [], self.tokenizer, frozenset(), self.net.ctx, logits_out=out)
+        self.engine.submit(seq)
+        _finish(TextStream(seq, self.engine))
+        return out
 
 
-def drain(gen: Generator[str, None, Generation], sink: Callable[[str], None] | None = None) -> Generation:
-    """Run a generation to its end, handing each text piece to sink; returns the Generation."""
-    try:
-        while True:
-            try:
-                piece = next(gen)
-            except StopIteration as done:
-                result: Generation = done.value
-                return result
-            if sink is not None:
-                sink(piece)
-    except BaseException:
-        gen.close()  # an interrupted generation lets go of the model now, not when collected
-        raise
+def _finish(stream: TextStream) -> Generation:
+    """Run a stream to its end; returns its Generation."""
+    for _ in stream:
+        pass
+    assert stream.generation is not None
+    return stream.generation
+
+
+# Engines still open at exit are stopped first: no step may run while the interpreter (and
+# the library under it) goes away.
+_open_engines: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_engines() -> None:
+    for engine in list(_open_engines):
+        engine.close(timeout=5.0)
+    # Then the pool's workers are parked and joined: none may still spin inside libq8 while
+    # the interpreter tears down (and the library with it).
+    from .engine._ffi import lib
+
+    lib.q8_pool_shutdown()
 
 
 def _is_token(i: object) -> bool:
@@ -616,40 +406,30 @@ def _is_token(i: object) -> bool:
     return isinstance(i, int | np.integer) and not isinstance(i, bool | np.bool_)
 
 
-def _stop_index(text: str, stops: list[str]) -> int:
-    """Index of the earliest stop string in text, or -1."""
-    cut = -1
-    for s in stops:
-        i = text.find(s)
-        if i >= 0 and (cut < 0 or i < cut):
-            cut = i
-    return cut
-
-
-def _stop_prefix_len(text: str, stops: list[str]) -> int:
-    """Length of the longest suffix of text that is a proper prefix of a stop string."""
-    best = 0
-    for s in stops:
-        for n in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:n]):
-                best = n
-                break
-    return best
-
-
 def load(
-    source: str,
+    source: str | os.PathLike[str],
     *,
     quant: str = "q8_0",
     threads: int | None = None,
     revision: str | None = None,
+    ctx: int | None = None,
+    parallel: int | None = None,
 ) -> Model:
     """Load a checkpoint from a local directory or a hub repo id.
 
     quant="q8_0" quantizes every matrix whose width is a multiple of 32 (GGML Q8_0);
-    quant="f32" keeps full precision (the conformance path)."""
+    quant="f32" keeps full precision (the conformance path). ctx is the context of each
+    sequence (default min(the model's max positions, 4096)); parallel the number of sequences
+    decoded together (default 4), each with its own KV cache."""
     if quant not in QUANTS:
         raise OptionError(f"quant must be one of {QUANTS}, got {quant!r}")
+    if ctx is not None and (isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < 1):
+        raise OptionError(f"ctx must be a positive integer, got {ctx!r}")
+    slots = DEFAULT_PARALLEL if parallel is None else parallel
+    if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_PARALLEL:
+        raise OptionError(f"parallel must be an integer in [1, {MAX_PARALLEL}], got {parallel!r}")
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
     t0 = time.perf_counter()
     runtime = RuntimeConfig(threads)
     directory = resolve(source, revision)
@@ -668,7 +448,7 @@ def load(
     tokenizer = Tokenizer(directory)
     ckpt = Checkpoint(directory)
     try:
-        net = build(f, ckpt, quant == "q8_0")
+        net = build(f, ckpt, LoadOptions(quant, ctx, slots))
     finally:
         ckpt.close()
     if tokenizer.vocab_size > net.vocab_size:
@@ -698,4 +478,4 @@ def _isa() -> str:
     return isa_active()
 
 
-__all__ = ["Generation", "Model", "PyrustmlError", "Timings", "load"]
+__all__ = ["Generation", "Model", "PyrustmlError", "TextStream", "Timings", "Usage", "load"]

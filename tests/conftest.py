@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).parent / "fixtures"
+# tests/support is importable from every test module (importlib mode adds nothing to sys.path).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support import FIX  # noqa: E402
+
+FIXTURES = FIX
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
 
 

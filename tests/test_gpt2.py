@@ -141,10 +141,10 @@ def test_concurrent_callers_get_their_sequential_results(ref: dict[str, Any], mo
 def test_interrupted_stream_leaves_the_model_usable(ref: dict[str, Any], models: Any) -> None:
     m = get(models, "gpt2-tiny-openai", "q8_0")
     fresh = m.generate("Hello", max_tokens=10, temperature=0)
-    it = m._run("Hello", m._params(30, 0.0, None, None, None, None, None), None)
-    next(it)
+    it = m.stream("Hello", max_tokens=30, temperature=0)
     with pytest.raises(KeyboardInterrupt):
-        it.throw(KeyboardInterrupt)
+        for _ in it:
+            raise KeyboardInterrupt  # the consumer is interrupted between pieces
     again = m.generate("Hello", max_tokens=10, temperature=0)
     assert again.tokens == fresh.tokens and again.text == fresh.text
 

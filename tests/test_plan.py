@@ -1,9 +1,8 @@
-"""The decode plan (a whole decode step in one libq8 call) against the same ops run one call at
-a time (RowOps), and q8_plan_run's refusals of malformed op lists."""
+"""The plan (a whole forward pass in one libq8 call, for any rows of any sequences): a row's bits
+never depend on the other rows of its run, and q8_plan_run refuses malformed op lists."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,39 +10,69 @@ import pytest
 
 import pyrustml
 from pyrustml.engine._ffi import ffi, lib
-from pyrustml.engine.plan import RowOps
+from pyrustml.models.base import Transformer
 
-FIX = Path(__file__).parent / "fixtures"
+from support import FIX
 
 
-def caches(model: pyrustml.Model) -> list[np.ndarray]:
-    net: Any = model.net
-    layers = net.blocks if hasattr(net, "blocks") else net.layers
-    return [np.array(c) for layer in layers for c in (layer.kv.k, layer.kv.v)]
+def slot_caches(net: Transformer, slot: int) -> list[np.ndarray]:
+    n: Any = net
+    layers = n.blocks if hasattr(n, "blocks") else n.layers
+    return [np.array(c[slot]) for layer in layers for c in (layer.kv.k, layer.kv.v)]
+
+
+def run_rows(net: Transformer, rows: list[tuple[int, int, int]]) -> np.ndarray:
+    """One plan run over (token, slot, position) rows; returns a copy of the final rows."""
+    t = len(rows)
+    net.row_tokens[:t] = [r[0] for r in rows]
+    net.row_slots[:t] = [r[1] for r in rows]
+    net.row_pos[:t] = [r[2] for r in rows]
+    net.run(t)
+    return np.array(net.final[:t])
+
+
+PROMPTS = [[3, 9, 4, 1, 7, 2, 8], [5, 5, 6], [2, 11, 13, 4, 9, 1, 1, 6, 3, 12, 7]]
 
 
 @pytest.mark.parametrize("name", ["gpt2-tiny-hf", "gemma3-tiny"])
 @pytest.mark.parametrize("quant", ["q8_0", "f32"])
-def test_plan_step_is_bitwise_the_row_ops_step(name: str, quant: str) -> None:
-    """Same prompt, then the same token at the same position: once through the plan, once
-    through RowOps with one row. Hidden state and every cache must agree to the bit."""
-    m = pyrustml.load(str(FIX / name), quant=quant)
+def test_batched_rows_are_bitwise_their_solo_runs(name: str, quant: str) -> None:
+    """Three sequences, each first alone in slot 0 (a prefill chunk, then two decode steps), then
+    together in slots 0-2: their prompts prefilled one token per row beside each other's decode
+    rows, then decode steps of all three in one run. Every hidden row and every slot's cache must
+    equal the solo run's to the bit."""
+    m = pyrustml.load(str(FIX / name), quant=quant, parallel=3)
     net = m.net
-    prompt = [3, 9, 4, 1, 7, 2, 8]
-    token, pos = 5, len(prompt)
-    results = []
-    for via_plan in (True, False):
-        net.forward_chunk(prompt, 0)
-        if via_plan:
-            net.forward_chunk([token], pos)
-        else:
-            net.forward(RowOps([token], pos, net.pos_buf, net.pos_ptr, None))
-        results.append((np.array(net.final[0]), caches(m)))
-    (fa, ca), (fb, cb) = results
-    np.testing.assert_array_equal(fa, fb)
-    assert np.isfinite(fa).all() and np.abs(fa).sum() > 0
-    for a, b in zip(ca, cb, strict=True):
-        np.testing.assert_array_equal(a, b)
+    nxt = [[5, 1], [7, 7], [4, 2]]
+    solo = []
+    for p, n in zip(PROMPTS, nxt, strict=True):
+        pre = run_rows(net, [(tok, 0, i) for i, tok in enumerate(p)])
+        steps = [run_rows(net, [(n[k], 0, len(p) + k)])[0] for k in range(2)]
+        solo.append((pre, steps, slot_caches(net, 0)))
+    for slot in range(3):  # start from caches unlike the solo run's: stale rows must not leak in
+        for c in slot_caches(net, slot):
+            assert c.shape[0] > 0
+    # Prompts of unequal length, interleaved: row i of every prompt that still has one.
+    pre_rows: list[list[np.ndarray]] = [[], [], []]
+    for i in range(max(map(len, PROMPTS))):
+        rows = [(p[i], s, i) for s, p in enumerate(PROMPTS) if i < len(p)]
+        out = run_rows(net, rows)
+        for r, (_, s, _) in enumerate(rows):
+            pre_rows[s].append(out[r])
+    steps_b: list[list[np.ndarray]] = [[], [], []]
+    for k in range(2):
+        out = run_rows(net, [(nxt[s][k], s, len(PROMPTS[s]) + k) for s in range(3)])
+        for s in range(3):
+            steps_b[s].append(out[s])
+    for s, (pre, steps, caches) in enumerate(solo):
+        np.testing.assert_array_equal(np.stack(pre_rows[s]), pre)
+        for a, b in zip(steps_b[s], steps, strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert np.isfinite(pre).all() and np.abs(pre).sum() > 0
+        # The solo run used slot 0 with the same positions: its cache rows are this slot's.
+        for a, b in zip(slot_caches(net, s), caches, strict=True):
+            used = len(PROMPTS[s]) + 2
+            np.testing.assert_array_equal(a[..., :used, :], b[..., :used, :])
 
 
 def test_profiled_plan_laps_cover_the_layers() -> None:
@@ -72,22 +101,38 @@ def test_plan_run_refuses_malformed_ops() -> None:
     marks = ffi.new("int64_t[]", plan.n_marks)
     # The model's own plan runs; a token outside the vocabulary or a position outside the learned
     # position table is refused, not read out of bounds.
-    assert lib.q8_plan_run(plan._arr, n, 1, 0, marks, plan.n_marks) == 0
+    def run(tok: int, slot: int, pos: int, ops: Any = plan._arr, count: int = n, t: int = 1,
+            mk: Any = ffi.NULL, n_marks: int = 0) -> int:
+        rows = [ffi.new("int64_t[]", [v] * max(t, 1)) for v in (tok, slot, pos)]
+        return int(lib.q8_plan_run(ops, count, t, rows[0], rows[1], rows[2], mk, n_marks))
+
+    assert run(1, 0, 0, mk=marks, n_marks=plan.n_marks) == 0
     assert all(marks[j] > 0 for j in range(plan.n_marks))
-    assert lib.q8_plan_run(plan._arr, n, m.net.vocab_size, 0, ffi.NULL, 0) == lib.Q8_EINVAL
-    assert lib.q8_plan_run(plan._arr, n, -1, 0, ffi.NULL, 0) == lib.Q8_EINVAL
-    assert lib.q8_plan_run(plan._arr, n, 1, m.net.max_positions, ffi.NULL, 0) == lib.Q8_EINVAL
+    assert run(m.net.vocab_size, 0, 0) == lib.Q8_EINVAL
+    assert run(-1, 0, 0) == lib.Q8_EINVAL
+    assert run(1, 0, m.net.max_positions) == lib.Q8_EINVAL
+    assert run(1, 0, -1) == lib.Q8_EINVAL
+    # A slot past the caches', or a negative one.
+    assert run(1, m.net.slots, 0) == lib.Q8_EINVAL
+    assert run(1, -1, 0) == lib.Q8_EINVAL
+    # Row counts outside 1 .. Q8_PLAN_MAX_ROWS.
+    assert run(1, 0, 0, t=0) == lib.Q8_EINVAL
+    assert run(1, 0, 0, t=lib.Q8_PLAN_MAX_ROWS + 1) == lib.Q8_EINVAL
     # Too few mark slots for the plan's marks.
-    assert lib.q8_plan_run(plan._arr, n, 1, 0, marks, plan.n_marks - 1) == lib.Q8_EINVAL
+    assert run(1, 0, 0, mk=marks, n_marks=plan.n_marks - 1) == lib.Q8_EINVAL
     # Unknown kinds, a nonzero reserved field, empty or missing lists, NULL operands.
-    assert lib.q8_plan_run(one_op(0), 1, 0, 0, ffi.NULL, 0) == lib.Q8_EINVAL
-    assert lib.q8_plan_run(one_op(99), 1, 0, 0, ffi.NULL, 0) == lib.Q8_EINVAL
+    assert run(0, 0, 0, ops=one_op(0), count=1) == lib.Q8_EINVAL
+    assert run(0, 0, 0, ops=one_op(99), count=1) == lib.Q8_EINVAL
     bad = one_op(lib.Q8_OP_MARK)
     bad[0].reserved = 1
-    assert lib.q8_plan_run(bad, 1, 0, 0, ffi.NULL, 0) == lib.Q8_EINVAL
-    assert lib.q8_plan_run(one_op(lib.Q8_OP_MARK), 0, 0, 0, ffi.NULL, 0) == lib.Q8_EINVAL
-    assert lib.q8_plan_run(ffi.NULL, 1, 0, 0, ffi.NULL, 0) == lib.Q8_EINVAL
-    for kind in range(lib.Q8_OP_EMBED_Q8, lib.Q8_OP_MARK):
+    assert run(0, 0, 0, ops=bad, count=1) == lib.Q8_EINVAL
+    assert run(0, 0, 0, ops=one_op(lib.Q8_OP_MARK), count=0) == lib.Q8_EINVAL
+    assert run(0, 0, 0, ops=ffi.NULL, count=1) == lib.Q8_EINVAL
+    for kind in range(lib.Q8_OP_EMBED_Q8, lib.Q8_OP_COPY_COLS + 1):
+        if kind == lib.Q8_OP_MARK:
+            continue
         op = one_op(kind)
         op[0].i[0] = op[0].i[1] = 32
-        assert lib.q8_plan_run(op, 1, 0, 0, ffi.NULL, 0) == lib.Q8_EINVAL, kind
+        assert run(0, 0, 0, ops=op, count=1) == lib.Q8_EINVAL, kind
+    # NULL row arrays.
+    assert lib.q8_plan_run(plan._arr, n, 1, ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL, 0) == lib.Q8_EINVAL

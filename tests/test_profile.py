@@ -57,12 +57,13 @@ def test_steps_cover_the_run_and_components_add_up(path: str) -> None:
     # Against the generation loop's own clock (Timings.step_ms), step by step. A tiny fixture's
     # step is ~15 us, so one preemption or GC pause between the two clocks' reads can exceed the
     # tolerance on its own: the typical (median) step must agree, which a profiler that missed
-    # part of every step would not. Allowed: 2% and 3 us, the loop's bookkeeping outside the
-    # profiled step (measured: 0.6-0.8 us compiled, ~2.7 us interpreted).
+    # part of every step would not. Allowed: 2% and 6 us, the engine loop's turn between two
+    # profiled steps (its condition variable and step lock; measured 3-6 us interpreted on a
+    # Xeon 2-core VM; before the engine thread, the loop's bookkeeping was ~2.7 us).
     profiled = [s.total_ns / 1e6 for s in prof.steps[1:]]
     measured = list(gen.timings.step_ms)
     assert len(profiled) == len(measured)
-    excess = sorted(abs(p - m) - (0.02 * m + 0.003) for p, m in zip(profiled, measured, strict=True))
+    excess = sorted(abs(p - m) - (0.02 * m + 0.006) for p, m in zip(profiled, measured, strict=True))
     assert excess[len(excess) // 2] <= 0.0, (profiled, measured)
 
 

@@ -58,6 +58,9 @@ enum {
 };
 
 /* ---- library facts ---------------------------------------------------------------------- */
+/* The ABI this header describes; q8_abi_version() returns the one the library was built with,
+ * and the binding refuses a library whose number differs from its header's. */
+enum { Q8_ABI_VERSION = 5 };
 int q8_abi_version(void);
 /* Comma-separated kernel paths this CPU and OS can run, best last ("ref,avx2,avx512,..."). */
 const char *q8_isa_supported(void);
@@ -173,28 +176,49 @@ int q8_attention(const float *q, int64_t t, int64_t pos0, const float *k, const 
                  int64_t n_heads, int64_t n_kv, int64_t cap, int64_t head_dim, int64_t window,
                  float scale, float softcap, float *out);
 
-/* ---- decode plans: a whole decode step in one call ----------------------------------------- */
-/* A plan is the op list of one decode step (t = 1), written once by the caller after its buffers
- * and weights exist; q8_plan_run executes it for a token id at a position. Each op calls the
- * entry point of the same name above with the same checks, so a plan computes exactly what the
- * calls would, without a round trip through the caller per op. Operands by kind (x, y: float
- * vectors; y may alias x where the entry point allows it):
- *   EMBED_Q8     p0 packed table (i0 rows x i1), y = row `token` (0 <= token < i0)
- *   EMBED_F32    p0 float table (i0 rows x i1), y = row `token`
- *   ADD_ROW      p0 float table (i0 rows x i1), p1 x: y = x + row `pos` (0 <= pos < i0)
+/* Rows of several sequences at once (continuous batching): row j belongs to the sequence in
+ * cache slot slot[j] at position pos[j]. A layer's caches hold n_slots sequences, slot s at
+ * k + s * n_kv * cap * head_dim (likewise v), each laid out as above. The writes of all rows
+ * come first, then each row attends over its own slot exactly as q8_attention computes a query
+ * at that position, so a row's bits do not depend on the other rows of the call. A slot's rows
+ * must leave every position its queries read in the ring (as q8_attention checks). */
+int q8_kv_write_rows(const float *k_new, const float *v_new, int64_t t, const int64_t *slot,
+                     const int64_t *pos, float *k, float *v, int64_t n_slots, int64_t n_kv,
+                     int64_t cap, int64_t head_dim);
+int q8_attention_rows(const float *q, int64_t t, const int64_t *slot, const int64_t *pos,
+                      const float *k, const float *v, int64_t n_slots, int64_t n_heads,
+                      int64_t n_kv, int64_t cap, int64_t head_dim, int64_t window, float scale,
+                      float softcap, float *out);
+/* Copy columns c0 .. c0 + width - 1 of each of the rows x n rows of x into the rows x width y
+ * (the q, k and v parts of fused QKV rows). */
+int q8_copy_cols(const float *x, int64_t rows, int64_t n, int64_t c0, int64_t width, float *y);
+
+/* ---- plans: a whole forward pass in one call ---------------------------------------------- */
+/* A plan is the op list of a forward pass, written once by the caller after its buffers and
+ * weights exist, with per-row sizes; q8_plan_run executes it for t rows: row j is token
+ * tokens[j] of the sequence in cache slot slots[j] at position pos[j] (one decode step of t
+ * sequences, one prefill chunk of one sequence, or a mix). Each op calls the entry point of the
+ * same name above with the same checks, so a plan computes exactly what the calls would; a
+ * float vector operand holds t rows of the per-row size. Operands by kind (x, y: float vectors;
+ * y may alias x where the entry point allows it):
+ *   EMBED_Q8     p0 packed table (i0 rows x i1), y[j] = row tokens[j] (0 <= token < i0)
+ *   EMBED_F32    p0 float table (i0 rows x i1), y[j] = row tokens[j]
+ *   ADD_ROW      p0 float table (i0 rows x i1), p1 x: y[j] = x[j] + row pos[j] (pos < i0)
  *   SCALE        p0 x, i0 n, f0 s
  *   LAYERNORM    p0 x, p1 gamma, p2 beta, i0 rows, i1 n, f0 eps
  *   RMSNORM      p0 x, p1 w, i0 rows, i1 n, f0 eps, f1 offset
- *   GEMV_Q8      p0 packed W (i0 x i1), p1 x, p2 bias or NULL
- *   GEMV_F32     p0 float W (i0 x i1), p1 x, p2 bias or NULL
- *   ROPE         y in place, i0 heads, i1 head_dim, f0 theta, at `pos`
- *   KV_WRITE     p0 k, p1 v, p2 key cache, p3 value cache, i0 n_kv, i1 cap, i2 head_dim, at `pos`
+ *   GEMV_Q8      p0 packed W (i0 x i1), p1 x, p2 bias or NULL (a GEMM when t > 1)
+ *   GEMV_F32     p0 float W (i0 x i1), p1 x, p2 bias or NULL (a GEMM when t > 1)
+ *   ROPE         y in place, i0 heads, i1 head_dim, f0 theta, at pos[j]
+ *   KV_WRITE     p0 k, p1 v, p2 key cache, p3 value cache, i0 n_kv, i1 cap, i2 head_dim,
+ *                i3 n_slots (q8_kv_write_rows)
  *   ATTENTION    p0 q, p1 key cache, p2 value cache, i0 heads, i1 n_kv, i2 cap, i3 head_dim,
- *                i4 window, f0 scale, f1 softcap, at `pos`
+ *                i4 window, i5 n_slots, f0 scale, f1 softcap (q8_attention_rows)
  *   ADD          p0 a, p1 b, i0 n
  *   GELU         p0 x, i0 n
  *   GEGLU_ROWS   p0 gate|up, i0 rows, i1 n
- *   MARK         marks[i0] = CLOCK_MONOTONIC now in ns, when marks is not NULL (i0 < n_marks) */
+ *   MARK         marks[i0] = CLOCK_MONOTONIC now in ns, when marks is not NULL (i0 < n_marks)
+ *   COPY_COLS    p0 x (rows of i0), i1 c0, i2 width: y[j] = x[j][c0 .. c0 + width) */
 enum {
     Q8_OP_EMBED_Q8 = 1,
     Q8_OP_EMBED_F32 = 2,
@@ -210,7 +234,8 @@ enum {
     Q8_OP_ADD = 12,
     Q8_OP_GELU = 13,
     Q8_OP_GEGLU_ROWS = 14,
-    Q8_OP_MARK = 15
+    Q8_OP_MARK = 15,
+    Q8_OP_COPY_COLS = 16
 };
 
 typedef struct {
@@ -218,14 +243,16 @@ typedef struct {
     int32_t reserved; /* 0 */
     const void *p[4];
     float *y;
-    int64_t i[5];
+    int64_t i[6];
     float f[2];
 } q8_op;
 
-/* Run ops[0 .. n_ops) in order for one token at one position. Stops at the first op that fails
- * and returns its code (Q8_EINVAL for an unknown kind or an operand out of range). */
-int q8_plan_run(const q8_op *ops, int64_t n_ops, int64_t token, int64_t pos, int64_t *marks,
-                int64_t n_marks);
+/* Run ops[0 .. n_ops) in order for t rows (1 <= t <= Q8_PLAN_MAX_ROWS; the caller's buffers
+ * must hold t rows of every operand). Stops at the first op that fails and returns its code
+ * (Q8_EINVAL for an unknown kind or an operand out of range). */
+enum { Q8_PLAN_MAX_ROWS = 4096 };
+int q8_plan_run(const q8_op *ops, int64_t n_ops, int64_t t, const int64_t *tokens,
+                const int64_t *slots, const int64_t *pos, int64_t *marks, int64_t n_marks);
 
 /* ---- sampling support (caller's thread) ---------------------------------------------------- */
 /* The k largest of x[0..n) in descending order into idx/val; equal values keep the lower

@@ -44,6 +44,10 @@ typedef struct {
     float *out;
     int64_t pos0, n_heads, group, cap, hd, window;
     float scale, softcap;
+    /* Rows of several sequences (q8_attention_rows): row j is at pos[j] in the cache of slot
+     * slot[j], slot_stride floats apart. NULL: every row in the one cache at pos0 + j. */
+    const int64_t *slot, *pos;
+    int64_t slot_stride;
 } attn_job;
 
 /* The per-position loops of a block are cloned per vector width (Q8_CLONES). */
@@ -166,17 +170,17 @@ static int64_t block_len(int64_t p, int64_t b0) {
     return p - b0 + 1 < POS_BLOCK ? p - b0 + 1 : POS_BLOCK;
 }
 
-/* KV head kvh's keys and values. */
-static void kv_head(const attn_job *a, int64_t kvh, const float **kh, const float **vh) {
-    *kh = a->k + kvh * a->cap * a->hd;
-    *vh = a->v + kvh * a->cap * a->hd;
+/* KV head kvh's keys and values in the cache that starts `base` floats in. */
+static void kv_head(const attn_job *a, int64_t base, int64_t kvh, const float **kh, const float **vh) {
+    *kh = a->k + base + kvh * a->cap * a->hd;
+    *vh = a->v + base + kvh * a->cap * a->hd;
 }
 
-/* Prefill item: query row j, head h, blocks in order, folded as they come. */
+/* Row item: query row j, head h, blocks in order, folded as they come. */
 static void attend_row(const attn_job *a, int64_t j, int64_t h) {
-    const int64_t p = a->pos0 + j, lo = first_visible(a, p);
+    const int64_t p = a->pos ? a->pos[j] : a->pos0 + j, lo = first_visible(a, p);
     const float *kh, *vh;
-    kv_head(a, h / a->group, &kh, &vh);
+    kv_head(a, a->slot ? a->slot[j] * a->slot_stride : 0, h / a->group, &kh, &vh);
     const float *qv = a->q + (j * a->n_heads + h) * a->hd;
     float O[MAX_HEAD_DIM], o[MAX_HEAD_DIM], M = 0.0f;
     double L = 0.0;
@@ -211,7 +215,7 @@ static void step_parts_task(void *ctx, int64_t begin, int64_t end, int worker) {
         const int64_t kvh = it / sj->nblocks, b = it % sj->nblocks;
         const int64_t b0 = sj->lo + b * POS_BLOCK, nb = block_len(p, b0);
         const float *kh, *vh;
-        kv_head(a, kvh, &kh, &vh);
+        kv_head(a, 0, kvh, &kh, &vh);
         for (int64_t g = 0; g < a->group; g++) {
             const int64_t h = kvh * a->group + g, at = h * sj->nblocks + b;
             sj->m[at] = block_part(a, a->q + h * a->hd, kh, vh, b0, nb, &sj->l[at], sj->o + at * a->hd);
@@ -270,9 +274,63 @@ int q8_attention(const float *q, int64_t t, int64_t pos0, const float *k, const 
     const int64_t lo0 = window > 0 && pos0 - window + 1 > 0 ? pos0 - window + 1 : 0;
     Q8_CHECK(last < cap || lo0 >= last - cap + 1);
     attn_job a = {q8_kernels_get(), q, k, v, out, pos0, n_heads, n_heads / n_kv, cap, head_dim,
-                  window, scale, softcap};
+                  window, scale, softcap, NULL, NULL, 0};
     /* Both ways give the same bits; blocks as items pay off where query heads share a KV head
      * (Gemma: one KV head for 4 query heads, otherwise 4 items on 2 threads). */
     if (t == 1 && a.group > 1) return attend_step(&a);
+    return q8_parallel_for(t * n_heads, 1, attn_rows_task, &a);
+}
+
+/* The rows' slots and positions are in range, and each query's window is still in its slot's
+ * ring once every row of the call has been written: the largest position written to a slot
+ * bounds what the ring still holds. */
+static int rows_ok(int64_t t, const int64_t *slot, const int64_t *pos, int64_t n_slots, int64_t cap,
+                   int64_t window) {
+    for (int64_t j = 0; j < t; j++)
+        if (slot[j] < 0 || slot[j] >= n_slots || pos[j] < 0 || pos[j] > Q8_MAX_DIM) return 0;
+    for (int64_t j = 0; j < t; j++) {
+        int64_t last = pos[j];
+        for (int64_t r = 0; r < t; r++)
+            if (slot[r] == slot[j] && pos[r] > last) last = pos[r];
+        const int64_t lo = window > 0 && pos[j] - window + 1 > 0 ? pos[j] - window + 1 : 0;
+        if (!(last < cap || lo >= last - cap + 1)) return 0;
+    }
+    return 1;
+}
+
+int q8_kv_write_rows(const float *k_new, const float *v_new, int64_t t, const int64_t *slot,
+                     const int64_t *pos, float *k, float *v, int64_t n_slots, int64_t n_kv,
+                     int64_t cap, int64_t head_dim) {
+    Q8_CHECK(k_new && v_new && k && v && slot && pos && t > 0 && q8_mat_ok(t, n_kv));
+    Q8_CHECK(q8_mat_ok(n_slots, n_kv) && q8_mat_ok(n_slots * n_kv, cap));
+    Q8_CHECK(q8_mat_ok(n_slots * n_kv * cap, head_dim));
+    for (int64_t j = 0; j < t; j++)
+        Q8_CHECK(slot[j] >= 0 && slot[j] < n_slots && pos[j] >= 0 && pos[j] <= Q8_MAX_DIM);
+    const int64_t stride = n_kv * cap * head_dim, row = n_kv * head_dim;
+    for (int64_t j = 0; j < t; j++) {
+        const int rc = q8_kv_write(k_new + j * row, v_new + j * row, 1, pos[j], k + slot[j] * stride,
+                                   v + slot[j] * stride, n_kv, cap, head_dim);
+        if (rc != Q8_OK) return rc;
+    }
+    return Q8_OK;
+}
+
+int q8_attention_rows(const float *q, int64_t t, const int64_t *slot, const int64_t *pos,
+                      const float *k, const float *v, int64_t n_slots, int64_t n_heads,
+                      int64_t n_kv, int64_t cap, int64_t head_dim, int64_t window, float scale,
+                      float softcap, float *out) {
+    Q8_CHECK(q && k && v && out && slot && pos && t > 0);
+    Q8_CHECK(q8_mat_ok(t, n_heads) && q8_mat_ok(t * n_heads, head_dim));
+    Q8_CHECK(q8_mat_ok(n_slots, n_kv) && q8_mat_ok(n_slots * n_kv, cap));
+    Q8_CHECK(q8_mat_ok(n_slots * n_kv * cap, head_dim));
+    Q8_CHECK(head_dim <= MAX_HEAD_DIM && n_heads % n_kv == 0 && window >= 0);
+    Q8_CHECK(isfinite(scale) && softcap >= 0.0f && isfinite(softcap));
+    Q8_CHECK(rows_ok(t, slot, pos, n_slots, cap, window));
+    const int64_t stride = n_kv * cap * head_dim;
+    if (t == 1) /* one sequence's decode step: the single-cache path (same bits, block items) */
+        return q8_attention(q, 1, pos[0], k + slot[0] * stride, v + slot[0] * stride, n_heads, n_kv,
+                            cap, head_dim, window, scale, softcap, out);
+    attn_job a = {q8_kernels_get(), q, k, v, out, 0, n_heads, n_heads / n_kv, cap, head_dim,
+                  window, scale, softcap, slot, pos, stride};
     return q8_parallel_for(t * n_heads, 1, attn_rows_task, &a);
 }

@@ -106,4 +106,4 @@ int q8_isa_set(const char *name) {
     return Q8_EINVAL;
 }
 
-int q8_abi_version(void) { return 4; }
+int q8_abi_version(void) { return Q8_ABI_VERSION; }

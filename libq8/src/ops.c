@@ -247,3 +247,9 @@ int q8_rope_freq(float *x, int64_t rows, int64_t n_heads, int64_t head_dim, cons
         Q8_CHECK(isfinite(inv_freq[i]) && inv_freq[i] >= 0.0f);
     return rope_apply(x, rows, n_heads, head_dim, pos, inv_freq);
 }
+
+int q8_copy_cols(const float *x, int64_t rows, int64_t n, int64_t c0, int64_t width, float *y) {
+    Q8_CHECK(x && y && q8_mat_ok(rows, n) && c0 >= 0 && width > 0 && c0 + width <= n);
+    for (int64_t r = 0; r < rows; r++) memmove(y + r * width, x + r * n + c0, (size_t)width * sizeof(float));
+    return Q8_OK;
+}

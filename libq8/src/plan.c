@@ -12,42 +12,73 @@ static int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static int run_op(const q8_op *o, int64_t token, int64_t *pos, int64_t *marks, int64_t n_marks) {
+/* One op over t rows; `rows` holds the rows' tokens, slots and positions. */
+typedef struct {
+    int64_t t;
+    const int64_t *tokens, *slots, *pos;
+} plan_rows;
+
+static int run_op(const q8_op *o, const plan_rows *r, int64_t *marks, int64_t n_marks) {
     const float *x = o->p[0], *b = o->p[1], *c = o->p[2];
-    const int64_t *i = o->i;
+    const int64_t *i = o->i, t = r->t;
     switch (o->kind) {
     case Q8_OP_EMBED_Q8:
-        Q8_CHECK(token >= 0 && token < i[0]);
-        return q8_dequantize_packed(o->p[0], i[0], i[1], token, 1, o->y);
+        Q8_CHECK(o->y && q8_mat_ok(i[0], i[1]));
+        for (int64_t j = 0; j < t; j++) {
+            Q8_CHECK(r->tokens[j] >= 0 && r->tokens[j] < i[0]);
+            const int rc = q8_dequantize_packed(o->p[0], i[0], i[1], r->tokens[j], 1, o->y + j * i[1]);
+            if (rc != Q8_OK) return rc;
+        }
+        return Q8_OK;
     case Q8_OP_EMBED_F32:
-        Q8_CHECK(o->p[0] && o->y && token >= 0 && token < i[0] && q8_mat_ok(i[0], i[1]));
-        memcpy(o->y, x + token * i[1], (size_t)i[1] * sizeof(float));
+        Q8_CHECK(o->p[0] && o->y && q8_mat_ok(i[0], i[1]));
+        for (int64_t j = 0; j < t; j++) {
+            Q8_CHECK(r->tokens[j] >= 0 && r->tokens[j] < i[0]);
+            memcpy(o->y + j * i[1], x + r->tokens[j] * i[1], (size_t)i[1] * sizeof(float));
+        }
         return Q8_OK;
     case Q8_OP_ADD_ROW:
-        Q8_CHECK(o->p[0] && *pos < i[0] && q8_mat_ok(i[0], i[1]));
-        return q8_add(b, x + *pos * i[1], i[1], o->y);
+        Q8_CHECK(o->p[0] && b && o->y && q8_mat_ok(i[0], i[1]));
+        for (int64_t j = 0; j < t; j++) {
+            Q8_CHECK(r->pos[j] < i[0]);
+            const int rc = q8_add(b + j * i[1], x + r->pos[j] * i[1], i[1], o->y + j * i[1]);
+            if (rc != Q8_OK) return rc;
+        }
+        return Q8_OK;
     case Q8_OP_SCALE:
-        return q8_scale(x, o->f[0], i[0], o->y);
+        Q8_CHECK(q8_mat_ok(t, i[0]));
+        return q8_scale(x, o->f[0], t * i[0], o->y);
     case Q8_OP_LAYERNORM:
-        return q8_layernorm(x, b, c, i[0], i[1], o->f[0], o->y);
+        Q8_CHECK(q8_mat_ok(t, i[0]));
+        return q8_layernorm(x, b, c, t * i[0], i[1], o->f[0], o->y);
     case Q8_OP_RMSNORM:
-        return q8_rmsnorm(x, b, i[0], i[1], o->f[0], o->f[1], o->y);
+        Q8_CHECK(q8_mat_ok(t, i[0]));
+        return q8_rmsnorm(x, b, t * i[0], i[1], o->f[0], o->f[1], o->y);
     case Q8_OP_GEMV_Q8:
-        return q8_gemv(o->p[0], i[0], i[1], b, c, o->y);
+        if (t == 1) return q8_gemv(o->p[0], i[0], i[1], b, c, o->y);
+        return q8_gemm(o->p[0], i[0], i[1], b, t, c, o->y);
     case Q8_OP_GEMV_F32:
-        return q8_gemv_f32(x, i[0], i[1], b, c, o->y);
+        if (t == 1) return q8_gemv_f32(x, i[0], i[1], b, c, o->y);
+        return q8_gemm_f32(x, i[0], i[1], b, t, c, o->y);
     case Q8_OP_ROPE:
-        return q8_rope(o->y, 1, i[0], i[1], pos, o->f[0]);
+        return q8_rope(o->y, t, i[0], i[1], r->pos, o->f[0]);
     case Q8_OP_KV_WRITE:
-        return q8_kv_write(x, b, 1, *pos, (float *)o->p[2], (float *)o->p[3], i[0], i[1], i[2]);
+        return q8_kv_write_rows(x, b, t, r->slots, r->pos, (float *)o->p[2], (float *)o->p[3], i[3],
+                                i[0], i[1], i[2]);
     case Q8_OP_ATTENTION:
-        return q8_attention(x, 1, *pos, b, c, i[0], i[1], i[2], i[3], i[4], o->f[0], o->f[1], o->y);
+        return q8_attention_rows(x, t, r->slots, r->pos, b, c, i[5], i[0], i[1], i[2], i[3], i[4],
+                                 o->f[0], o->f[1], o->y);
     case Q8_OP_ADD:
-        return q8_add(x, b, i[0], o->y);
+        Q8_CHECK(q8_mat_ok(t, i[0]));
+        return q8_add(x, b, t * i[0], o->y);
     case Q8_OP_GELU:
-        return q8_gelu_tanh(x, i[0], o->y);
+        Q8_CHECK(q8_mat_ok(t, i[0]));
+        return q8_gelu_tanh(x, t * i[0], o->y);
     case Q8_OP_GEGLU_ROWS:
-        return q8_geglu_rows(x, i[0], i[1], o->y);
+        Q8_CHECK(q8_mat_ok(t, i[0]));
+        return q8_geglu_rows(x, t * i[0], i[1], o->y);
+    case Q8_OP_COPY_COLS:
+        return q8_copy_cols(x, t, i[0], i[1], i[2], o->y);
     case Q8_OP_MARK:
         Q8_CHECK(i[0] >= 0 && (!marks || i[0] < n_marks));
         if (marks) marks[i[0]] = now_ns();
@@ -57,12 +88,15 @@ static int run_op(const q8_op *o, int64_t token, int64_t *pos, int64_t *marks, i
     }
 }
 
-int q8_plan_run(const q8_op *ops, int64_t n_ops, int64_t token, int64_t pos, int64_t *marks,
-                int64_t n_marks) {
-    Q8_CHECK(ops && n_ops > 0 && pos >= 0 && pos <= Q8_MAX_DIM && (!marks || n_marks > 0));
+int q8_plan_run(const q8_op *ops, int64_t n_ops, int64_t t, const int64_t *tokens,
+                const int64_t *slots, const int64_t *pos, int64_t *marks, int64_t n_marks) {
+    Q8_CHECK(ops && n_ops > 0 && tokens && slots && pos && t > 0 && t <= Q8_PLAN_MAX_ROWS);
+    Q8_CHECK(!marks || n_marks > 0);
+    for (int64_t j = 0; j < t; j++) Q8_CHECK(pos[j] >= 0 && pos[j] <= Q8_MAX_DIM && slots[j] >= 0);
+    const plan_rows rows = {t, tokens, slots, pos};
     for (int64_t k = 0; k < n_ops; k++) {
         Q8_CHECK(ops[k].reserved == 0);
-        const int rc = run_op(&ops[k], token, &pos, marks, n_marks);
+        const int rc = run_op(&ops[k], &rows, marks, n_marks);
         if (rc != Q8_OK) return rc;
     }
     return Q8_OK;

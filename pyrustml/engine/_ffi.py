@@ -6,6 +6,7 @@ PYRUSTML_LIBQ8=/path/to/libq8.so loads another build (the sanitizer builds in CI
 
 from __future__ import annotations
 
+import ctypes
 import os
 from importlib import resources
 from typing import Any
@@ -14,13 +15,16 @@ import cffi
 
 from ..errors import LibraryError
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 
 
 def _cdef_text(header: str) -> str:
     start = header.index("/* cdef-begin */")
     end = header.index("/* cdef-end */")
     return header[start:end]
+
+
+_pinned: list[ctypes.CDLL] = []
 
 
 def _load() -> tuple[Any, Any, str]:
@@ -37,6 +41,10 @@ def _load() -> tuple[Any, Any, str]:
             path = str(p)
     try:
         lib: Any = ffi.dlopen(path)
+        # A second handle that is never closed: the library stays mapped until the process ends,
+        # so nothing freed late in interpreter teardown (a KV cache's q8_free, a pool worker
+        # still spinning) can run code that was unmapped.
+        _pinned.append(ctypes.CDLL(path))
     except OSError as exc:
         raise LibraryError(f"cannot load libq8 from {path}: {exc}") from exc
     if lib.q8_abi_version() != ABI_VERSION:

@@ -28,16 +28,20 @@ PANEL_BLOCK_BYTES: Final = 16 * BLOCK_BYTES  # one q8x16: 16 rows x one block, p
 _DTYPE_CODES: Final = {"float32": 0, "float16": 1}
 
 
-def _rc(rc: int, what: str) -> None:
-    if rc == 0:
+def check(rc: int, what: str) -> None:
+    """The one map from libq8's return codes (q8.h) to the error family."""
+    if rc == lib.Q8_OK:
         return
-    if rc == -1:
+    if rc == lib.Q8_EINVAL:
         raise KernelArgumentError(f"{what}: libq8 rejected the arguments")
-    if rc == -2:
-        raise MemoryError(f"{what}: libq8 could not allocate memory")
-    if rc == -4:
+    if rc == lib.Q8_ENOMEM:
+        raise OutOfMemoryError(f"{what}: libq8 could not allocate memory")
+    if rc == lib.Q8_ENONFINITE:
         raise NumericalError(f"{what}: the input holds NaN or Inf")
     raise LibraryError(f"{what}: libq8 returned error {rc}")
+
+
+_rc = check
 
 
 def _array(name: str, a: object, ndim: int) -> np.ndarray:

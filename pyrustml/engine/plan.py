@@ -1,280 +1,206 @@
-"""How a forward pass is executed: one description, two executors.
+"""How a forward pass is executed: one description, one executor.
 
-Each model writes its forward pass once, against `Ops` (model.forward(ops, t)). Two executors
-take it:
-  - RowOps runs every op at once for t >= 1 rows (prefill, prompt-lookup verification), one
-    libq8 call per op;
-  - DecodePlan records the ops of a single token into a q8_op array at load; q8_plan_run then
-    executes a whole decode step in one call (q8.h, "decode plans"). A GPT-2 step is ~130 ops:
-    called one by one from Python they cost ~3% of the step in the interpreter and cffi.
-Both end in the same libq8 entry points, so a token gives the same bits either way.
+Each model writes its forward pass once, against `Plan` (model.forward(ops)), with per-row sizes.
+The plan records those ops into a q8_op array when the model is built; q8_plan_run then executes
+the whole pass in one libq8 call for any number of rows: one decode step of several sequences,
+one prefill chunk of one sequence, or a mix (q8.h, "plans"). Row j of a run is a token of the
+sequence in KV-cache slot slots[j] at position pos[j]; every op computes a row exactly as it
+would alone, so a token's bits never depend on what else shares its step.
 
-Sizes are per token (rows of a norm, elements of an activation); pointers are cdata into buffers
-the model owns for its lifetime.
+The protocol is enforced: forward() may only issue Plan calls. Every operand is a `Buf` (a
+buffer the model allocated once, or a view of one) or a weight the engine owns, so a forward
+that computes anything itself (numpy, a branch on the row count) has nothing to do it with,
+and `Plan.finish` refuses a forward that issued no ops or left its marks out of order.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from typing import Any
 
+import numpy as np
+
+from ..errors import KernelArgumentError
 from ._ffi import ffi, lib
+from .kernels import check
 from .kv_cache import KVCache
 from .linear import Embedding, Linear
-from .profiler import Profiler
+
+MAX_ROWS = int(lib.Q8_PLAN_MAX_ROWS)
 
 
-def _ok(rc: int, what: str) -> None:
-    if rc != 0:
-        raise RuntimeError(f"libq8 {what} failed ({rc})")
+class Buf:
+    """A float32 activation buffer of `rows` rows x `width`, or a column range of one. A plan
+    keeps every Buf it was given, so nothing it points at is freed before the plan."""
+
+    array: np.ndarray  # the whole (rows, width) buffer
+    ptr: Any  # float * to element `offset` of row 0
+    width: int  # floats per row of the underlying buffer
+
+    def __init__(self, array: np.ndarray, ptr: Any) -> None:
+        self.array = array
+        self.ptr = ptr
+        self.width = int(array.shape[1])
+
+    @staticmethod
+    def zeros(rows: int, width: int) -> Buf:
+        a = np.zeros((rows, width), dtype=np.float32)
+        return Buf(a, ffi.from_buffer("float[]", a))
+
+    @staticmethod
+    def of(array: np.ndarray) -> Buf:
+        """A read-only operand the model owns (a norm weight, a position table)."""
+        a = array if array.ndim == 2 else array.reshape(1, -1)
+        if a.dtype != np.float32 or not a.flags.c_contiguous:
+            raise KernelArgumentError("plan operands must be C-contiguous float32")
+        return Buf(a, ffi.from_buffer("float[]", a))
 
 
-class Ops(ABC):
-    """The ops of a forward pass, in the order the model issues them."""
-
-    t: int  # rows per op: 1 for a decode plan
-
-    @abstractmethod
-    def embed(self, emb: Embedding, y: Any) -> None:
-        """y = the embedding rows of the tokens (dequantized when the table is Q8_0)."""
-
-    @abstractmethod
-    def add_pos_row(self, table: Any, rows: int, n: int, x: Any, y: Any) -> None:
-        """y = x + the row of each token's position in a (rows, n) float table."""
-
-    @abstractmethod
-    def scale(self, x: Any, s: float, n: int, y: Any) -> None: ...
-
-    @abstractmethod
-    def layernorm(self, x: Any, gamma: Any, beta: Any, rows: int, n: int, eps: float, y: Any) -> None: ...
-
-    @abstractmethod
-    def rmsnorm(self, x: Any, w: Any, rows: int, n: int, eps: float, offset: float, y: Any) -> None: ...
-
-    @abstractmethod
-    def matmul(self, m: Linear, x: Any, y: Any) -> None:
-        """y = x W^T (+ bias): a GEMV for one token, a GEMM for several."""
-
-    @abstractmethod
-    def rope(self, x: Any, heads: int, head_dim: int, theta: float) -> None: ...
-
-    @abstractmethod
-    def kv_write(self, k: Any, v: Any, cache: KVCache) -> None:
-        """Store the rows' keys and values (n_kv x head_dim each) at their positions."""
-
-    @abstractmethod
-    def attention(
-        self, q: Any, cache: KVCache, heads: int, window: int, scale: float, softcap: float, y: Any
-    ) -> None: ...
-
-    @abstractmethod
-    def add(self, a: Any, b: Any, n: int, y: Any) -> None: ...
-
-    @abstractmethod
-    def gelu(self, x: Any, n: int, y: Any) -> None: ...
-
-    @abstractmethod
-    def geglu_rows(self, gate_up: Any, rows: int, n: int, y: Any) -> None: ...
-
-    # Component boundaries for the profiler: after the embedding, after each layer's attention
-    # and feed-forward blocks, after the final norm.
-    @abstractmethod
-    def mark_embedding(self) -> None: ...
-
-    @abstractmethod
-    def mark_attention(self, layer: int) -> None: ...
-
-    @abstractmethod
-    def mark_ffn(self, layer: int) -> None: ...
-
-    @abstractmethod
-    def mark_norm(self) -> None: ...
+_Op = tuple[int, list[Any], Any, list[int], list[float]]
 
 
-class RowOps(Ops):
-    """Runs each op now, over t rows for tokens ids at positions pos0 .. pos0 + t - 1."""
-
-    ids: list[int]
-    pos0: int
-    pos_ptr: Any  # int64_t[t]: the rows' positions (RoPE)
-    prof: Profiler | None
-
-    def __init__(self, ids: list[int], pos0: int, pos_buf: Any, pos_ptr: Any, prof: Profiler | None) -> None:
-        self.ids = ids
-        self.t = len(ids)
-        self.pos0 = pos0
-        for j in range(self.t):
-            pos_buf[j] = pos0 + j
-        self.pos_ptr = pos_ptr
-        self.prof = prof
-
-    def embed(self, emb: Embedding, y: Any) -> None:
-        for j, token in enumerate(self.ids):
-            emb.lookup(token, y + j * emb.dim)
-
-    def add_pos_row(self, table: Any, rows: int, n: int, x: Any, y: Any) -> None:
-        if self.pos0 + self.t > rows:
-            raise ValueError(f"positions up to {self.pos0 + self.t - 1} outside a table of {rows}")
-        for j in range(self.t):
-            _ok(lib.q8_add(x + j * n, table + (self.pos0 + j) * n, n, y + j * n), "add")
-
-    def scale(self, x: Any, s: float, n: int, y: Any) -> None:
-        _ok(lib.q8_scale(x, s, self.t * n, y), "scale")
-
-    def layernorm(self, x: Any, gamma: Any, beta: Any, rows: int, n: int, eps: float, y: Any) -> None:
-        _ok(lib.q8_layernorm(x, gamma, beta, self.t * rows, n, eps, y), "layernorm")
-
-    def rmsnorm(self, x: Any, w: Any, rows: int, n: int, eps: float, offset: float, y: Any) -> None:
-        _ok(lib.q8_rmsnorm(x, w, self.t * rows, n, eps, offset, y), "rmsnorm")
-
-    def matmul(self, m: Linear, x: Any, y: Any) -> None:
-        m.apply(x, self.t, y)
-
-    def rope(self, x: Any, heads: int, head_dim: int, theta: float) -> None:
-        _ok(lib.q8_rope(x, self.t, heads, head_dim, self.pos_ptr, theta), "rope")
-
-    def kv_write(self, k: Any, v: Any, cache: KVCache) -> None:
-        c = cache
-        _ok(lib.q8_kv_write(k, v, self.t, self.pos0, c.k_ptr, c.v_ptr, c.n_kv, c.cap, c.head_dim), "kv_write")
-
-    def attention(
-        self, q: Any, cache: KVCache, heads: int, window: int, scale: float, softcap: float, y: Any
-    ) -> None:
-        c = cache
-        rc = lib.q8_attention(
-            q,
-            self.t,
-            self.pos0,
-            c.k_ptr,
-            c.v_ptr,
-            heads,
-            c.n_kv,
-            c.cap,
-            c.head_dim,
-            window,
-            scale,
-            softcap,
-            y,
-        )
-        if rc != 0:
-            last = self.pos0 + self.t - 1
-            raise RuntimeError(f"libq8 attention failed ({rc}) at positions {self.pos0}..{last}")
-
-    def add(self, a: Any, b: Any, n: int, y: Any) -> None:
-        _ok(lib.q8_add(a, b, self.t * n, y), "add")
-
-    def gelu(self, x: Any, n: int, y: Any) -> None:
-        _ok(lib.q8_gelu_tanh(x, self.t * n, y), "gelu")
-
-    def geglu_rows(self, gate_up: Any, rows: int, n: int, y: Any) -> None:
-        _ok(lib.q8_geglu_rows(gate_up, self.t * rows, n, y), "geglu")
-
-    def mark_embedding(self) -> None:
-        if self.prof is not None:
-            self.prof.lap_embedding()
-
-    def mark_attention(self, layer: int) -> None:
-        if self.prof is not None:
-            self.prof.lap_attention(layer)
-
-    def mark_ffn(self, layer: int) -> None:
-        if self.prof is not None:
-            self.prof.lap_ffn(layer)
-
-    def mark_norm(self) -> None:
-        if self.prof is not None:
-            self.prof.lap_norm()
-
-
-class DecodePlan(Ops):
-    """Records the ops of one token (t = 1); finish() freezes them into a q8_op array that
-    run() executes for a token id at a position. The plan keeps every cdata it was given, so
-    nothing it points at can be freed before it is."""
+class Plan:
+    """The ops of a forward pass, in the order the model issues them, with per-row sizes.
+    Recorded once at load; finish() freezes them into a q8_op array that run() executes for t
+    rows. Adding an op: its libq8 entry point, its q8.h op kind and plan.c case, and one method
+    here. The plan keeps every operand it was given alive."""
 
     n_marks: int
-    _ops: list[tuple[int, list[Any], Any, list[int], list[float]]]
+    max_rows: int  # the height of the buffers the operands point into
+    _ops: list[_Op]
     _keep: list[Any]
+    _marks_seen: list[str]
     _arr: Any
     _marks: Any
 
-    def __init__(self) -> None:
-        self.t = 1
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows = max_rows
         self.n_marks = 0
         self._ops = []
         self._keep = []
+        self._marks_seen = []
         self._arr = ffi.NULL
         self._marks = ffi.NULL
 
+    def _buf(self, b: object, what: str) -> Any:
+        if not isinstance(b, Buf):
+            raise KernelArgumentError(
+                f"forward() passed {type(b).__name__} as {what}: a plan operand must be a Buf "
+                "(forward may only issue Plan calls on the model's buffers)"
+            )
+        self._keep.append(b)
+        return b.ptr
+
     def _add(self, kind: int, ptrs: list[Any], y: Any, ints: list[int], floats: list[float]) -> None:
         self._ops.append((kind, ptrs, y, ints, floats))
-        self._keep.extend(ptrs)
-        self._keep.append(y)
 
-    def embed(self, emb: Embedding, y: Any) -> None:
+    def embed(self, emb: Embedding, y: Buf) -> None:
         table = emb.table
         kind = lib.Q8_OP_EMBED_Q8 if table.quantized else lib.Q8_OP_EMBED_F32
-        self._add(kind, [table.w_ptr], y, [table.n, table.k], [])
+        self._keep.append(table)
+        self._add(kind, [table.w_ptr], self._buf(y, "y"), [table.n, table.k], [])
 
-    def add_pos_row(self, table: Any, rows: int, n: int, x: Any, y: Any) -> None:
-        self._add(lib.Q8_OP_ADD_ROW, [table, x], y, [rows, n], [])
+    def add_pos_row(self, table: Buf, rows: int, n: int, x: Buf, y: Buf) -> None:
+        self._add(
+            lib.Q8_OP_ADD_ROW,
+            [self._buf(table, "table"), self._buf(x, "x")],
+            self._buf(y, "y"),
+            [rows, n],
+            [],
+        )
 
-    def scale(self, x: Any, s: float, n: int, y: Any) -> None:
-        self._add(lib.Q8_OP_SCALE, [x], y, [n], [s])
+    def scale(self, x: Buf, s: float, n: int, y: Buf) -> None:
+        self._add(lib.Q8_OP_SCALE, [self._buf(x, "x")], self._buf(y, "y"), [n], [s])
 
-    def layernorm(self, x: Any, gamma: Any, beta: Any, rows: int, n: int, eps: float, y: Any) -> None:
-        self._add(lib.Q8_OP_LAYERNORM, [x, gamma, beta], y, [rows, n], [eps])
+    def layernorm(self, x: Buf, gamma: Buf, beta: Buf, rows: int, n: int, eps: float, y: Buf) -> None:
+        ptrs = [self._buf(x, "x"), self._buf(gamma, "gamma"), self._buf(beta, "beta")]
+        self._add(lib.Q8_OP_LAYERNORM, ptrs, self._buf(y, "y"), [rows, n], [eps])
 
-    def rmsnorm(self, x: Any, w: Any, rows: int, n: int, eps: float, offset: float, y: Any) -> None:
-        self._add(lib.Q8_OP_RMSNORM, [x, w], y, [rows, n], [eps, offset])
+    def rmsnorm(self, x: Buf, w: Buf, rows: int, n: int, eps: float, offset: float, y: Buf) -> None:
+        self._add(
+            lib.Q8_OP_RMSNORM,
+            [self._buf(x, "x"), self._buf(w, "w")],
+            self._buf(y, "y"),
+            [rows, n],
+            [eps, offset],
+        )
 
-    def matmul(self, m: Linear, x: Any, y: Any) -> None:
+    def matmul(self, m: Linear, x: Buf, y: Buf) -> None:
         kind = lib.Q8_OP_GEMV_Q8 if m.quantized else lib.Q8_OP_GEMV_F32
-        self._add(kind, [m.w_ptr, x, m.b_ptr], y, [m.n, m.k], [])
+        self._keep.append(m)
+        self._add(kind, [m.w_ptr, self._buf(x, "x"), m.b_ptr], self._buf(y, "y"), [m.n, m.k], [])
 
-    def rope(self, x: Any, heads: int, head_dim: int, theta: float) -> None:
-        self._add(lib.Q8_OP_ROPE, [], x, [heads, head_dim], [theta])
+    def split(self, src: Buf, parts: list[Buf]) -> None:
+        c = 0
+        p = self._buf(src, "src")
+        for dst in parts:
+            w = dst.width
+            self._add(lib.Q8_OP_COPY_COLS, [p], self._buf(dst, "part"), [src.width, c, w], [])
+            c += w
+        if c != src.width:
+            raise KernelArgumentError(f"split: the parts' widths add up to {c}, not the source's {src.width}")
 
-    def kv_write(self, k: Any, v: Any, cache: KVCache) -> None:
+    def rope(self, x: Buf, heads: int, head_dim: int, theta: float) -> None:
+        self._add(lib.Q8_OP_ROPE, [], self._buf(x, "x"), [heads, head_dim], [theta])
+
+    def kv_write(self, k: Buf, v: Buf, cache: KVCache) -> None:
         c = cache
-        self._add(lib.Q8_OP_KV_WRITE, [k, v, c.k_ptr, c.v_ptr], ffi.NULL, [c.n_kv, c.cap, c.head_dim], [])
         self._keep.append(cache)
+        ptrs = [self._buf(k, "k"), self._buf(v, "v"), c.k_ptr, c.v_ptr]
+        self._add(lib.Q8_OP_KV_WRITE, ptrs, ffi.NULL, [c.n_kv, c.cap, c.head_dim, c.slots], [])
 
     def attention(
-        self, q: Any, cache: KVCache, heads: int, window: int, scale: float, softcap: float, y: Any
+        self, q: Buf, cache: KVCache, heads: int, window: int, scale: float, softcap: float, y: Buf
     ) -> None:
         c = cache
-        ints = [heads, c.n_kv, c.cap, c.head_dim, window]
-        self._add(lib.Q8_OP_ATTENTION, [q, c.k_ptr, c.v_ptr], y, ints, [scale, softcap])
         self._keep.append(cache)
+        ints = [heads, c.n_kv, c.cap, c.head_dim, window, c.slots]
+        self._add(
+            lib.Q8_OP_ATTENTION,
+            [self._buf(q, "q"), c.k_ptr, c.v_ptr],
+            self._buf(y, "y"),
+            ints,
+            [scale, softcap],
+        )
 
-    def add(self, a: Any, b: Any, n: int, y: Any) -> None:
-        self._add(lib.Q8_OP_ADD, [a, b], y, [n], [])
+    def add(self, a: Buf, b: Buf, n: int, y: Buf) -> None:
+        self._add(lib.Q8_OP_ADD, [self._buf(a, "a"), self._buf(b, "b")], self._buf(y, "y"), [n], [])
 
-    def gelu(self, x: Any, n: int, y: Any) -> None:
-        self._add(lib.Q8_OP_GELU, [x], y, [n], [])
+    def gelu(self, x: Buf, n: int, y: Buf) -> None:
+        self._add(lib.Q8_OP_GELU, [self._buf(x, "x")], self._buf(y, "y"), [n], [])
 
-    def geglu_rows(self, gate_up: Any, rows: int, n: int, y: Any) -> None:
-        self._add(lib.Q8_OP_GEGLU_ROWS, [gate_up], y, [rows, n], [])
+    def geglu_rows(self, gate_up: Buf, rows: int, n: int, y: Buf) -> None:
+        self._add(lib.Q8_OP_GEGLU_ROWS, [self._buf(gate_up, "gate_up")], self._buf(y, "y"), [rows, n], [])
 
-    def _mark(self) -> None:
+    def _mark(self, what: str) -> None:
+        self._marks_seen.append(what)
         self._add(lib.Q8_OP_MARK, [], ffi.NULL, [self.n_marks], [])
         self.n_marks += 1
 
     # The marks come back in issue order: embedding, attention 0, ffn 0, ..., final norm
     # (Profiler.lap_marks reads them so).
     def mark_embedding(self) -> None:
-        self._mark()
+        self._mark("embedding")
 
     def mark_attention(self, layer: int) -> None:
-        self._mark()
+        self._mark(f"attention {layer}")
 
     def mark_ffn(self, layer: int) -> None:
-        self._mark()
+        self._mark(f"ffn {layer}")
 
     def mark_norm(self) -> None:
-        self._mark()
+        self._mark("norm")
 
-    def finish(self) -> DecodePlan:
+    def finish(self, n_layers: int) -> Plan:
+        """Freeze the recorded ops. A forward that left out a component mark (or issued them out
+        of order) would misattribute every profiled step: refuse it here, at load."""
+        want = ["embedding"]
+        for i in range(n_layers):
+            want += [f"attention {i}", f"ffn {i}"]
+        want.append("norm")
+        if self._marks_seen != want:
+            raise KernelArgumentError(
+                f"forward() issued the marks {self._marks_seen[:6]}..., not {want[:6]}..."
+            )
         arr = ffi.new("q8_op[]", len(self._ops))
         for j, (kind, ptrs, y, ints, floats) in enumerate(self._ops):
             op = arr[j]
@@ -290,12 +216,17 @@ class DecodePlan(Ops):
         self._marks = ffi.new("int64_t[]", max(self.n_marks, 1))
         return self
 
-    def run(self, token: int, pos: int, profiled: bool) -> list[int]:
-        """One decode step; with profiled, the marks' CLOCK_MONOTONIC times in ns (else [])."""
+    @property
+    def n_ops(self) -> int:
+        return len(self._ops)
+
+    def run(self, t: int, tokens: Any, slots: Any, pos: Any, profiled: bool) -> list[int]:
+        """One pass over t rows (int64_t[] cdata of the rows' tokens, slots and positions); with
+        profiled, the marks' CLOCK_MONOTONIC times in ns (else [])."""
+        if not 0 < t <= self.max_rows:
+            raise KernelArgumentError(f"a plan runs 1..{self.max_rows} rows, not {t}")
         marks = self._marks if profiled else ffi.NULL
-        rc = lib.q8_plan_run(self._arr, len(self._ops), token, pos, marks, self.n_marks)
-        if rc != 0:
-            raise RuntimeError(f"libq8 decode plan failed ({rc}) at position {pos}")
+        check(lib.q8_plan_run(self._arr, len(self._ops), t, tokens, slots, pos, marks, self.n_marks), "plan")
         if not profiled:
             return []
         return [int(self._marks[j]) for j in range(self.n_marks)]

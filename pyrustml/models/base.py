@@ -9,12 +9,35 @@ from typing import Any
 import numpy as np
 
 from ..engine._ffi import ffi, lib
+from ..engine.kernels import check
 from ..engine.linear import Linear
-from ..engine.plan import DecodePlan, Ops, RowOps
+from ..engine.plan import Buf, Plan
 from ..engine.profiler import Profiler
 from ..errors import ModelFormatError, NumericalError, OutOfMemoryError
 
-PREFILL_CHUNK = 256  # prompt rows per batched pass: bounds the activation buffers
+PREFILL_CHUNK = 256  # rows per plan run (a prefill chunk, or a batched step): the buffers' height
+DEFAULT_CTX = 4096  # context per sequence when load() is not given one
+
+
+class LoadOptions:
+    """How to build a model: weight precision, context per sequence and KV-cache slots."""
+
+    quant: str  # "q8_0" or "f32"
+    ctx: int | None  # positions per sequence (None: min(the model's max, DEFAULT_CTX))
+    slots: int  # sequences whose KV caches exist at once
+
+    def __init__(self, quant: str = "q8_0", ctx: int | None = None, slots: int = 1) -> None:
+        self.quant = quant
+        self.ctx = ctx
+        self.slots = slots
+
+    @property
+    def quantize(self) -> bool:
+        return self.quant != "f32"
+
+    def context(self, max_positions: int) -> int:
+        """The positions each sequence's cache holds: ctx, never past the model's own limit."""
+        return min(max_positions, DEFAULT_CTX if self.ctx is None else self.ctx)
 
 
 class StreamBytes:
@@ -39,20 +62,26 @@ class StreamBytes:
 
 
 class Transformer(ABC):
-    """A decoder-only model with its buffers and KV cache allocated once.
+    """A decoder-only model with its buffers and KV caches (`slots` sequences) allocated once.
 
-    forward_chunk(ids, pos0) runs len(ids) <= prefill_chunk tokens at positions pos0.. through
-    every layer (writing the KV cache) and leaves the final-normed hidden states in `final`
-    (rows 0 .. len(ids) - 1). The lm_head methods then project the last row, or all rows.
-    A single token (a decode step) runs the model's DecodePlan: the ops of forward() recorded at
-    load, executed by libq8 in one call."""
+    run(t) passes t rows through every layer in one libq8 call (the plan of forward(), recorded
+    at load): row j is token tokens[j] of the sequence in slot slots[j] at position pos[j], as
+    written into the row arrays. It writes each row's keys and values into its slot's cache and
+    leaves the final-normed hidden states in `final` rows 0 .. t - 1; the lm_head methods then
+    project rows of it. A row's bits do not depend on the other rows of the run."""
 
     model_type: str
-    prefill_chunk: int  # rows per batched pass (<= PREFILL_CHUNK, the buffers' height)
+    prefill_chunk: int  # rows of one sequence per pass (<= PREFILL_CHUNK; rings need it bounded)
     vocab_size: int
     hidden_size: int
     n_layers: int
-    max_positions: int
+    max_positions: int  # the architecture's limit
+    ctx: int  # positions each sequence's cache holds
+    slots: int  # sequences with a KV cache
+    row_tokens: np.ndarray  # (PREFILL_CHUNK,) int64: a run's rows, written by the caller
+    row_slots: np.ndarray
+    row_pos: np.ndarray
+    _row_ptrs: tuple[Any, Any, Any]
     lm_head: Linear
     final: np.ndarray  # (PREFILL_CHUNK, hidden) float32
     final_ptr: Any
@@ -66,35 +95,33 @@ class Transformer(ABC):
     fusions: dict[str, int]
     prof: Profiler | None  # set only while profiling: forward_chunk laps its components
 
-    plan: DecodePlan  # the ops of forward() for one token, recorded at load
-    pos_buf: np.ndarray  # (PREFILL_CHUNK,) int64: the positions of a chunk's rows
-    pos_ptr: Any
+    plan: Plan  # the ops of forward(), recorded at load
+    final_buf: Buf
 
-    def forward_chunk(self, ids: list[int], pos0: int) -> None:
-        """Run ids (at most prefill_chunk of them) at positions pos0.. through every layer."""
+    def run(self, t: int) -> None:
+        """Pass the t rows described by row_tokens/row_slots/row_pos through every layer."""
         pr = self.prof
-        if len(ids) == 1:
-            marks = self.plan.run(ids[0], pos0, pr is not None)
-            if pr is not None:
-                pr.lap_marks(marks)
-        else:
-            self.forward(RowOps(ids, pos0, self.pos_buf, self.pos_ptr, pr))
+        tok, slot, pos = self._row_ptrs
+        marks = self.plan.run(t, tok, slot, pos, pr is not None)
+        if pr is not None:
+            pr.lap_marks(marks)
+
+    def forward_chunk(self, ids: list[int], pos0: int, slot: int = 0) -> None:
+        """One sequence's tokens ids (at most prefill_chunk) at positions pos0.. in `slot`: the
+        single-sequence path of tools and tests (the engine fills the row arrays itself)."""
+        t = len(ids)
+        if not 0 < t <= self.prefill_chunk:
+            raise ValueError(f"a chunk holds 1..{self.prefill_chunk} tokens, not {t}")
+        self.row_tokens[:t] = ids
+        self.row_slots[:t] = slot
+        self.row_pos[:t] = np.arange(pos0, pos0 + t)
+        self.run(t)
 
     @abstractmethod
-    def forward(self, ops: Ops) -> None:
-        """The forward pass of ops.t rows, issued op by op (see pyrustml.engine.plan), with the
-        profiler marks after the embedding, each layer's attention and feed-forward blocks, and
-        the final norm."""
-
-    @staticmethod
-    def split_columns(src: np.ndarray, t: int, parts: list[np.ndarray]) -> None:
-        """Prefill: copy consecutive column ranges of fused rows (q | k | v) into contiguous
-        (t, width) buffers, the layout the cache write and attention take."""
-        c = 0
-        for dst in parts:
-            w = int(dst.shape[1])
-            np.copyto(dst[:t], src[:t, c : c + w])
-            c += w
+    def forward(self, ops: Plan) -> None:
+        """The forward pass, issued op by op with per-row sizes (see pyrustml.engine.plan), with
+        the profiler marks after the embedding, each layer's attention and feed-forward blocks,
+        and the final norm. Only Plan calls: it is recorded once, at load."""
 
     @abstractmethod
     def layer_weights(self) -> list[tuple[list[Linear], list[Linear]]]:
@@ -118,10 +145,10 @@ class Transformer(ABC):
         sb.lm_head = h.nbytes
         return sb
 
-    def resume_slack(self) -> int:
-        """How many cached positions past a kept prefix may be overwritten before a ring cache
-        loses part of the window the first new query needs (full caches: no limit)."""
-        return 1 << 62
+    def ring(self) -> tuple[int, int]:
+        """(slots, window) of the ring caches of sliding-window layers, or (0, 0) when every
+        layer keeps all positions. Position p lives at ring index p % slots."""
+        return 0, 0
 
     def refuse_unknown(self, source: str, names: set[str], known: set[str]) -> None:
         """A checkpoint tensor the architecture does not use means a different model (or a
@@ -143,21 +170,34 @@ class Transformer(ABC):
                 f"cannot allocate {4 * math.prod(shape) / 2**30:.1f} GiB for {what}"
             ) from exc
 
-    def _alloc_head(self) -> None:
-        """The buffers every architecture shares, then the decode plan (the model's own
-        buffers and weights must exist by now: the plan points at them)."""
+    @staticmethod
+    def buf(width: int) -> Buf:
+        """An activation buffer of PREFILL_CHUNK rows (a plan operand)."""
+        return Buf.zeros(PREFILL_CHUNK, width)
+
+    def build_plan(self) -> None:
+        """The buffers every architecture shares, then the plan: forward() recorded once. Call
+        it last in the constructor: the plan points at the model's weights, buffers and
+        caches, which must all exist by then."""
         self.prof = None
-        self.pos_buf = np.zeros(PREFILL_CHUNK, dtype=np.int64)
-        self.pos_ptr = ffi.from_buffer("int64_t[]", self.pos_buf)
-        self.final = np.zeros((PREFILL_CHUNK, self.hidden_size), dtype=np.float32)
-        self.final_ptr = ffi.from_buffer("float[]", self.final)
+        self.row_tokens = np.zeros(PREFILL_CHUNK, dtype=np.int64)
+        self.row_slots = np.zeros(PREFILL_CHUNK, dtype=np.int64)
+        self.row_pos = np.zeros(PREFILL_CHUNK, dtype=np.int64)
+        self._row_ptrs = (
+            ffi.from_buffer("int64_t[]", self.row_tokens),
+            ffi.from_buffer("int64_t[]", self.row_slots),
+            ffi.from_buffer("int64_t[]", self.row_pos),
+        )
+        self.final_buf = self.buf(self.hidden_size)
+        self.final = self.final_buf.array
+        self.final_ptr = self.final_buf.ptr
         self.logits_buf = np.zeros(self.vocab_size, dtype=np.float32)
         self.logits_ptr = ffi.from_buffer("float[]", self.logits_buf)
         self._argmax_idx = ffi.new("int64_t *")
         self._argmax_val = ffi.new("float *")
-        plan = DecodePlan()
+        plan = Plan(PREFILL_CHUNK)
         self.forward(plan)
-        self.plan = plan.finish()
+        self.plan = plan.finish(self.n_layers)
 
     def logits_row(self, row: int) -> np.ndarray:
         """Logits of one row of `final`, in the model's reused buffer (copy to keep)."""
@@ -167,10 +207,8 @@ class Transformer(ABC):
             rc = lib.q8_lmhead(h.w_ptr, h.n, h.k, x, self.logits_ptr)
         else:
             rc = lib.q8_lmhead_f32(h.w_ptr, h.n, h.k, x, self.logits_ptr)
-        if rc != 0:
-            raise RuntimeError(f"libq8 lm_head failed ({rc})")
-        if self.final_softcap > 0.0:
-            lib.q8_softcap(self.logits_ptr, self.final_softcap, self.vocab_size, self.logits_ptr)
+        check(rc, "lm_head")
+        self.softcap(self.logits_buf)
         return self.logits_buf
 
     def argmax_row(self, row: int) -> int:
@@ -182,8 +220,7 @@ class Transformer(ABC):
             rc = lib.q8_lmhead_argmax(h.w_ptr, h.n, h.k, x, idx, val)
         else:
             rc = lib.q8_lmhead_argmax_f32(h.w_ptr, h.n, h.k, x, idx, val)
-        if rc != 0:
-            raise RuntimeError(f"libq8 lm_head argmax failed ({rc})")
+        check(rc, "lm_head argmax")
         v = float(val[0])
         if v != v or v in (float("inf"), float("-inf")):
             raise NumericalError(f"the logits hold {v} (NaN/Inf) at the greedy step")
@@ -191,9 +228,7 @@ class Transformer(ABC):
 
     def _project_rows(self, t: int) -> np.ndarray:
         """lm_head over rows 0 .. t-1 of `final` in one batched pass (no softcap): (t, vocab)."""
-        out = np.empty((t, self.vocab_size), dtype=np.float32)
-        self.lm_head.gemm(self.final_ptr, t, ffi.from_buffer("float[]", out))
-        return out
+        return self.project(list(range(t)))
 
     def argmax_rows(self, t: int) -> list[int]:
         """Greedy token of each of rows 0 .. t-1 of `final`, from one batched lm_head pass (the
@@ -207,7 +242,22 @@ class Transformer(ABC):
     def logits_rows(self, t: int) -> np.ndarray:
         """Logits of rows 0 .. t-1 of `final` as a new (t, vocab) array."""
         out = self._project_rows(t)
-        if self.final_softcap > 0.0:
-            p = ffi.from_buffer("float[]", out)
-            lib.q8_softcap(p, self.final_softcap, t * self.vocab_size, p)
+        self.softcap(out)
         return out
+
+    def project(self, rows: list[int]) -> np.ndarray:
+        """Raw logits (no softcap) of the given rows of `final`, (len(rows), vocab), from one
+        batched lm_head pass: the weights stream once for every sequence of a step. Each row's
+        bits equal the single-row lm_head's."""
+        h = len(rows)
+        src = self.final if rows == list(range(h)) else self.final[rows]
+        src = np.ascontiguousarray(src[:h])
+        out = np.empty((h, self.vocab_size), dtype=np.float32)
+        self.lm_head.gemm(ffi.from_buffer("float[]", src), h, ffi.from_buffer("float[]", out))
+        return out
+
+    def softcap(self, logits: np.ndarray) -> None:
+        """The final logit softcap, in place, on a C-contiguous float32 array (none: no-op)."""
+        if self.final_softcap > 0.0:
+            p = ffi.from_buffer("float[]", logits)
+            check(lib.q8_softcap(p, self.final_softcap, int(logits.size), p), "softcap")

@@ -13,20 +13,18 @@ carry (rope_theta, rope_local_base_freq, sliding_window_pattern) and the transfo
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
-from ..engine._ffi import ffi
 from ..engine.kernels import WeightArena
 from ..engine.kv_cache import KVCache
 from ..engine.linear import Embedding, Linear
-from ..engine.plan import Ops
+from ..engine.plan import Buf, Plan
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..io.config import FLOAT_MAX, MAX_LAYERS, Fields
 from ..io.safetensors import Checkpoint
 from ..io.weights import load_fused, load_linear, vector
-from .base import PREFILL_CHUNK, Transformer
+from .base import PREFILL_CHUNK, LoadOptions, Transformer
 
 SLIDING = "sliding_attention"
 FULL = "full_attention"
@@ -117,9 +115,8 @@ class Gemma3Layer:
     o: Linear  # (D, H*hd)
     gate_up: Linear  # (2I, D): gate | up rows, fused
     down: Linear  # (D, I)
-    norms: dict[str, np.ndarray]  # input, post_attention, pre_feedforward, post_feedforward, q, k
-    kv: KVCache  # (KV, cap, hd) each
-    p: dict[str, Any]
+    norms: dict[str, Buf]  # input, post_attention, pre_feedforward, post_feedforward (D); q, k (hd)
+    kv: KVCache  # (slots, KV, cap, hd) each
 
 
 class Gemma3(Transformer):
@@ -127,22 +124,23 @@ class Gemma3(Transformer):
     layers: list[Gemma3Layer]
     embed_table: Linear
     embed: Embedding
-    final_norm: np.ndarray
-    x: np.ndarray
-    h: np.ndarray
-    qkv: np.ndarray
-    q: np.ndarray
-    k: np.ndarray
-    v: np.ndarray
-    att: np.ndarray
-    tmp: np.ndarray
-    gu: np.ndarray
-    act: np.ndarray
-    ptr: dict[str, Any]
+    final_norm: Buf  # (D)
+    # activations, (PREFILL_CHUNK rows, width) each, allocated once
+    x: Buf  # (D) the residual stream
+    h: Buf  # (D) normed input of a block
+    qkv: Buf  # (H*hd + 2*KV*hd) fused q | k | v
+    q: Buf  # (H*hd)
+    k: Buf  # (KV*hd)
+    v: Buf  # (KV*hd)
+    att: Buf  # (H*hd) attention output
+    tmp: Buf  # (D) a block's output before its norm and the residual add
+    gu: Buf  # (2I) fused gate | up
+    act: Buf  # (I) GeGLU output
     embed_scale: float
 
-    def __init__(self, f: Fields, ckpt: Checkpoint, quantize: bool) -> None:
+    def __init__(self, f: Fields, ckpt: Checkpoint, opts: LoadOptions) -> None:
         cfg = Gemma3Config(f)
+        quantize = opts.quantize
         self.cfg = cfg
         arena = WeightArena()  # every Q8_0 matrix in huge-page slabs, in load order
         self.model_type = "gemma3_text"
@@ -153,6 +151,8 @@ class Gemma3(Transformer):
         self.n_layers = cfg.n_layer
         self.hidden_size = cfg.hidden
         self.max_positions = cfg.max_pos
+        self.ctx = opts.context(cfg.max_pos)
+        self.slots = opts.slots
         self.final_softcap = cfg.final_softcap
         D, H, KV, hd, FF = cfg.hidden, cfg.n_head, cfg.n_kv, cfg.head_dim, cfg.inter
         names = set(ckpt.names())
@@ -182,7 +182,7 @@ class Gemma3(Transformer):
             L.theta = cfg.theta_local if L.sliding else cfg.theta_global
             L.window = cfg.window if L.sliding else 0
             # A ring must still hold the window behind the first query of a prefill chunk.
-            L.cap = min(cfg.max_pos, cfg.window + self.prefill_chunk) if L.sliding else cfg.max_pos
+            L.cap = min(self.ctx, cfg.window + self.prefill_chunk) if L.sliding else self.ctx
             L.qkv = load_fused(
                 ckpt,
                 [n + "self_attn.q_proj.weight", n + "self_attn.k_proj.weight", n + "self_attn.v_proj.weight"],
@@ -220,28 +220,27 @@ class Gemma3(Transformer):
                 arena=arena,
             )
             L.norms = {
-                "input": vector(ckpt, n + "input_layernorm.weight", D),
-                "post_attention": vector(ckpt, n + "post_attention_layernorm.weight", D),
-                "pre_feedforward": vector(ckpt, n + "pre_feedforward_layernorm.weight", D),
-                "post_feedforward": vector(ckpt, n + "post_feedforward_layernorm.weight", D),
-                "q": vector(ckpt, n + "self_attn.q_norm.weight", hd),
-                "k": vector(ckpt, n + "self_attn.k_norm.weight", hd),
+                "input": Buf.of(vector(ckpt, n + "input_layernorm.weight", D)),
+                "post_attention": Buf.of(vector(ckpt, n + "post_attention_layernorm.weight", D)),
+                "pre_feedforward": Buf.of(vector(ckpt, n + "pre_feedforward_layernorm.weight", D)),
+                "post_feedforward": Buf.of(vector(ckpt, n + "post_feedforward_layernorm.weight", D)),
+                "q": Buf.of(vector(ckpt, n + "self_attn.q_norm.weight", hd)),
+                "k": Buf.of(vector(ckpt, n + "self_attn.k_norm.weight", hd)),
             }
-            L.kv = KVCache(KV, L.cap, hd, f"layer {i}")
-            L.p = {key: ffi.from_buffer("float[]", arr) for key, arr in L.norms.items()}
+            L.kv = KVCache(KV, L.cap, hd, self.slots, f"layer {i}")
             self.layers.append(L)
-        self.final_norm = vector(ckpt, "model.norm.weight", D)
+        self.final_norm = Buf.of(vector(ckpt, "model.norm.weight", D))
         self._check_leftovers(ckpt.source, names)
         self.n_matrices = 4 * cfg.n_layer + (2 if self.lm_head is not self.embed_table else 1)
         self.n_projections = 7 * cfg.n_layer + 1  # q, k, v, o, gate, up, down; lm_head
         self.fusions = {"qkv": cfg.n_layer, "gate+up": cfg.n_layer}
         self._alloc()
 
-    def resume_slack(self) -> int:
-        # A sliding layer's ring holds cap = window + prefill_chunk slots: resuming at position p
-        # after positions up to P were written needs P - p < cap - window + 1.
-        rings = [L.cap - L.window for L in self.layers if L.sliding and L.cap < self.cfg.max_pos]
-        return min(rings, default=1 << 62)
+    def ring(self) -> tuple[int, int]:
+        # Every sliding layer has the same ring: window + prefill_chunk slots (unless the whole
+        # context fits, when it is no ring at all).
+        rings = {(L.cap, L.window) for L in self.layers if L.sliding and L.cap < self.ctx}
+        return min(rings, default=(0, 0))
 
     def _check_leftovers(self, source: str, names: set[str]) -> None:
         known = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
@@ -257,22 +256,15 @@ class Gemma3(Transformer):
         self.refuse_unknown(source, names, known)
 
     def _alloc(self) -> None:
-        c, T = self.cfg, PREFILL_CHUNK
+        c = self.cfg
         qd, kd = c.n_head * c.head_dim, c.n_kv * c.head_dim
-        self.x = np.zeros((T, c.hidden), dtype=np.float32)
-        self.h = np.zeros((T, c.hidden), dtype=np.float32)
-        self.qkv = np.zeros((T, qd + 2 * kd), dtype=np.float32)
-        self.q = np.zeros((T, qd), dtype=np.float32)
-        self.k = np.zeros((T, kd), dtype=np.float32)
-        self.v = np.zeros((T, kd), dtype=np.float32)
-        self.att = np.zeros((T, qd), dtype=np.float32)
-        self.tmp = np.zeros((T, c.hidden), dtype=np.float32)
-        self.gu = np.zeros((T, 2 * c.inter), dtype=np.float32)
-        self.act = np.zeros((T, c.inter), dtype=np.float32)
-        self.ptr = {}
-        for key in ("x", "h", "qkv", "q", "k", "v", "att", "tmp", "gu", "act", "final_norm"):
-            self.ptr[key] = ffi.from_buffer("float[]", getattr(self, key))
-        self._alloc_head()
+        self.x, self.h, self.tmp = (self.buf(c.hidden) for _ in range(3))
+        self.qkv = self.buf(qd + 2 * kd)
+        self.q, self.att = self.buf(qd), self.buf(qd)
+        self.k, self.v = self.buf(kd), self.buf(kd)
+        self.gu = self.buf(2 * c.inter)
+        self.act = self.buf(c.inter)
+        self.build_plan()
 
     def layer_weights(self) -> list[tuple[list[Linear], list[Linear]]]:
         return [([L.qkv, L.o], [L.gate_up, L.down]) for L in self.layers]
@@ -280,48 +272,42 @@ class Gemma3(Transformer):
     def layer_kv(self) -> list[tuple[int, int]]:
         return [(L.kv.row_bytes, L.window) for L in self.layers]
 
-    def forward(self, ops: Ops) -> None:
+    def forward(self, ops: Plan) -> None:
         c = self.cfg
-        t = ops.t
         D, H, KV, hd, FF = c.hidden, c.n_head, c.n_kv, c.head_dim, c.inter
-        qd, kd = H * hd, KV * hd
-        P = self.ptr
+        x, h, tmp = self.x, self.h, self.tmp
         # Embedding rows, scaled by sqrt(hidden).
-        ops.embed(self.embed, P["x"])
-        ops.scale(P["x"], self.embed_scale, D, P["x"])
+        ops.embed(self.embed, x)
+        ops.scale(x, self.embed_scale, D, x)
         ops.mark_embedding()
         for i, L in enumerate(self.layers):
-            p = L.p
-            # Attention block: norm -> fused QKV -> q/k norms -> RoPE -> cache -> attention -> o.
-            ops.rmsnorm(P["x"], p["input"], 1, D, c.eps, 1.0, P["h"])
-            ops.matmul(L.qkv, P["h"], P["qkv"])
-            if t == 1:
-                q, k, v = P["qkv"], P["qkv"] + qd, P["qkv"] + qd + kd
-            else:
-                # Several rows (never in a decode plan): contiguous q, k, v.
-                self.split_columns(self.qkv, t, [self.q, self.k, self.v])
-                q, k, v = P["q"], P["k"], P["v"]
-            ops.rmsnorm(q, p["q"], H, hd, c.eps, 1.0, q)
-            ops.rmsnorm(k, p["k"], KV, hd, c.eps, 1.0, k)
-            ops.rope(q, H, hd, L.theta)
-            ops.rope(k, KV, hd, L.theta)
-            ops.kv_write(k, v, L.kv)
-            ops.attention(q, L.kv, H, L.window, c.scale, c.attn_softcap, P["att"])
-            ops.matmul(L.o, P["att"], P["tmp"])
-            ops.rmsnorm(P["tmp"], p["post_attention"], 1, D, c.eps, 1.0, P["tmp"])
-            ops.add(P["x"], P["tmp"], D, P["x"])
+            n = L.norms
+            # Attention block: norm -> fused QKV -> q | k | v -> q/k norms -> RoPE -> cache ->
+            # attention -> o -> norm -> residual.
+            ops.rmsnorm(x, n["input"], 1, D, c.eps, 1.0, h)
+            ops.matmul(L.qkv, h, self.qkv)
+            ops.split(self.qkv, [self.q, self.k, self.v])
+            ops.rmsnorm(self.q, n["q"], H, hd, c.eps, 1.0, self.q)
+            ops.rmsnorm(self.k, n["k"], KV, hd, c.eps, 1.0, self.k)
+            ops.rope(self.q, H, hd, L.theta)
+            ops.rope(self.k, KV, hd, L.theta)
+            ops.kv_write(self.k, self.v, L.kv)
+            ops.attention(self.q, L.kv, H, L.window, c.scale, c.attn_softcap, self.att)
+            ops.matmul(L.o, self.att, tmp)
+            ops.rmsnorm(tmp, n["post_attention"], 1, D, c.eps, 1.0, tmp)
+            ops.add(x, tmp, D, x)
             ops.mark_attention(i)
             # Feed-forward block: norm -> fused gate|up -> GeGLU -> down -> norm -> residual.
-            ops.rmsnorm(P["x"], p["pre_feedforward"], 1, D, c.eps, 1.0, P["h"])
-            ops.matmul(L.gate_up, P["h"], P["gu"])
-            ops.geglu_rows(P["gu"], 1, FF, P["act"])
-            ops.matmul(L.down, P["act"], P["tmp"])
-            ops.rmsnorm(P["tmp"], p["post_feedforward"], 1, D, c.eps, 1.0, P["tmp"])
-            ops.add(P["x"], P["tmp"], D, P["x"])
+            ops.rmsnorm(x, n["pre_feedforward"], 1, D, c.eps, 1.0, h)
+            ops.matmul(L.gate_up, h, self.gu)
+            ops.geglu_rows(self.gu, 1, FF, self.act)
+            ops.matmul(L.down, self.act, tmp)
+            ops.rmsnorm(tmp, n["post_feedforward"], 1, D, c.eps, 1.0, tmp)
+            ops.add(x, tmp, D, x)
             ops.mark_ffn(i)
-        ops.rmsnorm(P["x"], P["final_norm"], 1, D, c.eps, 1.0, self.final_ptr)
+        ops.rmsnorm(x, self.final_norm, 1, D, c.eps, 1.0, self.final_buf)
         ops.mark_norm()
 
 
-def build(f: Fields, ckpt: Checkpoint, quantize: bool) -> Transformer:
-    return Gemma3(f, ckpt, quantize)
+def build(f: Fields, ckpt: Checkpoint, opts: LoadOptions) -> Transformer:
+    return Gemma3(f, ckpt, opts)

@@ -9,20 +9,18 @@ attn.bias / attn.masked_bias buffers are causal masks, not weights.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
-from ..engine._ffi import ffi
 from ..engine.kernels import WeightArena
 from ..engine.kv_cache import KVCache
 from ..engine.linear import Embedding, Linear
-from ..engine.plan import Ops
+from ..engine.plan import Buf, Plan
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..io.config import MAX_LAYERS, Fields
 from ..io.safetensors import Checkpoint
 from ..io.weights import load_linear, matrix_f32, vector
-from .base import PREFILL_CHUNK, Transformer
+from .base import PREFILL_CHUNK, LoadOptions, Transformer
 
 # Config flags that change the computation and that we do not implement: refused, never ignored.
 UNSUPPORTED_FLAGS = {
@@ -75,11 +73,7 @@ class GPT2Block:
     ln2_b: np.ndarray
     fc: Linear  # (I, D)
     fc_proj: Linear  # (D, I)
-    kv: KVCache  # (H, n_positions, hd) each
-    p: dict[str, Any]  # libq8 pointers of the arrays above
-
-    def __init__(self) -> None:
-        self.p = {}
+    kv: KVCache  # (slots, H, ctx, hd) each
 
 
 class GPT2(Transformer):
@@ -90,20 +84,23 @@ class GPT2(Transformer):
     lnf_w: np.ndarray
     lnf_b: np.ndarray
     embed: Embedding
-    # activations, (PREFILL_CHUNK, width) each, allocated once
-    x: np.ndarray
-    h: np.ndarray
-    qkv: np.ndarray
-    q: np.ndarray
-    k: np.ndarray
-    v: np.ndarray
-    att: np.ndarray
-    tmp: np.ndarray
-    ff: np.ndarray
-    ptr: dict[str, Any]
+    # activations, (PREFILL_CHUNK rows, width) each, allocated once
+    x: Buf  # (D) the residual stream
+    h: Buf  # (D) normed input of a block
+    qkv: Buf  # (3D) fused q | k | v
+    q: Buf  # (D)
+    k: Buf  # (D)
+    v: Buf  # (D)
+    att: Buf  # (D) attention output
+    tmp: Buf  # (D) a block's output before the residual add
+    ff: Buf  # (I) MLP hidden
+    wpe_buf: Buf  # the position table (P, D) as a plan operand
+    norm_bufs: list[tuple[Buf, Buf, Buf, Buf]]  # per block: ln1 w, b, ln2 w, b
+    lnf: tuple[Buf, Buf]
 
-    def __init__(self, f: Fields, ckpt: Checkpoint, quantize: bool) -> None:
+    def __init__(self, f: Fields, ckpt: Checkpoint, opts: LoadOptions) -> None:
         cfg = GPT2Config(f)
+        quantize = opts.quantize
         self.cfg = cfg
         arena = WeightArena()  # every Q8_0 matrix in huge-page slabs, in load order
         self.model_type = "gpt2"
@@ -112,6 +109,8 @@ class GPT2(Transformer):
         self.n_layers = cfg.n_layer
         self.hidden_size = cfg.n_embd
         self.max_positions = cfg.n_positions
+        self.ctx = opts.context(cfg.n_positions)
+        self.slots = opts.slots
         self.final_softcap = 0.0
         names = set(ckpt.names())
         pre = "transformer." if "transformer.wte.weight" in names else ""
@@ -178,9 +177,7 @@ class GPT2(Transformer):
                 quantize=quantize,
                 arena=arena,
             )
-            b.kv = KVCache(H, P, hd, f"layer {i}")
-            for key in ("ln1_w", "ln1_b", "ln2_w", "ln2_b"):
-                b.p[key] = ffi.from_buffer("float[]", getattr(b, key))
+            b.kv = KVCache(H, self.ctx, hd, self.slots, f"layer {i}")
             self.blocks.append(b)
         self.lnf_w = vector(ckpt, pre + "ln_f.weight", D)
         self.lnf_b = vector(ckpt, pre + "ln_f.bias", D)
@@ -204,20 +201,17 @@ class GPT2(Transformer):
         self.refuse_unknown(source, names, known)
 
     def _alloc(self) -> None:
-        D, F, T = self.cfg.n_embd, self.cfg.n_inner, PREFILL_CHUNK
-        self.x = np.zeros((T, D), dtype=np.float32)
-        self.h = np.zeros((T, D), dtype=np.float32)
-        self.qkv = np.zeros((T, 3 * D), dtype=np.float32)
-        self.q = np.zeros((T, D), dtype=np.float32)
-        self.k = np.zeros((T, D), dtype=np.float32)
-        self.v = np.zeros((T, D), dtype=np.float32)
-        self.att = np.zeros((T, D), dtype=np.float32)
-        self.tmp = np.zeros((T, D), dtype=np.float32)
-        self.ff = np.zeros((T, F), dtype=np.float32)
-        self.ptr = {}
-        for key in ("x", "h", "qkv", "q", "k", "v", "att", "tmp", "ff", "wpe", "lnf_w", "lnf_b"):
-            self.ptr[key] = ffi.from_buffer("float[]", getattr(self, key))
-        self._alloc_head()
+        D, F = self.cfg.n_embd, self.cfg.n_inner
+        self.x, self.h, self.tmp, self.att = (self.buf(D) for _ in range(4))
+        self.qkv = self.buf(3 * D)
+        self.q, self.k, self.v = (self.buf(D) for _ in range(3))
+        self.ff = self.buf(F)
+        self.wpe_buf = Buf.of(self.wpe)
+        self.norm_bufs = [
+            (Buf.of(b.ln1_w), Buf.of(b.ln1_b), Buf.of(b.ln2_w), Buf.of(b.ln2_b)) for b in self.blocks
+        ]
+        self.lnf = (Buf.of(self.lnf_w), Buf.of(self.lnf_b))
+        self.build_plan()
 
     def layer_weights(self) -> list[tuple[list[Linear], list[Linear]]]:
         return [([b.attn, b.proj], [b.fc, b.fc_proj]) for b in self.blocks]
@@ -225,44 +219,37 @@ class GPT2(Transformer):
     def layer_kv(self) -> list[tuple[int, int]]:
         return [(b.kv.row_bytes, 0) for b in self.blocks]
 
-    def forward(self, ops: Ops) -> None:
+    def forward(self, ops: Plan) -> None:
         cfg = self.cfg
-        t = ops.t
         D, H = cfg.n_embd, cfg.n_head
         hd = D // H
-        P = self.ptr
         scale = 1.0 / math.sqrt(hd) if cfg.scale_attn else 1.0
+        x, h, tmp = self.x, self.h, self.tmp
         # Embedding: token row + learned position row.
-        ops.embed(self.embed, P["x"])
-        ops.add_pos_row(P["wpe"], cfg.n_positions, D, P["x"], P["x"])
+        ops.embed(self.embed, x)
+        ops.add_pos_row(self.wpe_buf, cfg.n_positions, D, x, x)
         ops.mark_embedding()
-        for i, b in enumerate(self.blocks):
-            bp = b.p
-            # Attention: LayerNorm -> fused QKV (3D) -> cache write -> causal attention -> proj.
-            ops.layernorm(P["x"], bp["ln1_w"], bp["ln1_b"], 1, D, cfg.eps, P["h"])
-            ops.matmul(b.attn, P["h"], P["qkv"])
-            if t == 1:
-                q, k, v = P["qkv"], P["qkv"] + D, P["qkv"] + 2 * D
-            else:
-                # Several rows (never in a decode plan): split the fused rows into contiguous
-                # q, k, v (t x D each).
-                self.split_columns(self.qkv, t, [self.q, self.k, self.v])
-                q, k, v = P["q"], P["k"], P["v"]
-            ops.kv_write(k, v, b.kv)
-            ops.attention(q, b.kv, H, 0, scale, 0.0, P["att"])
-            ops.matmul(b.proj, P["att"], P["tmp"])
-            ops.add(P["x"], P["tmp"], D, P["x"])
+        for i, (b, (ln1_w, ln1_b, ln2_w, ln2_b)) in enumerate(zip(self.blocks, self.norm_bufs, strict=True)):
+            # Attention: LayerNorm -> fused QKV (3D) -> q | k | v -> cache write -> causal
+            # attention -> proj -> residual.
+            ops.layernorm(x, ln1_w, ln1_b, 1, D, cfg.eps, h)
+            ops.matmul(b.attn, h, self.qkv)
+            ops.split(self.qkv, [self.q, self.k, self.v])
+            ops.kv_write(self.k, self.v, b.kv)
+            ops.attention(self.q, b.kv, H, 0, scale, 0.0, self.att)
+            ops.matmul(b.proj, self.att, tmp)
+            ops.add(x, tmp, D, x)
             ops.mark_attention(i)
             # MLP: LayerNorm -> fc (I) -> GELU tanh -> proj (D) -> residual.
-            ops.layernorm(P["x"], bp["ln2_w"], bp["ln2_b"], 1, D, cfg.eps, P["h"])
-            ops.matmul(b.fc, P["h"], P["ff"])
-            ops.gelu(P["ff"], cfg.n_inner, P["ff"])
-            ops.matmul(b.fc_proj, P["ff"], P["tmp"])
-            ops.add(P["x"], P["tmp"], D, P["x"])
+            ops.layernorm(x, ln2_w, ln2_b, 1, D, cfg.eps, h)
+            ops.matmul(b.fc, h, self.ff)
+            ops.gelu(self.ff, cfg.n_inner, self.ff)
+            ops.matmul(b.fc_proj, self.ff, tmp)
+            ops.add(x, tmp, D, x)
             ops.mark_ffn(i)
-        ops.layernorm(P["x"], P["lnf_w"], P["lnf_b"], 1, D, cfg.eps, self.final_ptr)
+        ops.layernorm(x, self.lnf[0], self.lnf[1], 1, D, cfg.eps, self.final_buf)
         ops.mark_norm()
 
 
-def build(f: Fields, ckpt: Checkpoint, quantize: bool) -> Transformer:
-    return GPT2(f, ckpt, quantize)
+def build(f: Fields, ckpt: Checkpoint, opts: LoadOptions) -> Transformer:
+    return GPT2(f, ckpt, opts)

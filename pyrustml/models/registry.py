@@ -8,9 +8,9 @@ from ..errors import UnsupportedModelError
 from ..io.config import Fields
 from ..io.safetensors import Checkpoint
 from . import gemma3, gpt2
-from .base import Transformer
+from .base import LoadOptions, Transformer
 
-Builder = Callable[[Fields, Checkpoint, bool], Transformer]
+Builder = Callable[[Fields, Checkpoint, LoadOptions], Transformer]
 
 REGISTRY: dict[str, Builder] = {
     "gpt2": gpt2.build,

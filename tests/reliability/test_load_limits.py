@@ -35,9 +35,16 @@ def test_a_context_too_large_for_memory_is_out_of_memory(tmp_path: Path) -> None
     cfg = json.loads((d / "config.json").read_text())
     cfg["max_position_embeddings"] = 2**31 - 1  # global layers keep a full cache: 2 KV heads x 24 x 4 B each
     (d / "config.json").write_text(json.dumps(cfg))
+    # The default context is min(the model's, 4096): loading takes what a sequence needs.
+    m = pyrustml.load(str(d), parallel=2)
+    assert (m.ctx, m.parallel) == (4096, 2)
+    # Asked for the whole context, the caches are refused, naming the figure and the buffer.
     with pytest.raises(OutOfMemoryError, match=r"GiB for layer 5's key cache") as err:
-        pyrustml.load(str(d))
+        pyrustml.load(str(d), ctx=2**31 - 1)
     assert isinstance(err.value, MemoryError)
+    # Likewise a slot count whose caches together exceed the memory.
+    with pytest.raises(OutOfMemoryError, match=r"128 x 4000000 positions"):
+        pyrustml.load(str(d), ctx=4_000_000, parallel=128)
 
 
 def test_prompt_type_error_names_the_bad_element() -> None:

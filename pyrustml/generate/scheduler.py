@@ -1,0 +1,411 @@
+"""The scheduler: continuous batching over the model's KV-cache slots.
+
+One engine thread runs steps while there is work. A step is one plan run (libq8 passes every row
+through every layer in one call, each weight matrix streamed once for all rows): a decode row
+for every sequence that has chosen a token (plus its prompt-lookup drafts), and prefill rows of
+the sequences still reading their prompts, up to the step's row budget. A new request joins at
+the next step; a finished or cancelled one leaves, and its slot keeps its tokens' keys and
+values for the next request that shares their prefix (a system prompt, a chat's earlier turns).
+
+Interference: a step's prefill rows are bounded by `prefill_rows`, so a long prompt joining
+delays the running sequences' next token by at most one such chunk, never by its whole length.
+
+Results never depend on batching: every row of a run computes exactly what it would alone (the
+plan's contract), the lm_head rows likewise, and each sequence samples from its own seeded
+generator, so a request gets the tokens it would get alone, whatever shares its steps.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+from ..engine.profiler import DECODE as P_DECODE
+from ..engine.profiler import PREFILL as P_PREFILL
+from ..engine.profiler import StepRecord
+from ..errors import NumericalError, PyrustmlError
+from ..io.tokenizer import Tokenizer
+from ..models.base import PREFILL_CHUNK, Transformer
+from .sequence import DECODE, DONE, PREFILL, Sequence
+
+PREFILL_ROWS = 32  # prompt rows a step takes beside the decode rows (see the docstring)
+
+
+class EngineStats:
+    """Counters since load, for /metrics and the benchmark."""
+
+    requests: int
+    active: int
+    queued: int
+    prompt_tokens: int
+    generated_tokens: int
+    cached_tokens: int  # prompt tokens served from the prefix cache
+    steps: int
+    step_seconds: float
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.active = 0
+        self.queued = 0
+        self.prompt_tokens = 0
+        self.generated_tokens = 0
+        self.cached_tokens = 0
+        self.steps = 0
+        self.step_seconds = 0.0
+
+    def copy(self) -> EngineStats:
+        c = EngineStats()
+        c.requests, c.active, c.queued = self.requests, self.active, self.queued
+        c.prompt_tokens, c.generated_tokens, c.cached_tokens = (
+            self.prompt_tokens,
+            self.generated_tokens,
+            self.cached_tokens,
+        )
+        c.steps, c.step_seconds = self.steps, self.step_seconds
+        return c
+
+
+class Scheduler:
+    net: Transformer
+    tokenizer: Tokenizer
+    prefill_rows: int
+    stats: EngineStats
+    step_lock: threading.Lock  # held for each step; tools hold it to use the model directly
+    _cv: threading.Condition
+    _waiting: deque[Sequence]
+    _active: list[Sequence]
+    _owner: list[Sequence | None]  # per slot
+    _slot_tokens: list[list[int]]  # per free slot: the tokens whose keys and values it holds
+    _ring_pos: np.ndarray  # (slots, ring size) int64: the position each ring index last held
+    _slot_used: list[int]  # per slot: the step it was last released (least recently used first)
+    _thread: threading.Thread | None
+    _closing: bool
+    _pid: int
+
+    def __init__(self, net: Transformer, tokenizer: Tokenizer, prefill_rows: int = PREFILL_ROWS) -> None:
+        self.net = net
+        self.tokenizer = tokenizer
+        self.prefill_rows = prefill_rows
+        self.stats = EngineStats()
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fresh state: at construction, and in a forked child (the parent's engine thread does
+        not exist there, and a step it was running left the caches in an unknown state)."""
+        self._pid = os.getpid()
+        self.step_lock = threading.Lock()
+        self._cv = threading.Condition()
+        self._waiting = deque()
+        self._active = []
+        n = self.net.slots
+        self._owner = [None] * n
+        self._slot_tokens = [[] for _ in range(n)]
+        self._ring_pos = np.full((n, max(1, self.net.ring()[0])), -1, dtype=np.int64)
+        self._slot_used = [0] * n
+        self._thread = None
+        self._closing = False
+
+    # ---- callers' side -------------------------------------------------------------------------
+    def submit(self, seq: Sequence) -> None:
+        if os.getpid() != self._pid:
+            self._reset()
+        with self._cv:
+            if self._closing:
+                raise PyrustmlError("the model is closed")
+            self._waiting.append(seq)
+            self.stats.requests += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="pyrustml-engine", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def cancel(self, seq: Sequence) -> None:
+        """The caller is gone: the sequence leaves at the next step (a waiting one at once)."""
+        with self._cv:
+            seq.cancelled = True
+            if seq in self._waiting:
+                self._waiting.remove(seq)
+                seq.phase = DONE
+            self._cv.notify()
+
+    def snapshot(self) -> EngineStats:
+        with self._cv:
+            s = self.stats.copy()
+            s.active = len(self._active)
+            s.queued = len(self._waiting)
+            return s
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the engine thread after its current step: waiting and running sequences end with
+        an error. Called at exit too, so no step runs while the interpreter tears down."""
+        with self._cv:
+            if os.getpid() != self._pid:
+                return
+            self._closing = True
+            thread = self._thread
+            self._cv.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def forget_slots(self) -> None:
+        """Someone ran the model directly (tools holding step_lock): no slot's cache is known."""
+        for s in range(self.net.slots):
+            self._slot_tokens[s] = []
+
+    # ---- the engine thread ---------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._closing and not self._waiting and not self._active:
+                    self._cv.wait()
+                if self._closing:
+                    self._fail_all(PyrustmlError("the model was closed while this request ran"))
+                    return
+                pr = self.net.prof
+                if pr is not None:  # the whole step is profiled: admitting and building rows is glue
+                    pr.begin(P_DECODE, 0, 0)
+                self._admit()
+                batch = list(self._active)
+            with self.step_lock:
+                try:
+                    self._step(batch)
+                except PyrustmlError as exc:
+                    # A failed run leaves its rows' caches unknown: every sequence in it ends.
+                    with self._cv:
+                        for seq in batch:
+                            if seq.phase != DONE:
+                                seq.fail(exc)
+                        self._release_done()
+                except BaseException as exc:
+                    with self._cv:
+                        for seq in batch:
+                            if seq.phase != DONE:
+                                seq.fail(PyrustmlError(f"internal error: {type(exc).__name__}: {exc}"))
+                        self._release_done()
+
+    def _fail_all(self, exc: PyrustmlError) -> None:
+        for seq in [*self._waiting, *self._active]:
+            if seq.phase != DONE:
+                seq.fail(exc)
+            seq.publish()
+        self._waiting.clear()
+        self._active = []
+
+    def _reusable(self, slot: int, ids: list[int]) -> int:
+        """How many leading prompt tokens already sit in the slot's cache and can be kept."""
+        prev = self._slot_tokens[slot]
+        n = 0
+        limit = min(len(prev), len(ids) - 1)  # at least one token must run to give logits
+        while n < limit and prev[n] == ids[n]:
+            n += 1
+        # Sliding layers keep a ring: the window before the first new query must still be the
+        # kept tokens' (later writes, this sequence's drafts or an older sequence's, may have
+        # taken their ring indices).
+        cap, window = self.net.ring()
+        if cap and n > 0:
+            lo = max(0, n - window + 1)
+            want = np.arange(lo, n, dtype=np.int64)
+            if not bool((self._ring_pos[slot, want % cap] == want).all()):
+                return 0
+        return n
+
+    def _admit(self) -> None:
+        """Waiting sequences take free slots, each the one holding most of its prefix (the least
+        recently used among equals). Called with the condition held."""
+        while self._waiting:
+            free = [s for s in range(self.net.slots) if self._owner[s] is None]
+            if not free:
+                return
+            seq = self._waiting.popleft()
+            if seq.cancelled:
+                seq.phase = DONE
+                continue
+            best, cached = free[0], -1
+            for s in free:
+                # Model.logits needs every prompt row's logits: nothing may be skipped.
+                n = 0 if seq.logits_out is not None else self._reusable(s, seq.ids)
+                if n > cached or (n == cached and self._slot_used[s] < self._slot_used[best]):
+                    best, cached = s, n
+            self._owner[best] = seq
+            self._slot_tokens[best] = []
+            seq.start(best, cached)
+            self.stats.prompt_tokens += len(seq.ids)
+            self.stats.cached_tokens += cached
+            self._active.append(seq)
+
+    def _release_done(self) -> None:
+        """Finished and cancelled sequences leave; their slots remember what they hold. Called
+        with the condition held."""
+        keep = []
+        for seq in self._active:
+            if seq.phase == DONE or seq.cancelled:
+                seq.phase = DONE
+                seq.publish()
+                s = seq.slot
+                self._owner[s] = None
+                self._slot_tokens[s] = list(seq.fed)
+                self._slot_used[s] = self.stats.steps
+                self.stats.generated_tokens += len(seq.out)
+            else:
+                keep.append(seq)
+        self._active = keep
+
+    def _step(self, batch: list[Sequence]) -> None:
+        """One plan run over the batch's rows, then each sequence takes its results."""
+        net = self.net
+        t0 = time.perf_counter()
+        pr = net.prof
+        runnable = [s for s in batch if not s.cancelled]
+        decoding = [s for s in runnable if s.phase == DECODE]
+        prefilling = [s for s in runnable if s.phase == PREFILL]
+        tokens: list[int] = []
+        slots: list[int] = []
+        positions: list[int] = []
+        # (sequence, first row, rows, rows whose logits it needs from `first`)
+        spans: list[tuple[Sequence, int, int, int]] = []
+        # Alone, a prompt runs in the model's full chunks; beside running sequences, its rows per
+        # step are bounded so their next token waits at most one small chunk.
+        budget = PREFILL_CHUNK if not decoding else min(PREFILL_CHUNK, self.prefill_rows + len(decoding))
+        spare = budget - len(decoding)  # rows left for drafts and prompt chunks
+        for seq in decoding:
+            row = seq.decode_rows(min(spare, net.prefill_chunk - 1))
+            spare -= len(row) - 1
+            spans.append((seq, len(tokens), len(row), len(row)))
+            tokens.extend(row)
+            slots.extend([seq.slot] * len(row))
+            positions.extend(range(seq.pos, seq.pos + len(row)))
+        for seq in prefilling:
+            if spare <= 0:
+                break
+            chunk = seq.prompt_chunk(min(spare, net.prefill_chunk))
+            spare -= len(chunk)
+            last = seq.prefilled + len(chunk) == len(seq.ids)
+            want = len(chunk) if seq.logits_out is not None else (1 if last else 0)
+            spans.append((seq, len(tokens), len(chunk), want))
+            tokens.extend(chunk)
+            slots.extend([seq.slot] * len(chunk))
+            positions.extend(range(seq.pos, seq.pos + len(chunk)))
+        t = len(tokens)
+        if t == 0:
+            with self._cv:
+                self._release_done()
+            if pr is not None:
+                pr.cur = StepRecord(P_DECODE, 0, 0, net.n_layers)  # nothing ran: no record
+            return
+        net.row_tokens[:t] = tokens
+        net.row_slots[:t] = slots
+        net.row_pos[:t] = positions
+        cap = self._ring_pos.shape[1]
+        if cap > 1:  # which position each ring index of each slot holds after this run
+            self._ring_pos[net.row_slots[:t], net.row_pos[:t] % cap] = net.row_pos[:t]
+        if pr is not None:
+            pr.cur.kind, pr.cur.tokens, pr.cur.pos = (P_PREFILL if prefilling else P_DECODE), t, positions[0]
+            pr.lap_glue()
+        net.run(t)
+        self._take(spans)
+        with self._cv:
+            self.stats.steps += 1
+            self.stats.step_seconds += time.perf_counter() - t0
+        if pr is not None:
+            pr.lap_glue()
+            pr.end()
+        with self._cv:
+            self._release_done()
+
+    def _take(self, spans: list[tuple[Sequence, int, int, int]]) -> None:
+        """The lm_head over the rows that need it (one batched pass), then each sequence's tokens."""
+        net = self.net
+        pr = net.prof
+        heads: list[int] = []
+        for _, first, n, want in spans:
+            heads.extend(range(first + n - want, first + n))
+        if pr is not None:
+            pr.lap_glue()
+        raw: np.ndarray | None = None
+        fused = -1
+        if len(heads) == 1 and not spans_need_logits(spans):
+            try:
+                fused = net.argmax_row(heads[0])  # the logits never leave C
+            except NumericalError as exc:
+                for seq, _, _, want in spans:
+                    if want:
+                        seq.fail(_at_step(exc, seq))
+                fused = -2
+        elif heads:
+            raw = net.project(heads)
+        if pr is not None:
+            pr.lap_lm_head()
+        h = 0
+        for seq, _, n, want in spans:
+            rows = raw[h : h + want] if raw is not None else None
+            h += want
+            if seq.phase == DONE:
+                continue
+            try:
+                self._advance(seq, n, rows, fused)
+            except NumericalError as exc:
+                seq.fail(_at_step(exc, seq))
+            except PyrustmlError as exc:
+                seq.fail(exc)
+        if pr is not None:
+            pr.lap_sampling()
+
+    def _advance(self, seq: Sequence, n: int, rows: np.ndarray | None, fused: int) -> None:
+        """A sequence takes the results of its n rows of this step."""
+        net, tok = self.net, self.tokenizer
+        if seq.phase == PREFILL:
+            if seq.logits_out is not None and rows is not None:
+                net.softcap(rows)
+                seq.logits_out[seq.prefilled : seq.prefilled + n] = rows
+            if not seq.prefilled_chunk(n):
+                return
+            if seq.logits_out is not None:
+                seq.complete()
+                return
+            token = fused if rows is None else seq.choose(rows[0], net.softcap, tok)
+            seq.phase = DECODE
+            seq.next_token = token
+            if not seq.accept(token):
+                seq.complete()
+            return
+        # Decode: the fed token (and drafts) ran at positions pos .. pos + n - 1.
+        seq.fed_token()
+        seq.stepped()
+        if n == 1:
+            token = fused if rows is None else seq.choose(rows[0], net.softcap, tok)
+            chosen = [token]
+        else:
+            assert rows is not None
+            preds = [int(np.argmax(r)) for r in rows]
+            for r, p in zip(rows, preds, strict=True):
+                v = float(r[p])
+                if v != v or v in (float("inf"), float("-inf")):
+                    raise NumericalError(f"the logits hold {v} (NaN/Inf) at the greedy step")
+            k = 0
+            while k < len(seq.drafts) and preds[k] == seq.drafts[k]:
+                k += 1
+            seq.timings.draft_tokens += len(seq.drafts)
+            seq.timings.accepted_tokens += k
+            chosen = [*seq.drafts[:k], preds[k]]
+        for i, token in enumerate(chosen):
+            if i > 0:  # an accepted draft token: its keys and values are in the cache already
+                seq.next_token = chosen[i - 1]
+                seq.fed.append(seq.next_token)
+                seq.pos += 1
+            if not seq.accept(token):
+                seq.complete()
+                return
+            seq.next_token = token
+        seq.drafts = []
+
+
+def _at_step(exc: NumericalError, seq: Sequence) -> NumericalError:
+    return NumericalError(f"{exc} at generation step {len(seq.out) + 1} (position {seq.pos - 1})")
+
+
+def spans_need_logits(spans: list[tuple[Sequence, int, int, int]]) -> bool:
+    return any(want and (seq.needs_logits or seq.logits_out is not None) for seq, _, _, want in spans)

@@ -1,0 +1,180 @@
+"""Continuous batching: every request gets exactly the tokens and text it would get alone, for
+any mix of requests, arrival order, slot count and thread count; cancelled requests free their
+slot; the prefix cache keeps shared prompt positions; usage, logprobs and context cuts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support import FIX
+
+import pyrustml
+from pyrustml.errors import ContextLengthError, OptionError
+
+NAMES = ["gpt2-tiny-hf", "gemma3-tiny"]
+_models: dict[tuple[str, int], pyrustml.Model] = {}
+
+
+def model(name: str, parallel: int = 4) -> pyrustml.Model:
+    key = (name, parallel)
+    if key not in _models:
+        _models[key] = pyrustml.load(str(FIX / name), parallel=parallel)
+    return _models[key]
+
+
+# A request: prompt token ids, options. Greedy, seeded sampling, penalties, lookup, stops.
+REQUESTS: list[tuple[list[int], dict[str, Any]]] = [
+    ([5, 9, 2, 7], {"max_tokens": 12, "temperature": 0}),
+    (
+        [3, 3, 3, 8, 1, 4, 9, 9, 2, 6, 5, 3, 3, 8],
+        {"max_tokens": 9, "temperature": 0.9, "seed": 4, "top_k": 20},
+    ),
+    ([11], {"max_tokens": 15, "temperature": 0.7, "seed": 1, "top_p": 0.9, "min_p": 0.05}),
+    ([2, 4, 6, 8, 2, 4, 6, 8, 2, 4], {"max_tokens": 14, "temperature": 0, "lookup": 4}),
+    ([7, 1, 7, 1], {"max_tokens": 10, "temperature": 0, "repetition_penalty": 1.3}),
+    ([9, 8, 7, 6, 5], {"max_tokens": 8, "temperature": 1.2, "seed": 9, "ignore_eos": True}),
+]
+
+_solo: dict[tuple[str, int], tuple[list[int], str, str]] = {}
+
+
+def solo(name: str, i: int) -> tuple[list[int], str, str]:
+    """Request i alone, on a model with a single slot (nothing else can share its steps)."""
+    if (name, i) not in _solo:
+        ids, opts = REQUESTS[i]
+        g = model(name, parallel=1).generate(ids, **opts)
+        _solo[(name, i)] = (g.tokens, g.text, g.finish_reason)
+    return _solo[(name, i)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    picks=st.lists(st.integers(0, len(REQUESTS) - 1), min_size=1, max_size=8),
+    delays=st.lists(st.sampled_from([0.0, 0.0, 0.001, 0.003]), min_size=8, max_size=8),
+    parallel=st.sampled_from([1, 2, 4]),
+)
+def test_random_arrivals_equal_solo_runs(
+    name: str, picks: list[int], delays: list[float], parallel: int
+) -> None:
+    """Requests arrive from threads in random order and at random times; each result equals the
+    request's solo run, whatever shared its steps."""
+    m = model(name, parallel)
+    results: dict[int, tuple[list[int], str, str]] = {}
+    errors: list[BaseException] = []
+
+    def client(k: int, i: int) -> None:
+        try:
+            time.sleep(delays[k])
+            ids, opts = REQUESTS[i]
+            g = m.generate(ids, **opts)
+            results[k] = (g.tokens, g.text, g.finish_reason)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(k, i)) for k, i in enumerate(picks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    for k, i in enumerate(picks):
+        assert results[k] == solo(name, i), (k, i)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_generate_batch_and_streams_equal_solo(name: str) -> None:
+    m = model(name)
+    batch = m.generate_batch([ids for ids, _ in REQUESTS[:1]] * 3, **REQUESTS[0][1])
+    assert all((g.tokens, g.text, g.finish_reason) == solo(name, 0) for g in batch)
+    streams = [m.stream(ids, **opts) for ids, opts in REQUESTS]
+    texts = ["".join(s) for s in streams]
+    for i, (s, text) in enumerate(zip(streams, texts, strict=True)):
+        assert s.generation is not None
+        assert (s.generation.tokens, text, s.generation.finish_reason) == solo(name, i)
+
+
+def test_cancelled_stream_frees_its_slot() -> None:
+    m = model("gpt2-tiny-hf", parallel=1)
+    s = m.stream([1, 2, 3], max_tokens=10_000, temperature=0, ignore_eos=True)
+    next(iter(s))
+    s.close()
+    deadline = time.monotonic() + 10
+    while m.stats().active and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert m.stats().active == 0
+    # The single slot is free again: the next request runs (and equals its solo run).
+    assert m.generate(REQUESTS[0][0], **REQUESTS[0][1]).tokens == solo("gpt2-tiny-hf", 0)[0]
+
+
+def test_prefix_cache_reuses_shared_positions() -> None:
+    m = pyrustml.load(str(FIX / "gpt2-tiny-hf"), parallel=2)
+    system = list(range(3, 40))
+    a = m.generate([*system, 5, 6], max_tokens=4, temperature=0)
+    b = m.generate([*system, 7, 8, 9], max_tokens=4, temperature=0)
+    assert a.usage.cached_tokens == 0
+    assert b.usage.cached_tokens == len(system)
+    fresh = pyrustml.load(str(FIX / "gpt2-tiny-hf"), parallel=1).generate(
+        [*system, 7, 8, 9], max_tokens=4, temperature=0
+    )
+    assert b.tokens == fresh.tokens and fresh.usage.cached_tokens == 0
+    st_ = m.stats()
+    assert st_.cached_tokens == len(system) and st_.prompt_tokens == 2 * len(system) + 5
+
+
+def test_usage_logprobs_and_context_cut() -> None:
+    m = pyrustml.load(str(FIX / "gpt2-tiny-hf"), ctx=20, parallel=2)
+    g = m.generate([1, 2, 3], max_tokens=5, temperature=0, ignore_eos=True, logprobs=True, top_logprobs=3)
+    assert (g.usage.prompt_tokens, g.usage.completion_tokens, g.usage.total_tokens) == (3, 5, 8)
+    assert all(isinstance(v, int) for v in g.usage.as_dict().values())
+    assert g.logprobs is not None and len(g.logprobs) == 5
+    logits = m.logits([1, 2, 3, *g.tokens[:-1]])
+    for j, lp in enumerate(g.logprobs):
+        row = logits[2 + j].astype(np.float64)
+        ref = row - (row.max() + np.log(np.exp(row - row.max()).sum()))
+        assert lp.token == g.tokens[j] == int(np.argmax(row))
+        assert abs(lp.logprob - ref[lp.token]) < 1e-4
+        assert [t for t, _, _ in lp.top] == [int(i) for i in np.argsort(-row, kind="stable")[:3]]
+        assert lp.top[0][2] == pytest.approx(lp.logprob, abs=1e-6)
+    # max_tokens past the context: cut, and said so.
+    g = m.generate([1, 2, 3], max_tokens=50, temperature=0, ignore_eos=True)
+    # Positions 3 .. 19 hold generated tokens; the last one is chosen but never fed.
+    assert g.finish_reason == "length" and g.truncated and len(g.tokens) == 20 - 3 + 1
+    g = m.generate([1, 2, 3], max_tokens=4, temperature=0, ignore_eos=True)
+    assert not g.truncated
+    with pytest.raises(ContextLengthError):
+        m.generate(list(range(1, 22)), max_tokens=1)
+    with pytest.raises(OptionError):
+        m.generate([1], max_tokens=1, top_logprobs=50)
+
+
+def test_many_threads_share_steps() -> None:
+    """16 concurrent greedy requests on 8 slots run in fewer engine steps than alone: their
+    decode rows share steps (each weight streamed once per step for all of them)."""
+    m = pyrustml.load(str(FIX / "gpt2-tiny-hf"), parallel=8)
+    before = m.stats().steps
+    out: dict[int, list[int]] = {}
+    ts = [
+        threading.Thread(
+            target=lambda k=k: out.__setitem__(
+                k, m.generate([k + 1, 2], max_tokens=20, temperature=0, ignore_eos=True).tokens
+            )
+        )
+        for k in range(16)
+    ]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    steps = m.stats().steps - before
+    assert len(out) == 16
+    assert steps < 16 * 20 / 2, steps
+    single = pyrustml.load(str(FIX / "gpt2-tiny-hf"), parallel=1)
+    for k in range(16):
+        assert out[k] == single.generate([k + 1, 2], max_tokens=20, temperature=0, ignore_eos=True).tokens
