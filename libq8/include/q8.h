@@ -60,7 +60,7 @@ enum {
 /* ---- library facts ---------------------------------------------------------------------- */
 /* The ABI this header describes; q8_abi_version() returns the one the library was built with,
  * and the binding refuses a library whose number differs from its header's. */
-enum { Q8_ABI_VERSION = 5 };
+enum { Q8_ABI_VERSION = 6 };
 int q8_abi_version(void);
 /* Comma-separated kernel paths this CPU and OS can run, best last ("ref,avx2,avx512,..."). */
 const char *q8_isa_supported(void);
@@ -218,7 +218,9 @@ int q8_copy_cols(const float *x, int64_t rows, int64_t n, int64_t c0, int64_t wi
  *   GELU         p0 x, i0 n
  *   GEGLU_ROWS   p0 gate|up, i0 rows, i1 n
  *   MARK         marks[i0] = CLOCK_MONOTONIC now in ns, when marks is not NULL (i0 < n_marks)
- *   COPY_COLS    p0 x (rows of i0), i1 c0, i2 width: y[j] = x[j][c0 .. c0 + width) */
+ *   COPY_COLS    p0 x (rows of i0), i1 c0, i2 width: y[j] = x[j][c0 .. c0 + width)
+ *   SWIGLU_ROWS  p0 gate|up, i0 rows, i1 n
+ *   ROPE_FREQ    y in place, p0 inv_freq (i1 / 2 floats), i0 heads, i1 head_dim, at pos[j] */
 enum {
     Q8_OP_EMBED_Q8 = 1,
     Q8_OP_EMBED_F32 = 2,
@@ -235,7 +237,9 @@ enum {
     Q8_OP_GELU = 13,
     Q8_OP_GEGLU_ROWS = 14,
     Q8_OP_MARK = 15,
-    Q8_OP_COPY_COLS = 16
+    Q8_OP_COPY_COLS = 16,
+    Q8_OP_SWIGLU_ROWS = 17,
+    Q8_OP_ROPE_FREQ = 18
 };
 
 typedef struct {

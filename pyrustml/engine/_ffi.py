@@ -15,7 +15,7 @@ import cffi
 
 from ..errors import LibraryError
 
-ABI_VERSION = 5
+ABI_VERSION = 6
 
 
 def _cdef_text(header: str) -> str:
