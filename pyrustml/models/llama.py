@@ -29,8 +29,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..engine.kernels import WeightArena
+from ..engine.kv_cache import KVCache
+from ..engine.linear import Embedding, Linear
+from ..engine.plan import Buf, Plan
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..io.config import MAX_LAYERS, Fields
+from ..io.safetensors import Checkpoint
+from ..io.weights import load_fused, load_linear, vector
+from .base import PREFILL_CHUNK, LoadOptions, Transformer
 from .rope import parse_rope
 
 SLIDING = "sliding_attention"
@@ -111,3 +118,208 @@ def _windows(f: Fields, family: str, n_layer: int) -> list[int]:
         return [window if t == SLIDING else 0 for t in lt]
     first = f.int_("max_window_layers", 28, minimum=0)
     return [window if i >= first else 0 for i in range(n_layer)]
+
+
+def _linear(
+    ckpt: Checkpoint, name: str, n: int, k: int, bias: str | None, quantize: bool, arena: WeightArena
+) -> Linear:
+    """An nn.Linear weight (out, in) and its optional bias."""
+    return load_linear(ckpt, name, bias, n, k, transposed=False, quantize=quantize, arena=arena)
+
+
+class LlamaLayer:
+    window: int  # 0: full attention
+    cap: int  # KV positions: a ring of window + prefill chunk for sliding layers
+    qkv: Linear  # (H*hd + 2*KV*hd, D): q | k | v rows fused (+ q|k|v biases for qwen2)
+    o: Linear  # (D, H*hd) (+ bias with attention_bias)
+    gate_up: Linear  # (2I, D): gate | up rows fused
+    down: Linear  # (D, I)
+    norms: dict[str, Buf]  # input, post_attention (D); qwen3: q, k (hd)
+    kv: KVCache  # (slots, KV, cap, hd) each
+
+
+class Llama(Transformer):
+    cfg: LlamaConfig
+    layers: list[LlamaLayer]
+    embed_table: Linear  # (V, D)
+    embed: Embedding
+    final_norm: Buf  # (D)
+    inv_freq: Buf  # (hd / 2) the RoPE table (models/rope.py)
+    scale: float  # head_dim^-0.5
+    # activations, (PREFILL_CHUNK rows, width) each, allocated once
+    x: Buf  # (D) the residual stream
+    h: Buf  # (D) normed input of a block
+    qkv: Buf  # (H*hd + 2*KV*hd) fused q | k | v
+    q: Buf  # (H*hd)
+    k: Buf  # (KV*hd)
+    v: Buf  # (KV*hd)
+    att: Buf  # (H*hd) attention output
+    tmp: Buf  # (D) a block's output before the residual add
+    gu: Buf  # (2I) fused gate | up
+    act: Buf  # (I) SwiGLU output
+
+    def __init__(self, f: Fields, ckpt: Checkpoint, opts: LoadOptions, family: str) -> None:
+        cfg = LlamaConfig(f, family)
+        quantize = opts.quantize
+        self.cfg = cfg
+        arena = WeightArena()  # every Q8_0 matrix in huge-page slabs, in load order
+        self.model_type = family
+        windows = [w for w in cfg.windows if w > 0]
+        # Prefill chunks no longer than the window keep each ring at window + chunk positions
+        # while a chunk's first query still sees its window.
+        self.prefill_chunk = min([PREFILL_CHUNK, *windows])
+        self.vocab_size = cfg.vocab
+        self.n_layers = cfg.n_layer
+        self.hidden_size = cfg.hidden
+        self.max_positions = cfg.max_pos
+        self.ctx = opts.context(cfg.max_pos)
+        self.slots = opts.slots
+        self.final_softcap = 0.0
+        self.scale = cfg.head_dim**-0.5
+        D, H, KV, hd, FF = cfg.hidden, cfg.n_head, cfg.n_kv, cfg.head_dim, cfg.inter
+        names = set(ckpt.names())
+        self.embed_table = _linear(ckpt, "model.embed_tokens.weight", cfg.vocab, D, None, quantize, arena)
+        # Tied: the embedding is the head (a stored lm_head.weight is ignored, as transformers
+        # ties over it). Untied: lm_head.weight must be there.
+        if cfg.tied:
+            self.lm_head = self.embed_table
+        else:
+            self.lm_head = _linear(ckpt, "lm_head.weight", cfg.vocab, D, None, quantize, arena)
+        self.embed = Embedding(self.embed_table)
+        self.inv_freq = Buf.of(cfg.inv_freq)
+        self.layers = []
+        for i in range(cfg.n_layer):
+            n = f"model.layers.{i}.self_attn."
+            m = f"model.layers.{i}."
+            L = LlamaLayer()
+            L.window = cfg.windows[i]
+            # A ring must still hold the window behind the first query of a prefill chunk.
+            L.cap = min(self.ctx, L.window + self.prefill_chunk) if L.window else self.ctx
+            L.qkv = load_fused(
+                ckpt,
+                [n + "q_proj.weight", n + "k_proj.weight", n + "v_proj.weight"],
+                [H * hd, KV * hd, KV * hd],
+                D,
+                quantize=quantize,
+                arena=arena,
+                biases=[n + "q_proj.bias", n + "k_proj.bias", n + "v_proj.bias"] if cfg.qkv_bias else None,
+            )
+            o_bias = n + "o_proj.bias" if cfg.o_bias else None
+            L.o = _linear(ckpt, n + "o_proj.weight", D, H * hd, o_bias, quantize, arena)
+            L.gate_up = load_fused(
+                ckpt,
+                [m + "mlp.gate_proj.weight", m + "mlp.up_proj.weight"],
+                [FF, FF],
+                D,
+                quantize=quantize,
+                arena=arena,
+            )
+            L.down = _linear(ckpt, m + "mlp.down_proj.weight", D, FF, None, quantize, arena)
+            L.norms = {
+                "input": Buf.of(vector(ckpt, m + "input_layernorm.weight", D)),
+                "post_attention": Buf.of(vector(ckpt, m + "post_attention_layernorm.weight", D)),
+            }
+            if cfg.qk_norm:
+                L.norms["q"] = Buf.of(vector(ckpt, n + "q_norm.weight", hd))
+                L.norms["k"] = Buf.of(vector(ckpt, n + "k_norm.weight", hd))
+            L.kv = KVCache(KV, L.cap, hd, self.slots, f"layer {i}")
+            self.layers.append(L)
+        self.final_norm = Buf.of(vector(ckpt, "model.norm.weight", D))
+        self.refuse_unknown(ckpt.source, names, self._known())
+        self.n_matrices = 4 * cfg.n_layer + (1 if cfg.tied else 2)
+        self.n_projections = 7 * cfg.n_layer + 1  # q, k, v, o, gate, up, down; lm_head
+        self.fusions = {"qkv": cfg.n_layer, "gate+up": cfg.n_layer}
+        self._alloc()
+
+    def _known(self) -> set[str]:
+        c = self.cfg
+        known = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
+        per_layer = [
+            "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+            "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
+            "input_layernorm.weight", "post_attention_layernorm.weight",
+            # a buffer some exporters save: recomputed from the config, never read
+            "self_attn.rotary_emb.inv_freq",
+        ]  # fmt: skip
+        if c.qkv_bias:
+            per_layer += ["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"]
+        if c.o_bias:
+            per_layer.append("self_attn.o_proj.bias")
+        if c.qk_norm:
+            per_layer += ["self_attn.q_norm.weight", "self_attn.k_norm.weight"]
+        for i in range(c.n_layer):
+            known |= {f"model.layers.{i}.{s}" for s in per_layer}
+        return known
+
+    def ring(self) -> tuple[int, int]:
+        # Every sliding layer has the same ring (one sliding_window per config): window +
+        # prefill_chunk positions, unless the whole context fits.
+        rings = {(L.cap, L.window) for L in self.layers if L.window and L.cap < self.ctx}
+        return min(rings, default=(0, 0))
+
+    def _alloc(self) -> None:
+        c = self.cfg
+        qd, kd = c.n_head * c.head_dim, c.n_kv * c.head_dim
+        self.x, self.h, self.tmp = (self.buf(c.hidden) for _ in range(3))
+        self.qkv = self.buf(qd + 2 * kd)
+        self.q, self.att = self.buf(qd), self.buf(qd)
+        self.k, self.v = self.buf(kd), self.buf(kd)
+        self.gu = self.buf(2 * c.inter)
+        self.act = self.buf(c.inter)
+        self.build_plan()
+
+    def layer_weights(self) -> list[tuple[list[Linear], list[Linear]]]:
+        return [([L.qkv, L.o], [L.gate_up, L.down]) for L in self.layers]
+
+    def layer_kv(self) -> list[tuple[int, int]]:
+        return [(L.kv.row_bytes, L.window) for L in self.layers]
+
+    def forward(self, ops: Plan) -> None:
+        c = self.cfg
+        D, H, KV, hd, FF = c.hidden, c.n_head, c.n_kv, c.head_dim, c.inter
+        x, h, tmp, q, k = self.x, self.h, self.tmp, self.q, self.k
+        # Embedding rows (no scaling in this family).
+        ops.embed(self.embed, x)
+        ops.mark_embedding()
+        for i, L in enumerate(self.layers):
+            n = L.norms
+            # Attention: norm -> fused QKV (+ biases) -> q | k | v -> (qwen3: q/k norms) ->
+            # RoPE from the table -> cache -> attention (window on sliding layers) -> o -> residual.
+            ops.rmsnorm(x, n["input"], 1, D, c.eps, 0.0, h)
+            ops.matmul(L.qkv, h, self.qkv)
+            ops.split(self.qkv, [q, k, self.v])
+            if c.qk_norm:
+                ops.rmsnorm(q, n["q"], H, hd, c.eps, 0.0, q)
+                ops.rmsnorm(k, n["k"], KV, hd, c.eps, 0.0, k)
+            ops.rope_freq(q, H, hd, self.inv_freq)
+            ops.rope_freq(k, KV, hd, self.inv_freq)
+            ops.kv_write(k, self.v, L.kv)
+            ops.attention(q, L.kv, H, L.window, self.scale, 0.0, self.att)
+            ops.matmul(L.o, self.att, tmp)
+            ops.add(x, tmp, D, x)
+            ops.mark_attention(i)
+            # Feed-forward: norm -> fused gate|up -> SwiGLU -> down -> residual.
+            ops.rmsnorm(x, n["post_attention"], 1, D, c.eps, 0.0, h)
+            ops.matmul(L.gate_up, h, self.gu)
+            ops.swiglu_rows(self.gu, 1, FF, self.act)
+            ops.matmul(L.down, self.act, tmp)
+            ops.add(x, tmp, D, x)
+            ops.mark_ffn(i)
+        ops.rmsnorm(x, self.final_norm, 1, D, c.eps, 0.0, self.final_buf)
+        ops.mark_norm()
+
+
+def build_llama(f: Fields, ckpt: Checkpoint, opts: LoadOptions) -> Transformer:
+    return Llama(f, ckpt, opts, "llama")
+
+
+def build_mistral(f: Fields, ckpt: Checkpoint, opts: LoadOptions) -> Transformer:
+    return Llama(f, ckpt, opts, "mistral")
+
+
+def build_qwen2(f: Fields, ckpt: Checkpoint, opts: LoadOptions) -> Transformer:
+    return Llama(f, ckpt, opts, "qwen2")
+
+
+def build_qwen3(f: Fields, ckpt: Checkpoint, opts: LoadOptions) -> Transformer:
+    return Llama(f, ckpt, opts, "qwen3")
