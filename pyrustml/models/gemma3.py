@@ -25,6 +25,7 @@ from ..io.config import FLOAT_MAX, MAX_LAYERS, Fields
 from ..io.safetensors import Checkpoint
 from ..io.weights import load_fused, load_linear, vector
 from .base import PREFILL_CHUNK, LoadOptions, Transformer
+from .rope import Rope, parse_rope
 
 SLIDING = "sliding_attention"
 FULL = "full_attention"
@@ -45,6 +46,7 @@ class Gemma3Config:
     layer_types: list[str]
     theta_local: float
     theta_global: float
+    global_inv_freq: np.ndarray | None  # the global layers' scaled RoPE table (4B+: linear x8)
     final_softcap: float
     attn_softcap: float
 
@@ -70,7 +72,8 @@ class Gemma3Config:
         if self.head_dim % 2 != 0 or self.head_dim > 512:
             raise UnsupportedModelError(f"{f.where}: head_dim {self.head_dim} (even, at most 512)")
         self.layer_types = _layer_types(f, self.n_layer)
-        self.theta_local, self.theta_global = _rope_bases(f)
+        self.theta_local, self.theta_global, scaled = _rope_bases(f)
+        self.global_inv_freq = None if scaled is None else scaled.inv_freq(self.head_dim)
 
 
 def _layer_types(f: Fields, n_layer: int) -> list[str]:
@@ -83,27 +86,36 @@ def _layer_types(f: Fields, n_layer: int) -> list[str]:
     return [FULL if (i + 1) % pattern == 0 else SLIDING for i in range(n_layer)]
 
 
-def _rope_bases(f: Fields) -> tuple[float, float]:
+def _rope_bases(f: Fields) -> tuple[float, float, Rope | None]:
+    """(local base, global base, the global layers' scaling or None). Scaling (Gemma 3 4B+:
+    linear x8) applies to the global layers only; the local ones are never scaled."""
     params = f.data.get("rope_parameters")
     if isinstance(params, dict) and (SLIDING in params or FULL in params):  # transformers 5
-        bases = []
+        bases: list[float] = []
         for kind, default in ((SLIDING, 10000.0), (FULL, 1000000.0)):
             p = params.get(kind, {})
             if not isinstance(p, dict):
                 raise ModelFormatError(f"{f.where}: rope_parameters[{kind!r}] is not an object")
             rtype = p.get("rope_type", "default")
+            if rtype != "default" and kind == FULL:
+                return bases[0], *_scaled(Fields({"rope_parameters": p}, f.where), default)
             if rtype != "default":
                 raise UnsupportedModelError(f"{f.where}: rope_type {rtype!r} for {kind} is not supported")
             theta = p.get("rope_theta", default)
             if isinstance(theta, bool) or not isinstance(theta, int | float) or not 0 < theta <= FLOAT_MAX:
                 raise ModelFormatError(f"{f.where}: rope_theta for {kind} must be a finite positive number")
             bases.append(float(theta))
-        return bases[0], bases[1]
+        return bases[0], bases[1], None
     scaling = f.data.get("rope_scaling")
     scaling_type = scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict) else scaling
     if scaling is not None and scaling_type != "default":
-        raise UnsupportedModelError(f"{f.where}: rope_scaling {scaling!r} is not supported")
-    return f.float_("rope_local_base_freq", 10000.0), f.float_("rope_theta", 1000000.0)
+        return f.float_("rope_local_base_freq", 10000.0), *_scaled(f, 1000000.0)
+    return f.float_("rope_local_base_freq", 10000.0), f.float_("rope_theta", 1000000.0), None
+
+
+def _scaled(f: Fields, default_theta: float) -> tuple[float, Rope]:
+    rope = parse_rope(f, default_theta)  # linear or llama3; yarn, dynamic, ... refused there
+    return rope.theta, rope
 
 
 class Gemma3Layer:
@@ -137,8 +149,20 @@ class Gemma3(Transformer):
     gu: Buf  # (2I) fused gate | up
     act: Buf  # (I) GeGLU output
     embed_scale: float
+    global_inv_freq: Buf | None  # the global layers' scaled RoPE table; None: unscaled
 
-    def __init__(self, f: Fields, ckpt: Checkpoint, opts: LoadOptions) -> None:
+    def __init__(
+        self,
+        f: Fields,
+        ckpt: Checkpoint,
+        opts: LoadOptions,
+        *,
+        prefix: str = "model.",
+        lm_head: str = "lm_head.weight",
+        skipped: frozenset[str] | set[str] = frozenset(),
+    ) -> None:
+        """prefix, lm_head: where the text model's tensors are (Gemma3ForConditionalGeneration
+        nests them: models/gemma3_multimodal.py); skipped: tensors never read (its vision tower)."""
         cfg = Gemma3Config(f)
         quantize = opts.quantize
         self.cfg = cfg
@@ -158,7 +182,7 @@ class Gemma3(Transformer):
         names = set(ckpt.names())
         self.embed_table = load_linear(
             ckpt,
-            "model.embed_tokens.weight",
+            prefix + "embed_tokens.weight",
             None,
             cfg.vocab,
             D,
@@ -167,16 +191,16 @@ class Gemma3(Transformer):
             arena=arena,
         )
         self.lm_head = self.embed_table
-        if "lm_head.weight" in names:
+        if lm_head in names:
             self.lm_head = load_linear(
-                ckpt, "lm_head.weight", None, cfg.vocab, D, transposed=False, quantize=quantize, arena=arena
+                ckpt, lm_head, None, cfg.vocab, D, transposed=False, quantize=quantize, arena=arena
             )
         self.embed = Embedding(self.embed_table)
         # The embedding is scaled by sqrt(hidden) rounded to float32, as transformers does.
         self.embed_scale = float(np.float32(math.sqrt(D)))
         self.layers = []
         for i in range(cfg.n_layer):
-            n = f"model.layers.{i}."
+            n = f"{prefix}layers.{i}."
             L = Gemma3Layer()
             L.sliding = cfg.layer_types[i] == SLIDING
             L.theta = cfg.theta_local if L.sliding else cfg.theta_global
@@ -229,8 +253,9 @@ class Gemma3(Transformer):
             }
             L.kv = KVCache(KV, L.cap, hd, self.slots, f"layer {i}")
             self.layers.append(L)
-        self.final_norm = Buf.of(vector(ckpt, "model.norm.weight", D))
-        self._check_leftovers(ckpt.source, names)
+        self.final_norm = Buf.of(vector(ckpt, prefix + "norm.weight", D))
+        self.global_inv_freq = None if cfg.global_inv_freq is None else Buf.of(cfg.global_inv_freq)
+        self._check_leftovers(ckpt.source, names - set(skipped), prefix, lm_head)
         self.n_matrices = 4 * cfg.n_layer + (2 if self.lm_head is not self.embed_table else 1)
         self.n_projections = 7 * cfg.n_layer + 1  # q, k, v, o, gate, up, down; lm_head
         self.fusions = {"qkv": cfg.n_layer, "gate+up": cfg.n_layer}
@@ -242,8 +267,8 @@ class Gemma3(Transformer):
         rings = {(L.cap, L.window) for L in self.layers if L.sliding and L.cap < self.ctx}
         return min(rings, default=(0, 0))
 
-    def _check_leftovers(self, source: str, names: set[str]) -> None:
-        known = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
+    def _check_leftovers(self, source: str, names: set[str], prefix: str, lm_head: str) -> None:
+        known = {prefix + "embed_tokens.weight", prefix + "norm.weight", lm_head}
         per_layer = (
             "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
             "self_attn.o_proj.weight", "self_attn.q_norm.weight", "self_attn.k_norm.weight",
@@ -252,7 +277,7 @@ class Gemma3(Transformer):
             "pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight",
         )  # fmt: skip
         for i in range(self.cfg.n_layer):
-            known |= {f"model.layers.{i}.{s}" for s in per_layer}
+            known |= {f"{prefix}layers.{i}.{s}" for s in per_layer}
         self.refuse_unknown(source, names, known)
 
     def _alloc(self) -> None:
@@ -289,8 +314,12 @@ class Gemma3(Transformer):
             ops.split(self.qkv, [self.q, self.k, self.v])
             ops.rmsnorm(self.q, n["q"], H, hd, c.eps, 1.0, self.q)
             ops.rmsnorm(self.k, n["k"], KV, hd, c.eps, 1.0, self.k)
-            ops.rope(self.q, H, hd, L.theta)
-            ops.rope(self.k, KV, hd, L.theta)
+            if L.sliding or self.global_inv_freq is None:
+                ops.rope(self.q, H, hd, L.theta)
+                ops.rope(self.k, KV, hd, L.theta)
+            else:  # scaled global RoPE (4B+: linear x8): a frequency table
+                ops.rope_freq(self.q, H, hd, self.global_inv_freq)
+                ops.rope_freq(self.k, KV, hd, self.global_inv_freq)
             ops.kv_write(self.k, self.v, L.kv)
             ops.attention(self.q, L.kv, H, L.window, c.scale, c.attn_softcap, self.att)
             ops.matmul(L.o, self.att, tmp)
