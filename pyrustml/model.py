@@ -240,7 +240,10 @@ class Model:
     # ---- inputs ------------------------------------------------------------------------
     def encode(self, prompt: object) -> list[int]:
         if isinstance(prompt, str):
-            ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+            # The tokenizer's post-processor adds what the model expects (Llama 3, Gemma: BOS;
+            # Qwen, GPT-2: nothing), as transformers' tokenizer(text) does; add_bos_token in
+            # tokenizer_config.json adds BOS where the post-processor does not. Never two.
+            ids = self.tokenizer.encode(prompt, add_special_tokens=True)
             if self.add_bos and (not ids or ids[0] != self.bos_id) and self.bos_id is not None:
                 ids = [self.bos_id, *ids]
         elif isinstance(prompt, list) and all(_is_token(i) for i in prompt):
