@@ -136,6 +136,33 @@ def test_f32_greedy_matches_transformers(root: Path, name: str) -> None:
         assert g.tokens == want[:cut]
 
 
+@pytest.mark.parametrize("name", [n for n in NAMES if GEN.CASES[n].tokenizer in ("mistral", "chatml")])
+def test_batched_greedy_matches_transformers(root: Path, name: str) -> None:
+    """Both reference prompts decoded together (two KV-cache slots, one plan run per step, rings
+    included) give each its own greedy tokens."""
+    m = model(root, name, "f32")
+    ref = REF["cases"][name]
+    got = m.generate_batch(list(ref["sequences"]), max_tokens=len(ref["greedy"][0]), temperature=0)
+    for g, want in zip(got, ref["greedy"], strict=True):
+        cut = next((j for j, t in enumerate(want) if t in m.eos_ids), len(want))
+        assert g.tokens == want[:cut]
+
+
+def test_caches_follow_ctx_not_max_position_embeddings(root: Path) -> None:
+    """Llama 3.2's 131072 positions must not size the caches: ctx does (default 4096), and a
+    sliding layer's ring stays window + prefill chunk whatever ctx is."""
+    from pyrustml.models.base import DEFAULT_CTX
+
+    d = checkpoint(root, "qwen2-window-f32")
+    big = json.loads((d / "config.json").read_text())["max_position_embeddings"]
+    m = pyrustml.load(str(d), quant="f32", ctx=64, parallel=1)
+    caps = [(L.window, L.cap) for L in m.net.layers]  # type: ignore[attr-defined]
+    assert m.net.ctx == 64 and big > 64
+    assert [c for w, c in caps if w == 0] == [64] * sum(1 for w, _ in caps if w == 0)
+    assert all(c == w + m.net.prefill_chunk for w, c in caps if w)
+    assert pyrustml.load(str(d), quant="f32", parallel=1).net.ctx == min(big, DEFAULT_CTX)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_q8_cosine(root: Path, name: str) -> None:
     m = model(root, name, "q8_0")
