@@ -272,6 +272,13 @@ CASES: dict[str, Case] = {
                            rope_scaling={"type": "linear", "factor": 4.0})),
         "F32", 12, "llama3",
     ),
+    # SmolLM2 / TinyLlama-like: attention_bias (q/k/v and o biases), tied, default RoPE, a
+    # Llama-2-style tokenizer whose post-processor adds <s> and whose config says add_bos_token.
+    "llama-attnbias-f32": Case(
+        _llama_like("llama", "LlamaForCausalLM", attention_bias=True, tie_word_embeddings=True,
+                    rope_theta=100000.0, num_key_value_heads=1),
+        "F32", 18, "mistral",
+    ),
     # Mistral: a sliding window (8) far shorter than the sequence on every layer.
     "mistral-window-bf16": Case(
         _llama_like("mistral", "MistralForCausalLM", sliding_window=8, torch_dtype="bfloat16",
