@@ -5,9 +5,10 @@ per-head q_norm / k_norm; four norms per layer (input, post-attention, pre- and 
 grouped-query attention; head_dim from config; attention scale query_pre_attn_scalar^-0.5;
 sliding-window attention on local layers (a ring cache), full attention on global ones, with
 RoPE base rope_local_base_freq (local) and rope_theta (global); GeGLU with gelu tanh; tied
-lm_head; optional final and attention logit softcapping. Config: the 4.x keys real checkpoints
-carry (rope_theta, rope_local_base_freq, sliding_window_pattern) and the transformers 5 keys
-(rope_parameters, layer_types) are both read.
+lm_head; optional final and attention logit softcapping; RoPE scaling (`linear`, Gemma 3 4B+:
+x8) on the global layers only, through a frequency table (models/rope.py), never on the local
+ones. Config: the 4.x keys real checkpoints carry (rope_theta, rope_scaling, rope_local_base_freq,
+sliding_window_pattern) and the transformers 5 keys (rope_parameters, layer_types) are both read.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ Config keys read: hidden_size, intermediate_size, num_hidden_layers, num_attenti
 num_key_value_heads, head_dim, vocab_size, rms_norm_eps, max_position_embeddings,
 tie_word_embeddings, hidden_act, attention_bias, mlp_bias, sliding_window, use_sliding_window,
 max_window_layers, layer_types, rope_theta, rope_scaling, rope_parameters, partial_rotary_factor.
+Refused (UnsupportedModelError): rope types yarn, longrope, dynamic (and any other);
+partial_rotary_factor != 1; hidden_act other than silu; mlp_bias; head_dim odd or above 512.
+Tensors outside the list above are refused (ModelFormatError), except rotary_emb.inv_freq buffers.
 """
 
 from __future__ import annotations
