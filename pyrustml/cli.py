@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", "-t", type=int, default=None, help="default: physical cores")
     p.add_argument("--quant", choices=["q8_0", "f32"], default="q8_0")
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
+    p.add_argument(
+        "--ctx-size", "-c", type=int, default=None, dest="ctx",
+        help="context per sequence: sizes the KV caches (default: min(the model's max positions, 4096))",
+    )  # fmt: skip
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     p.add_argument(
         "--profile",
@@ -217,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None and args.threads < 1:
         return _fail("--threads must be >= 1", 2)
     try:
-        model = load(args.source, quant=args.quant, threads=args.threads, revision=args.revision)
+        model = load(
+            args.source, quant=args.quant, threads=args.threads, revision=args.revision, ctx=args.ctx
+        )
         if args.profile or _debug():
             _start_profile(model)
         opts = dict(

@@ -53,3 +53,17 @@ def test_debug_log_reports_the_load_summary(cli: Any) -> None:
     assert "13 Q8_0 layers in 9 matrices, 2 QKV fusions" in r.stderr
     r = cli(["--safetensors", MODEL, "--prompt", "x", "-n", "2"], env={"RUST_LOG": "pyrustml=debug"})
     assert "Q8_0 layers in" in r.stderr
+
+
+def test_ctx_size_bounds_the_sequence(cli: Any) -> None:
+    """--ctx-size/-c sizes the KV caches: prompt and generated tokens fit in it; a bad value is
+    one line on stderr."""
+    r = cli(["-m", MODEL, "-p", "Hello", "-n", "40", "--temp", "0", "--ignore-eos", "-c", "16", "--json"])
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    # 16 positions in the cache; the last token is sampled from position 15 and never cached.
+    assert len(doc["prompt_tokens"]) + len(doc["tokens"]) == 16 + 1
+    assert doc["finish_reason"] == "length"
+    bad = cli(["-m", MODEL, "-p", "Hello", "-n", "4", "--ctx-size", "0"])
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "ctx" in bad.stderr
