@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import queue
 import time
 import weakref
 from collections.abc import Iterator
@@ -89,7 +90,12 @@ class TextStream:
             raise StopIteration
         try:
             while True:
-                kind, value = self._seq.events.get()
+                try:
+                    # A bounded wait: a signal (Ctrl-C) reaches this thread between waits even
+                    # while a long prefill step sends nothing.
+                    kind, value = self._seq.events.get(timeout=0.05)
+                except queue.Empty:
+                    continue
                 if kind == "text":
                     assert isinstance(value, str)
                     if value:
@@ -200,7 +206,9 @@ class Model:
         if gen_cfg.data.get("do_sample") is False:
             self.defaults["temperature"] = 0.0
         self.engine = Scheduler(net, tokenizer)
-        _open_engines.add(self.engine)
+        # The engine thread holds the Scheduler: when this Model is freed (or the interpreter
+        # exits), the thread is stopped and joined, and the weights go with it.
+        weakref.finalize(self, self.engine.close)
 
     # ---- facts -------------------------------------------------------------------------
     @property
@@ -388,17 +396,11 @@ def _finish(stream: TextStream) -> Generation:
     return stream.generation
 
 
-# Engines still open at exit are stopped first: no step may run while the interpreter (and
-# the library under it) goes away.
-_open_engines: weakref.WeakSet[Scheduler] = weakref.WeakSet()
-
-
 @atexit.register
-def _close_engines() -> None:
-    for engine in list(_open_engines):
-        engine.close(timeout=5.0)
-    # Then the pool's workers are parked and joined: none may still spin inside libq8 while
-    # the interpreter tears down (and the library with it).
+def _park_pool() -> None:
+    """At exit, after the Models' finalizers (registered later, so run earlier) have stopped their
+    engine threads: park and join the pool's workers, so none still spins inside libq8 while the
+    interpreter tears down."""
     from .engine._ffi import lib
 
     lib.q8_pool_shutdown()

@@ -112,7 +112,8 @@ def test_derived_figures_agree_with_the_raw_ones(quick_run: tuple[dict[str, Any]
         assert r["roofline_ms"] == approx(1000.0 / r["roofline_tok_s"])
         assert r["pct_of_probe"] == approx(100.0 * r["decode_tok_s"] / r["roofline_tok_s"])
         assert r["prefill_tok_s"] == approx(1000.0 * TOKENS / r["prompt_ms"])
-        assert r["time_to_first_token_ms"] == r["prompt_ms"] > 0
+        # The first token's time counts from the call: the prompt's run plus the wait for the engine.
+        assert r["time_to_first_token_ms"] >= r["prompt_ms"] > 0
         assert r["cold_over_step"] == approx(r["cold_first_token_ms"] / med)
         assert r["cold_first_token_ms"] > 0 and r["warm_first_token_ms"] > 0
         assert r["load_ms"] > 0 and r["load_wall_ms"] >= r["load_ms"]

@@ -7,12 +7,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import FIX
 
 import pyrustml
 from pyrustml.engine._ffi import ffi, lib
 from pyrustml.models.base import Transformer
-
-from support import FIX
 
 
 def slot_caches(net: Transformer, slot: int) -> list[np.ndarray]:

@@ -325,7 +325,8 @@ def test_sigint_after_first_token_exits_130_with_partial_output(long_gemma: Path
 
 
 def test_sigint_during_long_prefill_exits_130(long_gemma: Path, tmp_path: Path) -> None:
-    prompt = "the quick brown fox. " * 800  # about 12,800 tokens: seconds of prefill, in chunks of 8
+    # About 4,000 tokens (the default context is 4096): seconds of prefill, in chunks of 8.
+    prompt = "the quick brown fox. " * 250
     # Measure this machine: prefill costs at least linear time in the prompt length, so a quarter
     # of the prompt bounds the full prefill from below (4x), and encoding is timed on its own.
     m = pyrustml.load(str(long_gemma))
@@ -397,8 +398,10 @@ def test_keyboard_interrupt_inside_generate(long_gemma: Path, long_model: pyrust
     full_s = time.perf_counter() - t0
     timer = interrupt_main_after(full_s / 4)
     t0 = time.perf_counter()
+    # Another prompt of the same length: the prefix cache would serve this one's positions.
+    other = prompt.replace("the", "a").replace("hello", "howdy")
     with pytest.raises(KeyboardInterrupt):
-        m.generate(prompt, max_tokens=n, temperature=0, ignore_eos=True)
+        m.generate(other, max_tokens=n, temperature=0, ignore_eos=True)
         time.sleep(5)  # a late interrupt lands here: caught by the timing check below
     took = time.perf_counter() - t0
     timer.join()
