@@ -77,6 +77,15 @@ static inline float gelu_tanh1(float v) {
     return 0.5f * v * (1.0f + q8_tanh(SQRT_2_OVER_PI * (v + 0.044715f * v * v * v)));
 }
 
+/* silu(v) = v * sigmoid(v), sigmoid from e = e^-|v| so the exponential never overflows:
+ * 1 / (1 + e) for v >= 0, e / (1 + e) below. IEEE like torch's v / (1 + e^-v): silu(+inf) = +inf,
+ * silu(-inf) = -inf * 0 = NaN, NaN stays NaN. */
+static inline float silu1(float v) {
+    const float e = q8_exp_neg(v > 0.0f ? -v : v);
+    const float s = v >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+    return v * s;
+}
+
 /* Activations over a prefill's rows (hundreds of thousands of elements) are spread over the
  * pool; a decode step's few thousand stay on the caller's thread, where a pool round trip would
  * cost more than the work. Element-wise, so the split never changes a result. */
@@ -89,6 +98,7 @@ typedef struct {
     float *y;
     int64_t n;       /* geglu_rows: elements per row of y; the source rows hold 2n (gate | up) */
     int rows;        /* geglu_rows: 1 when x/up are flat arrays */
+    int silu;        /* 1: SwiGLU (silu(gate) * up) instead of GeGLU */
 } act_job;
 
 
@@ -104,7 +114,10 @@ Q8_CLONES static void geglu_range(const act_job *j, int64_t b, int64_t e) {
             const int64_t c1 = c0 + (e - i) < j->n ? c0 + (e - i) : j->n;
             const float *gate = j->x + r * 2 * j->n, *up = gate + j->n;
             float *y = j->y + r * j->n;
-            for (int64_t c = c0; c < c1; c++) y[c] = gelu_tanh1(gate[c]) * up[c];
+            if (j->silu)
+                for (int64_t c = c0; c < c1; c++) y[c] = silu1(gate[c]) * up[c];
+            else
+                for (int64_t c = c0; c < c1; c++) y[c] = gelu_tanh1(gate[c]) * up[c];
             i += c1 - c0;
         }
     } else {
@@ -129,19 +142,25 @@ static int run_act(const act_job *j, int64_t total) {
 
 int q8_gelu_tanh(const float *x, int64_t n, float *y) {
     Q8_CHECK(x && y && rows_ok(1, n));
-    const act_job j = {x, NULL, y, n, 0};
+    const act_job j = {x, NULL, y, n, 0, 0};
     return run_act(&j, n);
 }
 
 int q8_geglu(const float *gate, const float *up, int64_t n, float *y) {
     Q8_CHECK(gate && up && y && rows_ok(1, n));
-    const act_job j = {gate, up, y, n, 0};
+    const act_job j = {gate, up, y, n, 0, 0};
     return run_act(&j, n);
 }
 
 int q8_geglu_rows(const float *gate_up, int64_t rows, int64_t n, float *y) {
     Q8_CHECK(gate_up && y && rows_ok(rows, n) && rows_ok(rows, 2 * n));
-    const act_job j = {gate_up, NULL, y, n, 1};
+    const act_job j = {gate_up, NULL, y, n, 1, 0};
+    return run_act(&j, rows * n);
+}
+
+int q8_swiglu_rows(const float *gate_up, int64_t rows, int64_t n, float *y) {
+    Q8_CHECK(gate_up && y && rows_ok(rows, n) && rows_ok(rows, 2 * n));
+    const act_job j = {gate_up, NULL, y, n, 1, 1};
     return run_act(&j, rows * n);
 }
 
@@ -181,15 +200,12 @@ int q8_softmax(const float *x, int64_t rows, int64_t n, float *y) {
     return Q8_OK;
 }
 
-int q8_rope(float *x, int64_t rows, int64_t n_heads, int64_t head_dim, const int64_t *pos,
-            float theta) {
-    Q8_CHECK(x && pos && rows_ok(rows, n_heads) && rows_ok(rows * n_heads, head_dim));
-    Q8_CHECK(head_dim % 2 == 0 && head_dim <= 1024 && theta > 0.0f);
+/* Rotate each head's pairs (i, i + half) of rows x n_heads x head_dim by pos[r] * inv_freq[i],
+ * as transformers does in float32: the angle is one product, cos and sin of it, then
+ * a c - b s and b c + a s. */
+static int rope_apply(float *x, int64_t rows, int64_t n_heads, int64_t head_dim,
+                      const int64_t *pos, const float *inv_freq) {
     const int64_t half = head_dim / 2;
-    float inv_freq[512];
-    /* As transformers computes it in float32: 1 / theta^(2i / d). */
-    for (int64_t i = 0; i < half; i++)
-        inv_freq[i] = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
     for (int64_t r = 0; r < rows; r++)
         Q8_CHECK(pos[r] >= 0 && pos[r] < ((int64_t)1 << 24)); /* exact as float32 */
     for (int64_t r = 0; r < rows; r++) {
@@ -205,6 +221,31 @@ int q8_rope(float *x, int64_t rows, int64_t n_heads, int64_t head_dim, const int
         }
     }
     return Q8_OK;
+}
+
+static int rope_shape_ok(const float *x, const int64_t *pos, int64_t rows, int64_t n_heads,
+                         int64_t head_dim) {
+    return x && pos && rows_ok(rows, n_heads) && rows_ok(rows * n_heads, head_dim) &&
+           head_dim % 2 == 0 && head_dim <= 1024;
+}
+
+int q8_rope(float *x, int64_t rows, int64_t n_heads, int64_t head_dim, const int64_t *pos,
+            float theta) {
+    Q8_CHECK(rope_shape_ok(x, pos, rows, n_heads, head_dim) && theta > 0.0f);
+    const int64_t half = head_dim / 2;
+    float inv_freq[512];
+    /* As transformers computes it in float32: 1 / theta^(2i / d). */
+    for (int64_t i = 0; i < half; i++)
+        inv_freq[i] = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
+    return rope_apply(x, rows, n_heads, head_dim, pos, inv_freq);
+}
+
+int q8_rope_freq(float *x, int64_t rows, int64_t n_heads, int64_t head_dim, const int64_t *pos,
+                 const float *inv_freq) {
+    Q8_CHECK(rope_shape_ok(x, pos, rows, n_heads, head_dim) && inv_freq);
+    for (int64_t i = 0; i < head_dim / 2; i++)
+        Q8_CHECK(isfinite(inv_freq[i]) && inv_freq[i] >= 0.0f);
+    return rope_apply(x, rows, n_heads, head_dim, pos, inv_freq);
 }
 
 int q8_copy_cols(const float *x, int64_t rows, int64_t n, int64_t c0, int64_t width, float *y) {

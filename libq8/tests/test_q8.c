@@ -1249,7 +1249,7 @@ static void test_args(void) {
         CHECK(rb && q8_read_pass(rb, ((size_t)3 << 20) - 5) > 0, "q8_read_pass");
         q8_free(rb);
     }
-    CHECK(q8_abi_version() == 6, "abi %d (6: Q4_0 and continuous batching)", q8_abi_version());
+    CHECK(q8_abi_version() == Q8_ABI_VERSION, "abi %d, header %d", q8_abi_version(), Q8_ABI_VERSION);
 
     /* NULL pointers */
     EINV(q8_convert_to_f32(NULL, Q8_DTYPE_F32, K, out), out, OB);
@@ -1320,6 +1320,8 @@ static void test_args(void) {
     EINV(q8_geglu(NULL, g, K, out), out, OB);
     EINV(q8_geglu(x, NULL, K, out), out, OB);
     EINV(q8_geglu(x, g, K, NULL), out, OB);
+    EINV(q8_swiglu_rows(NULL, 1, K / 2, out), out, OB);
+    EINV(q8_swiglu_rows(x, 1, K / 2, NULL), out, OB);
     EINV(q8_add(NULL, g, K, out), out, OB);
     EINV(q8_add(x, NULL, K, out), out, OB);
     EINV(q8_add(x, g, K, NULL), out, OB);
@@ -1347,6 +1349,22 @@ static void test_args(void) {
             bad |= q8_rope(out, 4, 2, bad_sizes[i], pos, 10000.0f) != Q8_EINVAL;
         }
         CHECK(!bad && memcmp(out, x, 4 * K * sizeof(float)) == 0, "q8_rope bad arguments");
+        float tab[16];
+        for (int i = 0; i < 16; i++) tab[i] = 0.5f;
+        bad = q8_rope_freq(out, 4, 2, 32, pos, NULL) != Q8_EINVAL;
+        bad |= q8_rope_freq(NULL, 4, 2, 32, pos, tab) != Q8_EINVAL;
+        bad |= q8_rope_freq(out, 4, 2, 32, NULL, tab) != Q8_EINVAL;
+        bad |= q8_rope_freq(out, 4, 2, 31, pos, tab) != Q8_EINVAL;
+        bad |= q8_rope_freq(out, 4, 2, 32, negpos, tab) != Q8_EINVAL;
+        tab[7] = NAN;
+        bad |= q8_rope_freq(out, 4, 2, 32, pos, tab) != Q8_EINVAL;
+        tab[7] = -1.0f;
+        bad |= q8_rope_freq(out, 4, 2, 32, pos, tab) != Q8_EINVAL;
+        tab[7] = INFINITY;
+        bad |= q8_rope_freq(out, 4, 2, 32, pos, tab) != Q8_EINVAL;
+        for (int i = 0; i < LEN(bad_sizes); i++)
+            bad |= q8_rope_freq(out, bad_sizes[i], 2, 32, pos, tab) != Q8_EINVAL;
+        CHECK(!bad && memcmp(out, x, 4 * K * sizeof(float)) == 0, "q8_rope_freq bad arguments");
     }
 
     /* sizes: zero and negative everywhere, K % 32 where Q8_0 is involved */
@@ -1670,6 +1688,50 @@ static int gemv_matches(const gemv_case *g) {
     const int ok = q8_gemv(g->w, g->n, g->k, g->x, NULL, y) == Q8_OK && same_f32(y, g->want, g->n);
     free(y);
     return ok;
+}
+
+/* The table RoPE given the table q8_rope builds from theta rotates bit for bit like q8_rope; SwiGLU
+ * rows follow their definition and are row-independent for any thread split. */
+static void test_llama_ops(void) {
+    group("llama ops");
+    const int64_t rows = 5, heads = 3, hd = 64;
+    float *a = xmalloc(rows * heads * hd * sizeof(float)), *b = xmalloc(rows * heads * hd * sizeof(float));
+    const int64_t pos[5] = {0, 1, 7, 4095, 131071};
+    const float thetas[3] = {10000.0f, 500000.0f, 1000000.0f};
+    for (int t = 0; t < 3; t++) {
+        float tab[32];
+        for (int64_t i = 0; i < hd / 2; i++)
+            tab[i] = 1.0f / powf(thetas[t], (float)(2 * i) / (float)hd);
+        fill_f32(a, rows * heads * hd, 1.0f);
+        memcpy(b, a, rows * heads * hd * sizeof(float));
+        CHECK(q8_rope(a, rows, heads, hd, pos, thetas[t]) == Q8_OK &&
+              q8_rope_freq(b, rows, heads, hd, pos, tab) == Q8_OK && same_f32(a, b, rows * heads * hd),
+              "q8_rope_freq(table of theta %g) == q8_rope", (double)thetas[t]);
+    }
+    const int64_t n = 3000, r = 20; /* r * n > ACT_PARALLEL_MIN: the pool splits it */
+    float *gu = xmalloc(r * 2 * n * sizeof(float)), *y = xmalloc(r * n * sizeof(float)),
+          *y1 = xmalloc(n * sizeof(float));
+    fill_f32(gu, r * 2 * n, 8.0f);
+    int ok = 1;
+    for (int th = 1; th <= 3; th++) {
+        q8_pool_init(th);
+        ok &= q8_swiglu_rows(gu, r, n, y) == Q8_OK;
+        for (int64_t k = 0; k < r; k++) {
+            ok &= q8_swiglu_rows(gu + k * 2 * n, 1, n, y1) == Q8_OK;
+            ok &= same_f32(y1, y + k * n, n);
+        }
+    }
+    q8_pool_init(0);
+    double worst = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const double g = gu[i], u = gu[n + i], ref = g / (1.0 + exp(-g)) * u;
+        const double err = fabs(y[i] - ref) / (fabs(ref) + 1e-30);
+        if (err > worst && fabs(ref) > 1e-30) worst = err;
+    }
+    CHECK(ok, "q8_swiglu_rows: rows independent of the thread split");
+    CHECK(worst < 12.0 * 0x1p-24, "q8_swiglu_rows within 12 U32 of silu(g) * u (worst %.2e)", worst);
+    free(a), free(b), free(gu), free(y), free(y1);
+    group_end();
 }
 
 static void test_pool(void) {
@@ -2000,6 +2062,7 @@ int main(void) {
     group_end();
     test_args();
     test_attention();
+    test_llama_ops();
     test_pool();
     test_memory();
     q8_pool_shutdown();
