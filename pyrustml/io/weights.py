@@ -13,7 +13,7 @@ from typing import Final
 import numpy as np
 
 from ..engine._ffi import ffi, lib
-from ..engine.kernels import QK8_0, Q8Matrix, WeightArena
+from ..engine.kernels import QK8_0, Q8Matrix, WeightArena, check
 from ..engine.linear import Linear
 from ..errors import ModelFormatError
 from .safetensors import Checkpoint, TensorInfo, to_float32
@@ -104,8 +104,7 @@ def load_linear(
         src = ffi.from_buffer("char[]", ckpt.raw(name))
         code = DTYPE_CODE[info.dtype]
         rc = lib.q8_quantize_packed(src, code, n, k, 1 if transposed else 0, q.ptr(), n, 0)
-        if rc != 0:
-            raise MemoryError(f"quantizing {name!r} failed ({rc})")
+        check(rc, f"quantizing {name!r}")
         ckpt.release(name)
         return Linear(n, k, q, None, bias)
     w = to_float32(info, ckpt.raw(name))
@@ -140,8 +139,7 @@ def load_fused(
         for info, r in zip(infos, rows, strict=True):
             src = ffi.from_buffer("char[]", ckpt.raw(info.name))
             rc = lib.q8_quantize_packed(src, DTYPE_CODE[info.dtype], r, k, 0, q.ptr(), n, row)
-            if rc != 0:
-                raise MemoryError(f"quantizing {info.name!r} failed ({rc})")
+            check(rc, f"quantizing {info.name!r}")
             ckpt.release(info.name)
             row += r
         return Linear(n, k, q, None, None)
