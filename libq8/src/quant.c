@@ -6,6 +6,7 @@
  * A block holding NaN or Inf gets d = NaN and q = 0, so it poisons every dot product it enters
  * instead of producing plausible garbage (gguf leaves such blocks undefined). */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "q8_internal.h"
@@ -113,7 +114,7 @@ typedef struct {
     q8_block *dst;    /* GGML rows, or NULL: */
     q8x16 *packed;    /* rows row0 .. of a packed matrix */
     int64_t row0;
-    int failed;
+    _Atomic int failed; /* any worker may set it; several may at once */
 } quant_job;
 
 static void quant_task(void *vctx, int64_t begin, int64_t end, int worker) {
@@ -129,13 +130,13 @@ static void quant_task(void *vctx, int64_t begin, int64_t end, int worker) {
     if (!row || (job->packed && !blocks)) {
         free(row);
         free(blocks);
-        job->failed = 1; /* benign race: every writer stores the same value */
+        atomic_store_explicit(&job->failed, 1, memory_order_relaxed);
         return;
     }
     for (int64_t r = begin; r < end; r++) {
         if (!job->transposed) {
             if (q8_convert_to_f32(job->src + (size_t)r * (size_t)k * es, job->dtype, k, row))
-                job->failed = 1;
+                atomic_store_explicit(&job->failed, 1, memory_order_relaxed);
         } else {
             /* Column r of a k x rows matrix: strided gather of one element per source row. */
             for (int64_t i = 0; i < k; i++) {
@@ -167,7 +168,8 @@ static int quantize_common(quant_job *job) {
     /* Packed rows share panels, but each row owns its own bytes of them: one writer each. */
     const int rc = q8_parallel_for(job->rows, 1, quant_task, job);
     if (rc) return rc;
-    return job->failed ? Q8_ENOMEM : Q8_OK;
+    /* q8_parallel_for joins every worker first, so relaxed stores are visible here. */
+    return atomic_load_explicit(&job->failed, memory_order_relaxed) ? Q8_ENOMEM : Q8_OK;
 }
 
 int q8_quantize(const void *src, int dtype, int64_t rows, int64_t k, q8_block *dst) {
