@@ -1659,22 +1659,41 @@ static void test_memory(void) {
     group_end();
 }
 
-int main(void) {
-    const double t0 = now_s();
-    printf("libq8 test: supported %s, active %s, %d physical cores\n", q8_isa_supported(),
-           q8_isa_active(), q8_physical_cores());
-    test_tables();
-    test_fp16();
-    test_quantize();
-    test_pack();
-    test_drivers();
+static void test_gemm_batches_group(void) {
     group("gemm batches");
     test_gemm_batches();
     group_end();
-    test_args();
-    test_attention();
-    test_pool();
-    test_memory();
+}
+
+/* The groups by name: `test_q8 NAME...` runs only those (make tsan runs the threaded ones). */
+static const struct {
+    const char *name;
+    void (*run)(void);
+} groups[] = {
+    {"tables", test_tables},       {"fp16", test_fp16},           {"quantize", test_quantize},
+    {"pack", test_pack},           {"drivers", test_drivers},     {"gemm", test_gemm_batches_group},
+    {"args", test_args},           {"attention", test_attention}, {"pool", test_pool},
+    {"memory", test_memory},
+};
+enum { N_GROUPS = sizeof groups / sizeof groups[0] };
+
+int main(int argc, char **argv) {
+    const double t0 = now_s();
+    printf("libq8 test: supported %s, active %s, %d physical cores\n", q8_isa_supported(),
+           q8_isa_active(), q8_physical_cores());
+    for (int a = 1; a < argc; a++) {
+        int known = 0;
+        for (int g = 0; g < N_GROUPS; g++) known |= !strcmp(argv[a], groups[g].name);
+        if (!known) {
+            fprintf(stderr, "unknown group %s\n", argv[a]);
+            return 2;
+        }
+    }
+    for (int g = 0; g < N_GROUPS; g++) {
+        int run = argc == 1;
+        for (int a = 1; a < argc; a++) run |= !strcmp(argv[a], groups[g].name);
+        if (run) groups[g].run();
+    }
     q8_pool_shutdown();
     printf("(%.1f s)\n%ld passed, %ld failed\n", now_s() - t0, n_pass, n_fail);
     return n_fail ? 1 : 0;
