@@ -84,11 +84,11 @@ static inline float gelu_tanh1(float v) {
 #define ACT_ALIGN 1024
 
 typedef struct {
-    const float *x;  /* gelu input, or the gate rows */
-    const float *up; /* geglu: the up values (NULL: plain gelu) */
+    const float *x;  /* gelu input, the gate values, or (fused) the gate|up rows */
+    const float *up; /* geglu: the up values (NULL: plain gelu, or fused) */
     float *y;
-    int64_t n;       /* geglu_rows: elements per row of y; the source rows hold 2n (gate | up) */
-    int rows;        /* geglu_rows: 1 when x/up are flat arrays */
+    int64_t n;       /* fused: elements per row of y; the source rows hold 2n (gate | up) */
+    int fused;       /* 1 (q8_geglu_rows): x holds rows of gate | up; 0: x and up are flat arrays */
 } act_job;
 
 
@@ -97,7 +97,7 @@ Q8_CLONES static void gelu_range(const act_job *j, int64_t b, int64_t e) {
 }
 
 Q8_CLONES static void geglu_range(const act_job *j, int64_t b, int64_t e) {
-    if (j->rows) {
+    if (j->fused) {
         /* y[r, c] = gelu(src[r, c]) * src[r, n + c], src rows of 2n (the fused gate|up output) */
         for (int64_t i = b; i < e;) {  /* row by row, so the inner loop is contiguous */
             const int64_t r = i / j->n, c0 = i % j->n;
@@ -115,7 +115,7 @@ Q8_CLONES static void geglu_range(const act_job *j, int64_t b, int64_t e) {
 static void act_task(void *ctx, int64_t begin, int64_t end, int worker) {
     (void)worker;
     const act_job *j = ctx;
-    if (j->up || j->rows) geglu_range(j, begin, end);
+    if (j->up || j->fused) geglu_range(j, begin, end);
     else gelu_range(j, begin, end);
 }
 
