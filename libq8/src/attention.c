@@ -17,7 +17,6 @@
 #include "q8_internal.h"
 
 #define POS_BLOCK 64
-#define MAX_HEAD_DIM 512
 
 int q8_kv_write(const float *k_new, const float *v_new, int64_t t, int64_t pos0, float *k,
                 float *v, int64_t n_kv, int64_t cap, int64_t head_dim) {
@@ -115,7 +114,7 @@ static void attend_row(const attn_job *a, int64_t j, int64_t h) {
     const float *kh, *vh;
     kv_head(a, a->slot ? a->slot[j] * a->slot_stride : 0, h / a->group, &kh, &vh);
     const float *qv = a->q + (j * a->n_heads + h) * a->hd;
-    float O[MAX_HEAD_DIM], o[MAX_HEAD_DIM], M = 0.0f;
+    float O[Q8_MAX_HEAD_DIM], o[Q8_MAX_HEAD_DIM], M = 0.0f;
     double L = 0.0;
     for (int64_t b0 = lo; b0 <= p; b0 += POS_BLOCK) {
         double l;
@@ -160,7 +159,7 @@ static void step_fold_task(void *ctx, int64_t begin, int64_t end, int worker) {
     (void)worker;
     const step_job *sj = ctx;
     for (int64_t h = begin; h < end; h++) {
-        float O[MAX_HEAD_DIM], M = 0.0f;
+        float O[Q8_MAX_HEAD_DIM], M = 0.0f;
         double L = 0.0;
         for (int64_t b = 0; b < sj->nblocks; b++) {
             const int64_t at = h * sj->nblocks + b;
@@ -200,7 +199,7 @@ int q8_attention(const float *q, int64_t t, int64_t pos0, const float *k, const 
     Q8_CHECK(q && k && v && out && t > 0 && pos0 >= 0 && pos0 <= Q8_MAX_DIM);
     Q8_CHECK(q8_mat_ok(t, n_heads) && q8_mat_ok(t * n_heads, head_dim));
     Q8_CHECK(q8_mat_ok(n_kv, cap) && q8_mat_ok(n_kv * cap, head_dim));
-    Q8_CHECK(head_dim <= MAX_HEAD_DIM && n_heads % n_kv == 0 && window >= 0);
+    Q8_CHECK(head_dim <= Q8_MAX_HEAD_DIM && n_heads % n_kv == 0 && window >= 0);
     Q8_CHECK(isfinite(scale) && softcap >= 0.0f && isfinite(softcap));
     /* Every position a query reads must still be in the cache after the t writes. */
     const int64_t last = pos0 + t - 1;
@@ -257,7 +256,7 @@ int q8_attention_rows(const float *q, int64_t t, const int64_t *slot, const int6
     Q8_CHECK(q8_mat_ok(t, n_heads) && q8_mat_ok(t * n_heads, head_dim));
     Q8_CHECK(q8_mat_ok(n_slots, n_kv) && q8_mat_ok(n_slots * n_kv, cap));
     Q8_CHECK(q8_mat_ok(n_slots * n_kv * cap, head_dim));
-    Q8_CHECK(head_dim <= MAX_HEAD_DIM && n_heads % n_kv == 0 && window >= 0);
+    Q8_CHECK(head_dim <= Q8_MAX_HEAD_DIM && n_heads % n_kv == 0 && window >= 0);
     Q8_CHECK(isfinite(scale) && softcap >= 0.0f && isfinite(softcap));
     Q8_CHECK(rows_ok(t, slot, pos, n_slots, cap, window));
     const int64_t stride = n_kv * cap * head_dim;

@@ -6,6 +6,7 @@
 #include <assert.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include "q8.h"
 
@@ -138,6 +139,17 @@ int q8_parallel_for(int64_t total, int64_t align, q8_task_fn fn, void *ctx);
     do {                                                                                       \
         if (!(cond)) return Q8_EINVAL;                                                         \
     } while (0)
+
+/* ---- shared scalar helpers ---- */
+/* The largest finite float (FLT_MAX): `a <= Q8_FLT_MAX` is false for Inf and NaN. */
+#define Q8_FLT_MAX 3.40282347e38f
+
+/* CLOCK_MONOTONIC in nanoseconds: plan marks, the pool's spin budget, the read probe. */
+static inline int64_t q8_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 /* Largest sizes we accept: keeps every byte count below 2^62, so no size product overflows. */
 #define Q8_MAX_DIM ((int64_t)1 << 31)

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from ..engine.kernels import WeightArena
+from ..engine.kernels import MAX_HEAD_DIM, WeightArena
 from ..engine.kv_cache import KVCache
 from ..engine.linear import Embedding, Linear
 from ..engine.plan import Buf, Plan
@@ -67,8 +67,8 @@ class Gemma3Config:
             raise UnsupportedModelError(f"{f.where}: hidden_activation {act!r} is not supported")
         if self.n_head % self.n_kv != 0:
             raise ModelFormatError(f"{f.where}: {self.n_head} heads cannot share {self.n_kv} KV heads")
-        if self.head_dim % 2 != 0 or self.head_dim > 512:
-            raise UnsupportedModelError(f"{f.where}: head_dim {self.head_dim} (even, at most 512)")
+        if self.head_dim % 2 != 0 or self.head_dim > MAX_HEAD_DIM:
+            raise UnsupportedModelError(f"{f.where}: head_dim {self.head_dim} (even, at most {MAX_HEAD_DIM})")
         self.layer_types = _layer_types(f, self.n_layer)
         self.theta_local, self.theta_global = _rope_bases(f)
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ..engine.kernels import WeightArena
+from ..engine.kernels import MAX_HEAD_DIM, WeightArena
 from ..engine.kv_cache import KVCache
 from ..engine.linear import Embedding, Linear
 from ..engine.plan import Buf, Plan
@@ -60,8 +60,10 @@ class GPT2Config:
             raise ModelFormatError(
                 f"{f.where}: n_embd {self.n_embd} is not divisible by n_head {self.n_head}"
             )
-        if self.n_embd // self.n_head > 512:
-            raise UnsupportedModelError(f"{f.where}: head size {self.n_embd // self.n_head} exceeds 512")
+        if self.n_embd // self.n_head > MAX_HEAD_DIM:
+            raise UnsupportedModelError(
+                f"{f.where}: head size {self.n_embd // self.n_head} exceeds {MAX_HEAD_DIM}"
+            )
 
 
 class GPT2Block:
