@@ -15,7 +15,7 @@ import pytest
 # tests/support is importable from every test module (importlib mode adds nothing to sys.path).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import FIX  # noqa: E402
+from support import FIX
 
 FIXTURES = FIX
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-FIX = Path(__file__).parent / "fixtures"
+from support import FIX
+
 MODEL = str(FIX / "gpt2-tiny-openai")
 
 

@@ -7,12 +7,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import FIX
 
 import pyrustml
 from pyrustml.engine._ffi import ffi, lib
 from pyrustml.models.base import Transformer
-
-from support import FIX
 
 
 def slot_caches(net: Transformer, slot: int) -> list[np.ndarray]:
@@ -99,10 +98,19 @@ def test_plan_run_refuses_malformed_ops() -> None:
     plan = m.net.plan
     n = len(plan._ops)
     marks = ffi.new("int64_t[]", plan.n_marks)
+
     # The model's own plan runs; a token outside the vocabulary or a position outside the learned
     # position table is refused, not read out of bounds.
-    def run(tok: int, slot: int, pos: int, ops: Any = plan._arr, count: int = n, t: int = 1,
-            mk: Any = ffi.NULL, n_marks: int = 0) -> int:
+    def run(
+        tok: int,
+        slot: int,
+        pos: int,
+        ops: Any = plan._arr,
+        count: int = n,
+        t: int = 1,
+        mk: Any = ffi.NULL,
+        n_marks: int = 0,
+    ) -> int:
         rows = [ffi.new("int64_t[]", [v] * max(t, 1)) for v in (tok, slot, pos)]
         return int(lib.q8_plan_run(ops, count, t, rows[0], rows[1], rows[2], mk, n_marks))
 

@@ -51,7 +51,7 @@ def assert_same_as_ref(isa: str, fn: Callable[[], list[Any]]) -> None:
 
 @given(
     rows=ROWS,
-    # 257 and 258 blocks: the AVX-512 row kernel's 128 prepared block pairs on the stack, and beyond
+    # 257 and 258 blocks: past the 256 prepared activation blocks gemv.c keeps on the stack (heap path)
     nb=st.one_of(st.sampled_from([1, 2, 3, 5, 257, 258]), st.integers(1, 12)),
     t=st.integers(1, 7),
     seed=SEEDS,
