@@ -28,6 +28,7 @@ COMPILED = [
     "pyrustml/io/safetensors.py",
     "pyrustml/engine/linear.py",
     "pyrustml/io/weights.py",
+    "pyrustml/io/weight_map.py",
     "pyrustml/generate/sampling.py",
     "pyrustml/io/tokenizer.py",
     "pyrustml/generate/result.py",

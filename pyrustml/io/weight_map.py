@@ -1,0 +1,105 @@
+"""A model's checkpoint tensors declared once, as a table: each entry names its tensor (or the
+tensors of a fused group), gives its shape, and says what it becomes. The same table loads the
+weights and lists every name the model reads, for the check that the checkpoint holds nothing
+else, so no tensor name is written twice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine.kernels import WeightArena
+from .safetensors import Checkpoint
+from .weights import load_fused, load_linear, matrix_f32, vector
+
+
+class W:
+    """One entry of a weight map. kind is "vector" (n,) or "matrix" (n, k), both float32 arrays;
+    "linear": a Linear (n, k) with an optional bias (n,), stored [k, n] when transposed (HF
+    Conv1D); "fused": one Linear whose rows are the (rows[i], k) tensors stacked in order."""
+
+    kind: str
+    names: list[str]
+    n: int
+    k: int
+    bias: str | None
+    transposed: bool
+    rows: list[int]
+
+    def __init__(
+        self,
+        kind: str,
+        names: list[str],
+        n: int,
+        k: int = 0,
+        *,
+        bias: str | None = None,
+        transposed: bool = False,
+        rows: list[int] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.names = names
+        self.n = n
+        self.k = k
+        self.bias = bias
+        self.transposed = transposed
+        self.rows = rows if rows is not None else []
+
+
+def vec(name: str, n: int) -> W:
+    return W("vector", [name], n)
+
+
+def mat(name: str, n: int, k: int) -> W:
+    return W("matrix", [name], n, k)
+
+
+def linear(name: str, n: int, k: int, bias: str | None = None, transposed: bool = False) -> W:
+    return W("linear", [name], n, k, bias=bias, transposed=transposed)
+
+
+def fused(names: list[str], rows: list[int], k: int) -> W:
+    return W("fused", names, sum(rows), k, rows=rows)
+
+
+# attribute (or key) -> entry, in load order (the arena lays matrices out in that order)
+WeightMap = dict[str, W]
+
+
+def checkpoint_names(wmap: WeightMap, prefix: str = "") -> set[str]:
+    """Every checkpoint name the map reads, biases included."""
+    out: set[str] = set()
+    for w in wmap.values():
+        out |= {prefix + n for n in w.names}
+        if w.bias is not None:
+            out.add(prefix + w.bias)
+    return out
+
+
+def load_map(
+    wmap: WeightMap, ckpt: Checkpoint, prefix: str, *, quantize: bool, arena: WeightArena | None
+) -> dict[str, Any]:
+    """Each entry loaded (shape and finiteness checked), by its key."""
+    out: dict[str, Any] = {}
+    for key, w in wmap.items():
+        name = prefix + w.names[0]
+        if w.kind == "vector":
+            out[key] = vector(ckpt, name, w.n)
+        elif w.kind == "matrix":
+            out[key] = matrix_f32(ckpt, name, (w.n, w.k))
+        elif w.kind == "linear":
+            bias = None if w.bias is None else prefix + w.bias
+            out[key] = load_linear(
+                ckpt, name, bias, w.n, w.k, transposed=w.transposed, quantize=quantize, arena=arena
+            )
+        else:
+            names = [prefix + n for n in w.names]
+            out[key] = load_fused(ckpt, names, w.rows, w.k, quantize=quantize, arena=arena)
+    return out
+
+
+def load_into(
+    obj: object, wmap: WeightMap, ckpt: Checkpoint, prefix: str, *, quantize: bool, arena: WeightArena | None
+) -> None:
+    """load_map, each entry set as the attribute its key names."""
+    for key, value in load_map(wmap, ckpt, prefix, quantize=quantize, arena=arena).items():
+        setattr(obj, key, value)
