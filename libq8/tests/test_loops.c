@@ -84,6 +84,30 @@ void test_loops(void) {
         for (int k = 0; k < LEN(NS); k++) loops_case(lp, NS[k]);
         group_end();
     }
+    /* Activations past ACT_PARALLEL_MIN (ops.c) run on the pool: any thread count, any width,
+     * the single-threaded bits (make tsan runs this group too). */
+    group("loops/threads");
+    enum { R = 40, C = 1000 };
+    float *gu = xmalloc(2 * R * C * 4), *y1 = xmalloc(R * C * 4), *y3 = xmalloc(R * C * 4);
+    float *g1 = xmalloc(R * C * 4), *g3 = xmalloc(R * C * 4);
+    fill_loop_input(gu, 2 * R * C);
+    const int th = q8_pool_threads();
+    const char *best = q8_isa_active();
+    for (int i = 0; i < N_TABLES; i++) {
+        if (!isa_listed(all_tables[i].name)) continue;
+        q8_isa_set(all_tables[i].name);
+        q8_pool_init(1);
+        const int ok1 = q8_geglu_rows(gu, R, C, y1) == Q8_OK && q8_gelu_tanh(gu, R * C, g1) == Q8_OK;
+        q8_pool_init(3);
+        const int ok3 = q8_geglu_rows(gu, R, C, y3) == Q8_OK && q8_gelu_tanh(gu, R * C, g3) == Q8_OK;
+        CHECK(ok1 && ok3 && same_f32(y1, y3, R * C) && same_f32(g1, g3, R * C), "%s: 3 threads != 1",
+              all_tables[i].name);
+    }
+    q8_isa_set(best);
+    q8_pool_init(th);
+    free(gu), free(y1), free(y3), free(g1), free(g3);
+    group_end();
+
     group("loops/coverage");
     CHECK(q8_loops_for(&q8_kernels_ref) == &q8_loops_base, "ref runs the baseline loops");
 #if defined(__x86_64__)
