@@ -5,6 +5,7 @@ else, so no tensor name is written twice."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ..engine.kernels import WeightArena
@@ -12,53 +13,35 @@ from .safetensors import Checkpoint
 from .weights import load_fused, load_linear, matrix_f32, vector
 
 
+@dataclass(frozen=True)
 class W:
     """One entry of a weight map. kind is "vector" (n,) or "matrix" (n, k), both float32 arrays;
     "linear": a Linear (n, k) with an optional bias (n,), stored [k, n] when transposed (HF
     Conv1D); "fused": one Linear whose rows are the (rows[i], k) tensors stacked in order."""
 
     kind: str
-    names: list[str]
+    names: tuple[str, ...]
     n: int
-    k: int
-    bias: str | None
-    transposed: bool
-    rows: list[int]
-
-    def __init__(
-        self,
-        kind: str,
-        names: list[str],
-        n: int,
-        k: int = 0,
-        *,
-        bias: str | None = None,
-        transposed: bool = False,
-        rows: list[int] | None = None,
-    ) -> None:
-        self.kind = kind
-        self.names = names
-        self.n = n
-        self.k = k
-        self.bias = bias
-        self.transposed = transposed
-        self.rows = rows if rows is not None else []
+    k: int = 0
+    bias: str | None = None
+    transposed: bool = False
+    rows: tuple[int, ...] = ()
 
 
 def vec(name: str, n: int) -> W:
-    return W("vector", [name], n)
+    return W("vector", (name,), n)
 
 
 def mat(name: str, n: int, k: int) -> W:
-    return W("matrix", [name], n, k)
+    return W("matrix", (name,), n, k)
 
 
 def linear(name: str, n: int, k: int, bias: str | None = None, transposed: bool = False) -> W:
-    return W("linear", [name], n, k, bias=bias, transposed=transposed)
+    return W("linear", (name,), n, k, bias, transposed)
 
 
 def fused(names: list[str], rows: list[int], k: int) -> W:
-    return W("fused", names, sum(rows), k, rows=rows)
+    return W("fused", tuple(names), sum(rows), k, rows=tuple(rows))
 
 
 # attribute (or key) -> entry, in load order (the arena lays matrices out in that order)
@@ -93,7 +76,7 @@ def load_map(
             )
         else:
             names = [prefix + n for n in w.names]
-            out[key] = load_fused(ckpt, names, w.rows, w.k, quantize=quantize, arena=arena)
+            out[key] = load_fused(ckpt, names, list(w.rows), w.k, quantize=quantize, arena=arena)
     return out
 
 
