@@ -26,6 +26,7 @@ COMPILED = [
     "pyrustml/engine/pool.py",
     "pyrustml/io/config.py",
     "pyrustml/io/safetensors.py",
+    "pyrustml/io/progress.py",  # subclasses the compiled Checkpoint
     "pyrustml/engine/linear.py",
     "pyrustml/io/weights.py",
     "pyrustml/io/weight_map.py",

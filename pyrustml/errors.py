@@ -26,6 +26,17 @@ class ModelFormatError(PyrustmlError):
     """A checkpoint file is malformed: bad header, missing or mis-shaped tensor, bad config."""
 
 
+class TokenizerError(ModelFormatError):
+    """The checkpoint's tokenizer cannot be loaded or failed on an input (a panic inside the
+    tokenizers library, an unknown token with no unk token, a pipeline that expands text without
+    bound)."""
+
+
+class ChatTemplateError(PyrustmlError):
+    """The chat template is missing, malformed, refused the conversation, or hit a bound (time,
+    output size, arithmetic size) while rendering. The template's own exception is the cause."""
+
+
 class UnsupportedModelError(PyrustmlError):
     """A well-formed checkpoint uses an architecture or option pyrustml does not implement."""
 
@@ -54,6 +65,10 @@ class PromptTypeError(PyrustmlError, TypeError):
 class OptionError(PyrustmlError, ValueError):
     """A generation or load option out of its range (max_tokens, temperature, top_p, quant, ...).
     A ValueError too, as argument errors are."""
+
+
+class OptionTypeError(OptionError, TypeError):
+    """An option of the wrong type (max_tokens='5', threads='2', stop=[1]). A TypeError too."""
 
 
 class OutOfMemoryError(PyrustmlError, MemoryError):

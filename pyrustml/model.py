@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import queue
 import time
 import weakref
 from collections.abc import Iterator
@@ -27,25 +28,28 @@ from .errors import (
     ContextLengthError,
     ModelFormatError,
     OptionError,
+    OptionTypeError,
     PromptError,
     PromptTypeError,
     PyrustmlError,
 )
+from .generate.options import check_generation_options, check_load_arguments
 from .generate.result import Generation, Timings, TokenLogprob, Usage
 from .generate.sampling import SamplingParams
 from .generate.scheduler import EngineStats, Scheduler
 from .generate.sequence import Sequence
 from .io.chat_template import ChatTemplate, ChatTemplateError, load_template
-from .io.config import Fields, read_json
+from .io.config import Fields, generation_defaults, read_json
 from .io.hub import resolve
-from .io.safetensors import Checkpoint
+from .io.progress import Progress, open_checkpoint
+from .io.safetensors import tensor_budget
 from .io.tokenizer import Tokenizer
+from .io.weights import QUANTS, QuantPlan
 from .models.base import LoadOptions, Transformer
 from .models.registry import builder_for
 
 log = logging.getLogger("pyrustml")
 
-QUANTS = ("q8_0", "f32")
 DEFAULT_PARALLEL = 4  # sequences decoded together when load() is not told
 MAX_PARALLEL = 128  # a step's decode rows share the plan's 256-row buffers with prompt rows
 
@@ -89,7 +93,12 @@ class TextStream:
             raise StopIteration
         try:
             while True:
-                kind, value = self._seq.events.get()
+                try:
+                    # A bounded wait: a signal (Ctrl-C) reaches this thread between waits even
+                    # while a long prefill step sends nothing.
+                    kind, value = self._seq.events.get(timeout=0.05)
+                except queue.Empty:
+                    continue
                 if kind == "text":
                     assert isinstance(value, str)
                     if value:
@@ -190,17 +199,13 @@ class Model:
         self.eos_ids = sorted({i for i in eos if 0 <= i < net.vocab_size})
         bos = gen_cfg.int_list("bos_token_id")
         self.bos_id = bos[0] if bos and 0 <= bos[0] < net.vocab_size else None
-        self.add_bos = bool(tok_cfg.data.get("add_bos_token", False)) and self.bos_id is not None
+        self.add_bos = tok_cfg.bool_("add_bos_token", False) and self.bos_id is not None
         # Sampling defaults from generation_config.json (explicit arguments override them).
-        self.defaults = {}
-        for key in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty"):
-            v = gen_cfg.data.get(key)
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                self.defaults[key] = float(v)
-        if gen_cfg.data.get("do_sample") is False:
-            self.defaults["temperature"] = 0.0
+        self.defaults = generation_defaults(gen_cfg)
         self.engine = Scheduler(net, tokenizer)
-        _open_engines.add(self.engine)
+        # The engine thread holds the Scheduler: when this Model is freed (or the interpreter
+        # exits), the thread is stopped and joined, and the weights go with it.
+        weakref.finalize(self, self.engine.close)
 
     # ---- facts -------------------------------------------------------------------------
     @property
@@ -266,7 +271,7 @@ class Model:
         if n > self.net.ctx:
             raise ContextLengthError(f"the prompt has {n} tokens; the context is {self.net.ctx}")
 
-    def render_chat(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> list[int]:
+    def render_chat(self, messages: object, *, add_generation_prompt: bool = True) -> list[int]:
         """Token ids of the conversation rendered by the checkpoint's chat template (the rendered
         text already holds BOS, so none is added)."""
         if self.chat_template is None:
@@ -279,48 +284,36 @@ class Model:
 
     # ---- the engine --------------------------------------------------------------------
     def _sequence(self, ids: list[int], options: GenerateOptions) -> Sequence:
+        unknown = sorted(set(options) - set(GenerateOptions.__annotations__))
+        if unknown:
+            raise OptionTypeError(
+                f"unknown option {unknown[0]!r} (options: {', '.join(GenerateOptions.__annotations__)})"
+            )
+        o = check_generation_options(**options)
         self._check_context(len(ids))
         d = self.defaults
-        o: dict[str, Any] = dict(options)
-        unknown = sorted(set(o) - set(GenerateOptions.__annotations__))
-        if unknown:
-            raise OptionError(f"unknown option {unknown[0]!r}")
-
-        def pick(key: str, default: float) -> Any:
-            v = o.get(key)
-            return d.get(key, default) if v is None else v
-
-        top_k = o.get("top_k")
         params = SamplingParams(
-            max_tokens=16 if o.get("max_tokens") is None else o["max_tokens"],
-            temperature=pick("temperature", 1.0),
-            top_k=int(d.get("top_k", 0)) if top_k is None else top_k,
-            top_p=pick("top_p", 1.0),
-            min_p=pick("min_p", 0.0),
-            repetition_penalty=pick("repetition_penalty", 1.0),
-            seed=o.get("seed"),
-            ignore_eos=bool(o.get("ignore_eos", False)),
-            lookup=o.get("lookup", 0),
+            max_tokens=16 if o.max_tokens is None else o.max_tokens,
+            temperature=d.get("temperature", 1.0) if o.temperature is None else o.temperature,
+            top_k=int(d.get("top_k", 0)) if o.top_k is None else o.top_k,
+            top_p=d.get("top_p", 1.0) if o.top_p is None else o.top_p,
+            min_p=d.get("min_p", 0.0) if o.min_p is None else o.min_p,
+            repetition_penalty=d.get("repetition_penalty", 1.0)
+            if o.repetition_penalty is None
+            else o.repetition_penalty,
+            seed=o.seed,
+            ignore_eos=o.ignore_eos,
+            lookup=o.lookup,
         )
-        stop = o.get("stop")
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if not all(isinstance(s, str) for s in stops):
-            raise OptionError(f"stop must be a string or a list of strings, got {stop!r}")
-        logprobs = o.get("logprobs", False)
-        top = o.get("top_logprobs", 0)
-        if not isinstance(logprobs, bool):
-            raise OptionError(f"logprobs must be True or False, got {logprobs!r}")
-        if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20:
-            raise OptionError(f"top_logprobs must be an integer in [0, 20], got {top!r}")
         return Sequence(
             ids,
             params,
-            stops,
+            o.stop,
             self.tokenizer,
             frozenset(self.eos_ids),
             self.net.ctx,
-            want_logprobs=logprobs or top > 0,
-            top_logprobs=top,
+            want_logprobs=o.logprobs,
+            top_logprobs=o.top_logprobs,
         )
 
     def _start(self, ids: list[int], options: GenerateOptions) -> TextStream:
@@ -385,17 +378,11 @@ def _finish(stream: TextStream) -> Generation:
     return stream.generation
 
 
-# Engines still open at exit are stopped first: no step may run while the interpreter (and
-# the library under it) goes away.
-_open_engines: weakref.WeakSet[Scheduler] = weakref.WeakSet()
-
-
 @atexit.register
-def _close_engines() -> None:
-    for engine in list(_open_engines):
-        engine.close(timeout=5.0)
-    # Then the pool's workers are parked and joined: none may still spin inside libq8 while
-    # the interpreter tears down (and the library with it).
+def _park_pool() -> None:
+    """At exit, after the Models' finalizers (registered later, so run earlier) have stopped their
+    engine threads: park and join the pool's workers, so none still spins inside libq8 while the
+    interpreter tears down."""
     from .engine._ffi import lib
 
     lib.q8_pool_shutdown()
@@ -407,32 +394,38 @@ def _is_token(i: object) -> bool:
 
 
 def load(
-    source: str | os.PathLike[str],
+    source: object,  # str or os.PathLike: a checkpoint directory or a hub repo id
     *,
-    quant: str = "q8_0",
-    threads: int | None = None,
-    revision: str | None = None,
-    ctx: int | None = None,
-    parallel: int | None = None,
+    quant: object = "q8_0",  # "q8_0", "q4_0", "q4_0-pure", "f32", or a QuantPlan
+    threads: object = None,
+    revision: object = None,
+    ctx: object = None,
+    parallel: object = None,
+    progress: Progress | None = None,
 ) -> Model:
     """Load a checkpoint from a local directory or a hub repo id.
 
-    quant="q8_0" quantizes every matrix whose width is a multiple of 32 (GGML Q8_0);
-    quant="f32" keeps full precision (the conformance path). ctx is the context of each
+    quant="q8_0" quantizes every matrix whose width is a multiple of 32 (GGML Q8_0, 8.5 bits a
+    weight); quant="q4_0" uses GGML Q4_0 (4.5 bits) except for the token embedding / tied
+    lm_head and the attention output projections, which stay Q8_0 (measured: see the README's
+    quant table); quant="q4_0-pure" makes every matrix Q4_0; quant="f32" keeps full precision
+    (the conformance path); a QuantPlan chooses per weight role. ctx is the context of each
     sequence (default min(the model's max positions, 4096)); parallel the number of sequences
-    decoded together (default 4), each with its own KV cache."""
-    if quant not in QUANTS:
-        raise OptionError(f"quant must be one of {QUANTS}, got {quant!r}")
-    if ctx is not None and (isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < 1):
-        raise OptionError(f"ctx must be a positive integer, got {ctx!r}")
-    slots = DEFAULT_PARALLEL if parallel is None else parallel
-    if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_PARALLEL:
+    decoded together (default 4), each with its own KV cache. progress(done_bytes, total_bytes)
+    is called as tensor bytes are read."""
+    given = quant if isinstance(quant, QuantPlan) else None
+    args = check_load_arguments(
+        source, quant if given is None else given.name, threads, revision, ctx, parallel
+    )
+    if given is None and args.quant not in QUANTS:
+        raise OptionError(f"quant must be one of {QUANTS}, got {args.quant!r}")
+    plan = given if given is not None else QuantPlan(args.quant)
+    slots = DEFAULT_PARALLEL if args.parallel is None else args.parallel
+    if slots > MAX_PARALLEL:
         raise OptionError(f"parallel must be an integer in [1, {MAX_PARALLEL}], got {parallel!r}")
-    if isinstance(source, os.PathLike):
-        source = os.fspath(source)
     t0 = time.perf_counter()
-    runtime = RuntimeConfig(threads)
-    directory = resolve(source, revision)
+    runtime = RuntimeConfig(args.threads)
+    directory = resolve(args.source, args.revision)
     cfg = read_json(os.path.join(directory, "config.json"), required=True)
     f = Fields(cfg, "config.json")
     model_type = cfg.get("model_type")
@@ -446,9 +439,11 @@ def load(
         read_json(os.path.join(directory, "tokenizer_config.json"), required=False), "tokenizer_config.json"
     )
     tokenizer = Tokenizer(directory)
-    ckpt = Checkpoint(directory)
+    # The header's tensor count is bounded by what this many layers can use, before parsing.
+    budget = tensor_budget(cfg.get("n_layer", cfg.get("num_hidden_layers")))
+    ckpt = open_checkpoint(directory, progress, budget)
     try:
-        net = build(f, ckpt, LoadOptions(quant, ctx, slots))
+        net = build(f, ckpt, LoadOptions(plan, args.ctx, slots))
     finally:
         ckpt.close()
     if tokenizer.vocab_size > net.vocab_size:
@@ -464,10 +459,10 @@ def load(
     fusions = ", ".join(f"{n} {k.upper() if k == 'qkv' else k} fusions" for k, n in net.fusions.items())
     log.debug(
         "loaded %s (%s): %d %s layers in %d matrices, %s; %d threads, kernels %s; %.0f ms",
-        model_type, quant, net.n_projections, quant.upper(), net.n_matrices, fusions, runtime.threads,
+        model_type, plan.name, net.n_projections, plan.name.upper(), net.n_matrices, fusions, runtime.threads,
         _isa(), load_ms,
     )  # fmt: skip
-    model = Model(net, tokenizer, directory, quant, gen_cfg, tok_cfg, runtime, load_ms)
+    model = Model(net, tokenizer, directory, plan.name, gen_cfg, tok_cfg, runtime, load_ms)
     model.warmup_ms = warmup_ms
     return model
 

@@ -21,11 +21,11 @@ MODEL = FIX / "gpt2-tiny-hf"
 TOKENS = 8  # --quick's prompt and decode lengths
 
 RUN_FIELDS = {
-    "model", "model_type", "vocab_size", "hidden_size", "n_matrices", "threads_requested", "threads",
-    "threads_label", "isa", "pid", "repeat", "load_ms", "load_wall_ms", "rss_before_load_kib",
+    "model", "quant", "model_type", "vocab_size", "hidden_size", "n_matrices", "threads_requested",
+    "threads", "threads_label", "isa", "pid", "repeat", "load_ms", "load_wall_ms", "rss_before_load_kib",
     "peak_rss_load_kib", "rss_after_load_kib", "peak_rss_reset", "peak_rss_run_kib", "rss_end_kib",
     "cold_first_token_ms", "cold_generate_wall_ms", "warm_first_token_ms", "first_prefill_ms",
-    "prompt_tokens", "prompt_ms", "time_to_first_token_ms", "decode_tokens", "step_ms",
+    "prompt_tokens", "prompt_ms", "time_to_first_token_ms", "queue_ms", "decode_tokens", "step_ms",
     "bytes_per_token", "bytes_first_step", "bytes_last_step", "bytes_embedding", "bytes_attention",
     "bytes_ffn", "bytes_lm_head", "generated_tokens", "wall_s", "other_processes_pct", "steal_pct",
     "decode_ms_median", "decode_ms_p90", "decode_ms_min", "decode_ms_max", "decode_tok_s",
@@ -39,7 +39,7 @@ META_FIELDS = {
     "date", "command", "cpu_model", "logical_cpus", "physical_cores", "isa_active", "isa_supported",
     "thp", "kernel", "pyrustml", "package_dir", "library", "git", "python", "numpy", "models",
     "threads", "repeat", "prompt_tokens", "decode_tokens", "seed", "quick", "probe_mib", "probe_reps",
-    "lookup",
+    "lookup", "reference", "quants",
     "loadavg_start", "loadavg_end",
 }  # fmt: skip
 
@@ -71,7 +71,7 @@ def approx(v: float) -> Any:
 
 def test_json_has_every_field(quick_run: tuple[dict[str, Any], str, str]) -> None:
     doc, _, _ = quick_run
-    assert set(doc) == {"meta", "probes", "cpu_load", "runs", "summary", "targets", "failures"}
+    assert set(doc) == {"meta", "probes", "cpu_load", "runs", "summary", "comparison", "failures"}
     assert META_FIELDS <= set(doc["meta"])
     assert doc["meta"]["isa_active"] == pyrustml.kernels.isa_active()
     assert doc["meta"]["quick"] is True and doc["failures"] == []
@@ -112,7 +112,9 @@ def test_derived_figures_agree_with_the_raw_ones(quick_run: tuple[dict[str, Any]
         assert r["roofline_ms"] == approx(1000.0 / r["roofline_tok_s"])
         assert r["pct_of_probe"] == approx(100.0 * r["decode_tok_s"] / r["roofline_tok_s"])
         assert r["prefill_tok_s"] == approx(1000.0 * TOKENS / r["prompt_ms"])
-        assert r["time_to_first_token_ms"] == r["prompt_ms"] > 0
+        # The first token comes after the wait for a slot in the engine's batch and the prefill.
+        assert r["time_to_first_token_ms"] == approx(r["queue_ms"] + r["prompt_ms"])
+        assert r["prompt_ms"] > 0 and r["queue_ms"] >= 0
         assert r["cold_over_step"] == approx(r["cold_first_token_ms"] / med)
         assert r["cold_first_token_ms"] > 0 and r["warm_first_token_ms"] > 0
         assert r["load_ms"] > 0 and r["load_wall_ms"] >= r["load_ms"]
@@ -147,13 +149,39 @@ def test_summary_targets_and_markdown(quick_run: tuple[dict[str, Any], str, str]
         line = next(x for x in md.splitlines() if x.startswith(f"| gpt2-tiny-hf | {row['threads']} |"))
         assert f"| {row['decode_ms_median']['median']:.2f} |" in line
         assert f"| {row['pct_of_probe']['median']:.1f} |" in line
-    # GPT-2 at the default thread count: decode roofline, prefill and cold-start goals (no RSS goal).
-    top = max(r["threads"] for r in doc["runs"])
-    assert {t["metric"] for t in doc["targets"]} == {"pct_of_probe", "prefill_tok_s", "cold_over_step"}
-    for t in doc["targets"]:
-        assert t["threads"] == top
-        assert t["met"] == (t["median"] >= t["goal"] if t["at_least"] else t["median"] <= t["goal"])
+    # Measured figures only: no project target is judged unless the user gives a reference.
+    assert doc["comparison"] == [] and "target" not in md and "**no**" not in md
     assert "probe" in md and "other processes" in md
+
+
+def test_reference_run_gives_ratios_and_max_tokens_is_decode_tokens(
+    quick_run: tuple[dict[str, Any], str, str], tmp_path: Path
+) -> None:
+    doc, _, _ = quick_run
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps(doc))
+    r, js, md = bench(tmp_path, str(MODEL), "--threads", "1", "--max-tokens", "4", "--lookup", "0",
+                      "--reference", str(ref))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    new = json.loads(js.read_text())
+    assert new["meta"]["decode_tokens"] == 4 and len(new["runs"][0]["step_ms"]) == 4
+    comp = {c["metric"]: c for c in new["comparison"]}
+    old_row = next(x for x in doc["summary"] if x["threads"] == 1)
+    assert comp["decode_tok_s"]["reference"] == old_row["decode_tok_s"]["median"]
+    c = comp["decode_tok_s"]
+    assert c["ratio"] == approx(c["median"] / c["reference"])
+    assert "this / reference" in md.read_text()
+
+
+def test_version_and_a_bad_reference(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "pyrustml.perf.bench", "--version"], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=60)  # fmt: skip
+    assert r.returncode == 0 and r.stdout.strip() == f"pyrustml-bench {pyrustml.__version__}"
+    bad = tmp_path / "x.json"
+    bad.write_text("[]")
+    r, _, _ = bench(tmp_path, str(MODEL), "--reference", str(bad))
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "not a pyrustml-bench --json file" in r.stderr
 
 
 def test_a_run_longer_than_the_context_fails_loudly(tmp_path: Path) -> None:
@@ -161,3 +189,17 @@ def test_a_run_longer_than_the_context_fails_loudly(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert "exceed the model's context of 64" in r.stderr
     assert json.loads(js.read_text())["failures"]
+
+
+def test_quant_modes_run_back_to_back(tmp_path: Path) -> None:
+    """--quant q8_0,q4_0: one row per mode, each run loading its mode, Q4_0 streaming fewer bytes."""
+    r, js, md = bench(tmp_path, str(MODEL), "--threads", "1", "--quant", "q8_0,q4_0-pure", "--lookup", "0")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(js.read_text())
+    assert doc["meta"]["quants"] == ["q8_0", "q4_0-pure"]
+    by = {row["quant"]: row for row in doc["summary"]}
+    assert set(by) == {"q8_0", "q4_0-pure"} and {run["quant"] for run in doc["runs"]} == set(by)
+    assert by["q4_0-pure"]["bytes_per_token"]["median"] < 0.75 * by["q8_0"]["bytes_per_token"]["median"]
+    assert "Q8_0, Q4_0-PURE" in md.read_text()
+    bad, _, _ = bench(tmp_path, str(MODEL), "--quant", "q5_0")
+    assert bad.returncode == 2 and "--quant" in bad.stderr

@@ -119,6 +119,6 @@ def test_cli_lookup_flag(cli: Any) -> None:
     assert a.returncode == 0 and b.returncode == 0, b.stderr
     import json
 
-    assert json.loads(a.stdout)["tokens"] == json.loads(b.stdout)["tokens"]
+    assert json.loads(a.stdout)["completion_token_ids"] == json.loads(b.stdout)["completion_token_ids"]
     bad = cli([*base[:-1], "--temp", "0.8", "--lookup", "4"])
     assert bad.returncode == 2 and "greedy" in bad.stderr and "Traceback" not in bad.stderr

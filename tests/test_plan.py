@@ -34,7 +34,7 @@ PROMPTS = [[3, 9, 4, 1, 7, 2, 8], [5, 5, 6], [2, 11, 13, 4, 9, 1, 1, 6, 3, 12, 7
 
 
 @pytest.mark.parametrize("name", ["gpt2-tiny-hf", "gemma3-tiny"])
-@pytest.mark.parametrize("quant", ["q8_0", "f32"])
+@pytest.mark.parametrize("quant", ["q8_0", "q4_0", "q4_0-pure", "f32"])
 def test_batched_rows_are_bitwise_their_solo_runs(name: str, quant: str) -> None:
     """Three sequences, each first alone in slot 0 (a prefill chunk, then two decode steps), then
     together in slots 0-2: their prompts prefilled one token per row beside each other's decode

@@ -113,6 +113,23 @@ def _numbers(text: str) -> list[float]:
     return [float(x) for x in re.findall(r"-?\d+\.\d+", text)]
 
 
+def test_a_probe_below_what_the_run_achieved_is_explained_once() -> None:
+    model, prof, _ = _profiled_run(GPT2, n=6, repeat=1)
+    steps = list(prof.steps)
+    for probe, low in ((1e-6, True), (1e6, False)):  # GB/s: far below / far above any real figure
+        a = report.analyze(collect(model, "gpt2", steps, 12.5, probe))
+        md = report.markdown([a])
+        assert bool(a["bandwidth"]["probe_below_achieved"]) is low
+        assert md.count("The probe measured less bandwidth") == (1 if low else 0)
+        bw_table = md.split("| Component | MB/step |")[1].split("\n\n")[0].splitlines()[2:]
+        beyond = [ln.rsplit("|", 2)[1] for ln in bw_table]
+        assert len(beyond) == len(report.COMPONENTS)
+        remaining = [ln for ln in md.splitlines() if "remaining" in ln]
+        # Never a negative "beyond floor" or "remaining" time.
+        assert not any(re.search(r"-\d", x) for x in beyond + remaining), md
+        assert bool(remaining) is not low
+
+
 def test_markdown_has_every_section_and_the_json_numbers() -> None:
     analyses = [_analysis(GPT2), _analysis(GEMMA)]
     md = report.markdown(analyses)
@@ -210,6 +227,11 @@ def test_audit_plot(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_audit_version() -> None:
+    r = _audit(["--version"])
+    assert r.returncode == 0 and r.stdout.strip() == f"pyrustml-audit {pyrustml.__version__}"
 
 
 def test_audit_bad_input_is_one_line() -> None:

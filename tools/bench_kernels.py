@@ -1,10 +1,13 @@
-"""Benchmark libq8's Q8_0 kernels on the real GPT-2 and Gemma 3 1B weight shapes.
+"""Benchmark libq8's Q8_0 (or, with --quant q4_0, Q4_0) kernels on the real GPT-2 and Gemma 3 1B
+weight shapes.
 
 Run from the repository root:
 
     python tools/bench_kernels.py                     # full run, markdown table on stdout
     python tools/bench_kernels.py --quick --json out.json
     python tools/bench_kernels.py --threads 1,2 --shapes gemma
+    python tools/bench_kernels.py --quant q4_0 --isa avx512vnni   # Q4_0 rows, a forced kernel path
+    python tools/bench_kernels.py --only-gemm-ts --isa amx         # the AMX rows (run --isa avx512vnni too)
 
 Every shape is y = W x with W of N rows (outputs) and K columns (inputs), stored as Q8_0:
 N * K/32 blocks of 34 bytes. The issue text lists some shapes as K x N (768x2304, 768x3072,
@@ -47,7 +50,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +86,7 @@ class Shape:
     n: int  # output rows of W
     k: int  # input columns of W
     lmhead: bool = False
+    quant: str = "q8_0"  # or "q4_0"
 
     @property
     def label(self) -> str:
@@ -94,7 +98,23 @@ class Shape:
 
     @property
     def nbytes(self) -> int:
-        return self.n * (self.k // K.QK8_0) * K.BLOCK_BYTES
+        return self.n * (self.k // K.QK8_0) * FORMATS[self.quant].block_bytes
+
+
+@dataclass(frozen=True)
+class Format:
+    """The libq8 entry points and block size of one weight format."""
+
+    block_bytes: int
+    gemv: Any
+    gemm: Any
+    argmax: Any
+
+
+FORMATS: dict[str, Format] = {
+    "q8_0": Format(K.BLOCK_BYTES, lib.q8_gemv, lib.q8_gemm, lib.q8_lmhead_argmax),
+    "q4_0": Format(K.Q4_BLOCK_BYTES, lib.q8_q4_gemv, lib.q8_q4_gemm, lib.q8_q4_lmhead_argmax),
+}
 
 
 SHAPES: tuple[Shape, ...] = (
@@ -222,14 +242,16 @@ class Weights:
     ptrs: list[Any]  # packed q8x16 * of each copy, taken once
 
 
-def quantized_random(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    """GGML Q8_0 bytes of random N(0, 1) float32 weights quantized with quantize_q8_0, a slab
-    of rows at a time so the float32 source never needs more than about 64 MiB."""
-    blocks = np.empty((n, k // 32 * 34), dtype=np.uint8)
+def quantized_random(n: int, k: int, rng: np.random.Generator, quant: str = "q8_0") -> np.ndarray:
+    """GGML Q8_0 (Q4_0) bytes of random N(0, 1) float32 weights quantized with quantize_q8_0
+    (quantize_q4_0), a slab of rows at a time so the float32 source stays about 64 MiB."""
+    q4 = quant == "q4_0"
+    blocks = np.empty((n, k // 32 * FORMATS[quant].block_bytes), dtype=np.uint8)
     step = max(1, (64 << 20) // (4 * k))
     for r0 in range(0, n, step):
         r1 = min(n, r0 + step)
-        blocks[r0:r1] = K.quantize_q8_0(rng.standard_normal((r1 - r0, k), dtype=np.float32)).blocks
+        w = rng.standard_normal((r1 - r0, k), dtype=np.float32)
+        blocks[r0:r1] = (K.quantize_q4_0(w) if q4 else K.quantize_q8_0(w)).blocks
     return blocks
 
 
@@ -237,11 +259,12 @@ def build_weights(shape: Shape, rng: np.random.Generator, rotate_bytes: int, max
     """ceil(rotate_bytes / matrix bytes) copies (at most max_copies). Each further copy holds the
     first one's rows in another random order: same statistics, different bytes, so neither the
     caches nor a hypervisor's page merging can make two copies one."""
-    first = quantized_random(shape.n, shape.k, rng)
+    first = quantized_random(shape.n, shape.k, rng, shape.quant)
     count = max(1, min(max_copies, math.ceil(rotate_bytes / shape.nbytes)))
-    copies = [K.Q8Matrix.from_blocks(first, shape.k)]
+    pack = K.Q4Matrix.from_blocks if shape.quant == "q4_0" else K.Q8Matrix.from_blocks
+    copies: list[Any] = [pack(first, shape.k)]
     for _ in range(count - 1):
-        copies.append(K.Q8Matrix.from_blocks(np.ascontiguousarray(first[rng.permutation(shape.n)]), shape.k))
+        copies.append(pack(np.ascontiguousarray(first[rng.permutation(shape.n)]), shape.k))
     return Weights(shape, copies, [c.ptr() for c in copies])
 
 
@@ -363,7 +386,7 @@ def bench_gemv(w: Weights, plan: Plan, probe_gbs: float, threads: int, rng: np.r
     y = np.empty(s.n, dtype=np.float32)
     xp, yp = ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", y)
     args = [(p, s.n, s.k, xp, ffi.NULL, yp) for p in w.ptrs]
-    times = measure(lib.q8_gemv, args, plan, warm=3)
+    times = measure(FORMATS[s.quant].gemv, args, plan, warm=3)
     return _row(s, "gemv", times, w, probe_gbs, threads)
 
 
@@ -373,7 +396,7 @@ def bench_argmax(w: Weights, plan: Plan, probe_gbs: float, threads: int, rng: np
     xp = ffi.from_buffer("float[]", x)
     index, value = ffi.new("int64_t *"), ffi.new("float *")
     args = [(p, s.n, s.k, xp, index, value) for p in w.ptrs]
-    times = measure(lib.q8_lmhead_argmax, args, plan, warm=3)
+    times = measure(FORMATS[s.quant].argmax, args, plan, warm=3)
     return _row(s, "lmhead_argmax", times, w, probe_gbs, threads)
 
 
@@ -409,7 +432,7 @@ def bench_prefill(w: Weights, plan: Plan, row: Row, rng: np.random.Generator) ->
     y = np.empty((T_PREFILL, s.n), dtype=np.float32)
     xp, yp = ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", y)
     gemm_args = [(p, s.n, s.k, xp, T_PREFILL, ffi.NULL, yp) for p in w.ptrs]
-    gemm = measure(lib.q8_gemm, gemm_args, plan, warm=1)
+    gemm = measure(FORMATS[s.quant].gemm, gemm_args, plan, warm=1)
 
     rows_x = [ffi.from_buffer("float[]", x[t]) for t in range(T_PREFILL)]
     rows_y = [ffi.from_buffer("float[]", y[t]) for t in range(T_PREFILL)]
@@ -421,7 +444,7 @@ def bench_prefill(w: Weights, plan: Plan, row: Row, rng: np.random.Generator) ->
         ]
         for b in range(max(1, min(count, 16)))
     ]
-    gemv64 = measure_batches(lib.q8_gemv, batches, plan)
+    gemv64 = measure_batches(FORMATS[s.quant].gemv, batches, plan)
 
     g, v = statistics.median(gemm), statistics.median(gemv64)
     row.gemm64_median_us = _us(g)
@@ -472,11 +495,11 @@ def bench_gemm_ts(
     by_t: dict[int, list[float]] = {t: [] for t in ts}
     ratios: dict[int, list[float]] = {t: [] for t in ts}
     for _ in range(rounds):
-        gv = measure(lib.q8_gemv, gemv_args, sub, warm=3)
+        gv = measure(FORMATS[s.quant].gemv, gemv_args, sub, warm=3)
         gv_all += gv
         for t in ts:
             args = [(p, s.n, s.k, xp, t, ffi.NULL, yp) for p in w.ptrs]
-            g = measure(lib.q8_gemm, args, sub, warm=1)
+            g = measure(FORMATS[s.quant].gemm, args, sub, warm=1)
             by_t[t] += g
             ratios[t].append(statistics.median(g) / statistics.median(gv))
     med = {t: statistics.median(v) for t, v in by_t.items()}
@@ -627,6 +650,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="skip the GEMV/argmax/GEMM64 table: only the GEMM(t) table",
     )
+    ap.add_argument("--quant", choices=sorted(FORMATS), default="q8_0", help="weight format (default q8_0)")
+    ap.add_argument(
+        "--isa", default=None, help="force this kernel path (see isa_supported); default: the best"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results here")
     args = ap.parse_args(argv)
@@ -653,7 +680,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     probe_reps = args.probe_reps if args.probe_reps is not None else (3 if quick else 5)
     l3 = l3_bytes()
     rotate_bytes = 3 * l3
-    shapes = [s for s in SHAPES if s.model in args.models]
+    shapes = [replace(s, quant=args.quant) for s in SHAPES if s.model in args.models]
+    if args.isa is not None:
+        K.set_isa(args.isa)
     rng = np.random.default_rng(args.seed)
     libid = library_identity()  # before the run: the file is what this process mapped
     load = CpuLoad()
@@ -707,8 +736,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += section
     cpu = load.report()
 
+    q4 = args.quant == "q4_0"
+    gemv_name, gemm_name = ("q8_q4_gemv", "q8_q4_gemm") if q4 else ("q8_gemv", "q8_gemm")
+    block = FORMATS[args.quant].block_bytes
     header = [
-        "# libq8 kernel benchmark",
+        f"# libq8 kernel benchmark ({args.quant.upper()} weights)",
         "",
         f"- CPU: {cpu_model()} ({os.cpu_count()} logical CPUs, "
         f"{RuntimeConfig.physical_cores()} physical cores)",
@@ -721,11 +753,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"THP: {thp_setting()}",
         "- read-bandwidth probe (GB/s, best pass of all pool threads, before / after the shapes): "
         + "; ".join(f"{p.threads} thread(s): {p.gbs_before:.1f} / {p.gbs_after:.1f}" for p in probes),
-        "- GEMV: raw cffi q8_gemv, one timed call per sample, "
+        f"- GEMV: raw cffi {gemv_name}, one timed call per sample, "
         + (f"{args.reps} samples" if args.reps is not None else f"target {target} s")
-        + " per shape; GB/s = N*K/32*34 bytes / median; % of probe against the better probe of that "
+        + f" per shape; GB/s = N*K/32*{block} bytes / median; % of probe against the better probe of that "
         "thread count (a soft ceiling: a kernel can beat the probe's SSE loop by a few %)",
-        f"- GEMM64: one q8_gemm over {T_PREFILL} tokens vs {T_PREFILL} separate q8_gemv calls (same rows, "
+        f"- GEMM64: one {gemm_name} over {T_PREFILL} tokens vs {T_PREFILL} separate {gemv_name} calls "
+        "(same rows, "
         f"same rotation); speedup = per-token throughput ratio (target >= {SPEEDUP_TARGET:.0f}x); "
         f"GMAC/s = {T_PREFILL}*N*K / GEMM median",
         f"- flags: **<85%** = at least {BIG_WEIGHTS} weights and below {LOW_PCT:.0f}% of the probe; "
@@ -747,7 +780,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     big = [t for t in args.ts if t >= 64]
     if gemm_rows:
         header.append(
-            f"- GEMM(t): ratio = q8_gemm over t tokens / one q8_gemv (same rounds, median of "
+            f"- GEMM(t): ratio = {gemm_name} over t tokens / one {gemv_name} (same rounds, median of "
             f"{args.gemm_rounds} rounds); GMAC/s = t*N*K / median; peak = {MAC_PER_CYCLE:.0f} "
             f"MAC/cycle/core x {args.clock_ghz} GHz x threads"
         )
@@ -764,6 +797,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "cpu_model": cpu_model(),
                 "logical_cpus": os.cpu_count(),
                 "physical_cores": RuntimeConfig.physical_cores(),
+                "quant": args.quant,
                 "isa_active": K.isa_active(),
                 "isa_supported": K.isa_supported(),
                 "library": libid,

@@ -42,6 +42,24 @@ typedef struct {
     uint8_t qs[512];
 } q8x16;
 
+/* GGML block_q4_0: fp16 scale d, then 32 4-bit quants in 16 bytes: qs[c] holds column c in its
+ * low nibble and column c + 16 in its high nibble. x[i] = d * (nibble - 8). */
+typedef struct {
+    uint16_t d;
+    uint8_t qs[16];
+} q4_block;
+
+/* The packed Q4_0 layout, chosen like q8x16's: 16 rows x one block, so that one 64-byte load
+ * holds 4 columns of 16 rows in its low nibbles and the 4 columns 16 further in its high ones.
+ * Panel p, block b of an N x K matrix is element p * (K / 32) + b. For row 16p + i:
+ *   d[i] = that row's fp16 scale, qs[64j + 4i + e] = the row's GGML byte qs[4j + e]
+ *   (j < 4, e < 4: column 4j + e low, column 16 + 4j + e high);
+ * rows N .. 16 * ceil(N / 16) - 1 of the last panel are zero (d = 0, bytes 0x88). */
+typedef struct {
+    uint16_t d[16];
+    uint8_t qs[256];
+} q4x16;
+
 enum {
     Q8_OK = 0,
     Q8_EINVAL = -1,  /* bad argument: NULL, size <= 0, K not a multiple of 32, unknown name */
@@ -60,9 +78,11 @@ enum {
 /* ---- library facts ---------------------------------------------------------------------- */
 /* The ABI this header describes; q8_abi_version() returns the one the library was built with,
  * and the binding refuses a library whose number differs from its header's. */
-enum { Q8_ABI_VERSION = 5 };
+enum { Q8_ABI_VERSION = 6 };
 int q8_abi_version(void);
-/* Comma-separated kernel paths this CPU and OS can run, best last ("ref,avx2,avx512,..."). */
+/* Comma-separated kernel paths this CPU and OS can run, best last ("ref,avx2,avx512,...").
+ * "amx" (x86-64) is avx512vnni plus AMX-INT8 tiles for the batched products (16 tokens and
+ * more); it is listed only when cpuid, XCR0 and the kernel's permission all allow tiles. */
 const char *q8_isa_supported(void);
 const char *q8_isa_active(void);
 /* Force a kernel path by name; Q8_EINVAL if unknown or not supported here. The environment
@@ -105,6 +125,30 @@ int q8_unpack(const q8x16 *src, int64_t n, int64_t k, q8_block *dst);
 /* Rows row0 .. row0 + rows - 1 of the packed n x k matrix as float32 (rows x k). */
 int q8_dequantize_packed(const q8x16 *src, int64_t n, int64_t k, int64_t row0, int64_t rows,
                          float *dst);
+
+/* ---- Q4_0 (GGML block_q4_0; byte-identical to ggml's quantize_row_q4_0_ref and gguf's) ----
+ * Per block: m = the value of largest magnitude (the first one on ties), d = m / -8 in float32,
+ * id = 1 / d (0 when d is 0 or 1 / d overflows), nibble = min(15, trunc(x * id + 8.5)), d stored
+ * as fp16 (an all-zero block stores -0.0: 0x8000). A block holding NaN or Inf gets d = NaN and
+ * nibbles 8, as Q8_0's. Same shapes and conventions as the Q8_0 functions above. */
+int q8_q4_quantize(const void *src, int dtype, int64_t rows, int64_t k, q4_block *dst);
+int q8_q4_dequantize(const q4_block *src, int64_t rows, int64_t k, float *dst);
+int64_t q8_q4_packed_count(int64_t n, int64_t k);
+int q8_q4_quantize_packed(const void *src, int dtype, int64_t rows, int64_t k, int transposed,
+                          q4x16 *dst, int64_t n, int64_t row0);
+int q8_q4_pack(const q4_block *src, int64_t n, int64_t k, q4x16 *dst);
+int q8_q4_unpack(const q4x16 *src, int64_t n, int64_t k, q4_block *dst);
+int q8_q4_dequantize_packed(const q4x16 *src, int64_t n, int64_t k, int64_t row0, int64_t rows,
+                            float *dst);
+/* Products with packed Q4_0 weights; x is quantized to Q8_0 as for q8_gemv, and row r of y is
+ * sum over blocks b in order of fmaf(dw * dx, exact int dot of (nibble - 8) and x's quants). */
+int q8_q4_gemv(const q4x16 *w, int64_t n, int64_t k, const float *x, const float *bias,
+               float *y);
+int q8_q4_gemm(const q4x16 *w, int64_t n, int64_t k, const float *x, int64_t t,
+               const float *bias, float *y);
+int q8_q4_lmhead(const q4x16 *w, int64_t n, int64_t k, const float *x, float *y);
+int q8_q4_lmhead_argmax(const q4x16 *w, int64_t n, int64_t k, const float *x,
+                        int64_t *index, float *value);
 
 /* ---- matrix-vector and matrix-matrix products --------------------------------------------- */
 /* y[n] = sum_k W[n,k] x[k] (+ bias[n] when bias != NULL). W is n x k Q8_0, packed; x is
@@ -203,6 +247,8 @@ int q8_copy_cols(const float *x, int64_t rows, int64_t n, int64_t c0, int64_t wi
  *   RMSNORM      p0 x, p1 w, i0 rows, i1 n, f0 eps, f1 offset
  *   GEMV_Q8      p0 packed W (i0 x i1), p1 x, p2 bias or NULL (a GEMM when t > 1)
  *   GEMV_F32     p0 float W (i0 x i1), p1 x, p2 bias or NULL (a GEMM when t > 1)
+ *   GEMV_Q4      p0 packed Q4_0 W (i0 x i1), p1 x, p2 bias or NULL (a GEMM when t > 1)
+ *   EMBED_Q4     p0 packed Q4_0 table (i0 rows x i1), y[j] = row tokens[j] (0 <= token < i0)
  *   ROPE         y in place, i0 heads, i1 head_dim, f0 theta, at pos[j]
  *   KV_WRITE     p0 k, p1 v, p2 key cache, p3 value cache, i0 n_kv, i1 cap, i2 head_dim,
  *                i3 n_slots (q8_kv_write_rows)
@@ -229,7 +275,9 @@ enum {
     Q8_OP_GELU = 13,
     Q8_OP_GEGLU_ROWS = 14,
     Q8_OP_MARK = 15,
-    Q8_OP_COPY_COLS = 16
+    Q8_OP_COPY_COLS = 16,
+    Q8_OP_GEMV_Q4 = 17,
+    Q8_OP_EMBED_Q4 = 18
 };
 
 typedef struct {

@@ -49,6 +49,7 @@ static void detect_x86(void) {
     if (os_avx512 && avx512f && avx512dq && avx512bw && avx512vl) {
         paths[n_paths++] = &q8_kernels_avx512;
         if (vnni) paths[n_paths++] = &q8_kernels_avx512vnni;
+        if (vnni && q8_amx_usable()) paths[n_paths++] = &q8_kernels_amx;
     }
 }
 #endif
@@ -110,7 +111,8 @@ int q8_isa_set(const char *name) {
 const q8_loops *q8_loops_for(const q8_kernels *kt) {
 #if defined(__x86_64__) || defined(_M_X64)
     if (kt == &q8_kernels_avx2) return &q8_loops_avx2;
-    if (kt != &q8_kernels_ref) return &q8_loops_avx512; /* every other x86 path needs AVX-512F */
+    /* Every other x86 path (avx512, avx512vnni, amx) is only offered with AVX-512F. */
+    if (kt != &q8_kernels_ref) return &q8_loops_avx512;
 #endif
     (void)kt;
     return &q8_loops_base;

@@ -11,7 +11,8 @@
 
 typedef struct {
     const q8_kernels *kt;
-    const q8x16 *w;     /* packed Q8_0 weights, or NULL for f32 */
+    const q8x16 *w;     /* packed Q8_0 weights, or NULL: */
+    const q4x16 *w4;    /* packed Q4_0 weights, or NULL for f32 */
     const float *wf;    /* f32 weights */
     int64_t n, k, nb, t;
     const q8_act *xa;   /* prepared activations, t x nb */
@@ -31,7 +32,8 @@ static void add_bias(const mat_job *j, int64_t r0, int64_t r1) {
 static void q8_task(void *ctx, int64_t p0, int64_t p1, int worker) {
     (void)worker;
     const mat_job *j = ctx;
-    j->kt->panel_run(j->w, j->nb, j->xa, j->t, p0, p1, j->n, j->y, j->n);
+    if (j->w4) j->kt->q4_panel_run(j->w4, j->nb, j->xa, j->t, p0, p1, j->n, j->y, j->n);
+    else j->kt->panel_run(j->w, j->nb, j->xa, j->t, p0, p1, j->n, j->y, j->n);
     add_bias(j, p0 * PANEL, p1 * PANEL < j->n ? p1 * PANEL : j->n);
 }
 
@@ -94,15 +96,15 @@ static q8_act *prepare_acts(const q8_kernels *kt, const float *x, int64_t t, int
     return rc == Q8_OK ? xa : NULL;
 }
 
-static int q8_matmul(const q8x16 *w, int64_t n, int64_t k, const float *x, int64_t t,
-                     const float *bias, float *y) {
-    Q8_CHECK(w && x && y && q8_mat_ok(n, k) && q8_mat_ok(t, k) && q8_mat_ok(t, n));
+static int q8_matmul(const q8x16 *w, const q4x16 *w4, int64_t n, int64_t k, const float *x,
+                     int64_t t, const float *bias, float *y) {
+    Q8_CHECK((w || w4) && x && y && q8_mat_ok(n, k) && q8_mat_ok(t, k) && q8_mat_ok(t, n));
     Q8_CHECK(k % QK == 0);
     const q8_kernels *kt = q8_kernels_get();
     act_stack st;
     q8_act *xa = prepare_acts(kt, x, t, k, &st);
     if (!xa) return Q8_ENOMEM;
-    mat_job j = {kt, w, NULL, n, k, k / QK, t, xa, NULL, bias, y};
+    mat_job j = {kt, w, w4, NULL, n, k, k / QK, t, xa, NULL, bias, y};
     const int rc = q8_parallel_for((n + PANEL - 1) / PANEL, 1, q8_task, &j);
     if (xa != st.a) free(xa);
     return rc;
@@ -110,18 +112,28 @@ static int q8_matmul(const q8x16 *w, int64_t n, int64_t k, const float *x, int64
 
 int q8_gemv(const q8x16 *w, int64_t n, int64_t k, const float *x, const float *bias,
             float *y) {
-    return q8_matmul(w, n, k, x, 1, bias, y);
+    return q8_matmul(w, NULL, n, k, x, 1, bias, y);
 }
 
 int q8_gemm(const q8x16 *w, int64_t n, int64_t k, const float *x, int64_t t,
             const float *bias, float *y) {
-    return q8_matmul(w, n, k, x, t, bias, y);
+    return q8_matmul(w, NULL, n, k, x, t, bias, y);
+}
+
+int q8_q4_gemv(const q4x16 *w, int64_t n, int64_t k, const float *x, const float *bias,
+               float *y) {
+    return q8_matmul(NULL, w, n, k, x, 1, bias, y);
+}
+
+int q8_q4_gemm(const q4x16 *w, int64_t n, int64_t k, const float *x, int64_t t,
+               const float *bias, float *y) {
+    return q8_matmul(NULL, w, n, k, x, t, bias, y);
 }
 
 static int f32_matmul(const float *w, int64_t n, int64_t k, const float *x, int64_t t,
                       const float *bias, float *y) {
     Q8_CHECK(w && x && y && q8_mat_ok(n, k) && q8_mat_ok(t, k) && q8_mat_ok(t, n));
-    mat_job j = {q8_kernels_get(), NULL, w, n, k, 0, t, NULL, x, bias, y};
+    mat_job j = {q8_kernels_get(), NULL, NULL, w, n, k, 0, t, NULL, x, bias, y};
     return q8_parallel_for(n, ROW_ALIGN, f32_task, &j);
 }
 
@@ -157,7 +169,9 @@ typedef struct {
 
 /* One tile of the vocabulary: rows [r0, r1) into tile[0 ..). Q8 tiles are whole panels. */
 static void lm_tile(const mat_job *m, int64_t r0, int64_t r1, float *tile) {
-    if (m->w) m->kt->panel_run(m->w + r0 / PANEL * m->nb, m->nb, m->xa, 1, 0, (r1 - r0 + PANEL - 1) / PANEL,
+    if (m->w4) m->kt->q4_panel_run(m->w4 + r0 / PANEL * m->nb, m->nb, m->xa, 1, 0,
+                                   (r1 - r0 + PANEL - 1) / PANEL, m->n - r0, tile, 0);
+    else if (m->w) m->kt->panel_run(m->w + r0 / PANEL * m->nb, m->nb, m->xa, 1, 0, (r1 - r0 + PANEL - 1) / PANEL,
                                m->n - r0, tile, 0);
     else m->kt->f32_rows(m->wf + r0 * m->k, m->k, m->x, 0, r1 - r0, tile);
 }
@@ -184,20 +198,20 @@ static void argmax_task(void *ctx, int64_t r0, int64_t r1, int worker) {
     j->best[worker] = b;
 }
 
-static int lmhead_common(const q8x16 *w, const float *wf, int64_t n, int64_t k,
+static int lmhead_common(const q8x16 *w, const q4x16 *w4, const float *wf, int64_t n, int64_t k,
                          const float *x, float *y, int64_t *index, float *value) {
-    Q8_CHECK((w || wf) && x && q8_mat_ok(n, k) && (y || (index && value)));
-    Q8_CHECK(!w || k % QK == 0);
+    Q8_CHECK((w || w4 || wf) && x && q8_mat_ok(n, k) && (y || (index && value)));
+    Q8_CHECK(wf || k % QK == 0);
     const q8_kernels *kt = q8_kernels_get();
     act_stack st;
     q8_act *xa = NULL;
-    if (w && !(xa = prepare_acts(kt, x, 1, k, &st))) return Q8_ENOMEM;
+    if (!wf && !(xa = prepare_acts(kt, x, 1, k, &st))) return Q8_ENOMEM;
     lm_job *j = malloc(sizeof *j);
     if (!j) {
         if (xa != st.a) free(xa);
         return Q8_ENOMEM;
     }
-    j->m = (mat_job){kt, w, wf, n, k, k / QK, 1, xa, x, NULL, y};
+    j->m = (mat_job){kt, w, w4, wf, n, k, k / QK, 1, xa, x, NULL, y};
     for (int i = 0; i < Q8_MAX_THREADS; i++) j->best[i] = (best_t){0.0f, -1};
     /* Tiles start at multiples of LMHEAD_TILE (a whole number of panels); the last may be
      * short, and its rows past n are never written. */
@@ -217,22 +231,33 @@ static int lmhead_common(const q8x16 *w, const float *wf, int64_t n, int64_t k,
 
 int q8_lmhead(const q8x16 *w, int64_t n, int64_t k, const float *x, float *y) {
     Q8_CHECK(w && y);
-    return lmhead_common(w, NULL, n, k, x, y, NULL, NULL);
+    return lmhead_common(w, NULL, NULL, n, k, x, y, NULL, NULL);
 }
 
 int q8_lmhead_f32(const float *w, int64_t n, int64_t k, const float *x, float *y) {
     Q8_CHECK(w && y);
-    return lmhead_common(NULL, w, n, k, x, y, NULL, NULL);
+    return lmhead_common(NULL, NULL, w, n, k, x, y, NULL, NULL);
 }
 
 int q8_lmhead_argmax(const q8x16 *w, int64_t n, int64_t k, const float *x,
                      int64_t *index, float *value) {
     Q8_CHECK(w && index && value);
-    return lmhead_common(w, NULL, n, k, x, NULL, index, value);
+    return lmhead_common(w, NULL, NULL, n, k, x, NULL, index, value);
 }
 
 int q8_lmhead_argmax_f32(const float *w, int64_t n, int64_t k, const float *x,
                          int64_t *index, float *value) {
     Q8_CHECK(w && index && value);
-    return lmhead_common(NULL, w, n, k, x, NULL, index, value);
+    return lmhead_common(NULL, NULL, w, n, k, x, NULL, index, value);
+}
+
+int q8_q4_lmhead(const q4x16 *w, int64_t n, int64_t k, const float *x, float *y) {
+    Q8_CHECK(w && y);
+    return lmhead_common(NULL, w, NULL, n, k, x, y, NULL, NULL);
+}
+
+int q8_q4_lmhead_argmax(const q4x16 *w, int64_t n, int64_t k, const float *x,
+                        int64_t *index, float *value) {
+    Q8_CHECK(w && index && value);
+    return lmhead_common(NULL, w, NULL, n, k, x, NULL, index, value);
 }

@@ -94,6 +94,45 @@ static void panel_run_avx2(const q8x16 *w, int64_t nb, const q8_act *x, int64_t 
     q8_panels_by_token(panel_dot, w, nb, x, t, p0, p1, n, y, ldy);
 }
 
+/* ---- packed Q4_0: one 32-byte load holds 4 columns of 8 rows in its low nibbles and the 4
+ * columns 16 further in its high ones; the nibbles (q + 8) are vpmaddubsw's unsigned operand
+ * as they are (2 * 15 * 127 < 2^15), and the int sum starts at -8 * sum(x). ---- */
+static inline __m256i q4_step_half(__m256i s, __m256i wu, __m256i xb) {
+    return _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(wu, xb), _mm256_set1_epi16(1)));
+}
+
+static void q4_panel_dot(const q4x16 *w, int64_t nb, const q8_act *x, float out[16]) {
+    const __m256i m = _mm256_set1_epi8(0x0f);
+    __m256 lo = _mm256_setzero_ps(), hi = lo;
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i slo = _mm256_set1_epi32(x[b].nsum / 16), shi = slo;
+        for (int j = 0; j < 4; j++) {
+            int32_t v0, v1;
+            memcpy(&v0, x[b].qs + 4 * j, 4);
+            memcpy(&v1, x[b].qs + 16 + 4 * j, 4);
+            const __m256i x0 = _mm256_set1_epi32(v0), x1 = _mm256_set1_epi32(v1);
+            const __m256i a = _mm256_loadu_si256((const __m256i *)(w[b].qs + 64 * j));
+            const __m256i c = _mm256_loadu_si256((const __m256i *)(w[b].qs + 64 * j + 32));
+            slo = q4_step_half(slo, _mm256_and_si256(a, m), x0);
+            slo = q4_step_half(slo, _mm256_and_si256(_mm256_srli_epi16(a, 4), m), x1);
+            shi = q4_step_half(shi, _mm256_and_si256(c, m), x0);
+            shi = q4_step_half(shi, _mm256_and_si256(_mm256_srli_epi16(c, 4), m), x1);
+        }
+        const __m256 dx = _mm256_set1_ps(x[b].d);
+        const __m256 dlo = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w[b].d)), dx);
+        const __m256 dhi = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w[b].d + 8))), dx);
+        lo = _mm256_fmadd_ps(dlo, _mm256_cvtepi32_ps(slo), lo);
+        hi = _mm256_fmadd_ps(dhi, _mm256_cvtepi32_ps(shi), hi);
+    }
+    _mm256_storeu_ps(out, lo);
+    _mm256_storeu_ps(out + 8, hi);
+}
+
+static void q4_panel_run_avx2(const q4x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
+                              int64_t p1, int64_t n, float *y, int64_t ldy) {
+    q4_panels_by_token(q4_panel_dot, w, nb, x, t, p0, p1, n, y, ldy);
+}
+
 static float dot_f32_avx2(const float *a, const float *b, int64_t n) {
     __m256 lo = _mm256_setzero_ps(), hi = lo;
     const int64_t main = n - n % 16;
@@ -160,6 +199,7 @@ const q8_kernels q8_kernels_avx2 = {
     .name = "avx2",
     .quantize_row = quantize_row_avx2,
     .panel_run = panel_run_avx2,
+    .q4_panel_run = q4_panel_run_avx2,
     .f32_rows = f32_rows_avx2,
     .f32_tile = f32_tile_avx2,
     .dot_f32 = dot_f32_avx2,

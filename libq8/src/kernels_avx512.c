@@ -162,34 +162,126 @@ micro(const q8x16 *w, int64_t nb, const q8_act *x, float *y, int64_t ldy, int64_
             _mm512_mask_storeu_ps(y + c * ldy + i * PANEL, rows_mask(valid - i * PANEL), acc[i][c]);
 }
 
+/* ---- packed Q4_0 products: the same structure. One 64-byte load holds columns 4j .. 4j + 3
+ * of 16 rows in its low nibbles and columns 16 + 4j .. in its high ones; masking and a shift
+ * give the two steps' unsigned weights (nibble = q + 8), and the int sum starts at -8 * sum(x)
+ * (nsum / 16) to take the offset out. Without VNNI, vpmaddubsw takes the nibbles as its
+ * unsigned operand directly: 2 * 15 * 127 < 2^15, no saturation. */
+static inline __m512i q4_step(__m512i s, __m512i wu, __m512i xb) {
+#ifdef Q8_VNNI
+    return _mm512_dpbusd_epi32(s, wu, xb);
+#else
+    return _mm512_add_epi32(s, _mm512_madd_epi16(_mm512_maddubs_epi16(wu, xb), _mm512_set1_epi16(1)));
+#endif
+}
+
+static inline __m512i q4_lo(__m512i v) { return _mm512_and_si512(v, _mm512_set1_epi8(0x0f)); }
+static inline __m512i q4_hi(__m512i v) {
+    return _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0f));
+}
+
+static inline __m512i q4_start(const q8_act *a) { return _mm512_set1_epi32(a->nsum / 16); }
+
+static inline __m512 q4_wscales(const q4x16 *wb) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)wb->d));
+}
+
+static inline void q4_gemv_panel(const q4x16 *w, int64_t nb, const q8_act *x, float *y,
+                                 int64_t valid) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const q4x16 *wb = w + b;
+        __m512i s0 = q4_start(x + b), s1 = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const __m512i v = _mm512_loadu_si512((const void *)(wb->qs + 64 * j));
+            s0 = q4_step(s0, q4_lo(v), xgroup(x + b, j));
+            s1 = q4_step(s1, q4_hi(v), xgroup(x + b, j + 4));
+        }
+        const __m512 d = _mm512_mul_ps(q4_wscales(wb), _mm512_set1_ps(x[b].d));
+        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc);
+    }
+    _mm512_mask_storeu_ps(y, rows_mask(valid), acc);
+}
+
+static inline __attribute__((always_inline)) void
+q4_micro(const q4x16 *w, int64_t nb, const q8_act *x, float *y, int64_t ldy, int64_t valid,
+         const int R, const int T) {
+    __m512 acc[2][4];
+#pragma GCC unroll 2
+    for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+        for (int c = 0; c < T; c++) acc[i][c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i s[2][4];
+#pragma GCC unroll 2
+        for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+            for (int c = 0; c < T; c++) s[i][c] = q4_start(x + c * nb + b);
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            __m512i xl[4], xh[4];
+#pragma GCC unroll 4
+            for (int c = 0; c < T; c++) xl[c] = xgroup(x + c * nb + b, j), xh[c] = xgroup(x + c * nb + b, j + 4);
+#pragma GCC unroll 2
+            for (int i = 0; i < R; i++) {
+                const __m512i v = _mm512_loadu_si512((const void *)(w[i * nb + b].qs + 64 * j));
+                const __m512i lo = q4_lo(v), hi = q4_hi(v);
+#pragma GCC unroll 4
+                for (int c = 0; c < T; c++) s[i][c] = q4_step(q4_step(s[i][c], lo, xl[c]), hi, xh[c]);
+            }
+        }
+#pragma GCC unroll 2
+        for (int i = 0; i < R; i++) {
+            const __m512 dw = q4_wscales(w + i * nb + b);
+#pragma GCC unroll 4
+            for (int c = 0; c < T; c++) {
+                const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(x[c * nb + b].d));
+                acc[i][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s[i][c]), acc[i][c]);
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+        for (int c = 0; c < T; c++)
+            _mm512_mask_storeu_ps(y + c * ldy + i * PANEL, rows_mask(valid - i * PANEL), acc[i][c]);
+}
+
+/* The micro kernels take the weights untyped so that one tile loop serves both formats. */
+typedef void (*micro_fn)(const void *, int64_t, const q8_act *, float *, int64_t, int64_t);
 #define MICRO(R, T)                                                                            \
-    static void micro_##R##x##T(const q8x16 *w, int64_t nb, const q8_act *x, float *y,          \
+    static void micro_##R##x##T(const void *w, int64_t nb, const q8_act *x, float *y,           \
                                 int64_t ldy, int64_t valid) {                                  \
         micro(w, nb, x, y, ldy, valid, R, T);                                                  \
+    }                                                                                          \
+    static void q4_micro_##R##x##T(const void *w, int64_t nb, const q8_act *x, float *y,        \
+                                   int64_t ldy, int64_t valid) {                               \
+        q4_micro(w, nb, x, y, ldy, valid, R, T);                                               \
     }
 MICRO(1, 1) MICRO(1, 2) MICRO(1, 3) MICRO(1, 4)
 MICRO(2, 1) MICRO(2, 2) MICRO(2, 3) MICRO(2, 4)
 #undef MICRO
 
-typedef void (*micro_fn)(const q8x16 *, int64_t, const q8_act *, float *, int64_t, int64_t);
 static const micro_fn MICROS[2][4] = {
     {micro_1x1, micro_1x2, micro_1x3, micro_1x4},
     {micro_2x1, micro_2x2, micro_2x3, micro_2x4},
+};
+static const micro_fn Q4_MICROS[2][4] = {
+    {q4_micro_1x1, q4_micro_1x2, q4_micro_1x3, q4_micro_1x4},
+    {q4_micro_2x1, q4_micro_2x2, q4_micro_2x3, q4_micro_2x4},
 };
 
 #define TILE_R 2
 #define TILE_T 4
 #define TOK_BLOCK_BYTES (256 << 10) /* a token block's activations stay in L2 beside the weights */
 
-static void SUFFIX(panel_run)(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
-                              int64_t p1, int64_t n, float *y, int64_t ldy) {
-    if (t == 1) {
-        for (int64_t p = p0; p < p1; p++) gemv_panel(w + p * nb, nb, x, y + p * PANEL, n - p * PANEL);
-        return;
-    }
-    /* Tokens in blocks whose activations fit L2; inside one, TILE_R panels stay in L1/L2
-     * while every token tile passes over them, so each weight byte comes from DRAM once per
-     * token block. */
+/* t > 1: tokens in blocks whose activations fit L2; inside one, TILE_R panels stay in L1/L2
+ * while every token tile passes over them, so each weight byte comes from DRAM once per token
+ * block. psize: bytes of one panel block. */
+static void tiles_run(const micro_fn micros[2][4], const unsigned char *w, size_t psize, int64_t nb,
+                      const q8_act *x, int64_t t, int64_t p0, int64_t p1, int64_t n, float *y,
+                      int64_t ldy) {
     int64_t tb = TOK_BLOCK_BYTES / (nb * (int64_t)sizeof(q8_act));
     tb = tb < TILE_T ? TILE_T : tb;
     for (int64_t j0 = 0; j0 < t; j0 += tb) {
@@ -201,12 +293,30 @@ static void SUFFIX(panel_run)(const q8x16 *w, int64_t nb, const q8_act *x, int64
             int64_t c = 0;
             for (int64_t ti = 0; ti < ntiles; ti++) {
                 const int T = (int)((nt - c + (ntiles - ti) - 1) / (ntiles - ti));
-                MICROS[R - 1][T - 1](w + p * nb, nb, x + (j0 + c) * nb, y + (j0 + c) * ldy + p * PANEL,
-                                     ldy, n - p * PANEL);
+                micros[R - 1][T - 1](w + (size_t)(p * nb) * psize, nb, x + (j0 + c) * nb,
+                                     y + (j0 + c) * ldy + p * PANEL, ldy, n - p * PANEL);
                 c += T;
             }
         }
     }
+}
+
+static void SUFFIX(panel_run)(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
+                              int64_t p1, int64_t n, float *y, int64_t ldy) {
+    if (t == 1) {
+        for (int64_t p = p0; p < p1; p++) gemv_panel(w + p * nb, nb, x, y + p * PANEL, n - p * PANEL);
+        return;
+    }
+    tiles_run(MICROS, (const unsigned char *)w, sizeof *w, nb, x, t, p0, p1, n, y, ldy);
+}
+
+static void SUFFIX(q4_panel_run)(const q4x16 *w, int64_t nb, const q8_act *x, int64_t t,
+                                 int64_t p0, int64_t p1, int64_t n, float *y, int64_t ldy) {
+    if (t == 1) {
+        for (int64_t p = p0; p < p1; p++) q4_gemv_panel(w + p * nb, nb, x, y + p * PANEL, n - p * PANEL);
+        return;
+    }
+    tiles_run(Q4_MICROS, (const unsigned char *)w, sizeof *w, nb, x, t, p0, p1, n, y, ldy);
 }
 
 static float SUFFIX(dot_f32)(const float *a, const float *b, int64_t n) {
@@ -268,6 +378,7 @@ const q8_kernels SUFFIX(q8_kernels) = {
     .name = PATH_NAME,
     .quantize_row = SUFFIX(quantize_row),
     .panel_run = SUFFIX(panel_run),
+    .q4_panel_run = SUFFIX(q4_panel_run),
     .f32_rows = SUFFIX(f32_rows),
     .f32_tile = SUFFIX(f32_tile),
     .dot_f32 = SUFFIX(dot_f32),

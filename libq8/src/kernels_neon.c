@@ -64,6 +64,53 @@ static void panel_dot(const q8x16 *w, int64_t nb, const q8_act *x, float out[16]
     for (int g = 0; g < 4; g++) vst1q_f32(out + 4 * g, acc[g]);
 }
 
+/* Packed Q4_0: 16 bytes hold 4 columns of 4 rows in their low nibbles and the 4 columns 16
+ * further in their high ones; nibble - 8 is the signed quant, so the Q8_0 step applies. */
+static inline int32x4_t q4_step4(int32x4_t s, int8x16_t w, int8x16_t x4) {
+#ifdef Q8_DOTPROD
+    return vdotq_s32(s, w, x4);
+#else
+    const int16x8_t lo = vmull_s8(vget_low_s8(w), vget_low_s8(x4));
+    const int16x8_t hi = vmull_s8(vget_high_s8(w), vget_high_s8(x4));
+    return vaddq_s32(s, vpaddq_s32(vpaddlq_s16(lo), vpaddlq_s16(hi)));
+#endif
+}
+
+static void q4_panel_dot(const q4x16 *w, int64_t nb, const q8_act *x, float out[16]) {
+    const uint8x16_t m = vdupq_n_u8(0x0f);
+    const int8x16_t eight = vdupq_n_s8(8);
+    float32x4_t acc[4];
+    for (int g = 0; g < 4; g++) acc[g] = vdupq_n_f32(0.0f);
+    for (int64_t b = 0; b < nb; b++) {
+        int32x4_t s[4];
+        for (int g = 0; g < 4; g++) s[g] = vdupq_n_s32(0);
+        for (int j = 0; j < 4; j++) {
+            int32_t v0, v1;
+            memcpy(&v0, x[b].qs + 4 * j, 4);
+            memcpy(&v1, x[b].qs + 16 + 4 * j, 4);
+            const int8x16_t x0 = vreinterpretq_s8_s32(vdupq_n_s32(v0));
+            const int8x16_t x1 = vreinterpretq_s8_s32(vdupq_n_s32(v1));
+            for (int g = 0; g < 4; g++) {
+                const uint8x16_t v = vld1q_u8(w[b].qs + 64 * j + 16 * g);
+                const int8x16_t lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, m)), eight);
+                const int8x16_t hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), eight);
+                s[g] = q4_step4(q4_step4(s[g], lo, x0), hi, x1);
+            }
+        }
+        for (int g = 0; g < 4; g++) {
+            float32x4_t dw;
+            for (int i = 0; i < 4; i++) dw[i] = h2f(w[b].d[4 * g + i]);
+            acc[g] = vfmaq_f32(acc[g], vmulq_n_f32(dw, x[b].d), vcvtq_f32_s32(s[g]));
+        }
+    }
+    for (int g = 0; g < 4; g++) vst1q_f32(out + 4 * g, acc[g]);
+}
+
+static void SUFFIX(q4_panel_run)(const q4x16 *w, int64_t nb, const q8_act *x, int64_t t,
+                                 int64_t p0, int64_t p1, int64_t n, float *y, int64_t ldy) {
+    q4_panels_by_token(q4_panel_dot, w, nb, x, t, p0, p1, n, y, ldy);
+}
+
 static void SUFFIX(panel_run)(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
                               int64_t p1, int64_t n, float *y, int64_t ldy) {
     q8_panels_by_token(panel_dot, w, nb, x, t, p0, p1, n, y, ldy);
@@ -103,6 +150,7 @@ const q8_kernels SUFFIX(q8_kernels) = {
     .name = PATH_NAME,
     .quantize_row = q8_quantize_row_ref, /* small next to the GEMV; not worth a variant yet */
     .panel_run = SUFFIX(panel_run),
+    .q4_panel_run = SUFFIX(q4_panel_run),
     .f32_rows = SUFFIX(f32_rows),
     .f32_tile = SUFFIX(f32_tile),
     .dot_f32 = SUFFIX(dot_f32),

@@ -8,6 +8,8 @@
  *   and (float)s is exact (|s| <= 32 * 127 * 127 < 2^24). A SIMD register holds 16 (or 8, 4)
  *   rows of one panel side by side, so this is what the packed layout computes with no
  *   horizontal work at all.
+ * Q4_0 weights (packed q4x16) times Q8_0 activations: the same chain, with
+ *     s = sum_{c<32} (nibble_c - 8) * x.qs[c]   (exact int32: |s| <= 32 * 8 * 127)
  * f32 dot product of length k: lane i%16 of 16 accumulators takes fmaf(a[i], b[i], acc) for
  *   i < 16*floor(k/16); the same tree fold; then the tail i >= 16*floor(k/16) in order with
  *   fmaf into the folded sum.
@@ -55,6 +57,32 @@ static void panel_run_ref(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t
     }
 }
 
+/* Column c of row i in a Q4_0 panel block: the low nibble of byte (c % 16) for c < 16, the
+ * high one of the same byte for c >= 16, minus 8. */
+static inline int32_t q4_at(const q4x16 *wb, int i, int c) {
+    const uint8_t byte = wb->qs[64 * ((c % 16) / 4) + 4 * i + c % 4];
+    return (int32_t)(c < 16 ? byte & 15 : byte >> 4) - 8;
+}
+
+static void q4_panel_run_ref(const q4x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
+                             int64_t p1, int64_t n, float *y, int64_t ldy) {
+    for (int64_t j = 0; j < t; j++) {
+        const q8_act *xj = x + j * nb;
+        for (int64_t p = p0; p < p1; p++) {
+            for (int i = 0; i < PANEL && p * PANEL + i < n; i++) {
+                float acc = 0.0f;
+                for (int64_t b = 0; b < nb; b++) {
+                    const q4x16 *wb = w + p * nb + b;
+                    int32_t s = 0;
+                    for (int c = 0; c < QK; c++) s += q4_at(wb, i, c) * xj[b].qs[c];
+                    acc = fmaf(q8_fp16_to_fp32_ref(wb->d[i]) * xj[b].d, (float)s, acc);
+                }
+                y[j * ldy + p * PANEL + i] = acc;
+            }
+        }
+    }
+}
+
 static void f32_rows_ref(const float *w, int64_t k, const float *x, int64_t r0, int64_t r1,
                          float *y) {
     for (int64_t r = r0; r < r1; r++) y[r] = dot_f32_ref(w + r * k, x, k);
@@ -73,6 +101,7 @@ const q8_kernels q8_kernels_ref = {
     .name = "ref",
     .quantize_row = q8_quantize_row_ref,
     .panel_run = panel_run_ref,
+    .q4_panel_run = q4_panel_run_ref,
     .f32_rows = f32_rows_ref,
     .f32_tile = f32_tile_ref,
     .dot_f32 = dot_f32_ref,

@@ -49,6 +49,17 @@ static int run_op(const q8_op *o, const plan_rows *r, int64_t *marks, int64_t n_
     case Q8_OP_GEMV_Q8:
         if (t == 1) return q8_gemv(o->p[0], i[0], i[1], b, c, o->y);
         return q8_gemm(o->p[0], i[0], i[1], b, t, c, o->y);
+    case Q8_OP_GEMV_Q4:
+        if (t == 1) return q8_q4_gemv(o->p[0], i[0], i[1], b, c, o->y);
+        return q8_q4_gemm(o->p[0], i[0], i[1], b, t, c, o->y);
+    case Q8_OP_EMBED_Q4:
+        Q8_CHECK(o->y && q8_mat_ok(i[0], i[1]));
+        for (int64_t j = 0; j < t; j++) {
+            Q8_CHECK(r->tokens[j] >= 0 && r->tokens[j] < i[0]);
+            const int rc = q8_q4_dequantize_packed(o->p[0], i[0], i[1], r->tokens[j], 1, o->y + j * i[1]);
+            if (rc != Q8_OK) return rc;
+        }
+        return Q8_OK;
     case Q8_OP_GEMV_F32:
         if (t == 1) return q8_gemv_f32(x, i[0], i[1], b, c, o->y);
         return q8_gemm_f32(x, i[0], i[1], b, t, c, o->y);

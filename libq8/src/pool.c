@@ -7,7 +7,10 @@
  * for a bounded time (a decode step makes dozens of calls microseconds apart, and a sleeping
  * worker costs tens of microseconds to wake), then sleep on a condition variable.
  * fork(): the prepare handler waits for the running job, the child forgets the parent's threads
- * (they do not exist there) and restarts the pool on its first job. */
+ * (they do not exist there) and restarts the pool on its first job.
+ * Exit and unload: a destructor (run by dlclose and by exit()) parks and joins the workers, and
+ * from then on every job runs on the caller's thread, so no worker is left spinning in code that
+ * is about to be unmapped, whatever PYRUSTML_SPIN_US says. */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -29,6 +32,8 @@
 #include "q8_internal.h"
 
 #define DEFAULT_SPIN_US 2000
+#define MAX_SPIN_US 10000000L /* 10 s: PYRUSTML_SPIN_US beyond it is clamped (and cannot overflow) */
+#define FINI_WAIT_S 2 /* how long the destructor waits for a job in flight before it gives up */
 
 typedef struct {
     /* The job being run. Fields are written by the submitter before it publishes a new
@@ -62,6 +67,7 @@ static pool_t P = {.sleep_mu = PTHREAD_MUTEX_INITIALIZER, .sleep_cv = PTHREAD_CO
 static pthread_mutex_t submit_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static int wanted_threads; /* 0: not configured yet */
+static _Atomic int closed; /* set by the destructor: no worker is (re)started any more */
 
 /* Run chunks of job `gen` until none are left. Nobody waits for a thread that claims nothing,
  * so a worker the OS has not scheduled yet cannot stall the job. */
@@ -181,13 +187,24 @@ int q8_physical_cores(void) {
     return cores > 0 ? cores : (logical > 0 ? logical : 1);
 }
 
+static long spin_us_from_env(void) {
+    const char *spin = getenv("PYRUSTML_SPIN_US");
+    if (!spin || !*spin) return DEFAULT_SPIN_US;
+    char *end = NULL;
+    errno = 0;
+    long us = strtol(spin, &end, 10);
+    if (end == spin || errno == ERANGE) return DEFAULT_SPIN_US;
+    if (us < 0) us = 0;
+    return us > MAX_SPIN_US ? MAX_SPIN_US : us;
+}
+
 /* Called with submit_mu held. */
 static int start_locked(int threads) {
     if (threads <= 0) threads = q8_physical_cores();
     if (threads > Q8_MAX_THREADS) threads = Q8_MAX_THREADS;
     if (P.started) stop_workers();
-    const char *spin = getenv("PYRUSTML_SPIN_US");
-    P.spin_ns = (spin && *spin ? atol(spin) : DEFAULT_SPIN_US) * 1000L;
+    if (atomic_load(&closed)) threads = 1; /* after the destructor: the caller's thread only */
+    P.spin_ns = spin_us_from_env() * 1000L;
     P.threads = threads;
     atomic_store(&P.fn, NULL);
     P.start_gen = atomic_load(&P.generation);
@@ -206,6 +223,10 @@ static int start_locked(int threads) {
 
 static int ensure_locked(void) {
     pthread_once(&atfork_once, install_atfork);
+    if (atomic_load(&closed)) {
+        P.threads = 1;
+        return Q8_OK;
+    }
     if (wanted_threads == 0) return start_locked(0);
     if (P.started + 1 != P.threads) return start_locked(wanted_threads); /* after fork */
     return Q8_OK;
@@ -313,4 +334,24 @@ int q8_pool_warmup(void) {
     if (rc == Q8_OK) run_job_locked(NULL, NULL, 0, 0, 0, 1, 1);
     pthread_mutex_unlock(&submit_mu);
     return rc;
+}
+
+/* Unload or exit: park and join the workers before the code they spin in can go away. A job in
+ * flight (a daemon thread of the host program) finishes first; if it does not within
+ * FINI_WAIT_S, the workers are still told to stop, and the process is exiting anyway. */
+__attribute__((destructor)) static void pool_fini(void) {
+    atomic_store(&closed, 1);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += FINI_WAIT_S;
+    if (pthread_mutex_timedlock(&submit_mu, &until) != 0) {
+        atomic_store(&P.stop, 1);
+        pthread_mutex_lock(&P.sleep_mu);
+        pthread_cond_broadcast(&P.sleep_cv);
+        pthread_mutex_unlock(&P.sleep_mu);
+        return;
+    }
+    if (P.started) stop_workers();
+    P.threads = 1;
+    pthread_mutex_unlock(&submit_mu);
 }

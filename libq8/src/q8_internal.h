@@ -20,6 +20,12 @@ static_assert(offsetof(q8_block, qs) == 2, "quants follow the scale directly");
 static_assert(sizeof(q8x16) == 16 * sizeof(q8_block), "a panel block is 16 GGML blocks' bytes");
 static_assert(offsetof(q8x16, qs) == 32, "quants follow the 16 scales directly");
 
+/* The GGML Q4_0 contract: 2-byte fp16 scale + 16 bytes of nibbles, no padding. */
+static_assert(sizeof(q4_block) == 18, "q4_block must be 18 bytes like ggml's block_q4_0");
+static_assert(offsetof(q4_block, qs) == 2, "nibbles follow the scale directly");
+static_assert(sizeof(q4x16) == 16 * sizeof(q4_block), "a Q4_0 panel block is 16 GGML blocks' bytes");
+static_assert(offsetof(q4x16, qs) == 32, "nibbles follow the 16 scales directly");
+
 /* One activation block as the packed kernels read it: the quants, the scale widened, and the
  * correction for the weights' +128 offset (sum over i of (q_w + 128) * q_x is the exact
  * product plus 128 * sum(q_x)). */
@@ -70,6 +76,10 @@ typedef struct {
     void (*quantize_row)(const float *x, q8_block *y, int64_t k);
     void (*panel_run)(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
                       int64_t p1, int64_t n, float *y, int64_t ldy);
+    /* The same for packed Q4_0 weights: the int sum of a block starts at nsum / 16 (= -8 *
+     * sum(x)), which takes the nibbles' +8 back out exactly. */
+    void (*q4_panel_run)(const q4x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
+                         int64_t p1, int64_t n, float *y, int64_t ldy);
     void (*f32_rows)(const float *w, int64_t k, const float *x, int64_t r0, int64_t r1,
                      float *y);
     void (*f32_tile)(const float *w, int64_t k, const float *x, int64_t t, int64_t r0,
@@ -95,11 +105,29 @@ static inline void q8_panels_by_token(q8_panel_dot_fn dot, const q8x16 *w, int64
     }
 }
 
+/* The same loop for Q4_0 panels. */
+typedef void (*q4_panel_dot_fn)(const q4x16 *w, int64_t nb, const q8_act *x, float out[16]);
+static inline void q4_panels_by_token(q4_panel_dot_fn dot, const q4x16 *w, int64_t nb, const q8_act *x,
+                                      int64_t t, int64_t p0, int64_t p1, int64_t n, float *y, int64_t ldy) {
+    for (int64_t p = p0; p < p1; p++) {
+        const int64_t valid = n - p * PANEL < PANEL ? n - p * PANEL : PANEL;
+        for (int64_t j = 0; j < t; j++) {
+            float out[16];
+            dot(w + p * nb, nb, x + j * nb, out);
+            memcpy(y + j * ldy + p * PANEL, out, (size_t)valid * sizeof(float));
+        }
+    }
+}
+
 extern const q8_kernels q8_kernels_ref;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const q8_kernels q8_kernels_avx2;
 extern const q8_kernels q8_kernels_avx512;
 extern const q8_kernels q8_kernels_avx512vnni;
+extern const q8_kernels q8_kernels_amx;
+/* Whether this process may use AMX tiles (cpuid, XCR0, and the kernel granted XTILEDATA);
+ * dispatch.c asks once. */
+int q8_amx_usable(void);
 #endif
 #if defined(__aarch64__)
 extern const q8_kernels q8_kernels_neon;
@@ -124,6 +152,13 @@ void q8_put_row(q8x16 *dst, int64_t nb, int64_t r, const q8_block *row);
 void q8_get_row(const q8x16 *src, int64_t nb, int64_t r, q8_block *row);
 void q8_put_padding(q8x16 *dst, int64_t n, int64_t nb);
 void q8_act_prep(const q8_block *x, int64_t nb, q8_act *out);
+
+/* Q4_0 (q4.c): the reference quantizer of one row, and the packed layout's row scatter, gather
+ * and padding, as for Q8_0 above. */
+void q8_q4_quantize_row_ref(const float *x, q4_block *y, int64_t k);
+void q8_q4_put_row(q4x16 *dst, int64_t nb, int64_t r, const q4_block *row);
+void q8_q4_get_row(const q4x16 *src, int64_t nb, int64_t r, q4_block *row);
+void q8_q4_put_padding(q4x16 *dst, int64_t n, int64_t nb);
 
 /* ---- thread pool (pool.c) ---- */
 /* fn runs on chunks [begin, end) of [0, total); worker is 0 .. q8_pool_threads() - 1 and is

@@ -83,6 +83,26 @@ void random_blocks(q8_block *dst, int64_t rows, int64_t nb) {
     free(f);
 }
 
+/* The same kinds of blocks as Q4_0 weights, by the library's Q4_0 quantizer. */
+void random_q4_blocks(q4_block *dst, int64_t rows, int64_t nb) {
+    float *f = xmalloc((size_t)(rows * nb * QK) * sizeof(float));
+    for (int64_t b = 0; b < rows * nb; b++) {
+        float *x = f + b * QK;
+        const unsigned kind = (unsigned)(rnd() % 8);
+        const float mag = ldexpf(1.0f, (int)(rnd() % 36) - 24);
+        for (int i = 0; i < QK; i++) {
+            if (kind == 0) x[i] = 0.0f;
+            else if (kind == 1) x[i] = (rnd() & 1) ? mag : -mag;
+            else x[i] = frand() * mag;
+        }
+    }
+    if (q8_q4_quantize(f, Q8_DTYPE_F32, rows, nb * QK, dst) != Q8_OK) {
+        fprintf(stderr, "q8_q4_quantize failed while building test data\n");
+        exit(2);
+    }
+    free(f);
+}
+
 int same_f32(const float *a, const float *b, int64_t n) {
     return memcmp(a, b, (size_t)n * sizeof(float)) == 0;
 }
@@ -108,6 +128,7 @@ const table_t all_tables[] = {
     {"avx2", &q8_kernels_avx2},
     {"avx512", &q8_kernels_avx512},
     {"avx512vnni", &q8_kernels_avx512vnni},
+    {"amx", &q8_kernels_amx},
 #endif
 #if defined(__aarch64__)
     {"neon", &q8_kernels_neon},
@@ -217,13 +238,39 @@ float spec_dot(const q8_block *w, const q8_block *x, int64_t nb) {
     return acc;
 }
 
-/* One panel_run of kt for panels [p0, p1) and t tokens into a GUARD-filled t x ldy buffer with
- * 16 more floats before and after it. want is that buffer as it must be: spec (t x n, spec_dot of
- * every row and token) at rows 16 p0 .. min(16 p1, n) - 1 of each token, GUARD everywhere else
- * (rows before p0, rows >= n of the last panel, the gap up to ldy, head and tail). The reference
- * must produce exactly want, and kt exactly the reference's buffer. */
+/* Seconds on the monotonic clock, for the run time line. */
 double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+q4x16 *packed4(const q4_block *w, int64_t n, int64_t k) {
+    const int64_t count = q8_q4_packed_count(n, k);
+    if (count <= 0) {
+        fprintf(stderr, "q8_q4_packed_count(%lld, %lld) = %lld\n", (long long)n, (long long)k, (long long)count);
+        exit(2);
+    }
+    q4x16 *p = xmalloc((size_t)count * sizeof *p);
+    memset(p, GUARD, (size_t)count * sizeof *p);
+    if (q8_q4_pack(w, n, k, p) != Q8_OK) {
+        fprintf(stderr, "q8_q4_pack failed while building test data\n");
+        exit(2);
+    }
+    return p;
+}
+
+/* The specification of a Q4_0 row product on GGML blocks: the same chain, with the signed
+ * quants nibble - 8 (qs[c] low: column c, high: column c + 16). */
+float spec_dot4(const q4_block *w, const q8_block *x, int64_t nb) {
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t s = 0;
+        for (int c = 0; c < QK / 2; c++) {
+            s += ((int32_t)(w[b].qs[c] & 15) - 8) * (int32_t)x[b].qs[c];
+            s += ((int32_t)(w[b].qs[c] >> 4) - 8) * (int32_t)x[b].qs[c + QK / 2];
+        }
+        acc = fmaf(q8_fp16_to_fp32(w[b].d) * q8_fp16_to_fp32(x[b].d), (float)s, acc);
+    }
+    return acc;
 }

@@ -36,6 +36,7 @@ float frand(void); /* [-1, 1) */
 void *xmalloc(size_t n);
 void fill_f32(float *x, int64_t n, float mag);
 void random_blocks(q8_block *dst, int64_t rows, int64_t nb);
+void random_q4_blocks(q4_block *dst, int64_t rows, int64_t nb); /* the same kinds, as Q4_0 */
 int same_f32(const float *a, const float *b, int64_t n);
 int64_t first_diff(const float *a, const float *b, int64_t n);
 /* A byte pattern for "must stay untouched" checks. */
@@ -73,14 +74,20 @@ int row_is_padding(const q8x16 *p, int64_t nb, int64_t r);
 q8x16 *packed(const q8_block *w, int64_t n, int64_t k);
 q8_act *acts(const q8_block *x, int64_t t, int64_t nb);
 float spec_dot(const q8_block *w, const q8_block *x, int64_t nb);
+/* Q4_0 counterparts: packed panels and the row product on GGML blocks */
+q4x16 *packed4(const q4_block *w, int64_t n, int64_t k);
+float spec_dot4(const q4_block *w, const q8_block *x, int64_t nb);
 
 /* ---- the groups, one file each ---- */
 void test_tables(void);        /* test_kernels.c */
+void test_amx_listing(void);   /* test_kernels.c */
 void test_fp16(void);          /* test_quant.c */
 void test_quantize(void);      /* test_quant.c */
 void test_pack(void);          /* test_quant.c */
+void test_q4_quantize(void);   /* test_quant.c */
 void test_drivers(void);       /* test_drivers.c */
 void test_gemm_batches(void);  /* test_drivers.c */
+void test_q4_drivers(void);    /* test_drivers.c */
 void test_args(void);          /* test_args.c */
 void test_attention(void);     /* test_attention.c */
 void test_pool(void);          /* test_pool.c */

@@ -233,3 +233,114 @@ void test_drivers(void) {
         free(d->wg), q8_free(d->w), free(d->wf), free(d->x), free(d->bias), free(d->y0_q), free(d->y0_f);
     }
 }
+
+/* ---- Q4_0 ---- */
+/* The public Q4_0 drivers on every path and thread count: gemv = spec + bias, gemm rows = gemv,
+ * lmhead = gemv without bias, argmax = scalar argmax; n = 71 (a 7-row last panel), K up to
+ * 9632 (token blocks, activations prepared on the pool), t up to 45 (AMX groups + remainder). */
+void test_q4_drivers(void) {
+    static const int64_t TT[] = {1, 2, 5, 16, 17, 45};
+    static const int64_t KK[] = {96, 1024, 9632};
+    static const int THREADS[] = {1, 2, 3};
+    const int64_t n = 71, tmax = 45;
+    const char *best = q8_isa_active();
+    group("q4/drivers");
+    for (int ik = 0; ik < LEN(KK); ik++) {
+        const int64_t k = KK[ik], nb = k / QK;
+        q4_block *wg = xmalloc((size_t)(n * nb) * sizeof *wg);
+        random_q4_blocks(wg, n, nb);
+        q4x16 *w = packed4(wg, n, k);
+        float *x = xmalloc((size_t)(tmax * k) * sizeof(float)), *bias = xmalloc((size_t)n * sizeof(float));
+        float *spec = xmalloc((size_t)(tmax * n) * sizeof(float)), *y = xmalloc((size_t)(tmax * n + TAIL) * sizeof(float));
+        fill_f32(x, tmax * k, 2.0f);
+        fill_f32(bias, n, 0.5f);
+        q8_block *xq = xmalloc((size_t)nb * sizeof *xq);
+        for (int64_t j = 0; j < tmax; j++) {
+            q8_quantize_row_ref(x + j * k, xq, k);
+            for (int64_t r = 0; r < n; r++) spec[j * n + r] = spec_dot4(wg + r * nb, xq, nb) + bias[r];
+        }
+        for (int i = 0; i < N_TABLES; i++) {
+            if (!isa_listed(all_tables[i].name)) continue;
+            q8_isa_set(all_tables[i].name);
+            for (int ti = 0; ti < LEN(THREADS); ti++) {
+                q8_pool_init(THREADS[ti]);
+                int ok = 1;
+                for (int64_t j = 0; j < 3; j++) {
+                    memset(y, GUARD, (size_t)(n + TAIL) * sizeof(float));
+                    ok &= q8_q4_gemv(w, n, k, x + j * k, bias, y) == Q8_OK && same_f32(y, spec + j * n, n) &&
+                          untouched(y + n, TAIL * sizeof(float));
+                }
+                CHECK(ok, "%s threads=%d k=%lld: q8_q4_gemv != spec", all_tables[i].name, THREADS[ti], (long long)k);
+                for (int it = 0; it < LEN(TT); it++) {
+                    const int64_t t = TT[it];
+                    memset(y, GUARD, (size_t)(tmax * n + TAIL) * sizeof(float));
+                    CHECK(q8_q4_gemm(w, n, k, x, t, bias, y) == Q8_OK && same_f32(y, spec, t * n) &&
+                              untouched(y + t * n, TAIL * sizeof(float)),
+                          "%s threads=%d k=%lld t=%lld: q8_q4_gemm != spec, first diff %lld", all_tables[i].name,
+                          THREADS[ti], (long long)k, (long long)t, (long long)first_diff(y, spec, t * n));
+                }
+                float *yl = xmalloc((size_t)(n + TAIL) * sizeof(float)), *yv = xmalloc((size_t)n * sizeof(float));
+                memset(yl, GUARD, (size_t)(n + TAIL) * sizeof(float));
+                int rc = q8_q4_gemv(w, n, k, x, NULL, yv) | q8_q4_lmhead(w, n, k, x, yl);
+                CHECK(rc == Q8_OK && same_f32(yv, yl, n) && untouched(yl + n, TAIL * sizeof(float)),
+                      "%s threads=%d k=%lld: q8_q4_lmhead != gemv", all_tables[i].name, THREADS[ti], (long long)k);
+                int64_t idx = -1;
+                float val = 0.0f;
+                rc = q8_q4_lmhead_argmax(w, n, k, x, &idx, &val);
+                const int64_t want = argmax_scalar(yv, n);
+                CHECK(rc == Q8_OK && idx == want && memcmp(&val, &yv[want], 4) == 0,
+                      "%s threads=%d: q8_q4_lmhead_argmax %lld, want %lld", all_tables[i].name, THREADS[ti],
+                      (long long)idx, (long long)want);
+                free(yl), free(yv);
+            }
+        }
+        free(wg), free(w), free(x), free(bias), free(spec), free(y), free(xq);
+    }
+    /* a poisoned weight block (d = NaN) makes exactly its row NaN on every path */
+    {
+        const int64_t nn = 20, k = 160, nbb = 5, t = 17;
+        q4_block *wg = xmalloc((size_t)(nn * nbb) * sizeof *wg);
+        random_q4_blocks(wg, nn, nbb);
+        wg[2 * nbb + 3].d = 0x7e00;
+        wg[17 * nbb].d = 0xfe00;
+        q4x16 *w = packed4(wg, nn, k);
+        float *x = xmalloc((size_t)(t * k) * sizeof(float)), *y = xmalloc((size_t)(t * nn) * sizeof(float));
+        fill_f32(x, t * k, 1.0f);
+        for (int i = 0; i < N_TABLES; i++) {
+            if (!isa_listed(all_tables[i].name)) continue;
+            q8_isa_set(all_tables[i].name);
+            int ok = q8_q4_gemm(w, nn, k, x, t, NULL, y) == Q8_OK;
+            for (int64_t j = 0; j < t; j++)
+                for (int64_t r = 0; r < nn; r++) ok &= (r == 2 || r == 17) == (isnan(y[j * nn + r]) != 0);
+            CHECK(ok, "%s: q4 NaN block rows", all_tables[i].name);
+        }
+        free(wg), free(w), free(x), free(y);
+    }
+    /* argument checks: NULLs, K % 32, ranges; nothing written */
+    {
+        q4_block b[4];
+        q4x16 p[2];
+        float f[64], y[64];
+        int64_t idx;
+        float val;
+        memset(f, 0, sizeof f);
+        EINV(q8_q4_quantize(NULL, Q8_DTYPE_F32, 1, 32, b), b, sizeof b);
+        EINV(q8_q4_quantize(f, Q8_DTYPE_F32, 1, 33, b), b, sizeof b);
+        EINV(q8_q4_quantize(f, 7, 1, 32, b), b, sizeof b);
+        EINV(q8_q4_quantize_packed(f, Q8_DTYPE_F32, 1, 32, 0, p, 1, 1), p, sizeof p);
+        EINV(q8_q4_quantize_packed(f, Q8_DTYPE_F32, 2, 32, 0, p, 1, 0), p, sizeof p);
+        EINV(q8_q4_pack(NULL, 1, 32, p), p, sizeof p);
+        EINV(q8_q4_unpack(p, 1, 48, b), b, sizeof b);
+        EINV(q8_q4_dequantize(b, 1, 16, f), f, sizeof f);
+        EINV(q8_q4_dequantize_packed(p, 1, 32, 1, 1, f), f, sizeof f);
+        EINV(q8_q4_gemv(NULL, 1, 32, f, NULL, y), y, sizeof y);
+        EINV(q8_q4_gemv(p, 1, 48, f, NULL, y), y, sizeof y);
+        EINV(q8_q4_gemm(p, 1, 32, f, 0, NULL, y), y, sizeof y);
+        EINV(q8_q4_lmhead(p, 0, 32, f, y), y, sizeof y);
+        EINV(q8_q4_lmhead_argmax(p, 1, 32, NULL, &idx, &val), y, sizeof y);
+        CHECK(q8_q4_packed_count(17, 33) == -1 && q8_q4_packed_count(17, 64) == 4, "q8_q4_packed_count");
+    }
+    q8_isa_set(best);
+    q8_pool_init(0);
+    group_end();
+}

@@ -2,7 +2,19 @@
  * against the arithmetic kernels_ref.c specifies, on GGML blocks), with guard floats around every output. */
 #include "harness.h"
 
-static void panel_case(const q8_kernels *kt, const q8x16 *w, const q8_act *xa, const float *spec,
+/* One panel_run of kt for panels [p0, p1) and t tokens into a GUARD-filled t x ldy buffer with
+ * 16 more floats before and after it. want is that buffer as it must be: spec (t x n, spec_dot of
+ * every row and token) at rows 16 p0 .. min(16 p1, n) - 1 of each token, GUARD everywhere else
+ * (rows before p0, rows >= n of the last panel, the gap up to ldy, head and tail). The reference
+ * must produce exactly want, and kt exactly the reference's buffer. */
+static void run_panels(const q8_kernels *kt, const void *w, int q4, int64_t nb, const q8_act *xa, int64_t t,
+                       int64_t p0, int64_t p1, int64_t n, float *y, int64_t ldy) {
+    if (q4) kt->q4_panel_run(w, nb, xa, t, p0, p1, n, y, ldy);
+    else kt->panel_run(w, nb, xa, t, p0, p1, n, y, ldy);
+}
+
+/* w: packed Q8_0 (q4 = 0) or Q4_0 (q4 = 1) weights. */
+static void panel_case(const q8_kernels *kt, const void *w, int q4, const q8_act *xa, const float *spec,
                        int64_t n, int64_t nb, int64_t t, int64_t p0, int64_t p1, int64_t ldy) {
     const int64_t G = 16, len = G + t * ldy + G, r0 = 16 * p0, r1 = 16 * p1 < n ? 16 * p1 : n;
     float *want = xmalloc((size_t)len * sizeof(float));
@@ -12,15 +24,15 @@ static void panel_case(const q8_kernels *kt, const q8x16 *w, const q8_act *xa, c
         for (int64_t r = r0; r < r1; r++) want[G + j * ldy + r] = spec[j * n + r];
     memset(ya, GUARD, (size_t)len * sizeof(float));
     memset(yb, GUARD, (size_t)len * sizeof(float));
-    q8_kernels_ref.panel_run(w, nb, xa, t, p0, p1, n, ya + G, ldy);
-    kt->panel_run(w, nb, xa, t, p0, p1, n, yb + G, ldy);
+    run_panels(&q8_kernels_ref, w, q4, nb, xa, t, p0, p1, n, ya + G, ldy);
+    run_panels(kt, w, q4, nb, xa, t, p0, p1, n, yb + G, ldy);
     if (kt == &q8_kernels_ref)
-        CHECK(same_f32(want, ya, len), "ref panel_run != spec n=%lld nb=%lld t=%lld p=[%lld,%lld) ldy=%lld: "
-              "first diff at y[%lld]", (long long)n, (long long)nb, (long long)t, (long long)p0, (long long)p1,
-              (long long)ldy, (long long)(first_diff(want, ya, len) - G));
+        CHECK(same_f32(want, ya, len), "ref %s panel_run != spec n=%lld nb=%lld t=%lld p=[%lld,%lld) ldy=%lld: "
+              "first diff at y[%lld]", q4 ? "q4" : "q8", (long long)n, (long long)nb, (long long)t, (long long)p0,
+              (long long)p1, (long long)ldy, (long long)(first_diff(want, ya, len) - G));
     const int64_t d = first_diff(ya, yb, len), e = d - G; /* e: offset from y, negative in the head */
-    CHECK(d < 0, "%s panel_run != ref n=%lld nb=%lld t=%lld p=[%lld,%lld) ldy=%lld: first diff at y[%lld] "
-          "(token %lld, row %lld): %a vs ref %a%s", kt->name, (long long)n, (long long)nb, (long long)t,
+    CHECK(d < 0, "%s %s panel_run != ref n=%lld nb=%lld t=%lld p=[%lld,%lld) ldy=%lld: first diff at y[%lld] "
+          "(token %lld, row %lld): %a vs ref %a%s", kt->name, q4 ? "q4" : "q8", (long long)n, (long long)nb, (long long)t,
           (long long)p0, (long long)p1, (long long)ldy, (long long)e, (long long)(e >= 0 ? e / ldy : -1),
           (long long)(e >= 0 ? e % ldy : e), d >= 0 ? (double)yb[d] : 0.0, d >= 0 ? (double)ya[d] : 0.0,
           d >= 0 && untouched(&ya[d], sizeof(float)) ? " (wrote a guard)" : "");
@@ -29,8 +41,9 @@ static void panel_case(const q8_kernels *kt, const q8x16 *w, const q8_act *xa, c
 
 static const int64_t PN[] = {1, 2, 3, 15, 16, 17, 31, 32, 33, 50};
 static const int64_t PNB[] = {1, 2, 3, 7, 36};
-static const int64_t PT[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 17};
-#define PT_MAX 17
+/* 16 and more: the AMX path's token groups of 16, with and without a remainder */
+static const int64_t PT[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 17, 32, 35};
+#define PT_MAX 35
 
 /* spec (t x n) for the GGML weights w (n x nb) and activations x (t x nb). */
 static float *spec_table(const q8_block *w, const q8_block *x, int64_t n, int64_t nb, int64_t t) {
@@ -43,20 +56,27 @@ static float *spec_table(const q8_block *w, const q8_block *x, int64_t n, int64_
 /* Random weights (n x nb blocks) and tmax activation rows: packed, prepared, and their spec. */
 typedef struct {
     q8x16 *wp;
+    q4x16 *wp4; /* other weights, Q4_0 */
     q8_act *xa;
-    float *spec;
+    float *spec, *spec4;
 } panel_fixture;
 
 static panel_fixture panel_fixture_make(int64_t n, int64_t nb, int64_t tmax) {
     q8_block *w = xmalloc((size_t)(n * nb) * sizeof *w), *x = xmalloc((size_t)(tmax * nb) * sizeof *x);
+    q4_block *w4 = xmalloc((size_t)(n * nb) * sizeof *w4);
     random_blocks(w, n, nb);
+    random_q4_blocks(w4, n, nb);
     random_blocks(x, tmax, nb);
-    const panel_fixture f = {packed(w, n, nb * QK), acts(x, tmax, nb), spec_table(w, x, n, nb, tmax)};
-    free(w), free(x);
+    float *spec4 = xmalloc((size_t)(tmax * n) * sizeof(float));
+    for (int64_t j = 0; j < tmax; j++)
+        for (int64_t r = 0; r < n; r++) spec4[j * n + r] = spec_dot4(w4 + r * nb, x + j * nb, nb);
+    const panel_fixture f = {packed(w, n, nb * QK), packed4(w4, n, nb * QK), acts(x, tmax, nb),
+                             spec_table(w, x, n, nb, tmax), spec4};
+    free(w), free(w4), free(x);
     return f;
 }
 
-static void panel_fixture_free(panel_fixture f) { free(f.wp), free(f.xa), free(f.spec); }
+static void panel_fixture_free(panel_fixture f) { free(f.wp), free(f.wp4), free(f.xa), free(f.spec), free(f.spec4); }
 
 static void test_q8_kernels(const q8_kernels *kt) {
     for (int in = 0; in < LEN(PN); in++) {
@@ -67,12 +87,16 @@ static void test_q8_kernels(const q8_kernels *kt) {
                 const int64_t t = PT[it];
                 /* every panel, with the driver's ldy = n and with a 16-float gap between tokens
                  * (a write to a row >= n lands in the gap); then partial panel ranges */
-                panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, 0, np, n);
-                panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, 0, np, n + 16);
-                if (np > 1) {
-                    panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, 1, np, n + 16);
-                    panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, np - 1, np, n + 16);
-                    panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, 0, np - 1, n + 16);
+                for (int q4 = 0; q4 < 2; q4++) {
+                    const void *wp = q4 ? (const void *)f.wp4 : (const void *)f.wp;
+                    const float *spec = q4 ? f.spec4 : f.spec;
+                    panel_case(kt, wp, q4, f.xa, spec, n, nb, t, 0, np, n);
+                    panel_case(kt, wp, q4, f.xa, spec, n, nb, t, 0, np, n + 16);
+                    if (np > 1) {
+                        panel_case(kt, wp, q4, f.xa, spec, n, nb, t, 1, np, n + 16);
+                        panel_case(kt, wp, q4, f.xa, spec, n, nb, t, np - 1, np, n + 16);
+                        panel_case(kt, wp, q4, f.xa, spec, n, nb, t, 0, np - 1, n + 16);
+                    }
                 }
             }
             panel_fixture_free(f);
@@ -245,8 +269,10 @@ static void test_big_kernels(const q8_kernels *kt) {
         for (int it = 0; it < LEN(tts); it++) {
             const int64_t t = tts[it];
             if (t > 7 && nb < 258) continue; /* one token block: the sizes above cover it */
-            panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, 0, np, n);
-            if (np > 2) panel_case(kt, f.wp, f.xa, f.spec, n, nb, t, 1, np - 1, n + 16);
+            panel_case(kt, f.wp, 0, f.xa, f.spec, n, nb, t, 0, np, n);
+            panel_case(kt, f.wp4, 1, f.xa, f.spec4, n, nb, t, 0, np, n);
+            if (np > 2) panel_case(kt, f.wp, 0, f.xa, f.spec, n, nb, t, 1, np - 1, n + 16);
+            if (np > 2) panel_case(kt, f.wp4, 1, f.xa, f.spec4, n, nb, t, 1, np - 1, n + 16);
         }
         panel_fixture_free(f);
     }
@@ -281,4 +307,14 @@ void test_tables(void) {
         CHECK(known, "supported path '%s' has no table in this harness", tok);
     }
     group_end();
+}
+
+/* AMX is listed exactly when this CPU and kernel allow tiles; say so either way. */
+void test_amx_listing(void) {
+#if defined(__x86_64__)
+    group("amx listing");
+    CHECK(isa_listed("amx") == q8_amx_usable(), "listed %d, usable %d", isa_listed("amx"), q8_amx_usable());
+    group_end();
+    printf("     amx: %s\n", isa_listed("amx") ? "present, tested above" : "ABSENT on this machine (not tested)");
+#endif
 }

@@ -6,7 +6,8 @@
  * known bytes; the packed weight layout against q8.h's description (pack, unpack,
  * quantize_packed, dequantize_packed); the public drivers against each other, across thread
  * counts and kernel paths; attention against a double precision scalar version; argument
- * checks; the pool's restart and fork paths; the element-wise loops of every vector width.
+ * checks; the pool's restart and fork paths; the element-wise loops of every vector width;
+ * Q4_0 weights (quantizer, packing, drivers on every path incl. AMX).
  * Each concern has its file (test_kernels.c, test_quant.c, test_drivers.c, test_args.c,
  * test_attention.c, test_pool.c, test_loops.c; shared pieces in harness.c); this one runs them.
  * Exit status is non-zero on any failure; the last line is "N passed, M failed". */
@@ -27,7 +28,8 @@ static const struct {
     void (*run)(void);
 } groups[] = {
     {"tables", test_tables},       {"fp16", test_fp16},           {"quantize", test_quantize},
-    {"pack", test_pack},           {"drivers", test_drivers},     {"gemm", test_gemm_batches_group},
+    {"pack", test_pack},           {"drivers", test_drivers},     {"q4quantize", test_q4_quantize},
+    {"q4drivers", test_q4_drivers}, {"amx", test_amx_listing},    {"gemm", test_gemm_batches_group},
     {"args", test_args},           {"attention", test_attention}, {"pool", test_pool},
     {"memory", test_memory},       {"loops", test_loops},
 };

@@ -353,3 +353,135 @@ void test_pack(void) {
     q8_pool_init(0);
     group_end();
 }
+
+/* ---- Q4_0 ------------------------------------------------------------------------------------ */
+/* Row r of a packed Q4_0 matrix against q8.h's description: d[i], qs[64j + 4i + e] = the GGML
+ * byte qs[4j + e]; a padding row has d = 0 and bytes 0x88. */
+static int row4_is(const q4x16 *p, int64_t nb, int64_t r, const q4_block *row) {
+    const q4x16 *pb = p + r / 16 * nb;
+    const int i = (int)(r % 16);
+    for (int64_t b = 0; b < nb; b++) {
+        uint16_t d = row ? row[b].d : 0;
+        if (pb[b].d[i] != d) return 0;
+        for (int j = 0; j < 4; j++)
+            for (int e = 0; e < 4; e++)
+                if (pb[b].qs[64 * j + 4 * i + e] != (row ? row[b].qs[4 * j + e] : 0x88)) return 0;
+    }
+    return 1;
+}
+
+void test_q4_quantize(void) {
+    group("q4/quantize");
+    float x[4 * QK];
+    q4_block q[4];
+    /* zero blocks: d = -0.0 (0 / -8), nibbles 8; starting with -0.0, d = +0.0 (gguf's argmax) */
+    memset(x, 0, sizeof x);
+    x[QK] = -0.0f;
+    memset(q, GUARD, sizeof q);
+    CHECK(q8_q4_quantize(x, Q8_DTYPE_F32, 1, 2 * QK, q) == Q8_OK, "rc");
+    int eights = 1;
+    for (int b = 0; b < 2; b++)
+        for (int i = 0; i < 16; i++) eights &= q[b].qs[i] == 0x88;
+    CHECK(q[0].d == 0x8000 && q[1].d == 0x0000 && eights, "zero blocks: d=0x%04x, 0x%04x", q[0].d, q[1].d);
+    CHECK(untouched(&q[2], sizeof q[2]), "wrote past two blocks");
+    /* max +8 first: d = -1 exactly, x * id = -x exactly; nibble = min(15, trunc(-x + 8.5)) */
+    static const float known[QK] = {8, -8, 7, -7, 0.5f, -0.5f, 1.5f, -1.5f, 0.49f, -0.51f, 0, -0.0f, 3.25f, -3.75f, 8, 2};
+    for (int i = 0; i < QK; i++) x[i] = known[i];
+    CHECK(q8_q4_quantize(x, Q8_DTYPE_F32, 1, QK, q) == Q8_OK && q[0].d == 0xbc00, "d = -1: 0x%04x", q[0].d);
+    int ok = 1;
+    for (int c = 0; c < QK; c++) {
+        const int want = (int)(-known[c] + 8.5f) < 15 ? (int)(-known[c] + 8.5f) : 15;
+        const int got = c < 16 ? q[0].qs[c] & 15 : q[0].qs[c - 16] >> 4;
+        ok &= got == want;
+    }
+    CHECK(ok, "nibbles of known values");
+    CHECK((q[0].qs[1] & 15) == 15 && (q[0].qs[0] & 15) == 0, "-max -> 16 clamps to 15, max -> 0");
+    /* a non-finite value poisons its own block: d = NaN, nibbles 8 */
+    for (int kind = 0; kind < 3; kind++) {
+        fill_f32(x, 4 * QK, 5.0f);
+        x[2 * QK + 3] = kind == 0 ? INFINITY : kind == 1 ? -INFINITY : NAN;
+        CHECK(q8_q4_quantize(x, Q8_DTYPE_F32, 1, 4 * QK, q) == Q8_OK, "rc");
+        int e8 = 1;
+        for (int i = 0; i < 16; i++) e8 &= q[2].qs[i] == 0x88;
+        CHECK(q[2].d == 0x7e00 && e8 && !h_isnan(q[1].d) && !h_isnan(q[3].d), "non-finite kind %d", kind);
+    }
+    /* tiny blocks (1/d overflows): d stores -0 / +0, nibbles 8 */
+    for (int i = 0; i < QK; i++) x[i] = (i == 3 ? 1e-38f : 0.0f);
+    CHECK(q8_q4_quantize(x, Q8_DTYPE_F32, 1, QK, q) == Q8_OK && (q[0].d & 0x7fff) == 0 && q[0].qs[3] == 0x88,
+          "tiny block: d=0x%04x qs[3]=0x%02x", q[0].d, q[0].qs[3]);
+    /* random rows: threaded = row by row; properties; dtypes; transposed; dequantize */
+    const int64_t rows = 67, k = 5 * QK, nb = k / QK;
+    float *f = xmalloc((size_t)(rows * k) * sizeof(float)), *tr = xmalloc((size_t)(rows * k) * sizeof(float));
+    for (int64_t i = 0; i < rows * k; i++) f[i] = frand() * ldexpf(1.0f, (int)(i / QK % 20) - 10);
+    q4_block *qa = xmalloc((size_t)(rows * nb) * sizeof *qa), *qb = xmalloc((size_t)(rows * nb) * sizeof *qb);
+    q8_pool_init(3);
+    CHECK(q8_q4_quantize(f, Q8_DTYPE_F32, rows, k, qa) == Q8_OK, "rc");
+    for (int64_t r = 0; r < rows; r++) q8_q4_quantize_row_ref(f + r * k, qb + r * nb, k);
+    CHECK(memcmp(qa, qb, (size_t)(rows * nb) * sizeof *qa) == 0, "threaded != row by row");
+    int props = 1;
+    for (int64_t b = 0; b < rows * nb; b++) {
+        float m = 0.0f;
+        int im = 0;
+        for (int i = 0; i < QK; i++)
+            if (fabsf(f[b * QK + i]) > fabsf(m)) m = f[b * QK + i], im = i;
+        const int nib = im < 16 ? qa[b].qs[im] & 15 : qa[b].qs[im - 16] >> 4;
+        props &= qa[b].d == q8_fp32_to_fp16(m / -8.0f) && nib == 0;
+    }
+    CHECK(props, "d = fp16(m / -8), the largest value -> nibble 0");
+    uint16_t *h = xmalloc((size_t)(rows * k) * 2);
+    float *hf = xmalloc((size_t)(rows * k) * sizeof(float));
+    for (int dt = Q8_DTYPE_F16; dt <= Q8_DTYPE_BF16; dt++) {
+        for (int64_t i = 0; i < rows * k; i++)
+            h[i] = dt == Q8_DTYPE_F16 ? q8_fp32_to_fp16(f[i]) : (uint16_t)(f2u(f[i]) >> 16);
+        q8_convert_to_f32(h, dt, rows * k, hf);
+        CHECK(q8_q4_quantize(h, dt, rows, k, qa) == Q8_OK && q8_q4_quantize(hf, Q8_DTYPE_F32, rows, k, qb) == Q8_OK &&
+                  memcmp(qa, qb, (size_t)(rows * nb) * sizeof *qa) == 0,
+              "dtype %d source", dt);
+    }
+    CHECK(q8_q4_quantize(f, Q8_DTYPE_F32, rows, k, qa) == Q8_OK && q8_q4_dequantize(qa, rows, k, hf) == Q8_OK, "rc");
+    int deq = 1;
+    for (int64_t i = 0; i < rows * k; i++) {
+        const q4_block *bl = &qa[i / QK];
+        const int c = (int)(i % QK), nib = c < 16 ? bl->qs[c] & 15 : bl->qs[c - 16] >> 4;
+        deq &= hf[i] == q8_fp16_to_fp32(bl->d) * (float)(nib - 8);
+    }
+    CHECK(deq, "dequantize = d * (nibble - 8)");
+    /* packed: q8_q4_pack puts rows where q8.h says and pads; unpack round trip; quantize_packed
+     * (plain, transposed, in row ranges) = quantize + pack; dequantize_packed = dequantize */
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < k; i++) tr[i * rows + r] = f[r * k + i];
+    const int64_t count = q8_q4_packed_count(rows, k);
+    CHECK(count == panels_of(rows) * nb, "q8_q4_packed_count");
+    q4x16 *p = xmalloc((size_t)(count + 1) * sizeof *p), *p2 = xmalloc((size_t)(count + 1) * sizeof *p2);
+    memset(p, GUARD, (size_t)(count + 1) * sizeof *p);
+    CHECK(q8_q4_pack(qa, rows, k, p) == Q8_OK && untouched(p + count, sizeof *p), "rc");
+    int lay = 1;
+    for (int64_t r = 0; r < panels_of(rows) * 16; r++) lay &= row4_is(p, nb, r, r < rows ? qa + r * nb : NULL);
+    CHECK(lay, "q8_q4_pack layout and padding");
+    memset(qb, GUARD, (size_t)(rows * nb) * sizeof *qb);
+    CHECK(q8_q4_unpack(p, rows, k, qb) == Q8_OK && memcmp(qa, qb, (size_t)(rows * nb) * sizeof *qa) == 0, "unpack");
+    for (int transposed = 0; transposed < 2; transposed++) {
+        memset(p2, GUARD, (size_t)(count + 1) * sizeof *p2);
+        CHECK(q8_q4_quantize_packed(transposed ? (const void *)tr : (const void *)f, Q8_DTYPE_F32, rows, k,
+                                    transposed, p2, rows, 0) == Q8_OK &&
+                  memcmp(p, p2, (size_t)count * sizeof *p) == 0 && untouched(p2 + count, sizeof *p2),
+              "q8_q4_quantize_packed transposed=%d", transposed);
+    }
+    memset(p2, GUARD, (size_t)(count + 1) * sizeof *p2);
+    int parts = q8_q4_quantize_packed(f + 40 * k, Q8_DTYPE_F32, rows - 40, k, 0, p2, rows, 40) == Q8_OK;
+    for (int64_t r = 0; r < 40; r++) parts &= row4_is(p2, nb, r, NULL) == 0; /* not yet written */
+    parts &= q8_q4_quantize_packed(f, Q8_DTYPE_F32, 40, k, 0, p2, rows, 0) == Q8_OK;
+    CHECK(parts && memcmp(p, p2, (size_t)count * sizeof *p) == 0, "q8_q4_quantize_packed in two row ranges");
+    float *want = xmalloc((size_t)(rows * k) * sizeof(float)), *got = xmalloc((size_t)(rows * k + 8) * sizeof(float));
+    q8_q4_dequantize(qa, rows, k, want);
+    const int64_t rr[][2] = {{0, rows}, {rows - 1, 1}, {17, 20}};
+    for (int i = 0; i < LEN(rr); i++) {
+        memset(got, GUARD, (size_t)(rows * k + 8) * sizeof(float));
+        CHECK(q8_q4_dequantize_packed(p, rows, k, rr[i][0], rr[i][1], got) == Q8_OK &&
+                  same_f32(got, want + rr[i][0] * k, rr[i][1] * k) && untouched(got + rr[i][1] * k, 8 * sizeof(float)),
+              "q8_q4_dequantize_packed rows [%lld, +%lld)", (long long)rr[i][0], (long long)rr[i][1]);
+    }
+    q8_pool_init(0);
+    free(f), free(tr), free(qa), free(qb), free(h), free(hf), free(p), free(p2), free(want), free(got);
+    group_end();
+}

@@ -24,6 +24,8 @@ from ._ffi import ffi, lib
 QK8_0: Final = 32
 BLOCK_BYTES: Final = 34
 PANEL_BLOCK_BYTES: Final = 16 * BLOCK_BYTES  # one q8x16: 16 rows x one block, packed
+Q4_BLOCK_BYTES: Final = 18  # GGML block_q4_0: fp16 scale + 32 nibbles
+Q4_PANEL_BLOCK_BYTES: Final = 16 * Q4_BLOCK_BYTES  # one q4x16
 
 _DTYPE_CODES: Final = {"float32": lib.Q8_DTYPE_F32, "float16": lib.Q8_DTYPE_F16}  # q8.h Q8_DTYPE_*
 
@@ -218,6 +220,134 @@ def quantize_q8_0(w: np.ndarray) -> Q8Matrix:
     m = Q8Matrix(n, k)
     _rc(lib.q8_quantize_packed(_ptr("char[]", a), code, n, k, 0, m.ptr(), n, 0), "quantize_q8_0")
     return m
+
+
+class Q4Matrix:
+    """An N x K matrix of Q4_0 weights. `blocks` gives them in GGML's layout: uint8
+    (N, K // 32 * 18), each row K // 32 blocks of an fp16 scale followed by 16 bytes of nibbles
+    (byte c: column c low, column c + 16 high; value d * (nibble - 8)), a fresh array on each
+    access. In memory they are packed for the products (16-row panels, see q4x16 in q8.h)."""
+
+    shape: tuple[int, int]
+    nbytes: int
+    _mem: Any
+    _owner: Any
+
+    def __init__(self, n: int, k: int, arena: WeightArena | None = None) -> None:
+        """An uninitialized matrix; use quantize_q4_0 or Q4Matrix.from_blocks."""
+        if n <= 0 or k <= 0 or k % QK8_0 != 0:
+            raise KernelArgumentError(f"Q4Matrix shape must be positive with K % 32 == 0, got ({n}, {k})")
+        count = int(lib.q8_q4_packed_count(n, k))
+        if count < 0:
+            raise KernelArgumentError(f"Q4Matrix shape ({n}, {k}) is too large")
+        nbytes = count * Q4_PANEL_BLOCK_BYTES
+        if arena is not None:
+            self._mem, self._owner = arena.take(nbytes)
+        else:
+            self._mem = self._owner = alloc(nbytes, f"a ({n}, {k}) Q4_0 matrix")
+        self.nbytes = nbytes
+        self.shape = (n, k)
+
+    @staticmethod
+    def from_blocks(blocks: np.ndarray, k: int) -> Q4Matrix:
+        """Pack GGML Q4_0 bytes (N, K // 32 * 18)."""
+        b = _array("blocks", blocks, 2)
+        if b.dtype != np.uint8:
+            raise KernelTypeError(f"blocks must be uint8, got {b.dtype}")
+        if k <= 0 or k % QK8_0 != 0:
+            raise KernelArgumentError(f"k must be a positive multiple of 32, got {k}")
+        _len("blocks", b, k // QK8_0 * Q4_BLOCK_BYTES)
+        n = int(b.shape[0])
+        m = Q4Matrix(n, k)
+        _rc(lib.q8_q4_pack(ffi.cast("q4_block *", _ptr("char[]", b)), n, k, m.ptr()), "from_blocks")
+        return m
+
+    @property
+    def blocks(self) -> np.ndarray:
+        n, k = self.shape
+        out = np.empty((n, k // QK8_0 * Q4_BLOCK_BYTES), dtype=np.uint8)
+        _rc(lib.q8_q4_unpack(self.ptr(), n, k, ffi.cast("q4_block *", _ptr("char[]", out))), "blocks")
+        return out
+
+    def ptr(self) -> Any:
+        """The packed q4x16 pointer for libq8 calls (valid while this matrix lives)."""
+        return ffi.cast("q4x16 *", self._mem)
+
+    def dequantize(self) -> np.ndarray:
+        n, k = self.shape
+        out = np.empty((n, k), dtype=np.float32)
+        _rc(lib.q8_q4_dequantize_packed(self.ptr(), n, k, 0, n, _ptr("float[]", out)), "dequantize")
+        return out
+
+    def __repr__(self) -> str:
+        return f"Q4Matrix(shape={self.shape}, nbytes={self.nbytes})"
+
+
+def quantize_q4_0(w: np.ndarray) -> Q4Matrix:
+    """Quantize a float32 or float16 (N, K) matrix, K % 32 == 0, to Q4_0: byte-identical to
+    gguf.quants.quantize(w, GGMLQuantizationType.Q4_0) (d = the block's largest-magnitude value
+    / -8, an all-zero block stores d = -0.0). Non-finite weights are refused."""
+    a = _array("w", w, 2)
+    code = _DTYPE_CODES.get(str(a.dtype), -1)
+    if code < 0:
+        raise KernelTypeError(f"w must be float32 or float16, got {a.dtype}")
+    n, k = int(a.shape[0]), int(a.shape[1])
+    if k % QK8_0 != 0:
+        raise KernelArgumentError(f"w has K = {k} columns, which is not a multiple of 32")
+    if not bool(np.isfinite(a).all()):
+        raise KernelArgumentError("w contains NaN or Inf, which Q4_0 cannot represent")
+    m = Q4Matrix(n, k)
+    _rc(lib.q8_q4_quantize_packed(_ptr("char[]", a), code, n, k, 0, m.ptr(), n, 0), "quantize_q4_0")
+    return m
+
+
+def _q4_and_x(q: object, x: object, xdim: int) -> tuple[Q4Matrix, np.ndarray]:
+    if not isinstance(q, Q4Matrix):
+        raise KernelTypeError(f"q must be a Q4Matrix, got {type(q).__name__}")
+    xa = _f32("x", x, xdim)
+    _len("x", xa, q.shape[1])
+    return q, xa
+
+
+def gemv_q4_0(q: object, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """y = W x (+ bias): W Q4_0 (N, K), x float32 (K,) -> float32 (N,). x is quantized to Q8_0
+    as for gemv_q8_0."""
+    m, xa = _q4_and_x(q, x, 1)
+    n, k = m.shape
+    y = np.empty(n, dtype=np.float32)
+    rc = lib.q8_q4_gemv(m.ptr(), n, k, _ptr("float[]", xa), _opt_bias(bias, n), _ptr("float[]", y))
+    _rc(rc, "gemv_q4_0")
+    return y
+
+
+def gemm_q4_0(q: object, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """Y = X W^T (+ bias): x float32 (T, K) -> float32 (T, N); row t equals gemv_q4_0(q, x[t])."""
+    m, xa = _q4_and_x(q, x, 2)
+    n, k = m.shape
+    t = int(xa.shape[0])
+    y = np.empty((t, n), dtype=np.float32)
+    rc = lib.q8_q4_gemm(m.ptr(), n, k, _ptr("float[]", xa), t, _opt_bias(bias, n), _ptr("float[]", y))
+    _rc(rc, "gemm_q4_0")
+    return y
+
+
+def lmhead_q4_0(q: object, x: np.ndarray) -> np.ndarray:
+    """Vocabulary logits through the tiled projection; bitwise equal to gemv_q4_0(q, x)."""
+    m, xa = _q4_and_x(q, x, 1)
+    n, k = m.shape
+    y = np.empty(n, dtype=np.float32)
+    _rc(lib.q8_q4_lmhead(m.ptr(), n, k, _ptr("float[]", xa), _ptr("float[]", y)), "lmhead_q4_0")
+    return y
+
+
+def lmhead_argmax_q4_0(q: object, x: np.ndarray) -> tuple[int, float]:
+    """As lmhead_argmax_q8_0, for Q4_0 weights."""
+    m, xa = _q4_and_x(q, x, 1)
+    n, k = m.shape
+    idx = ffi.new("int64_t *")
+    val = ffi.new("float *")
+    _rc(lib.q8_q4_lmhead_argmax(m.ptr(), n, k, _ptr("float[]", xa), idx, val), "lmhead_argmax_q4_0")
+    return int(idx[0]), float(val[0])
 
 
 # Public wrappers take `q: object` (documented as a Q8Matrix): mypyc would otherwise reject a

@@ -9,19 +9,8 @@ from typing import Any
 import numpy as np
 
 from ._ffi import ffi
+from .host import available_bytes
 from .kernels import alloc
-
-
-def available_bytes() -> int:
-    """Memory the kernel could give us now (MemAvailable), or no limit where it does not say."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 1 << 46
 
 
 class KVCache:

@@ -95,7 +95,9 @@ class Plan:
 
     def embed(self, emb: Embedding, y: Buf) -> None:
         table = emb.table
-        kind = lib.Q8_OP_EMBED_Q8 if table.quantized else lib.Q8_OP_EMBED_F32
+        kind = (
+            lib.Q8_OP_EMBED_Q4 if table.q4 else lib.Q8_OP_EMBED_Q8 if table.quantized else lib.Q8_OP_EMBED_F32
+        )
         self._keep.append(table)
         self._add(kind, [table.w_ptr], self._buf(y, "y"), [table.n, table.k], [])
 
@@ -125,7 +127,7 @@ class Plan:
         )
 
     def matmul(self, m: Linear, x: Buf, y: Buf) -> None:
-        kind = lib.Q8_OP_GEMV_Q8 if m.quantized else lib.Q8_OP_GEMV_F32
+        kind = lib.Q8_OP_GEMV_Q4 if m.q4 else lib.Q8_OP_GEMV_Q8 if m.quantized else lib.Q8_OP_GEMV_F32
         self._keep.append(m)
         self._add(kind, [m.w_ptr, self._buf(x, "x"), m.b_ptr], self._buf(y, "y"), [m.n, m.k], [])
 

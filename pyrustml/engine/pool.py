@@ -40,7 +40,10 @@ class RuntimeConfig:
 
     @staticmethod
     def physical_cores() -> int:
-        return int(lib.q8_physical_cores())
+        """Physical cores as psutil counts them (libq8's own count sets only its C default)."""
+        from .host import physical_cores
+
+        return physical_cores()
 
     def __repr__(self) -> str:
         return f"RuntimeConfig(threads={self.threads})"

@@ -69,21 +69,69 @@ class EngineStats:
         return c
 
 
+class WorkQueue:
+    """What the engine thread waits on: the queued and running sequences, under one condition."""
+
+    cv: threading.Condition
+    waiting: deque[Sequence]
+    active: list[Sequence]
+    closing: bool
+    engine_thread: threading.Thread | None
+
+    def __init__(self) -> None:
+        self.cv = threading.Condition()
+        self.waiting = deque()
+        self.active = []
+        self.closing = False
+        self.engine_thread = None
+
+    def has_work(self) -> bool:
+        return bool(self.waiting) or bool(self.active)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the engine thread after its current step and wait for it (unless called on it)."""
+        with self.cv:
+            self.closing = True
+            self.cv.notify_all()
+            thread = self.engine_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+
+def _fail_all(q: WorkQueue, exc: PyrustmlError) -> None:
+    """End every sequence still queued or running (the queue's condition held)."""
+    for seq in [*q.waiting, *q.active]:
+        if seq.phase != DONE:
+            seq.fail(exc)
+        seq.publish()
+    q.waiting.clear()
+    q.active.clear()
+
+
+def _engine_main(sched: Scheduler, q: WorkQueue) -> None:
+    """The engine thread: sleep until there is work, then run a step of the scheduler. It ends
+    when the queue closes (Scheduler.close, which the Model calls when it is freed or at exit)."""
+    while True:
+        with q.cv:
+            while not q.closing and not q.has_work():
+                q.cv.wait()
+            if q.closing:
+                _fail_all(q, PyrustmlError("the model was closed while this request ran"))
+                return
+        sched.cycle()
+
+
 class Scheduler:
     net: Transformer
     tokenizer: Tokenizer
     prefill_rows: int
     stats: EngineStats
     step_lock: threading.Lock  # held for each step; tools hold it to use the model directly
-    _cv: threading.Condition
-    _waiting: deque[Sequence]
-    _active: list[Sequence]
+    _q: WorkQueue
     _owner: list[Sequence | None]  # per slot
     _slot_tokens: list[list[int]]  # per free slot: the tokens whose keys and values it holds
     _ring_pos: np.ndarray  # (slots, ring size) int64: the position each ring index last held
     _slot_used: list[int]  # per slot: the step it was last released (least recently used first)
-    _thread: threading.Thread | None
-    _closing: bool
     _pid: int
 
     def __init__(self, net: Transformer, tokenizer: Tokenizer, prefill_rows: int = PREFILL_ROWS) -> None:
@@ -98,58 +146,53 @@ class Scheduler:
         not exist there, and a step it was running left the caches in an unknown state)."""
         self._pid = os.getpid()
         self.step_lock = threading.Lock()
-        self._cv = threading.Condition()
-        self._waiting = deque()
-        self._active = []
+        self._q = WorkQueue()
         n = self.net.slots
         self._owner = [None] * n
         self._slot_tokens = [[] for _ in range(n)]
         self._ring_pos = np.full((n, max(1, self.net.ring()[0])), -1, dtype=np.int64)
         self._slot_used = [0] * n
-        self._thread = None
-        self._closing = False
 
     # ---- callers' side -------------------------------------------------------------------------
     def submit(self, seq: Sequence) -> None:
         if os.getpid() != self._pid:
             self._reset()
-        with self._cv:
-            if self._closing:
+        q = self._q
+        with q.cv:
+            if q.closing:
                 raise PyrustmlError("the model is closed")
-            self._waiting.append(seq)
+            q.waiting.append(seq)
             self.stats.requests += 1
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="pyrustml-engine", daemon=True)
-                self._thread.start()
-            self._cv.notify()
+            if q.engine_thread is None:
+                q.engine_thread = threading.Thread(
+                    target=_engine_main, args=(self, q), name="pyrustml-engine", daemon=True
+                )
+                q.engine_thread.start()
+            q.cv.notify()
 
     def cancel(self, seq: Sequence) -> None:
         """The caller is gone: the sequence leaves at the next step (a waiting one at once)."""
-        with self._cv:
+        q = self._q
+        with q.cv:
             seq.cancelled = True
-            if seq in self._waiting:
-                self._waiting.remove(seq)
+            if seq in q.waiting:
+                q.waiting.remove(seq)
                 seq.phase = DONE
-            self._cv.notify()
+            q.cv.notify()
 
     def snapshot(self) -> EngineStats:
-        with self._cv:
+        with self._q.cv:
             s = self.stats.copy()
-            s.active = len(self._active)
-            s.queued = len(self._waiting)
+            s.active = len(self._q.active)
+            s.queued = len(self._q.waiting)
             return s
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the engine thread after its current step: waiting and running sequences end with
         an error. Called at exit too, so no step runs while the interpreter tears down."""
-        with self._cv:
-            if os.getpid() != self._pid:
-                return
-            self._closing = True
-            thread = self._thread
-            self._cv.notify_all()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        if os.getpid() != self._pid:
+            return
+        self._q.close(timeout)
 
     def forget_slots(self) -> None:
         """Someone ran the model directly (tools holding step_lock): no slot's cache is known."""
@@ -157,43 +200,31 @@ class Scheduler:
             self._slot_tokens[s] = []
 
     # ---- the engine thread ---------------------------------------------------------------------
-    def _loop(self) -> None:
-        while True:
-            with self._cv:
-                while not self._closing and not self._waiting and not self._active:
-                    self._cv.wait()
-                if self._closing:
-                    self._fail_all(PyrustmlError("the model was closed while this request ran"))
-                    return
-                pr = self.net.prof
-                if pr is not None:  # the whole step is profiled: admitting and building rows is glue
-                    pr.begin(P_DECODE, 0, 0)
-                self._admit()
-                batch = list(self._active)
-            with self.step_lock:
-                try:
-                    self._step(batch)
-                except PyrustmlError as exc:
-                    # A failed run leaves its rows' caches unknown: every sequence in it ends.
-                    with self._cv:
-                        for seq in batch:
-                            if seq.phase != DONE:
-                                seq.fail(exc)
-                        self._release_done()
-                except BaseException as exc:
-                    with self._cv:
-                        for seq in batch:
-                            if seq.phase != DONE:
-                                seq.fail(PyrustmlError(f"internal error: {type(exc).__name__}: {exc}"))
-                        self._release_done()
-
-    def _fail_all(self, exc: PyrustmlError) -> None:
-        for seq in [*self._waiting, *self._active]:
-            if seq.phase != DONE:
-                seq.fail(exc)
-            seq.publish()
-        self._waiting.clear()
-        self._active = []
+    def cycle(self) -> None:
+        """Admit waiting sequences, then run one step (on the engine thread)."""
+        q = self._q
+        with q.cv:
+            pr = self.net.prof
+            if pr is not None:  # the whole step is profiled: admitting and building rows is glue
+                pr.begin(P_DECODE, 0, 0)
+            self._admit()
+            batch = list(q.active)
+        with self.step_lock:
+            try:
+                self._step(batch)
+            except PyrustmlError as exc:
+                # A failed run leaves its rows' caches unknown: every sequence in it ends.
+                with q.cv:
+                    for seq in batch:
+                        if seq.phase != DONE:
+                            seq.fail(exc)
+                    self._release_done()
+            except Exception as exc:  # the engine thread must survive a bug; its callers learn of it
+                with q.cv:
+                    for seq in batch:
+                        if seq.phase != DONE:
+                            seq.fail(PyrustmlError(f"internal error: {type(exc).__name__}: {exc}"))
+                    self._release_done()
 
     def _reusable(self, slot: int, ids: list[int]) -> int:
         """How many leading prompt tokens already sit in the slot's cache and can be kept."""
@@ -216,11 +247,12 @@ class Scheduler:
     def _admit(self) -> None:
         """Waiting sequences take free slots, each the one holding most of its prefix (the least
         recently used among equals). Called with the condition held."""
-        while self._waiting:
+        q = self._q
+        while q.waiting:
             free = [s for s in range(self.net.slots) if self._owner[s] is None]
             if not free:
                 return
-            seq = self._waiting.popleft()
+            seq = q.waiting.popleft()
             if seq.cancelled:
                 seq.phase = DONE
                 continue
@@ -235,13 +267,13 @@ class Scheduler:
             seq.start(best, cached)
             self.stats.prompt_tokens += len(seq.ids)
             self.stats.cached_tokens += cached
-            self._active.append(seq)
+            q.active.append(seq)
 
     def _release_done(self) -> None:
         """Finished and cancelled sequences leave; their slots remember what they hold. Called
         with the condition held."""
         keep = []
-        for seq in self._active:
+        for seq in self._q.active:
             if seq.phase == DONE or seq.cancelled:
                 seq.phase = DONE
                 seq.publish()
@@ -252,7 +284,7 @@ class Scheduler:
                 self.stats.generated_tokens += len(seq.out)
             else:
                 keep.append(seq)
-        self._active = keep
+        self._q.active[:] = keep
 
     def _step(self, batch: list[Sequence]) -> None:
         """One plan run over the batch's rows, then each sequence takes its results."""
@@ -291,7 +323,7 @@ class Scheduler:
             positions.extend(range(seq.pos, seq.pos + len(chunk)))
         t = len(tokens)
         if t == 0:
-            with self._cv:
+            with self._q.cv:
                 self._release_done()
             if pr is not None:
                 pr.cur = StepRecord(P_DECODE, 0, 0, net.n_layers)  # nothing ran: no record
@@ -307,13 +339,13 @@ class Scheduler:
             pr.lap_glue()
         net.run(t)
         self._take(spans)
-        with self._cv:
+        with self._q.cv:
             self.stats.steps += 1
             self.stats.step_seconds += time.perf_counter() - t0
         if pr is not None:
             pr.lap_glue()
             pr.end()
-        with self._cv:
+        with self._q.cv:
             self._release_done()
 
     def _take(self, spans: list[tuple[Sequence, int, int, int]]) -> None:

@@ -8,13 +8,17 @@ import os
 import sys
 from typing import Any
 
-from ..errors import ModelFormatError
+from ..errors import ModelFormatError, UnsupportedModelError
 
 INT32_MAX = (1 << 31) - 1
 FLOAT_MAX = sys.float_info.max
 # Layer counts: far above any real model (Gemma 3 27B has 62), and small enough that a hostile
 # config cannot make the per-layer tables of a Config enormous before a tensor is missing.
 MAX_LAYERS = 1 << 12
+# float32's largest finite value and smallest normal one: every float the model computes with is
+# a float32 in libq8, so a value finite in Python's float64 can still become inf or 0 there.
+F32_MAX = 3.4028234663852886e38
+F32_TINY = 1.1754943508222875e-38
 
 
 def read_json(path: str, *, required: bool) -> dict[str, Any]:
@@ -82,10 +86,29 @@ class Fields:
             raise self._err(key, f"must be a finite{' positive' if positive else ''} number, got {v!r}")
         return f
 
+    def float32_(
+        self, key: str, default: float | None = None, *, low: float = F32_TINY, high: float = F32_MAX
+    ) -> float:
+        """A positive number that stays what it says once libq8 holds it as a float32: a normal
+        float32 in [low, high] (1e300 would become inf, 1e-300 zero)."""
+        f = self.float_(key, default)
+        if not F32_TINY <= f <= F32_MAX:
+            raise self._err(
+                key, f"must be representable as a float32 ({F32_TINY:.3g} .. {F32_MAX:.3g}), got {f!r}"
+            )
+        if not low <= f <= high:
+            raise self._err(key, f"must lie in [{low:g}, {high:g}], got {f!r}")
+        return f
+
     def opt_float(self, key: str) -> float | None:
         if not self.has(key):
             return None
         return self.float_(key)
+
+    def opt_float32(self, key: str) -> float | None:
+        if not self.has(key):
+            return None
+        return self.float32_(key)
 
     def str_(self, key: str, default: str | None = None) -> str:
         v = self.data.get(key, default)
@@ -94,7 +117,11 @@ class Fields:
         return v
 
     def bool_(self, key: str, default: bool) -> bool:
-        v = self.data.get(key, default)
+        """true or false; absent or null is the default. A string such as "false" is an error,
+        never truthy."""
+        v = self.data.get(key)
+        if v is None:
+            return default
         if not isinstance(v, bool):
             raise self._err(key, f"must be true or false, got {v!r}")
         return v
@@ -109,3 +136,54 @@ class Fields:
         if isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v):
             return [int(i) for i in v]
         raise self._err(key, f"must be an integer or a list of integers, got {v!r}")
+
+
+def refuse_unsupported(f: Fields, refused: dict[str, tuple[object, ...]]) -> None:
+    """Keys that change the computation in ways pyrustml does not implement: present with a
+    value other than the accepted ones (their defaults), the model is refused, never run wrong."""
+    for key, accepted in refused.items():
+        if key in f.data and not any(_same(f.data[key], ok) for ok in accepted):
+            raise UnsupportedModelError(f"{f.where}: {key}={str(f.data[key])[:60]} is not supported")
+
+
+def _same(a: object, b: object) -> bool:
+    # 1 == True in Python; a config's true must not pass for an accepted 1.0 (or the reverse).
+    return (type(a) is type(b) and a == b) or (
+        isinstance(a, int | float) and not isinstance(a, bool) and isinstance(b, float) and a == b
+    )
+
+
+# Sampling defaults a generation_config.json may set, with their checks (as the API's arguments).
+GENERATION_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
+
+
+def generation_defaults(f: Fields) -> dict[str, float]:
+    """Sampling defaults from generation_config.json, each checked: a wrong type ("0.7") or an
+    impossible value (top_k 1e400, NaN, temperature -1) is a ModelFormatError naming the file and
+    the key, not silently dropped. do_sample false means greedy."""
+    out: dict[str, float] = {}
+    for key in GENERATION_KEYS:
+        if not f.has(key):
+            continue
+        v = f.data[key]
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise f._err(key, f"must be a number, got {repr(v)[:40]}")
+        if key == "top_k":
+            if isinstance(v, float) and not v.is_integer():
+                raise f._err(key, f"must be an integer, got {v!r}")
+            if not 0 <= v <= INT32_MAX:
+                raise f._err(key, f"must be an integer in [0, {INT32_MAX}], got {str(v)[:40]}")
+            out[key] = float(int(v))
+            continue
+        x = f.float_(key, positive=False)
+        if key in ("top_p", "min_p") and not 0.0 <= x <= 1.0:
+            raise f._err(key, f"must lie in [0, 1], got {x!r}")
+        if key == "temperature" and (x < 0 or 0 < x < 1e-6):
+            raise f._err(key, f"must be 0 or at least 1e-06, got {x!r}")
+        if key == "repetition_penalty" and not 1e-6 <= x <= 1e6:
+            raise f._err(key, f"must lie in [1e-06, 1e+06], got {x!r}")
+        out[key] = x
+    if f.has("do_sample"):
+        if f.bool_("do_sample", True) is False:
+            out["temperature"] = 0.0
+    return out

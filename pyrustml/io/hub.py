@@ -21,9 +21,18 @@ ALLOW_PATTERNS = [
 
 
 def resolve(source: str, revision: str | None = None) -> str:
-    """A local directory holding the checkpoint."""
+    """A local directory holding the checkpoint (`~` expanded), or the hub's snapshot of a repo.
+    Every failure, the cache's own included (HF_HUB_CACHE under a regular file, a read-only
+    cache), is a ModelNotFoundError."""
+    source = os.path.expanduser(source)
     if os.path.isdir(source):
         return source
+    if os.path.isfile(source):
+        if source.endswith(".gguf"):
+            raise ModelNotFoundError(
+                f"{source}: GGUF files are not supported yet; pass a safetensors checkpoint"
+            )
+        raise ModelNotFoundError(f"{source} is a file: pass the directory that holds the checkpoint")
     if source.startswith((".", "/", "~")) or source.count("/") > 1:
         raise ModelNotFoundError(f"{source}: no such directory")
     # Imported here: huggingface_hub takes ~0.2 s to import and local loads never need it.
@@ -55,3 +64,8 @@ def resolve(source: str, revision: str | None = None) -> str:
         raise ModelNotFoundError(f"{source}: hub request failed ({exc})") from None
     except ValueError as exc:  # malformed repo ids
         raise ModelNotFoundError(f"{source}: {exc}") from None
+    except OSError as exc:  # the cache itself: not a directory, not writable, disk full
+        where = exc.filename or os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "the hub cache"
+        raise ModelNotFoundError(
+            f"{source}: the Hugging Face cache cannot be used ({exc.strerror or exc} at {where})"
+        ) from None

@@ -1,9 +1,23 @@
 """Reading safetensors checkpoints: single files and sharded ones (model.safetensors.index.json).
 
-Our own reader over mmap instead of safetensors.numpy, for two reasons: numpy has no bfloat16
-(real Gemma checkpoints are bf16: we hand the raw 16-bit words to libq8's converter), and a file
-from a stranger is validated completely before any byte of it is used. Every refusal is a
-ModelFormatError whose message starts with the file's name and names the tensor where there is one.
+Our own reader, not the `safetensors` package (which is therefore not a runtime dependency; the
+tests use it as the reference to compare with). Its parser is the format's reference and is
+fuzzed, but it does not fit three needs here: numpy has no bfloat16 (real Gemma checkpoints are
+bf16: we hand the raw 16-bit words to libq8's converter); its numpy API memory-maps the file; and
+we are stricter (repeated keys, gaps, trailing bytes). A file from a stranger is validated
+completely before any byte of it is used. Every refusal is a ModelFormatError whose message
+starts with the file's name and names the tensor where there is one.
+
+No mmap: the data is read with preadv straight into the destination buffer (a numpy array the
+caller owns, or a bounded chunk that is quantized and dropped). A memory-mapped file that shrinks
+while it is read (another process rewriting the cache, a full disk) kills the process with
+SIGBUS; a read just comes back short, which is a ModelFormatError. Large matrices are read and
+quantized in chunks of CHUNK_BYTES, so the load's peak RSS stays near the final model size.
+
+Resource bounds before any parsing: the header length (100 MB, the reference implementation's
+limit) and the number of tensors it declares (counted in the raw bytes, before json.loads builds
+a million objects), at most max_tensors: MAX_TENSORS unless the caller knows its architecture's
+need.
 
 What a valid file is (at least as strict as the safetensors library, stricter where noted):
 - 8 bytes of little-endian header length N, N <= 100,000,000 (the library's limit), 8 + N <= size;
@@ -28,7 +42,6 @@ multiple of its item size is copied once into an aligned array before C sees it.
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import stat
 from typing import Final
@@ -51,6 +64,12 @@ DTYPES: Final[dict[str, tuple[str, int]]] = {
     "BOOL": ("u1", 1),
 }
 MAX_HEADER: Final = 100_000_000  # the safetensors library's own limit on N
+# Tensors one checkpoint may declare: Gemma 3 27B has 800, GPT-2 XL 580. A header of a million
+# zero-size tensors took 15 s and 1 GB to refuse after parsing; counted first, it takes ms.
+MAX_TENSORS: Final = 1 << 16
+# Tensors a layer may hold (GPT-2 has 14 names per block with its mask buffers, Gemma 3 has 13).
+MAX_TENSORS_PER_LAYER: Final = 32
+CHUNK_BYTES: Final = 4 << 20  # what a chunked read holds at once
 INT64_MAX: Final = (1 << 63) - 1
 METADATA: Final = "__metadata__"
 INDEX: Final = "model.safetensors.index.json"
@@ -226,62 +245,135 @@ def _tensor_info(path: str, name: str, entry: object, data_start: int, data_len:
     return TensorInfo(name, path, dtype, tuple(int(s) for s in shape), data_start + start, data_start + end)
 
 
+def tensor_budget(n_layers: object) -> int:
+    """The tensors a checkpoint of n_layers layers can use (per layer, plus embeddings, norms
+    and heads), at most MAX_TENSORS; MAX_TENSORS when the count is not a sane integer yet (the
+    config reader refuses it with its own error)."""
+    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or not 0 < n_layers <= 1 << 12:
+        return MAX_TENSORS
+    return min(MAX_TENSORS, MAX_TENSORS_PER_LAYER * n_layers + 64)
+
+
+def _read_exact(fd: int, path: str, buf: memoryview, offset: int) -> None:
+    """Fill buf from the file at offset; a short read (the file shrank) is a ModelFormatError."""
+    done = 0
+    total = len(buf)
+    while done < total:
+        try:
+            if hasattr(os, "preadv"):
+                n = os.preadv(fd, [buf[done:]], offset + done)
+            else:  # pragma: no cover - platforms without preadv
+                chunk = os.pread(fd, total - done, offset + done)
+                n = len(chunk)
+                buf[done : done + n] = chunk
+        except OSError as exc:
+            raise _bad(path, f"read failed at byte {offset + done}: {exc.strerror}") from None
+        if n == 0:
+            raise _bad(
+                path,
+                f"the file ended at byte {offset + done}, before {offset + total}: "
+                "it was truncated or rewritten while being read",
+            )
+        done += n
+
+
+def count_tensors(header: bytes) -> int:
+    """An upper bound of the tensors a header declares, without parsing it: every tensor entry
+    needs a "data_offsets" key (a key repeated or inside a string only raises the count)."""
+    return header.count(b'"data_offsets"')
+
+
 class SafetensorsFile:
-    """One mmap'ed .safetensors file with a validated header."""
+    """One .safetensors file, open for reading, with a validated header."""
 
     path: str
     tensors: dict[str, TensorInfo]
-    _mm: mmap.mmap | None
+    size: int
+    _fd: int
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, max_tensors: int = MAX_TENSORS) -> None:
         self.path = path
+        self._fd = -1
         try:
             # A FIFO or device named *.safetensors would block or stream forever: regular files only.
             if not stat.S_ISREG(os.stat(path).st_mode):
                 raise _bad(path, "is not a regular file")
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size == 0:
-                    raise _bad(path, "file is empty")
-                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            self.size = os.fstat(self._fd).st_size
         except OSError as exc:
+            self.close()
             raise ModelFormatError(f"cannot read {path}: {exc.strerror}") from None
         try:
-            head_len = min(size, 8 + min(int.from_bytes(self._mm[:8], "little"), MAX_HEADER))
-            _, self.tensors = parse_header(path, size, self._mm[:head_len])
+            self.tensors = self._read_header(max_tensors)
         except BaseException:
             self.close()
             raise
 
-    def array(self, name: str) -> np.ndarray:
-        """A read-only view of the stored words (BF16 as uint16); an aligned copy when the file
-        puts the tensor at an offset that is not a multiple of its item size (C reads it as
-        float/uint16 words, and a misaligned pointer is undefined behaviour there)."""
-        info = self.tensors[name]
-        if self._mm is None:
-            raise ModelFormatError(f"{os.path.basename(self.path)} is closed")
-        np_dtype, size = DTYPES[info.dtype]
-        flat = np.frombuffer(self._mm, dtype=np_dtype, count=info.numel, offset=info.start)
-        if info.start % size != 0:
-            flat = flat.copy()
-        return flat.reshape(info.shape)
+    def _read_header(self, max_tensors: int) -> dict[str, TensorInfo]:
+        path, size = self.path, self.size
+        if size == 0:
+            raise _bad(path, "file is empty")
+        if size < 8:
+            raise _bad(path, f"file of {size} bytes is too short for a safetensors header")
+        head = bytearray(8)
+        _read_exact(self._fd, path, memoryview(head), 0)
+        n = int.from_bytes(head, "little")
+        if n > MAX_HEADER:
+            raise _bad(path, f"header length {n} exceeds the {MAX_HEADER}-byte limit")
+        if 8 + n > size:
+            raise _bad(path, f"header length {n} runs past the end of the file ({size} bytes)")
+        head.extend(bytes(n))
+        _read_exact(self._fd, path, memoryview(head)[8:], 8)
+        header = bytes(head)
+        del head
+        declared = count_tensors(header)
+        if declared > max_tensors:
+            raise _bad(
+                path,
+                f"the header declares {declared} tensors; more than the {max_tensors} this loader accepts",
+            )
+        _, tensors = parse_header(path, size, header)
+        return tensors
 
-    def release(self, name: str) -> None:
-        """Drop a tensor's pages from this process once it has been converted: the file stays
-        in the page cache, but the load's peak RSS stays near the final model size."""
+    def read_into(self, name: str, out: np.ndarray, first: int = 0) -> None:
+        """Fill the C-contiguous array `out` with the tensor's bytes starting at element `first`
+        (rows first..: a chunk of a matrix)."""
         info = self.tensors[name]
-        if self._mm is None or info.end <= info.start:
-            return
-        start = info.start - info.start % mmap.PAGESIZE
-        self._mm.madvise(mmap.MADV_DONTNEED, start, info.end - start)
+        if self._fd < 0:
+            raise ModelFormatError(f"{os.path.basename(self.path)} is closed")
+        itemsize = DTYPES[info.dtype][1]
+        offset = info.start + first * itemsize
+        if not out.flags.c_contiguous or offset + out.nbytes > info.end:
+            raise ModelFormatError(f"{os.path.basename(self.path)}: bad read of tensor {name!r}")
+        if out.nbytes:
+            _read_exact(self._fd, self.path, out.reshape(-1).view(np.uint8).data, offset)
+
+    def array(self, name: str) -> np.ndarray:
+        """A new array of the stored words (BF16 as uint16), in the tensor's shape."""
+        info = self.tensors[name]
+        out = np.empty(info.shape, dtype=DTYPES[info.dtype][0])
+        self.read_into(name, out)
+        return out
+
+    def rows(self, name: str, r0: int, r1: int) -> np.ndarray:
+        """A new array of rows r0 .. r1 - 1 (along the first dimension) of the stored words."""
+        info = self.tensors[name]
+        if not info.shape or not 0 <= r0 <= r1 <= info.shape[0]:
+            raise ModelFormatError(f"{os.path.basename(self.path)}: bad row range of tensor {name!r}")
+        row = 1
+        for s in info.shape[1:]:
+            row *= s
+        out = np.empty((r1 - r0, *info.shape[1:]), dtype=DTYPES[info.dtype][0])
+        self.read_into(name, out, r0 * row)
+        return out
 
     def close(self) -> None:
-        if self._mm is not None:
+        if self._fd >= 0:
             try:
-                self._mm.close()
-            except BufferError:
-                pass  # a numpy view still references the map; it is freed with the view
-            self._mm = None
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = -1
 
 
 def bf16_to_float32(words: np.ndarray) -> np.ndarray:
@@ -293,7 +385,7 @@ def to_float32(info: TensorInfo, data: np.ndarray) -> np.ndarray:
     if info.dtype == "BF16":
         return bf16_to_float32(data)
     if info.dtype in ("F32", "F16", "F64"):
-        return data.astype(np.float32)
+        return data.astype(np.float32, copy=False)  # a fresh read already: no second copy
     raise ModelFormatError(
         f"{os.path.basename(info.path)}: tensor {info.name!r} has dtype {info.dtype}, not a float type"
     )
@@ -306,7 +398,7 @@ class Checkpoint:
     where: dict[str, SafetensorsFile]
     source: str  # what error messages call the checkpoint: its file, or its index
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, max_tensors: int = MAX_TENSORS) -> None:
         self.files = []
         self.where = {}
         if not os.path.isdir(directory):
@@ -324,7 +416,7 @@ class Checkpoint:
             self.source = ", ".join(shard_names)
         try:
             for shard in shard_names:
-                f = SafetensorsFile(os.path.join(directory, shard))
+                f = SafetensorsFile(os.path.join(directory, shard), max_tensors)
                 self.files.append(f)
                 for name in f.tensors:
                     if name in self.where:
@@ -363,16 +455,19 @@ class Checkpoint:
             raise ModelFormatError(f"{self.source}: the checkpoint has no tensor {name!r}")
         return f.tensors[name]
 
-    def raw(self, name: str) -> np.ndarray:
+    def _file(self, name: str) -> SafetensorsFile:
         f = self.where.get(name)
         if f is None:
             raise ModelFormatError(f"{self.source}: the checkpoint has no tensor {name!r}")
-        return f.array(name)
+        return f
 
-    def release(self, name: str) -> None:
-        f = self.where.get(name)
-        if f is not None:
-            f.release(name)
+    def raw(self, name: str) -> np.ndarray:
+        """The stored words of a tensor, read into a new array."""
+        return self._file(name).array(name)
+
+    def rows(self, name: str, r0: int, r1: int) -> np.ndarray:
+        """Rows r0 .. r1 - 1 of a tensor's stored words, read into a new array."""
+        return self._file(name).rows(name, r0, r1)
 
     def float32(self, name: str) -> np.ndarray:
         """The tensor as a new float32 array, finite-checked."""
@@ -382,7 +477,6 @@ class Checkpoint:
             raise ModelFormatError(
                 f"{os.path.basename(info.path)}: tensor {name!r} holds NaN or Inf (as float32)"
             )
-        self.release(name)
         return out
 
     def close(self) -> None:

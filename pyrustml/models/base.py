@@ -14,20 +14,23 @@ from ..engine.linear import Linear
 from ..engine.plan import Buf, Plan
 from ..engine.profiler import Profiler
 from ..errors import ModelFormatError, NumericalError, OutOfMemoryError
+from ..io.weights import QuantPlan
 
 PREFILL_CHUNK = 256  # rows per plan run (a prefill chunk, or a batched step): the buffers' height
 DEFAULT_CTX = 4096  # context per sequence when load() is not given one
 
 
 class LoadOptions:
-    """How to build a model: weight precision, context per sequence and KV-cache slots."""
+    """How to build a model: weight formats, context per sequence and KV-cache slots."""
 
-    quant: str  # "q8_0" or "f32"
+    plan: QuantPlan  # the weight format of each role
+    quant: str  # its name: "q8_0", "q4_0", "q4_0-pure" or "f32"
     ctx: int | None  # positions per sequence (None: min(the model's max, DEFAULT_CTX))
     slots: int  # sequences whose KV caches exist at once
 
-    def __init__(self, quant: str = "q8_0", ctx: int | None = None, slots: int = 1) -> None:
-        self.quant = quant
+    def __init__(self, quant: str | QuantPlan = "q8_0", ctx: int | None = None, slots: int = 1) -> None:
+        self.plan = quant if isinstance(quant, QuantPlan) else QuantPlan(quant)
+        self.quant = self.plan.name
         self.ctx = ctx
         self.slots = slots
 
@@ -203,7 +206,9 @@ class Transformer(ABC):
         """Logits of one row of `final`, in the model's reused buffer (copy to keep)."""
         x = self.final_ptr + row * self.hidden_size
         h = self.lm_head
-        if h.quantized:
+        if h.q4:
+            rc = lib.q8_q4_lmhead(h.w_ptr, h.n, h.k, x, self.logits_ptr)
+        elif h.quantized:
             rc = lib.q8_lmhead(h.w_ptr, h.n, h.k, x, self.logits_ptr)
         else:
             rc = lib.q8_lmhead_f32(h.w_ptr, h.n, h.k, x, self.logits_ptr)
@@ -216,7 +221,9 @@ class Transformer(ABC):
         x = self.final_ptr + row * self.hidden_size
         h = self.lm_head
         idx, val = self._argmax_idx, self._argmax_val
-        if h.quantized:
+        if h.q4:
+            rc = lib.q8_q4_lmhead_argmax(h.w_ptr, h.n, h.k, x, idx, val)
+        elif h.quantized:
             rc = lib.q8_lmhead_argmax(h.w_ptr, h.n, h.k, x, idx, val)
         else:
             rc = lib.q8_lmhead_argmax_f32(h.w_ptr, h.n, h.k, x, idx, val)

@@ -21,13 +21,35 @@ from ..engine.kv_cache import KVCache
 from ..engine.linear import Embedding, Linear
 from ..engine.plan import Buf, Plan
 from ..errors import ModelFormatError, UnsupportedModelError
-from ..io.config import FLOAT_MAX, MAX_LAYERS, Fields
+from ..io.config import F32_MAX, F32_TINY, MAX_LAYERS, Fields, refuse_unsupported
 from ..io.safetensors import Checkpoint
 from ..io.weight_map import WeightMap, checkpoint_names, fused, linear, load_into, load_map, vec
+from ..io.weights import check_lm_head
 from .base import PREFILL_CHUNK, LoadOptions, Transformer
 
 SLIDING = "sliding_attention"
 FULL = "full_attention"
+
+# Every config.json key that changes the computation is either read (CONFIG_KEYS_READ) or refused
+# unless it holds one of its accepted values (CONFIG_KEYS_REFUSED): never silently ignored.
+CONFIG_KEYS_READ = (
+    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "head_dim", "vocab_size", "rms_norm_eps", "max_position_embeddings",
+    "query_pre_attn_scalar", "sliding_window", "final_logit_softcapping", "attn_logit_softcapping",
+    "hidden_activation", "layer_types", "sliding_window_pattern", "rope_parameters", "rope_theta",
+    "rope_local_base_freq", "rope_scaling", "tie_word_embeddings",
+)  # fmt: skip
+CONFIG_KEYS_REFUSED: dict[str, tuple[object, ...]] = {
+    "use_bidirectional_attention": (False,),  # EmbeddingGemma: no causal mask
+    "attention_bias": (False,),  # q/k/v/o biases
+    "partial_rotary_factor": (1.0,),  # RoPE on part of each head
+    "is_encoder_decoder": (False,),
+    "add_cross_attention": (False,),
+    "scale_embeddings": (True,),  # not a Gemma 3 key; a config turning the sqrt(hidden) off
+}
+# The RMSNorm epsilon stabilizes a mean square: above 1 it would dominate it (1e300 is inf as a
+# float32, which made the model emit one token forever).
+MAX_EPS = 1.0
 
 
 class Gemma3Config:
@@ -47,8 +69,10 @@ class Gemma3Config:
     theta_global: float
     final_softcap: float
     attn_softcap: float
+    tie_word_embeddings: bool
 
     def __init__(self, f: Fields) -> None:
+        refuse_unsupported(f, CONFIG_KEYS_REFUSED)
         self.hidden = f.int_("hidden_size")
         self.inter = f.int_("intermediate_size")
         self.n_layer = f.int_("num_hidden_layers", maximum=MAX_LAYERS)
@@ -56,12 +80,19 @@ class Gemma3Config:
         self.n_kv = f.int_("num_key_value_heads", self.n_head)
         self.head_dim = f.int_("head_dim", self.hidden // self.n_head)
         self.vocab = f.int_("vocab_size")
-        self.eps = f.float_("rms_norm_eps", 1e-6)
+        self.eps = f.float32_("rms_norm_eps", 1e-6, high=MAX_EPS)
         self.max_pos = f.int_("max_position_embeddings", 32768)
-        self.scale = f.float_("query_pre_attn_scalar", float(self.head_dim)) ** -0.5
+        # The score scale is what libq8 gets, as a float32: scalar^-0.5 must be finite there too.
+        scalar = f.float32_("query_pre_attn_scalar", float(self.head_dim))
+        self.scale = scalar**-0.5
+        if not F32_TINY <= self.scale <= F32_MAX:
+            raise ModelFormatError(
+                f"{f.where}: 'query_pre_attn_scalar' {scalar!r} gives a score scale outside float32's range"
+            )
         self.window = f.int_("sliding_window", 4096)
-        self.final_softcap = f.opt_float("final_logit_softcapping") or 0.0
-        self.attn_softcap = f.opt_float("attn_logit_softcapping") or 0.0
+        self.final_softcap = f.opt_float32("final_logit_softcapping") or 0.0
+        self.attn_softcap = f.opt_float32("attn_logit_softcapping") or 0.0
+        self.tie_word_embeddings = f.bool_("tie_word_embeddings", True)
         act = f.str_("hidden_activation", "gelu_pytorch_tanh")
         if act not in ("gelu_pytorch_tanh", "gelu_tanh", "gelu_new"):
             raise UnsupportedModelError(f"{f.where}: hidden_activation {act!r} is not supported")
@@ -83,27 +114,62 @@ def _layer_types(f: Fields, n_layer: int) -> list[str]:
     return [FULL if (i + 1) % pattern == 0 else SLIDING for i in range(n_layer)]
 
 
+# A RoPE base at or below 1 makes every rotation frequency >= 1 radian per position (a base of
+# 1e-300 reached libq8 as garbage); no model uses one.
+MIN_ROPE_BASE = 1.0 + 1e-6
+# Keys a RoPE parameter object may carry without changing the computation of rope_type "default".
+_ROPE_INERT = {"rope_type", "type", "rope_theta", "factor"}  # default RoPE ignores factor
+
+
+def _rope_theta(f: Fields, where: str, v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not MIN_ROPE_BASE <= v <= F32_MAX:
+        raise ModelFormatError(
+            f"{f.where}: {where} must be a number in ({MIN_ROPE_BASE - 1e-6:g}, {F32_MAX:.3g}] "
+            f"(a float32 RoPE base above 1), got {str(v)[:40]}"
+        )
+    return float(v)
+
+
+def _rope_entry(f: Fields, where: str, p: object, default: float) -> float:
+    """One RoPE parameter object: rope_type "default" and its base; any scaling is refused."""
+    if not isinstance(p, dict):
+        raise ModelFormatError(f"{f.where}: {where} is not an object")
+    rtype = p.get("rope_type", p.get("type", "default"))
+    if rtype != "default":
+        raise UnsupportedModelError(f"{f.where}: {where} rope_type {str(rtype)[:40]!r} is not supported")
+    extra = sorted(set(p) - _ROPE_INERT)
+    if extra:
+        listed = ", ".join(map(str, extra))[:80]
+        raise UnsupportedModelError(f"{f.where}: {where} sets {listed}, not supported")
+    return _rope_theta(f, f"{where}['rope_theta']", p.get("rope_theta", default))
+
+
 def _rope_bases(f: Fields) -> tuple[float, float]:
+    """(local base, global base). transformers 5 writes rope_parameters per layer type; a flat
+    rope_parameters object (one setting for every layer) and 4.x's rope_scaling are read too, and
+    any scaling they ask for is refused: running it unscaled would be silently wrong."""
     params = f.data.get("rope_parameters")
-    if isinstance(params, dict) and (SLIDING in params or FULL in params):  # transformers 5
-        bases = []
-        for kind, default in ((SLIDING, 10000.0), (FULL, 1000000.0)):
-            p = params.get(kind, {})
-            if not isinstance(p, dict):
-                raise ModelFormatError(f"{f.where}: rope_parameters[{kind!r}] is not an object")
-            rtype = p.get("rope_type", "default")
-            if rtype != "default":
-                raise UnsupportedModelError(f"{f.where}: rope_type {rtype!r} for {kind} is not supported")
-            theta = p.get("rope_theta", default)
-            if isinstance(theta, bool) or not isinstance(theta, int | float) or not 0 < theta <= FLOAT_MAX:
-                raise ModelFormatError(f"{f.where}: rope_theta for {kind} must be a finite positive number")
-            bases.append(float(theta))
-        return bases[0], bases[1]
     scaling = f.data.get("rope_scaling")
-    scaling_type = scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict) else scaling
-    if scaling is not None and scaling_type != "default":
-        raise UnsupportedModelError(f"{f.where}: rope_scaling {scaling!r} is not supported")
-    return f.float_("rope_local_base_freq", 10000.0), f.float_("rope_theta", 1000000.0)
+    if scaling is not None:
+        _rope_entry(f, "rope_scaling", scaling, 1e6)
+    if params is not None:
+        if not isinstance(params, dict):
+            raise ModelFormatError(f"{f.where}: rope_parameters is not an object")
+        if SLIDING in params or FULL in params:  # transformers 5, per layer type
+            extra = sorted(set(params) - {SLIDING, FULL})
+            if extra:
+                listed = ", ".join(map(str, extra))[:80]
+                raise UnsupportedModelError(
+                    f"{f.where}: rope_parameters mixes per-layer-type entries with {listed}"
+                )
+            local = _rope_entry(f, f"rope_parameters[{SLIDING!r}]", params.get(SLIDING, {}), 10000.0)
+            full = _rope_entry(f, f"rope_parameters[{FULL!r}]", params.get(FULL, {}), 1000000.0)
+            return local, full
+        # Flat: one setting for the global layers; the local ones keep rope_local_base_freq.
+        full = _rope_entry(f, "rope_parameters", params, 1000000.0)
+        return _rope_theta(f, "'rope_local_base_freq'", f.data.get("rope_local_base_freq", 10000.0)), full
+    local = _rope_theta(f, "'rope_local_base_freq'", f.data.get("rope_local_base_freq", 10000.0))
+    return local, _rope_theta(f, "'rope_theta'", f.data.get("rope_theta", 1000000.0))
 
 
 class Gemma3Layer:
@@ -140,7 +206,7 @@ class Gemma3(Transformer):
 
     def __init__(self, f: Fields, ckpt: Checkpoint, opts: LoadOptions) -> None:
         cfg = Gemma3Config(f)
-        quantize = opts.quantize
+        plan = opts.plan
         self.cfg = cfg
         arena = WeightArena()  # every Q8_0 matrix in huge-page slabs, in load order
         self.model_type = "gemma3_text"
@@ -157,15 +223,16 @@ class Gemma3(Transformer):
         D, H, KV, hd, FF = cfg.hidden, cfg.n_head, cfg.n_kv, cfg.head_dim, cfg.inter
         names = set(ckpt.names())
         # The checkpoint's tensors: name, shape, what each becomes (q/k/v and gate/up fused).
-        top: WeightMap = {"embed_table": linear("model.embed_tokens.weight", cfg.vocab, D)}
-        head: WeightMap = {"lm_head": linear("lm_head.weight", cfg.vocab, D)}  # absent when tied
+        top: WeightMap = {"embed_table": linear("model.embed_tokens.weight", cfg.vocab, D, role="embed")}
+        # lm_head: absent when tied to the embedding
+        head: WeightMap = {"lm_head": linear("lm_head.weight", cfg.vocab, D, role="lm_head")}
         layer: WeightMap = {
             "qkv": fused(
                 ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"],
                 [H * hd, KV * hd, KV * hd],
                 D,
             ),
-            "o": linear("self_attn.o_proj.weight", D, H * hd),
+            "o": linear("self_attn.o_proj.weight", D, H * hd, role="attn_out"),
             "gate_up": fused(["mlp.gate_proj.weight", "mlp.up_proj.weight"], [FF, FF], D),
             "down": linear("mlp.down_proj.weight", D, FF),
         }
@@ -178,10 +245,10 @@ class Gemma3(Transformer):
             "k": vec("self_attn.k_norm.weight", hd),
         }
         final: WeightMap = {"final_norm": vec("model.norm.weight", D)}
-        load_into(self, top, ckpt, "", quantize=quantize, arena=arena)
+        load_into(self, top, ckpt, "", plan=plan, arena=arena)
         self.lm_head = self.embed_table
         if "lm_head.weight" in names:
-            load_into(self, head, ckpt, "", quantize=quantize, arena=arena)
+            load_into(self, head, ckpt, "", plan=plan, arena=arena)
         self.embed = Embedding(self.embed_table)
         # The embedding is scaled by sqrt(hidden) rounded to float32, as transformers does.
         self.embed_scale = float(np.float32(math.sqrt(D)))
@@ -195,13 +262,13 @@ class Gemma3(Transformer):
             L.window = cfg.window if L.sliding else 0
             # A ring must still hold the window behind the first query of a prefill chunk.
             L.cap = min(self.ctx, cfg.window + self.prefill_chunk) if L.sliding else self.ctx
-            load_into(L, layer, ckpt, n, quantize=quantize, arena=arena)
-            loaded = load_map(norms, ckpt, n, quantize=quantize, arena=arena)
+            load_into(L, layer, ckpt, n, plan=plan, arena=arena)
+            loaded = load_map(norms, ckpt, n, plan=plan, arena=arena)
             L.norms = {key: Buf.of(w) for key, w in loaded.items()}
             L.kv = KVCache(KV, L.cap, hd, self.slots, f"layer {i}")
             self.layers.append(L)
             known |= checkpoint_names(layer, n) | checkpoint_names(norms, n)
-        self.final_norm = Buf.of(load_map(final, ckpt, "", quantize=quantize, arena=arena)["final_norm"])
+        self.final_norm = Buf.of(load_map(final, ckpt, "", plan=plan, arena=arena)["final_norm"])
         self.refuse_unknown(ckpt.source, names, known)
         self.n_matrices = 4 * cfg.n_layer + (2 if self.lm_head is not self.embed_table else 1)
         self.n_projections = 7 * cfg.n_layer + 1  # q, k, v, o, gate, up, down; lm_head
@@ -269,4 +336,5 @@ class Gemma3(Transformer):
 
 
 def build(f: Fields, ckpt: Checkpoint, opts: LoadOptions) -> Transformer:
+    check_lm_head(f, ckpt, "model.embed_tokens.weight")
     return Gemma3(f, ckpt, opts)

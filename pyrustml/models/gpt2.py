@@ -17,20 +17,33 @@ from ..engine.kv_cache import KVCache
 from ..engine.linear import Embedding, Linear
 from ..engine.plan import Buf, Plan
 from ..errors import ModelFormatError, UnsupportedModelError
-from ..io.config import MAX_LAYERS, Fields
+from ..io.config import MAX_LAYERS, Fields, refuse_unsupported
 from ..io.safetensors import Checkpoint
 from ..io.weight_map import WeightMap, checkpoint_names, linear, load_into, mat, vec
+from ..io.weights import check_lm_head
 from .base import PREFILL_CHUNK, LoadOptions, Transformer
 
-# Config flags that change the computation and that we do not implement: refused, never ignored.
-UNSUPPORTED_FLAGS = {
-    "scale_attn_by_inverse_layer_idx": False,
-    "reorder_and_upcast_attn": False,
-    "add_cross_attention": False,
+# Every config.json key that changes the computation is either read (CONFIG_KEYS_READ) or refused
+# unless it holds one of its accepted values (CONFIG_KEYS_REFUSED): never silently ignored.
+CONFIG_KEYS_READ = (
+    "n_layer", "n_embd", "n_head", "n_positions", "n_ctx", "vocab_size", "n_inner",
+    "layer_norm_epsilon", "scale_attn_weights", "activation_function", "tie_word_embeddings",
+)  # fmt: skip
+CONFIG_KEYS_REFUSED: dict[str, tuple[object, ...]] = {
+    "scale_attn_by_inverse_layer_idx": (False,),
+    "reorder_and_upcast_attn": (False,),
+    "add_cross_attention": (False,),
+    "is_encoder_decoder": (False,),
+    "rope_scaling": (),  # GPT-2 has learned positions: a RoPE setting means another model
+    "rope_parameters": (),
+    "use_bidirectional_attention": (False,),
 }
 SUPPORTED_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
 # per-layer causal-mask buffers that some GPT-2 exports carry: not weights, allowed and not read
 CAUSAL_MASKS = ("attn.bias", "attn.masked_bias")
+# LayerNorm's epsilon stabilizes a variance: above 1 it would dominate it (and 1e300 is inf in
+# float32, which made the model emit one token forever).
+MAX_EPS = 1.0
 
 
 class GPT2Config:
@@ -42,22 +55,22 @@ class GPT2Config:
     n_inner: int
     eps: float
     scale_attn: bool
+    tie_word_embeddings: bool
 
     def __init__(self, f: Fields) -> None:
+        refuse_unsupported(f, CONFIG_KEYS_REFUSED)
         self.n_layer = f.int_("n_layer", maximum=MAX_LAYERS)
         self.n_embd = f.int_("n_embd")
         self.n_head = f.int_("n_head")
         self.n_positions = f.int_("n_positions", f.data.get("n_ctx"))
         self.vocab_size = f.int_("vocab_size")
         self.n_inner = f.int_("n_inner") if f.has("n_inner") else 4 * self.n_embd
-        self.eps = f.float_("layer_norm_epsilon", 1e-5)
+        self.eps = f.float32_("layer_norm_epsilon", 1e-5, high=MAX_EPS)
         self.scale_attn = f.bool_("scale_attn_weights", True)
+        self.tie_word_embeddings = f.bool_("tie_word_embeddings", True)
         act = f.str_("activation_function", "gelu_new")
         if act not in SUPPORTED_ACTIVATIONS:
             raise UnsupportedModelError(f"{f.where}: activation_function {act!r} is not supported")
-        for key, ok_value in UNSUPPORTED_FLAGS.items():
-            if f.data.get(key, ok_value) != ok_value:
-                raise UnsupportedModelError(f"{f.where}: {key}={f.data[key]!r} is not supported")
         if self.n_embd % self.n_head != 0:
             raise ModelFormatError(
                 f"{f.where}: n_embd {self.n_embd} is not divisible by n_head {self.n_head}"
@@ -104,7 +117,7 @@ class GPT2(Transformer):
 
     def __init__(self, f: Fields, ckpt: Checkpoint, opts: LoadOptions) -> None:
         cfg = GPT2Config(f)
-        quantize = opts.quantize
+        plan = opts.plan
         self.cfg = cfg
         arena = WeightArena()  # every Q8_0 matrix in huge-page slabs, in load order
         self.model_type = "gpt2"
@@ -123,13 +136,14 @@ class GPT2(Transformer):
         hd = D // H
         # The checkpoint's tensors: name, shape, what each becomes. Conv1D weights are [in, out]:
         # transposed=True gives the (out, in) rows we stream.
-        top: WeightMap = {"wte": linear("wte.weight", V, D), "wpe": mat("wpe.weight", P, D)}
-        head: WeightMap = {"lm_head": linear("lm_head.weight", V, D)}  # absent when tied to wte
+        top: WeightMap = {"wte": linear("wte.weight", V, D, role="embed"), "wpe": mat("wpe.weight", P, D)}
+        # lm_head: absent when tied to wte
+        head: WeightMap = {"lm_head": linear("lm_head.weight", V, D, role="lm_head")}
         block: WeightMap = {
             "ln1_w": vec("ln_1.weight", D),
             "ln1_b": vec("ln_1.bias", D),
             "attn": linear("attn.c_attn.weight", 3 * D, D, "attn.c_attn.bias", transposed=True),
-            "proj": linear("attn.c_proj.weight", D, D, "attn.c_proj.bias", transposed=True),
+            "proj": linear("attn.c_proj.weight", D, D, "attn.c_proj.bias", transposed=True, role="attn_out"),
             "ln2_w": vec("ln_2.weight", D),
             "ln2_b": vec("ln_2.bias", D),
             "fc": linear("mlp.c_fc.weight", F, D, "mlp.c_fc.bias", transposed=True),
@@ -137,21 +151,21 @@ class GPT2(Transformer):
         }
         final: WeightMap = {"lnf_w": vec("ln_f.weight", D), "lnf_b": vec("ln_f.bias", D)}
         # Token embedding, also the lm_head (tied) unless the checkpoint carries its own.
-        load_into(self, top, ckpt, pre, quantize=quantize, arena=arena)
+        load_into(self, top, ckpt, pre, plan=plan, arena=arena)
         self.lm_head = self.wte
         if "lm_head.weight" in names:
-            load_into(self, head, ckpt, "", quantize=quantize, arena=arena)
+            load_into(self, head, ckpt, "", plan=plan, arena=arena)
         self.embed = Embedding(self.wte)
         self.blocks = []
         known = checkpoint_names(top, pre) | checkpoint_names(head) | checkpoint_names(final, pre)
         for i in range(cfg.n_layer):
             b = GPT2Block()
-            load_into(b, block, ckpt, f"{pre}h.{i}.", quantize=quantize, arena=arena)
+            load_into(b, block, ckpt, f"{pre}h.{i}.", plan=plan, arena=arena)
             b.kv = KVCache(H, self.ctx, hd, self.slots, f"layer {i}")
             self.blocks.append(b)
             # the causal-mask buffers some exports carry are not weights
             known |= checkpoint_names(block, f"{pre}h.{i}.") | {f"{pre}h.{i}.{s}" for s in CAUSAL_MASKS}
-        load_into(self, final, ckpt, pre, quantize=quantize, arena=arena)
+        load_into(self, final, ckpt, pre, plan=plan, arena=arena)
         self.refuse_unknown(ckpt.source, names, known)
         self.n_matrices = 4 * cfg.n_layer + (2 if self.lm_head is not self.wte else 1)
         self.n_projections = 6 * cfg.n_layer + 1  # q, k, v (c_attn), c_proj, c_fc, mlp c_proj; lm_head
@@ -210,4 +224,7 @@ class GPT2(Transformer):
 
 
 def build(f: Fields, ckpt: Checkpoint, opts: LoadOptions) -> Transformer:
+    names = set(ckpt.names())
+    pre = "transformer." if "transformer.wte.weight" in names else ""
+    check_lm_head(f, ckpt, pre + "wte.weight")
     return GPT2(f, ckpt, opts)

@@ -22,6 +22,7 @@ import sys
 import time
 from typing import Any
 
+from .. import __version__
 from ..errors import PyrustmlError
 from . import report
 
@@ -41,10 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=32, help="decode steps per run (default 32)")
     p.add_argument("--threads", type=int, default=None, help="default: physical cores")
     p.add_argument("--repeat", type=int, default=3, help="runs per model (default 3)")
-    p.add_argument("--quant", choices=["q8_0", "f32"], default="q8_0")
+    p.add_argument("--quant", choices=["q8_0", "q4_0", "q4_0-pure", "f32"], default="q8_0")
     p.add_argument("--out", default=None, help="write the report here (default: stdout)")
     p.add_argument("--format", choices=["md", "json"], default="md")
     p.add_argument("--plot", default=None, help="PNG of per-step stacked bars and a per-layer heat map")
+    p.add_argument("--version", action="version", version=f"pyrustml-audit {__version__}")
     return p
 
 

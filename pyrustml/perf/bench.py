@@ -61,7 +61,9 @@ import numpy as np
 from .. import __version__
 from ..engine import kernels
 from ..engine._ffi import library_path
+from ..engine.host import CpuShare, physical_cores, rss_bytes
 from ..engine.pool import RuntimeConfig
+from ..io.weights import QUANTS
 from ..model import Generation, Model, load
 
 PROMPT_TOKENS = 128
@@ -73,12 +75,6 @@ QUICK_PROBE_MIB = 32
 QUICK_PROBE_REPS = 2
 NOISY_PCT = 5.0  # other-process CPU above this share of the machine marks figures as suspect
 
-# The speed issue's goals, checked at the default thread count; by config.json's model_type.
-DECODE_PCT_TARGET = {"gpt2": 85.0, "gemma3_text": 90.0}
-PREFILL_TARGET = {"gpt2": 1100.0, "gemma3_text": 200.0}
-PEAK_RSS_TARGET = {"gemma3_text": 1.5}
-COLD_RATIO_TARGET = 2.0
-
 # Checkpoints --make-models writes with tools/make_random_model.py: (--arch, directory name).
 RANDOM_MODELS = (("gpt2", "gpt2-random"), ("gemma3-1b", "gemma3-random"))
 
@@ -87,12 +83,13 @@ RANDOM_MODELS = (("gpt2", "gpt2-random"), ("gemma3-1b", "gemma3-random"))
 
 
 def proc_status_kib() -> dict[str, int]:
-    """VmRSS and VmHWM of this process in KiB (0 where /proc does not say)."""
-    out = {"VmRSS": 0, "VmHWM": 0}
+    """Resident size (psutil) and its peak in KiB; the peak is Linux's VmHWM (0 elsewhere), the one
+    counter reset_peak_rss can restart."""
+    out = {"VmRSS": rss_bytes() // 1024, "VmHWM": 0}
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             key, _, rest = line.partition(":")
-            if key in out:
+            if key == "VmHWM":
                 out[key] = int(rest.split()[0])
     except (OSError, ValueError, IndexError):
         pass
@@ -165,13 +162,13 @@ def measure_lookup(model: Model, prompt: list[int], decode_tokens: int, lookup: 
 
 def measure(
     source: str, threads: int | None, prompt_tokens: int, decode_tokens: int, seed: int, lookup: int = 0,
-    probe_mib: int = 0, probe_reps: int = 0,
+    probe_mib: int = 0, probe_reps: int = 0, quant: str = "q8_0",
 ) -> dict[str, Any]:  # fmt: skip
     """Everything one worker measures, as raw figures (see the module docstring)."""
     hwm_reset = reset_peak_rss()
     before = proc_status_kib()
     t0 = time.perf_counter()
-    model = load(source, quant="q8_0", threads=threads)
+    model = load(source, quant=quant, threads=threads)
     load_wall_ms = (time.perf_counter() - t0) * 1000.0
     after = proc_status_kib()  # read before anything else allocates
     net = model.net
@@ -204,6 +201,7 @@ def measure(
     return {
         **spec,
         "model": source,
+        "quant": quant,
         "model_type": net.model_type,
         "vocab_size": net.vocab_size,
         "hidden_size": net.hidden_size,
@@ -226,7 +224,8 @@ def measure(
         "first_prefill_ms": first_prefill.timings.prompt_ms,
         "prompt_tokens": run.timings.prompt_tokens,
         "prompt_ms": run.timings.prompt_ms,
-        "time_to_first_token_ms": run.timings.first_token_ms,
+        "time_to_first_token_ms": run.timings.first_token_ms,  # queue_ms + prompt_ms
+        "queue_ms": run.timings.queue_ms,
         "decode_tokens": len(steps),
         "step_ms": steps,
         "bytes_per_token": statistics.fmean(s.total for s in streams),
@@ -251,7 +250,7 @@ def worker_main(argv: Sequence[str]) -> int:
     res = measure(
         str(spec["source"]), spec["threads"], int(spec["prompt_tokens"]), int(spec["decode_tokens"]),
         int(spec["seed"]), int(spec.get("lookup", 0)), int(spec.get("probe_mib", 0)),
-        int(spec.get("probe_reps", 0)),
+        int(spec.get("probe_reps", 0)), str(spec.get("quant", "q8_0")),
     )  # fmt: skip
     a.worker_out.write_text(json.dumps(res))
     return 0
@@ -292,45 +291,7 @@ def git_commit() -> str:
         return ""
 
 
-class CpuLoad:
-    """Share of the machine's CPU time other processes used since construction: /proc/stat's
-    busy ticks minus this process's and its reaped children's (the workers are our children)."""
-
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
-        self.busy0, self.steal0 = self._machine()
-        self.own0 = self._own()
-
-    @staticmethod
-    def _machine() -> tuple[int, int]:
-        try:
-            v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        except (OSError, ValueError):
-            return 0, 0
-        v += [0] * (8 - len(v))
-        # user nice system idle iowait irq softirq steal
-        return v[0] + v[1] + v[2] + v[5] + v[6], v[7]
-
-    @staticmethod
-    def _own() -> int:
-        try:
-            fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            return 0
-        # After "(comm)": utime, stime, cutime, cstime are fields 14-17 of the whole line.
-        return sum(int(f) for f in fields[11:15])
-
-    def report(self) -> dict[str, float]:
-        wall = max(time.monotonic() - self.t0, 1e-9)
-        busy, steal = self._machine()
-        own = self._own() - self.own0
-        capacity = wall * float(os.sysconf("SC_CLK_TCK")) * (os.cpu_count() or 1)
-        other = max(0, busy - self.busy0 - own)
-        return {
-            "wall_s": wall,
-            "other_processes_pct": 100.0 * other / capacity,
-            "steal_pct": 100.0 * (steal - self.steal0) / capacity,
-        }
+CpuLoad = CpuShare  # other processes' CPU share while a worker ran
 
 
 # ---- the driver -------------------------------------------------------------------------
@@ -378,10 +339,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--repeat", type=int, default=None, help="fresh-process runs of each (default 1)")
     ap.add_argument("--prompt-tokens", type=int, default=None, help=f"default {PROMPT_TOKENS}")
-    ap.add_argument("--decode-tokens", type=int, default=None, help=f"default {DECODE_TOKENS}")
+    ap.add_argument("--decode-tokens", "--max-tokens", dest="decode_tokens", type=int, default=None,
+                    help=f"decode steps per run (default {DECODE_TOKENS})")  # fmt: skip
     ap.add_argument("--probe-mib", type=int, default=None, help=f"probe buffer (default {PROBE_MIB})")
     ap.add_argument("--probe-reps", type=int, default=None, help=f"probe passes (default {PROBE_REPS})")
     ap.add_argument("--seed", type=int, default=0, help="seed of the prompt's token ids")
+    ap.add_argument("--quant", default="q8_0",
+                    help="comma-separated weight quant modes, each run for every model and thread "
+                    "count, alternating within a repeat so their ratios are paired "
+                    "(q8_0, q4_0, q4_0-pure, f32; default q8_0)")  # fmt: skip
     ap.add_argument("--lookup", type=int, default=8, metavar="N",
                     help="also decode a repetitive prompt with N-token lookup drafts (0: skip)")  # fmt: skip
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per worker")
@@ -392,6 +358,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--json", type=Path, default=None, metavar="FILE", help="write every raw figure here")
     ap.add_argument("--out", type=Path, default=None, metavar="FILE", help="also write the markdown here")
+    ap.add_argument("--reference", type=Path, default=None, metavar="FILE",
+                    help="a previous run's --json: add a table of this run against it")  # fmt: skip
+    ap.add_argument("--version", action="version", version=f"pyrustml-bench {__version__}")
     a = ap.parse_args(argv)
     quick: bool = a.quick
     a.repeat = 1 if a.repeat is None else a.repeat
@@ -406,6 +375,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in ("repeat", "prompt_tokens", "decode_tokens", "probe_mib", "probe_reps"):
         if getattr(a, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    a.quants = [q.strip() for q in a.quant.split(",") if q.strip()]
+    for q in a.quants:
+        if q not in QUANTS:
+            ap.error(f"--quant takes {', '.join(QUANTS)}, got {q!r}")
+    if not a.quants:
+        ap.error("--quant needs at least one mode")
     a.sources = [*a.models, *a.model]
     if not a.sources and a.make_models is None:
         ap.error("give checkpoint directories, --model, or --make-models DIR")
@@ -440,13 +415,15 @@ def _source(s: str) -> str:
     return str(p.resolve()) if p.exists() else s
 
 
-def run_worker(source: str, threads: int | None, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def run_worker(
+    source: str, threads: int | None, args: argparse.Namespace, tmp: Path, quant: str = "q8_0"
+) -> dict[str, Any]:
     """One fresh interpreter running measure(); -P and PYTHONPATH make it import this very
     pyrustml (the installed one, or the source tree we run from), whatever the directory."""
     out = tmp / f"worker-{time.monotonic_ns()}.json"
     spec = {"source": source, "threads": threads, "prompt_tokens": args.prompt_tokens,
             "decode_tokens": args.decode_tokens, "seed": args.seed, "lookup": args.lookup,
-            "probe_mib": args.probe_mib, "probe_reps": args.probe_reps}  # fmt: skip
+            "probe_mib": args.probe_mib, "probe_reps": args.probe_reps, "quant": quant}  # fmt: skip
     root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
@@ -507,14 +484,16 @@ LOOKUP_METRICS = ("lookup_speedup", "accepted_tokens", "draft_tokens", "lookup_t
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (model, thread label): each metric's median, min and max over the repeats."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in runs:
-        groups.setdefault((r["model"], r["threads_label"]), []).append(r)
+        groups.setdefault((r["model"], r.get("quant", "q8_0"), r["threads_label"]), []).append(r)
     rows: list[dict[str, Any]] = []
-    for (model, label), rs in groups.items():
+    for (model, quant, label), rs in groups.items():
+        name = Path(model).name or model
         row: dict[str, Any] = {
-            "model": model, "name": Path(model).name or model, "model_type": rs[0]["model_type"],
-            "threads_label": label, "threads": rs[0]["threads"], "repeats": len(rs),
+            "model": model, "name": name if quant == "q8_0" else f"{name} {quant}", "quant": quant,
+            "model_type": rs[0]["model_type"], "threads_label": label, "threads": rs[0]["threads"],
+            "repeats": len(rs),
         }  # fmt: skip
         for m in (*SUMMARY_METRICS, *LOOKUP_METRICS):
             if not all(m in r for r in rs):
@@ -525,35 +504,24 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def target_checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's goals against the default-thread rows (the largest thread count if 'default'
-    was not measured)."""
-    default = [r for r in rows if r["threads_label"] == "default"]
-    if not default:
-        top = max((r["threads"] for r in rows), default=0)
-        default = [r for r in rows if r["threads"] == top]
+def compare(rows: list[dict[str, Any]], reference: dict[str, Any]) -> list[dict[str, Any]]:
+    """This run's medians against those of a reference run (a --json file the user gave), for the
+    rows of the same model name and thread count: ratio = this / reference."""
+    ref = {(r["name"], r["threads"]): r for r in reference.get("summary", [])}
     out: list[dict[str, Any]] = []
-
-    def check(row: dict[str, Any], what: str, metric: str, goal: float, at_least: bool) -> None:
-        v = float(row[metric]["median"])
-        out.append({"model": row["name"], "model_type": row["model_type"], "threads": row["threads"],
-                    "target": what, "metric": metric, "goal": goal, "at_least": at_least, "median": v,
-                    "min": row[metric]["min"], "max": row[metric]["max"],
-                    "met": v >= goal if at_least else v <= goal})  # fmt: skip
-
-    for r in default:
-        t = r["model_type"]
-        if t in DECODE_PCT_TARGET:
-            check(r, f"decode >= {DECODE_PCT_TARGET[t]:.0f}% of roofline", "pct_of_probe",
-                  DECODE_PCT_TARGET[t], True)  # fmt: skip
-        if t in PREFILL_TARGET:
-            check(r, f"prefill >= {PREFILL_TARGET[t]:.0f} tok/s", "prefill_tok_s", PREFILL_TARGET[t], True)
-        if t in PEAK_RSS_TARGET:
-            check(r, f"peak load RSS <= {PEAK_RSS_TARGET[t]}x final", "peak_over_final_rss",
-                  PEAK_RSS_TARGET[t], False)  # fmt: skip
-        check(r, f"cold first token <= {COLD_RATIO_TARGET:.0f}x warm step", "cold_over_step",
-              COLD_RATIO_TARGET, False)  # fmt: skip
+    for row in rows:
+        old = ref.get((row["name"], row["threads"]))
+        if old is None:
+            continue
+        for metric in COMPARED:
+            if metric in row and metric in old and float(old[metric]["median"]) > 0:
+                new_v, old_v = float(row[metric]["median"]), float(old[metric]["median"])
+                out.append({"model": row["name"], "threads": row["threads"], "metric": metric,
+                            "median": new_v, "reference": old_v, "ratio": new_v / old_v})  # fmt: skip
     return out
+
+
+COMPARED = ("decode_tok_s", "prefill_tok_s", "load_ms", "peak_rss_load_kib", "pct_of_probe")
 
 
 # ---- report -----------------------------------------------------------------------------
@@ -594,6 +562,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{p['threads']} thread(s): {p['start_gbs']:.1f} at start / {p['end_gbs']:.1f} at end"
         for p in doc["probes"]
     )
+    quants = ", ".join(q.upper() for q in meta.get("quants", ["q8_0"]))
     lines = [
         "# pyrustml end-to-end benchmark",
         "",
@@ -606,7 +575,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- read-bandwidth probe, GB/s ({meta['probe_mib']} MiB x {meta['probe_reps']} passes, all pool "
         f"threads): {probes}; each run's roofline (probe GB/s) is the better of its worker's probes "
         "just before and just after its decode",
-        f"- Q8_0; {meta['prompt_tokens']}-token id prompt, {meta['decode_tokens']} greedy decode steps "
+        f"- {quants}; {meta['prompt_tokens']}-token id prompt, {meta['decode_tokens']} greedy decode steps "
         f"(ignore_eos); {meta['repeat']} fresh process(es) per row: median (min-max)",
         f"- load average at start {meta['loadavg_start'][0]:.2f}; CPU used by other processes during "
         f"the run {cpu['other_processes_pct']:.1f}% of the machine, steal {cpu['steal_pct']:.1f}% "
@@ -624,13 +593,24 @@ def markdown(doc: dict[str, Any]) -> str:
     for r in doc["summary"]:
         cells = [_cell(r[m], spec, scale) for _, m, spec, scale in cols]
         lines.append(f"| {r['name']} | {r['threads']} | " + " | ".join(cells) + " |")
-    if doc["targets"]:
-        lines += ["", "| model | threads | target | median (min-max) | met |", "|---|---|---|---|---|"]
-        for t in doc["targets"]:
-            cell = _cell({"median": t["median"], "min": t["min"], "max": t["max"]}, ".2f")
-            lines.append(f"| {t['model']} | {t['threads']} | {t['target']} | {cell} | "
-                         f"{'yes' if t['met'] else '**no**'} |")  # fmt: skip
+    if doc["comparison"]:
+        lines += ["", f"Against the reference run {doc['meta']['reference']}:", "",
+                  "| model | threads | figure | this run | reference | this / reference |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for c in doc["comparison"]:
+            lines.append(f"| {c['model']} | {c['threads']} | {c['metric']} | {c['median']:.2f} | "
+                         f"{c['reference']:.2f} | {c['ratio']:.2f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _read_reference(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"pyrustml-bench: error: --reference {path}: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("summary"), list):
+        raise SystemExit(f"pyrustml-bench: error: --reference {path} is not a pyrustml-bench --json file")
+    return doc
 
 
 def _probe(threads: int, mib: int, reps: int) -> float:
@@ -643,6 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--worker" in argv:
         return worker_main(argv)
     args = parse_args(argv)
+    reference = _read_reference(args.reference) if args.reference is not None else None
     sources = [_source(s) for s in args.sources]
     if args.make_models is not None:
         sources += make_models(args.make_models)
@@ -665,17 +646,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Repeats outermost: a burst of outside load spreads over every row instead of one.
         for rep in range(args.repeat):
             for src in sources:
-                for label, req, _n in plan:
+                # Quant modes back to back, their order reversed every other repeat (paired A/B).
+                order = args.quants if rep % 2 == 0 else args.quants[::-1]
+                for label, req, quant in [(lb, rq, q) for lb, rq, _n in plan for q in order]:
                     load_meter = CpuLoad()
                     try:
-                        r = run_worker(src, req, args, Path(tmp))
+                        r = run_worker(src, req, args, Path(tmp), quant)
                     except (RuntimeError, subprocess.SubprocessError) as exc:
                         failures.append(str(exc))
                         _log(f"FAILED: {exc}")
                         continue
                     r.update(repeat=rep, threads_label=label, **load_meter.report())
                     runs.append(r)
-                    _log(f"[{rep + 1}/{args.repeat}] {Path(src).name} threads={r['threads']}: "
+                    _log(f"[{rep + 1}/{args.repeat}] {Path(src).name} {quant} threads={r['threads']}: "
                          f"load {r['load_ms']:.0f} ms, prefill {r['prompt_ms']:.0f} ms, decode "
                          f"{statistics.median(r['step_ms']):.2f} ms/token, other CPU "
                          f"{r['other_processes_pct']:.0f}%")  # fmt: skip
@@ -691,7 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "command": command,
             "cpu_model": cpu_model(),
             "logical_cpus": os.cpu_count(),
-            "physical_cores": RuntimeConfig.physical_cores(),
+            "physical_cores": physical_cores(),
             "isa_active": kernels.isa_active(),
             "isa_supported": kernels.isa_supported(),
             "thp": _read("/sys/kernel/mm/transparent_hugepage/enabled"),
@@ -705,6 +688,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "models": sources,
             "threads": [p[0] for p in plan],
             "repeat": args.repeat,
+            "quants": args.quants,
             "prompt_tokens": args.prompt_tokens,
             "decode_tokens": args.decode_tokens,
             "seed": args.seed,
@@ -712,6 +696,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "lookup": args.lookup,
             "probe_mib": args.probe_mib,
             "probe_reps": args.probe_reps,
+            "reference": str(args.reference) if args.reference is not None else None,
             "loadavg_start": loadavg,
             "loadavg_end": list(os.getloadavg()),
         },
@@ -719,7 +704,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu_load": total.report(),
         "runs": runs,
         "summary": summary,
-        "targets": target_checks(summary),
+        "comparison": compare(summary, reference) if reference is not None else [],
         "failures": failures,
     }
     text = markdown(doc)

@@ -198,8 +198,15 @@ def _bandwidth(nbytes: Json | None, probe: float | None, comps: Json, step: Json
         }
     mean_ms = step["mean"]
     roof_ms = total_bytes / (probe * 1e9) * 1000.0
+    # A probe below what a component (or the whole step) achieved measured a slower host than the
+    # run had: on a shared machine the bandwidth moves within seconds. Floors computed from it are
+    # too high, and the time "beyond" them comes out negative.
+    beat = [k for k, r in rows.items() if r["gbs"] > probe]
+    if mean_ms > 0 and roof_ms > mean_ms:
+        beat.append("step")
     return {
         "probe_gbs": probe,
+        "probe_below_achieved": beat,
         "kv_cache_bytes": float(nbytes.get("kv_cache", 0.0)),
         "components": rows,
         "step_bytes": total_bytes,
@@ -213,7 +220,7 @@ def _bandwidth(nbytes: Json | None, probe: float | None, comps: Json, step: Json
 def _bottleneck(a: Json) -> Json:
     comps = a["components"]
     bw = a["bandwidth"]
-    if bw is not None:
+    if bw is not None and not bw["probe_below_achieved"]:
         # The component with the most time beyond what streaming its bytes must cost.
         primary = max(bw["components"], key=lambda k: bw["components"][k]["excess_ms"])
         reason = f"{bw['components'][primary]['excess_ms']:.3f} ms per step beyond its bandwidth floor"
@@ -324,14 +331,29 @@ def _model_md(a: Json) -> list[str]:
             f"{_f(st['mean'])} ms = **{bw['roofline_fraction'] * 100:.1f}% of the roofline**, "
             f"{_f(bw['step_gbs'], 1)} GB/s.",
             "",
+        ]
+        low = bw["probe_below_achieved"]
+        if low:
+            best = max(bw["step_gbs"], *(r["gbs"] for r in bw["components"].values()))
+            who = ", ".join(LABELS.get(k, "the whole step") for k in low)
+            md += [
+                "",
+                f"**The probe measured less bandwidth ({_f(bw['probe_gbs'], 1)} GB/s) than this run achieved "
+                f"({_f(best, 1)} GB/s, {who}): the host's bandwidth "
+                "changed during the run (a shared or busy machine), so the floors and the roofline above "
+                "are too slow and no time beyond them is reported; run the audit again on a quiet machine.**",
+            ]
+        md += [
+            "",
             "| Component | MB/step | Mean | GB/s | % of probe | Floor | Beyond floor |",
             "|-----------|---------|------|------|------------|-------|--------------|",
         ]
         for k in COMPONENTS:
             r = bw["components"][k]
+            beyond = f"{_f(r['excess_ms'])} ms" if r["excess_ms"] >= 0 else "below the floor (see above)"
             md.append(
                 f"| {LABELS[k]} | {r['bytes'] / 1e6:.2f} | {_f(r['mean_ms'])} ms | {_f(r['gbs'], 1)} | "
-                f"{r['pct_probe']:.1f}% | {_f(r['floor_ms'])} ms | {_f(r['excess_ms'])} ms |"
+                f"{r['pct_probe']:.1f}% | {_f(r['floor_ms'])} ms | {beyond} |"
             )
     b = a["bottleneck"]
     md += [
@@ -348,7 +370,7 @@ def _model_md(a: Json) -> list[str]:
             f"; fixed reads of a step's and a layer's bytes on the same threads, in this run: "
             f"{_f(href['read']['ratio'], 2)}x and {_f(href['layer_read']['ratio'], 2)}x"
         )
-    if bw is not None:
+    if bw is not None and not bw["probe_below_achieved"]:
         where = sorted(bw["components"].items(), key=lambda kv: -kv[1]["excess_ms"])
         gap = st["mean"] - bw["roofline_ms"]
         parts = ", ".join(f"{LABELS[k]} {_f(r['excess_ms'])} ms" for k, r in where if r["excess_ms"] > 0)

@@ -203,7 +203,7 @@ def test_set_isa_switches_and_reports(isa: str) -> None:
     assert len(set(kernels.isa_supported())) == len(kernels.isa_supported())
 
 
-KNOWN_ELSEWHERE = ["ref", "avx2", "avx512", "avx512vnni", "neon", "neon_dotprod"]
+KNOWN_ELSEWHERE = ["ref", "avx2", "avx512", "avx512vnni", "amx", "neon", "neon_dotprod"]
 
 
 @pytest.mark.parametrize(

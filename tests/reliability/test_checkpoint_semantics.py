@@ -352,6 +352,28 @@ def test_weight_at_the_q8_limit_still_quantizes(tmp_path: Path) -> None:
     assert cos.min() >= 0.998, cos
 
 
+Q4_LIMIT = 65504.0 * 8.0  # Q4_0's scale is the block's largest value / -8, stored as fp16
+
+
+@pytest.mark.parametrize("dtype", ["F32", "BF16"])
+def test_weight_beyond_q4_range_is_refused_for_q4_only(tmp_path: Path, dtype: str) -> None:
+    """A weight Q8_0 holds but Q4_0's fp16 scale cannot: q4_0 refuses it, q8_0 loads it."""
+    tensor = "transformer.h.0.mlp.c_fc.weight"
+    d = copy_fixture(tmp_path, GPT2, dtype)
+
+    def enlarge(t: Tensors) -> None:
+        stored, words = t[tensor]
+        vals = to_float32(stored, words).copy()
+        vals[3, 5] = 2.0 * Q4_LIMIT
+        t[tensor] = (stored, convert(stored, vals))
+
+    edit_tensors(d, enlarge)
+    for quant in ("q4_0", "q4_0-pure"):
+        refused(d, FILE, repr(tensor), "Q4_0", "quant='f32'", quant=quant)
+    m = pyrustml.load(str(d), quant="q8_0")
+    assert np.isfinite(m.logits([1, 2, 3])).all()
+
+
 # ---- config.json -------------------------------------------------------------------------------
 def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
     def edit(cfg: dict[str, Any]) -> None:

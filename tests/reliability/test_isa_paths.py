@@ -15,7 +15,7 @@ from support import FIX, ROOT
 import pyrustml
 
 # Every name libq8/src/dispatch.c can register; those this CPU lacks are skipped.
-ISA_NAMES = ["ref", "avx2", "avx512", "avx512vnni", "neon", "neon_dotprod"]
+ISA_NAMES = ["ref", "avx2", "avx512", "avx512vnni", "amx", "neon", "neon_dotprod"]
 SUITES = [ROOT / "tests" / "test_gpt2.py", ROOT / "tests" / "test_gemma3.py"]
 SUITE_TIMEOUT_S = 180  # each suite runs in a few seconds; this only stops a hang
 
@@ -70,7 +70,7 @@ import json, sys
 import pyrustml
 out = {"isa": pyrustml.kernels.isa_active()}
 for path in sys.argv[1:]:
-    for quant in ("q8_0", "f32"):
+    for quant in ("q8_0", "q4_0", "f32"):
         m = pyrustml.load(path, quant=quant)
         out[f"{path} {quant}"] = [
             m.generate(p, max_tokens=32, temperature=0, ignore_eos=True).tokens

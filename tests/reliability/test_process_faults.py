@@ -307,7 +307,23 @@ class Cli:
 
 def test_sigint_after_first_token_exits_130_with_partial_output(long_gemma: Path, tmp_path: Path) -> None:
     prompt = "Once upon a time"
-    cli = Cli(["-m", str(long_gemma), "-p", prompt, "-n", "30000", "--temp", "0", "--ignore-eos"], tmp_path)
+    cli = Cli(
+        [
+            "-m",
+            str(long_gemma),
+            "-p",
+            prompt,
+            "-n",
+            "30000",
+            "--temp",
+            "0",
+            "--ignore-eos",
+            "--raw",
+            "-c",
+            str(LONG_CONTEXT),
+        ],
+        tmp_path,
+    )  # --raw: echo the prompt; -c: past the 4096 default
     cli.wait_for(len(prompt) + 20, timeout=60)  # the prompt echo and some generated text
     rc, took, out, err = cli.interrupt()
     print(f"[sigint decode] rc={rc} exit {took:.3f} s after SIGINT, {len(out) - len(prompt)} chars generated")
@@ -324,7 +340,8 @@ def test_sigint_after_first_token_exits_130_with_partial_output(long_gemma: Path
 
 
 def test_sigint_during_long_prefill_exits_130(long_gemma: Path, tmp_path: Path) -> None:
-    prompt = "the quick brown fox. " * 800  # about 12,800 tokens: seconds of prefill, in chunks of 8
+    # About 4,000 tokens (the default context is 4096): seconds of prefill, in chunks of 8.
+    prompt = "the quick brown fox. " * 250
     # Measure this machine: prefill costs at least linear time in the prompt length, so a quarter
     # of the prompt bounds the full prefill from below (4x), and encoding is timed on its own.
     m = pyrustml.load(str(long_gemma))
@@ -335,7 +352,10 @@ def test_sigint_during_long_prefill_exits_130(long_gemma: Path, tmp_path: Path) 
     quarter_s = quarter.timings.prompt_ms / 1000.0
     # Signal a quarter of the way into the full prefill, well after encoding ended.
     when = max(quarter_s, 5 * encode_s, 0.05)
-    cli = Cli(["-m", str(long_gemma), "-p", prompt, "-n", "4", "--temp", "0"], tmp_path)
+    cli = Cli(
+        ["-m", str(long_gemma), "-p", prompt, "-n", "4", "--temp", "0", "--raw", "-c", str(LONG_CONTEXT)],
+        tmp_path,
+    )  # --raw: echo the prompt; -c: past the 4096 default
     echoed = cli.wait_for(len(prompt), timeout=60)  # the CLI echoes the prompt, then encodes it
     time.sleep(max(0.0, echoed + when - time.monotonic()))
     rc, took, out, err = cli.interrupt()
@@ -396,8 +416,10 @@ def test_keyboard_interrupt_inside_generate(long_gemma: Path, long_model: pyrust
     full_s = time.perf_counter() - t0
     timer = interrupt_main_after(full_s / 4)
     t0 = time.perf_counter()
+    # Another prompt of the same length: the prefix cache would serve this one's positions.
+    other = prompt.replace("the", "a").replace("hello", "howdy")
     with pytest.raises(KeyboardInterrupt):
-        m.generate(prompt, max_tokens=n, temperature=0, ignore_eos=True)
+        m.generate(other, max_tokens=n, temperature=0, ignore_eos=True)
         time.sleep(5)  # a late interrupt lands here: caught by the timing check below
     took = time.perf_counter() - t0
     timer.join()
@@ -505,7 +527,7 @@ def test_cli_stops_quietly_when_its_reader_goes_away(long_gemma: Path, tmp_path:
     (exit 141), with no error line, traceback or "Exception ignored" at exit."""
     p = subprocess.Popen(
         [sys.executable, "-m", "pyrustml", "-m", str(long_gemma), "-p", "Hello", "-n", "30000",
-         "--temp", "0", "--ignore-eos"],
+         "--temp", "0", "--ignore-eos", "--raw", "-c", str(LONG_CONTEXT)],  # --raw: the prompt is echoed
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), cwd=str(tmp_path),
     )  # fmt: skip
     assert p.stdout is not None and p.stderr is not None

@@ -1,0 +1,168 @@
+"""No silent misreading of config files: every key that changes the computation is read or
+refused, floats are checked as the float32 libq8 computes with, wrong JSON types are errors that
+name the file and the key."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pyrustml
+from pyrustml.errors import ModelFormatError, UnsupportedModelError
+from pyrustml.models import gemma3, gpt2
+
+FIX = Path(__file__).resolve().parent / "fixtures"
+MODELS = {"gpt2": ("gpt2-tiny-hf", gpt2), "gemma3": ("gemma3-tiny", gemma3)}
+
+
+def copy_with(tmp: Path, name: str, file: str = "config.json", **changes: Any) -> Path:
+    d = tmp / name
+    if not d.exists():
+        shutil.copytree(FIX / name, d)
+    path = d / file
+    data = json.loads(path.read_text()) if path.exists() else {}
+    for k, v in changes.items():
+        if v is _DELETE:
+            data.pop(k, None)
+        else:
+            data[k] = v
+    path.write_text(json.dumps(data))
+    return d
+
+
+_DELETE = object()
+
+
+def _refusing_values(accepted: tuple[object, ...]) -> list[object]:
+    """Values outside the accepted ones: the opposite flag, a number, an object."""
+    out: list[object] = [{"rope_type": "linear", "factor": 8.0}, 0.5]
+    out += [not v for v in accepted if isinstance(v, bool)]
+    return [v for v in out if v not in accepted or isinstance(v, dict)]
+
+
+@pytest.mark.parametrize(
+    ("arch", "key"),
+    [(a, k) for a, (_, mod) in MODELS.items() for k in mod.CONFIG_KEYS_REFUSED],
+)
+def test_each_refused_key_is_refused(tmp_path: Path, arch: str, key: str) -> None:
+    name, mod = MODELS[arch]
+    for i, value in enumerate(_refusing_values(mod.CONFIG_KEYS_REFUSED[key])):
+        d = copy_with(tmp_path / str(i), name, **{key: value})
+        with pytest.raises(UnsupportedModelError, match=key):
+            pyrustml.load(str(d))
+
+
+@pytest.mark.parametrize("arch", list(MODELS))
+def test_refused_keys_with_accepted_values_load(tmp_path: Path, arch: str) -> None:
+    name, mod = MODELS[arch]
+    accepted = {k: v[0] for k, v in mod.CONFIG_KEYS_REFUSED.items() if v}
+    d = copy_with(tmp_path, name, **accepted)
+    assert pyrustml.load(str(d)).generate("Hi", max_tokens=2, temperature=0).tokens
+
+
+def test_read_and_refused_lists_do_not_overlap() -> None:
+    for _, mod in MODELS.values():
+        assert not set(mod.CONFIG_KEYS_READ) & set(mod.CONFIG_KEYS_REFUSED)
+
+
+@pytest.mark.parametrize(
+    "rope",
+    [
+        {"rope_type": "linear", "factor": 8},  # flat, as the issue's example
+        {"rope_type": "yarn", "factor": 4, "rope_theta": 1e6},
+        {"full_attention": {"rope_type": "linear", "factor": 8, "rope_theta": 1e6}},
+        {"sliding_attention": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}},
+    ],
+)
+def test_gemma_rope_scaling_in_any_shape_is_refused(tmp_path: Path, rope: dict[str, Any]) -> None:
+    d = copy_with(tmp_path, "gemma3-tiny", rope_parameters=rope)
+    with pytest.raises(UnsupportedModelError):
+        pyrustml.load(str(d))
+
+
+def test_gemma_flat_default_rope_parameters_set_the_global_base(tmp_path: Path) -> None:
+    d = copy_with(tmp_path, "gemma3-tiny", rope_parameters={"rope_type": "default", "rope_theta": 5e5})
+    m = pyrustml.load(str(d))
+    assert m.net.cfg.theta_global == 5e5  # type: ignore[attr-defined]
+    assert m.net.cfg.theta_local == 10000.0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "value"),
+    [
+        ("gpt2-tiny-hf", "layer_norm_epsilon", 1e300),
+        ("gpt2-tiny-hf", "layer_norm_epsilon", 1e-300),
+        ("gpt2-tiny-hf", "layer_norm_epsilon", 1e30),
+        ("gemma3-tiny", "rms_norm_eps", 1e300),
+        ("gemma3-tiny", "rms_norm_eps", 1e-50),
+        ("gemma3-tiny", "final_logit_softcapping", 1e-300),
+        ("gemma3-tiny", "final_logit_softcapping", 1e300),
+        ("gemma3-tiny", "attn_logit_softcapping", 1e-300),
+        ("gemma3-tiny", "query_pre_attn_scalar", 1e-300),
+        ("gemma3-tiny", "query_pre_attn_scalar", 1e300),
+        ("gemma3-tiny", "rope_theta", 1e-300),
+        ("gemma3-tiny", "rope_theta", 0.5),
+        ("gemma3-tiny", "rope_theta", 1e300),
+        ("gemma3-tiny", "rope_local_base_freq", 1e-300),
+        ("gemma3-tiny", "rope_theta", "1e6"),
+        ("gemma3-tiny", "rms_norm_eps", "1e-6"),
+    ],
+)
+def test_floats_outside_float32_are_refused_by_key(
+    tmp_path: Path, name: str, key: str, value: object
+) -> None:
+    d = copy_with(tmp_path, name, **{key: value})
+    with pytest.raises(ModelFormatError, match=key):
+        pyrustml.load(str(d))
+
+
+def test_untied_head_without_lm_head_is_refused(tmp_path: Path) -> None:
+    for name in ("gpt2-tiny-hf", "gemma3-tiny"):
+        d = copy_with(tmp_path, name, tie_word_embeddings=False)
+        with pytest.raises(UnsupportedModelError, match="tie_word_embeddings"):
+            pyrustml.load(str(d))
+
+
+@pytest.mark.parametrize(
+    ("file", "key", "value"),
+    [
+        ("generation_config.json", "temperature", "0.7"),
+        ("generation_config.json", "top_k", 1e400),
+        ("generation_config.json", "top_k", float("nan")),
+        ("generation_config.json", "top_k", 2.5),
+        ("generation_config.json", "top_p", 1.5),
+        ("generation_config.json", "temperature", -1),
+        ("generation_config.json", "temperature", 1e-320),
+        ("generation_config.json", "repetition_penalty", 0),
+        ("generation_config.json", "do_sample", "false"),
+        ("generation_config.json", "min_p", [0.1]),
+        ("tokenizer_config.json", "add_bos_token", "false"),
+        ("tokenizer_config.json", "add_bos_token", 0),
+    ],
+)
+def test_wrong_json_types_name_the_file_and_key(tmp_path: Path, file: str, key: str, value: object) -> None:
+    d = copy_with(tmp_path, "gemma3-tiny", file, **{key: value})
+    with pytest.raises(ModelFormatError) as info:
+        pyrustml.load(str(d))
+    assert file in str(info.value) and key in str(info.value)
+
+
+def test_generation_defaults_are_used(tmp_path: Path) -> None:
+    d = copy_with(
+        tmp_path, "gpt2-tiny-hf", "generation_config.json", temperature=0.5, top_k=7, do_sample=True
+    )
+    m = pyrustml.load(str(d))
+    assert m.defaults["temperature"] == 0.5 and m.defaults["top_k"] == 7.0
+    d2 = copy_with(tmp_path / "b", "gpt2-tiny-hf", "generation_config.json", temperature=0.5, do_sample=False)
+    assert pyrustml.load(str(d2)).defaults["temperature"] == 0.0
+
+
+def test_add_bos_token_false_is_false(tmp_path: Path) -> None:
+    d = copy_with(tmp_path, "gemma3-tiny", "tokenizer_config.json", add_bos_token=False)
+    m = pyrustml.load(str(d))
+    assert m.add_bos is False
+    assert m.encode("Hello")[0] != m.bos_id
