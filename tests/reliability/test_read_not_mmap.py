@@ -16,14 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from child import child_env
+from support import FIX
 
 import pyrustml
 from pyrustml.errors import ModelFormatError
 from pyrustml.io.config import Fields
 from pyrustml.io.safetensors import MAX_TENSORS, Checkpoint, tensor_budget
 from pyrustml.models import gemma3, gpt2
+from pyrustml.models.base import LoadOptions
 
-FIX = Path(__file__).resolve().parents[1] / "fixtures"
 PEAK_OVER_FINAL = 1.3
 
 
@@ -55,7 +56,7 @@ def test_a_file_truncated_after_its_header_was_read_is_a_format_error(
     try:
         truncate_to_half(d / "model.safetensors")
         with pytest.raises(ModelFormatError, match="truncated or rewritten"):
-            mod.build(f, ckpt, True)  # type: ignore[attr-defined]
+            mod.build(f, ckpt, LoadOptions())  # type: ignore[attr-defined]
     finally:
         ckpt.close()
 
