@@ -21,6 +21,8 @@ from setuptools.command.build_py import build_py
 #   model.py  the public facade: runs once per call, and types its options once as keyword
 #             arguments (PEP 692 **kwargs), which compiled code cannot take.
 #   __init__.py, __main__.py, cli.py: entry points, run once.
+#   serve/    the HTTP server and Ray deployment: glue over Starlette, pydantic, uvicorn and Ray
+#             (dynamic, optional dependencies); the per-token work stays in the engine.
 COMPILED = [
     "pyrustml/engine/kernels.py",
     "pyrustml/engine/pool.py",
@@ -39,6 +41,9 @@ COMPILED = [
     "pyrustml/models/base.py",
     "pyrustml/models/gpt2.py",
     "pyrustml/models/gemma3.py",
+    "pyrustml/models/gemma3_multimodal.py",
+    "pyrustml/models/llama.py",
+    "pyrustml/models/rope.py",
     "pyrustml/models/registry.py",
     "pyrustml/engine/profiler.py",
     "pyrustml/generate/prompt_lookup.py",

@@ -13,18 +13,31 @@ if TYPE_CHECKING:
     from . import errors, kernels
     from .engine.pool import RuntimeConfig
     from .errors import PyrustmlError
-    from .model import Generation, Model, load
+    from .generate.result import Usage
+    from .model import Generation, Model, TextStream, load
 
 _WHERE = {
     "Generation": "model",
     "Model": "model",
+    "TextStream": "model",
+    "Usage": "generate.result",
     "load": "model",
     "PyrustmlError": "errors",
     "RuntimeConfig": "engine.pool",
 }
 _MODULES = ("errors", "kernels")
 
-__all__ = ["Generation", "Model", "PyrustmlError", "RuntimeConfig", "errors", "kernels", "load"]
+__all__ = [
+    "Generation",
+    "Model",
+    "PyrustmlError",
+    "RuntimeConfig",
+    "TextStream",
+    "Usage",
+    "errors",
+    "kernels",
+    "load",
+]
 __version__ = "0.1.0"
 
 

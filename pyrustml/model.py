@@ -98,6 +98,8 @@ class TextStream:
                     # while a long prefill step sends nothing.
                     kind, value = self._seq.events.get(timeout=0.05)
                 except queue.Empty:
+                    if self._seq.cancelled:  # closed from another thread: no event may come
+                        raise StopIteration from None
                     continue
                 if kind == "text":
                     assert isinstance(value, str)
@@ -161,6 +163,7 @@ class Model:
     eos_ids: list[int]
     bos_id: int | None
     add_bos: bool
+    bos_setting: bool | None  # tokenizer_config.json's add_bos_token, when it says
     defaults: dict[str, float]
     load_ms: float
     warmup_ms: float  # the thread pool's warmup, part of load_ms
@@ -199,7 +202,8 @@ class Model:
         self.eos_ids = sorted({i for i in eos if 0 <= i < net.vocab_size})
         bos = gen_cfg.int_list("bos_token_id")
         self.bos_id = bos[0] if bos and 0 <= bos[0] < net.vocab_size else None
-        self.add_bos = tok_cfg.bool_("add_bos_token", False) and self.bos_id is not None
+        self.bos_setting = tok_cfg.bool_("add_bos_token", False) if tok_cfg.has("add_bos_token") else None
+        self.add_bos = bool(self.bos_setting) and self.bos_id is not None
         # Sampling defaults from generation_config.json (explicit arguments override them).
         self.defaults = generation_defaults(gen_cfg)
         self.engine = Scheduler(net, tokenizer)
@@ -245,7 +249,12 @@ class Model:
     # ---- inputs ------------------------------------------------------------------------
     def encode(self, prompt: object) -> list[int]:
         if isinstance(prompt, str):
-            ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+            # The tokenizer's post-processor adds what the model expects (Llama 3, Gemma: BOS;
+            # Qwen, GPT-2: nothing), as transformers' tokenizer(text) does; add_bos_token in
+            # tokenizer_config.json adds BOS where the post-processor does not. Never two.
+            # An explicit add_bos_token: false turns the post-processor's BOS off, as transformers'
+            # fast tokenizers rebuild their post-processor from it.
+            ids = self.tokenizer.encode(prompt, add_special_tokens=self.bos_setting is not False)
             if self.add_bos and (not ids or ids[0] != self.bos_id) and self.bos_id is not None:
                 ids = [self.bos_id, *ids]
         elif isinstance(prompt, list) and all(_is_token(i) for i in prompt):

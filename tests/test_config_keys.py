@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from support import FIX
 
@@ -72,16 +73,39 @@ def test_read_and_refused_lists_do_not_overlap() -> None:
 @pytest.mark.parametrize(
     "rope",
     [
-        {"rope_type": "linear", "factor": 8},  # flat, as the issue's example
         {"rope_type": "yarn", "factor": 4, "rope_theta": 1e6},
-        {"full_attention": {"rope_type": "linear", "factor": 8, "rope_theta": 1e6}},
+        {"full_attention": {"rope_type": "dynamic", "factor": 8, "rope_theta": 1e6}},
+        {"sliding_attention": {"rope_type": "linear", "factor": 8, "rope_theta": 1e4}},  # local: never scaled
         {"sliding_attention": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}},
     ],
 )
-def test_gemma_rope_scaling_in_any_shape_is_refused(tmp_path: Path, rope: dict[str, Any]) -> None:
+def test_gemma_rope_scaling_it_does_not_implement_is_refused(tmp_path: Path, rope: dict[str, Any]) -> None:
     d = copy_with(tmp_path, "gemma3-tiny", rope_parameters=rope)
     with pytest.raises(UnsupportedModelError):
         pyrustml.load(str(d))
+
+
+@pytest.mark.parametrize(
+    "rope",
+    [
+        {"rope_type": "linear", "factor": 8},  # flat: the global layers' setting (the issue's example)
+        {"full_attention": {"rope_type": "linear", "factor": 8, "rope_theta": 1e6}},
+    ],
+)
+def test_gemma_linear_scaling_is_honoured_on_global_layers(tmp_path: Path, rope: dict[str, Any]) -> None:
+    """Gemma 3 4B+ scale the global layers' positions by 1/8; the local layers never are. The
+    scaled run differs from the unscaled one once positions pass the local window."""
+    d = copy_with(tmp_path, "gemma3-tiny", rope_parameters=rope)
+    m = pyrustml.load(str(d))
+    cfg: Any = m.net.cfg  # type: ignore[attr-defined]
+    inv = cfg.global_inv_freq
+    assert inv is not None
+    hd = cfg.head_dim
+    base = 1.0 / (1e6 ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+    np.testing.assert_allclose(np.asarray(inv, dtype=np.float64), base / 8, rtol=1e-6)
+    plain = pyrustml.load(str(FIX / "gemma3-tiny"))
+    ids = list(range(3, 40))
+    assert not np.array_equal(m.logits(ids)[-1], plain.logits(ids)[-1])
 
 
 def test_gemma_flat_default_rope_parameters_set_the_global_base(tmp_path: Path) -> None:

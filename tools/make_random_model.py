@@ -12,6 +12,12 @@ weights; only the values are random, so the text is gibberish and the logits car
   ``h.N.attn.bias`` causal-mask buffers (1, 1, 1024, 1024) the real file carries (~548 MB).
 - ``gemma3-1b``: google/gemma-3-1b-it (gemma3_text) — 26 layers, hidden 1152, 4 heads, 1 KV head,
   head_dim 256, intermediate 6912, vocab 262144, bfloat16 (~2.0 GB); eos [1, 106].
+- ``llama`` / ``llama-3b``: meta-llama/Llama-3.2-1B-Instruct / 3B (llama3 rope scaling, tied head,
+  Llama 3 special tokens at 128000.., eos [128001, 128008, 128009]), bfloat16.
+- ``qwen2``: Qwen/Qwen2.5-0.5B-Instruct (q/k/v biases, tied); ``qwen3``: Qwen/Qwen3-0.6B (q/k norms,
+  head_dim 128); ChatML specials at 151643..; ``mistral``: Mistral-7B-v0.3 (untied, no window).
+- ``gemma3``: google/gemma-3-4b-it (Gemma3ForConditionalGeneration): the text model under
+  ``language_model.model.*`` and a SigLIP vision tower (random too), as the hub file holds them.
 
 Needs only numpy and tokenizers (no torch, no transformers). The safetensors file is written by
 hand, tensor by tensor and chunk by chunk, so peak memory stays around a hundred MB; bfloat16 is
@@ -412,9 +418,255 @@ def make_gemma3_1b(out: Path, seed: int) -> int:
     return size
 
 
+# ---- the Llama family and Gemma 3 4B (real configs, random weights) --------------------------
+
+LLAMA32_ROPE = {
+    "factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+    "original_max_position_embeddings": 8192, "rope_type": "llama3",
+}  # fmt: skip
+LLAMA32_1B_CONFIG: dict[str, Any] = {
+    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "head_dim": 64, "hidden_act": "silu",
+    "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 8192,
+    "max_position_embeddings": 131072, "mlp_bias": False, "model_type": "llama", "num_attention_heads": 32,
+    "num_hidden_layers": 16, "num_key_value_heads": 8, "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+    "rope_scaling": LLAMA32_ROPE, "rope_theta": 500000.0, "tie_word_embeddings": True,
+    "torch_dtype": "bfloat16", "transformers_version": "4.45.0.dev0", "use_cache": True, "vocab_size": 128256,
+}  # fmt: skip
+LLAMA32_3B_CONFIG: dict[str, Any] = {
+    **LLAMA32_1B_CONFIG, "head_dim": 128, "hidden_size": 3072, "intermediate_size": 8192,
+    "num_attention_heads": 24, "num_hidden_layers": 28, "num_key_value_heads": 8,
+}  # fmt: skip
+QWEN25_05B_CONFIG: dict[str, Any] = {
+    "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
+    "eos_token_id": 151645, "hidden_act": "silu", "hidden_size": 896, "initializer_range": 0.02,
+    "intermediate_size": 4864, "max_position_embeddings": 32768, "max_window_layers": 21,
+    "model_type": "qwen2",
+    "num_attention_heads": 14, "num_hidden_layers": 24, "num_key_value_heads": 2, "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0, "sliding_window": 32768, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+    "transformers_version": "4.43.1", "use_cache": True, "use_sliding_window": False, "vocab_size": 151936,
+}  # fmt: skip
+QWEN3_06B_CONFIG: dict[str, Any] = {
+    "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu",
+    "hidden_size": 1024,
+    "initializer_range": 0.02, "intermediate_size": 3072, "max_position_embeddings": 40960,
+    "max_window_layers": 28, "model_type": "qwen3", "num_attention_heads": 16, "num_hidden_layers": 28,
+    "num_key_value_heads": 8, "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000,
+    "sliding_window": None, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+    "transformers_version": "4.51.0", "use_cache": True, "use_sliding_window": False, "vocab_size": 151936,
+}  # fmt: skip
+MISTRAL_7B_CONFIG: dict[str, Any] = {
+    "architectures": ["MistralForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1, "eos_token_id": 2,
+    "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336,
+    "max_position_embeddings": 32768, "model_type": "mistral", "num_attention_heads": 32,
+    "num_hidden_layers": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-05, "rope_theta": 1000000.0,
+    "sliding_window": None, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "transformers_version": "4.42.0.dev0", "use_cache": True, "vocab_size": 32768,
+}  # fmt: skip
+GEMMA3_4B_CONFIG: dict[str, Any] = {
+    "architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999, "eoi_token_index": 256000,
+    "eos_token_id": [1, 106], "image_token_index": 262144, "initializer_range": 0.02,
+    "mm_tokens_per_image": 256,
+    "model_type": "gemma3",
+    "text_config": {
+        "hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text", "num_hidden_layers": 34,
+        "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024,
+    },
+    "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0",
+    "vision_config": {
+        "hidden_size": 1152, "image_size": 896, "intermediate_size": 4304,
+        "model_type": "siglip_vision_model",
+        "num_attention_heads": 16, "num_hidden_layers": 27, "patch_size": 14, "vision_use_head": False,
+    },
+}  # fmt: skip
+
+
+def llama_specs(cfg: dict[str, Any], prefix: str = "model.") -> list[TensorSpec]:
+    """Llama / Mistral / Qwen2 / Qwen3 tensors (Gemma 3's text model with gemma=True norms)."""
+    h, ff, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    nq, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim") or h // nq
+    mt = cfg["model_type"]
+    gemma = mt == "gemma3_text"
+    norm_mean = 0.0 if gemma else 1.0  # Gemma scales by 1 + w
+    specs = [
+        TensorSpec(prefix + "embed_tokens.weight", (vocab, h), "BF16"),
+        TensorSpec(prefix + "norm.weight", (h,), "BF16", mean=norm_mean),
+    ]
+    if not gemma and not cfg.get("tie_word_embeddings", False):
+        specs.append(TensorSpec("lm_head.weight", (vocab, h), "BF16"))
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"{prefix}layers.{i}."
+        specs += [
+            TensorSpec(p + "input_layernorm.weight", (h,), "BF16", mean=norm_mean),
+            TensorSpec(p + "post_attention_layernorm.weight", (h,), "BF16", mean=norm_mean),
+            TensorSpec(p + "self_attn.q_proj.weight", (nq * hd, h), "BF16"),
+            TensorSpec(p + "self_attn.k_proj.weight", (nkv * hd, h), "BF16"),
+            TensorSpec(p + "self_attn.v_proj.weight", (nkv * hd, h), "BF16"),
+            TensorSpec(p + "self_attn.o_proj.weight", (h, nq * hd), "BF16"),
+            TensorSpec(p + "mlp.gate_proj.weight", (ff, h), "BF16"),
+            TensorSpec(p + "mlp.up_proj.weight", (ff, h), "BF16"),
+            TensorSpec(p + "mlp.down_proj.weight", (h, ff), "BF16"),
+        ]
+        if mt == "qwen2":
+            specs += [
+                TensorSpec(p + "self_attn.q_proj.bias", (nq * hd,), "BF16"),
+                TensorSpec(p + "self_attn.k_proj.bias", (nkv * hd,), "BF16"),
+                TensorSpec(p + "self_attn.v_proj.bias", (nkv * hd,), "BF16"),
+            ]
+        if mt in ("qwen3", "gemma3_text"):
+            specs += [
+                TensorSpec(p + "self_attn.q_norm.weight", (hd,), "BF16", mean=norm_mean),
+                TensorSpec(p + "self_attn.k_norm.weight", (hd,), "BF16", mean=norm_mean),
+            ]
+        if gemma:
+            specs += [
+                TensorSpec(p + "pre_feedforward_layernorm.weight", (h,), "BF16"),
+                TensorSpec(p + "post_feedforward_layernorm.weight", (h,), "BF16"),
+            ]
+    return specs
+
+
+def siglip_specs(vc: dict[str, Any], text_hidden: int) -> list[TensorSpec]:
+    """Gemma 3's vision tower and projector as the 4.x-saved hub files name them."""
+    d, ff, ps = vc["hidden_size"], vc["intermediate_size"], vc["patch_size"]
+    v = "vision_tower.vision_model."
+    specs = [
+        TensorSpec(v + "embeddings.patch_embedding.weight", (d, 3, ps, ps), "BF16"),
+        TensorSpec(v + "embeddings.patch_embedding.bias", (d,), "BF16"),
+        TensorSpec(v + "embeddings.position_embedding.weight", ((vc["image_size"] // ps) ** 2, d), "BF16"),
+        TensorSpec(v + "post_layernorm.weight", (d,), "BF16", mean=1.0),
+        TensorSpec(v + "post_layernorm.bias", (d,), "BF16"),
+        TensorSpec("multi_modal_projector.mm_input_projection_weight", (d, text_hidden), "BF16"),
+        TensorSpec("multi_modal_projector.mm_soft_emb_norm.weight", (d,), "BF16"),
+    ]
+    for i in range(vc["num_hidden_layers"]):
+        p = f"{v}encoder.layers.{i}."
+        for x in ("q", "k", "v", "out"):
+            specs += [TensorSpec(p + f"self_attn.{x}_proj.weight", (d, d), "BF16"),
+                      TensorSpec(p + f"self_attn.{x}_proj.bias", (d,), "BF16")]  # fmt: skip
+        for x in ("layer_norm1", "layer_norm2"):
+            specs += [
+                TensorSpec(p + f"{x}.weight", (d,), "BF16", mean=1.0),
+                TensorSpec(p + f"{x}.bias", (d,), "BF16"),
+            ]
+        specs += [
+            TensorSpec(p + "mlp.fc1.weight", (ff, d), "BF16"), TensorSpec(p + "mlp.fc1.bias", (ff,), "BF16"),
+            TensorSpec(p + "mlp.fc2.weight", (d, ff), "BF16"), TensorSpec(p + "mlp.fc2.bias", (d,), "BF16"),
+        ]  # fmt: skip
+    return specs
+
+
+def special_tokenizer(
+    leading: tuple[str, ...], fill_to: int, trailing: list[str], bos: str | None
+) -> Tokenizer:
+    """Trained BPE with `leading` specials first, fillers up to fill_to ids, then `trailing`
+    specials (at their real ids); BOS added by the post-processor when given."""
+    from tokenizers import AddedToken
+
+    tok = pad_vocab(train_byte_level_bpe(TRAINED_VOCAB, leading), fill_to)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in trailing])
+    if bos is not None:
+        bid = tok.token_to_id(bos)
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bid)]
+        )
+    return tok
+
+
+LLAMA3_SPECIAL = [
+    "<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>", "<|reserved_special_token_1|>",
+    "<|finetune_right_pad_id|>", "<|reserved_special_token_2|>", "<|start_header_id|>", "<|end_header_id|>",
+    "<|eom_id|>", "<|eot_id|>", "<|python_tag|>",
+]  # fmt: skip
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+CHATML_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
+    "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def _tokenizer_files(out: Path, tok: Tokenizer, bos: str | None, eos: str, template: str, n_pos: int) -> None:
+    tok.save(str(out / "tokenizer.json"))
+    write_json(
+        out / "tokenizer_config.json",
+        {"bos_token": bos, "eos_token": eos, "chat_template": template, "clean_up_tokenization_spaces": False,
+         "model_max_length": n_pos, "tokenizer_class": "PreTrainedTokenizerFast"},
+    )  # fmt: skip
+
+
+def make_llama_family(cfg: dict[str, Any], family: str) -> Callable[[Path, int], int]:
+    def make(out: Path, seed: int) -> int:
+        size = write_safetensors(out / "model.safetensors", llama_specs(cfg), seed)
+        write_json(out / "config.json", cfg)
+        n_pos = cfg["max_position_embeddings"]
+        if family == "llama":
+            tok = special_tokenizer(
+                (),
+                128000,
+                LLAMA3_SPECIAL + [f"<|reserved_special_token_{i}|>" for i in range(3, 248)],
+                "<|begin_of_text|>",
+            )
+            gen = {
+                "bos_token_id": 128000,
+                "eos_token_id": [128001, 128008, 128009],
+                "do_sample": True,
+                "temperature": 0.6,
+                "top_p": 0.9,
+            }
+            _tokenizer_files(out, tok, "<|begin_of_text|>", "<|eot_id|>", LLAMA3_TEMPLATE, n_pos)
+        elif family == "mistral":
+            tok = special_tokenizer(("<unk>", "<s>", "</s>"), cfg["vocab_size"], [], "<s>")
+            gen = {"bos_token_id": 1, "eos_token_id": 2}
+            _tokenizer_files(out, tok, "<s>", "</s>", MISTRAL_TEMPLATE, n_pos)
+        else:
+            tok = special_tokenizer((), 151643, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], None)
+            gen = {"bos_token_id": 151643, "eos_token_id": [151645, 151643], "pad_token_id": 151643,
+                   "do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20}  # fmt: skip
+            _tokenizer_files(out, tok, None, "<|im_end|>", CHATML_TEMPLATE, n_pos)
+        write_json(out / "generation_config.json", gen)
+        return size
+
+    return make
+
+
+def make_gemma3_4b(out: Path, seed: int) -> int:
+    cfg = GEMMA3_4B_CONFIG
+    text = {
+        "model_type": "gemma3_text", "vocab_size": 262208, "num_attention_heads": 8, "num_key_value_heads": 4,
+        "head_dim": 256, **cfg["text_config"],
+    }  # fmt: skip
+    specs = llama_specs(text, "language_model.model.") + siglip_specs(
+        cfg["vision_config"], text["hidden_size"]
+    )
+    size = write_safetensors(out / "model.safetensors", specs, seed)
+    write_json(out / "config.json", cfg)
+    write_json(
+        out / "generation_config.json", {"bos_token_id": 2, "eos_token_id": [1, 106], "pad_token_id": 0}
+    )
+    write_gemma3_tokenizer_files(out, gemma3_tokenizer(262144), 131072)
+    return size
+
+
 ARCHITECTURES: dict[str, Callable[[Path, int], int]] = {
     "gpt2": make_gpt2,
     "gemma3-1b": make_gemma3_1b,
+    "gemma3": make_gemma3_4b,  # Gemma 3 4B (multimodal checkpoint; ~8.6 GB)
+    "llama": make_llama_family(LLAMA32_1B_CONFIG, "llama"),  # Llama 3.2 1B (~2.5 GB)
+    "llama-3b": make_llama_family(LLAMA32_3B_CONFIG, "llama"),  # Llama 3.2 3B (~6.4 GB)
+    "qwen2": make_llama_family(QWEN25_05B_CONFIG, "qwen2"),  # Qwen2.5 0.5B (~1 GB)
+    "qwen3": make_llama_family(QWEN3_06B_CONFIG, "qwen3"),  # Qwen3 0.6B (~1.2 GB)
+    "mistral": make_llama_family(MISTRAL_7B_CONFIG, "mistral"),  # Mistral 7B v0.3 (~14.5 GB)
 }
 
 

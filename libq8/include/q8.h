@@ -78,7 +78,7 @@ enum {
 /* ---- library facts ---------------------------------------------------------------------- */
 /* The ABI this header describes; q8_abi_version() returns the one the library was built with,
  * and the binding refuses a library whose number differs from its header's. */
-enum { Q8_ABI_VERSION = 6 };
+enum { Q8_ABI_VERSION = 7 };
 int q8_abi_version(void);
 /* Comma-separated kernel paths this CPU and OS can run, best last ("ref,avx2,avx512,...").
  * "amx" (x86-64) is avx512vnni plus AMX-INT8 tiles for the batched products (16 tokens and
@@ -187,6 +187,9 @@ int q8_geglu(const float *gate, const float *up, int64_t n, float *y);
 /* Row-wise GeGLU over a fused gate|up output: gate_up is rows x 2n (gate, then up), y is
  * rows x n, y[r, i] = gelu_tanh(gate_up[r, i]) * gate_up[r, n + i]. */
 int q8_geglu_rows(const float *gate_up, int64_t rows, int64_t n, float *y);
+/* Row-wise SwiGLU, the same layout: y[r, i] = silu(gate_up[r, i]) * gate_up[r, n + i] with
+ * silu(v) = v * sigmoid(v) (Llama, Mistral, Qwen). */
+int q8_swiglu_rows(const float *gate_up, int64_t rows, int64_t n, float *y);
 int q8_add(const float *a, const float *b, int64_t n, float *y);
 int q8_scale(const float *x, float s, int64_t n, float *y);
 /* y = cap * tanh(x / cap) */
@@ -196,6 +199,11 @@ int q8_softmax(const float *x, int64_t rows, int64_t n, float *y);
  * rows x n_heads x head_dim; row r is at position pos[r]. */
 int q8_rope(float *x, int64_t rows, int64_t n_heads, int64_t head_dim, const int64_t *pos,
             float theta);
+/* The same rotation with the head_dim / 2 frequencies given (finite, >= 0): the angle of pair i
+ * at position p is p * inv_freq[i]. Scaled RoPE variants (llama3, linear) are tables the caller
+ * computes once, so scaling is data, not code. */
+int q8_rope_freq(float *x, int64_t rows, int64_t n_heads, int64_t head_dim, const int64_t *pos,
+                 const float *inv_freq);
 
 /* ---- KV cache and attention ------------------------------------------------------------ */
 /* Cache layout per layer: k and v are n_kv x cap x head_dim float32; position p lives in slot
@@ -258,7 +266,9 @@ int q8_copy_cols(const float *x, int64_t rows, int64_t n, int64_t c0, int64_t wi
  *   GELU         p0 x, i0 n
  *   GEGLU_ROWS   p0 gate|up, i0 rows, i1 n
  *   MARK         marks[i0] = CLOCK_MONOTONIC now in ns, when marks is not NULL (i0 < n_marks)
- *   COPY_COLS    p0 x (rows of i0), i1 c0, i2 width: y[j] = x[j][c0 .. c0 + width) */
+ *   COPY_COLS    p0 x (rows of i0), i1 c0, i2 width: y[j] = x[j][c0 .. c0 + width)
+ *   SWIGLU_ROWS  p0 gate|up, i0 rows, i1 n
+ *   ROPE_FREQ    y in place, p0 inv_freq (i1 / 2 floats), i0 heads, i1 head_dim, at pos[j] */
 enum {
     Q8_OP_EMBED_Q8 = 1,
     Q8_OP_EMBED_F32 = 2,
@@ -277,7 +287,9 @@ enum {
     Q8_OP_MARK = 15,
     Q8_OP_COPY_COLS = 16,
     Q8_OP_GEMV_Q4 = 17,
-    Q8_OP_EMBED_Q4 = 18
+    Q8_OP_EMBED_Q4 = 18,
+    Q8_OP_SWIGLU_ROWS = 19,
+    Q8_OP_ROPE_FREQ = 20
 };
 
 typedef struct {

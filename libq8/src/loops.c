@@ -67,6 +67,19 @@ static void geglu(const float *gate, const float *up, int64_t n, float *y) {
     for (int64_t i = 0; i < n; i++) y[i] = gelu_tanh1(gate[i]) * up[i];
 }
 
+/* silu(v) = v * sigmoid(v), sigmoid from e = e^-|v| so the exponential never overflows:
+ * 1 / (1 + e) for v >= 0, e / (1 + e) below. IEEE like torch's v / (1 + e^-v): silu(+inf) = +inf,
+ * silu(-inf) = -inf * 0 = NaN, NaN stays NaN. */
+static inline float silu1(float v) {
+    const float e = q8_exp_neg(v > 0.0f ? -v : v);
+    const float s = v >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+    return v * s;
+}
+
+static void swiglu(const float *gate, const float *up, int64_t n, float *y) {
+    for (int64_t i = 0; i < n; i++) y[i] = silu1(gate[i]) * up[i];
+}
+
 /* Scores scaled and soft-capped in place; returns their max (NaN if one is NaN). */
 static float block_scores(float *s, int64_t nb, float scale, float softcap) {
     if (softcap > 0.0f)
@@ -135,6 +148,6 @@ static void fold_values(float *O, float fa, const float *o, float fb, int64_t hd
 }
 
 const q8_loops Q8_CAT(q8_loops_, Q8_LOOPS) = {
-    Q8_STR(Q8_LOOPS), sum_f64, layernorm_row, rmsnorm_row, gelu, geglu,
+    Q8_STR(Q8_LOOPS), sum_f64, layernorm_row, rmsnorm_row, gelu, geglu, swiglu,
     block_scores, block_exp, block_values, fold_values,
 };

@@ -80,6 +80,11 @@ static int run_op(const q8_op *o, const plan_rows *r, int64_t *marks, int64_t n_
     case Q8_OP_GEGLU_ROWS:
         Q8_CHECK(q8_mat_ok(t, i[0]));
         return q8_geglu_rows(x, t * i[0], i[1], o->y);
+    case Q8_OP_SWIGLU_ROWS:
+        Q8_CHECK(q8_mat_ok(t, i[0]));
+        return q8_swiglu_rows(x, t * i[0], i[1], o->y);
+    case Q8_OP_ROPE_FREQ:
+        return q8_rope_freq(o->y, t, i[0], i[1], r->pos, x);
     case Q8_OP_COPY_COLS:
         return q8_copy_cols(x, t, i[0], i[1], i[2], o->y);
     case Q8_OP_MARK:

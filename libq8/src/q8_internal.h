@@ -50,6 +50,8 @@ typedef struct {
     /* y[i] = gelu_tanh(x[i]); y[i] = gelu_tanh(gate[i]) * up[i] */
     void (*gelu)(const float *x, int64_t n, float *y);
     void (*geglu)(const float *gate, const float *up, int64_t n, float *y);
+    /* y[i] = silu(gate[i]) * up[i] (SwiGLU) */
+    void (*swiglu)(const float *gate, const float *up, int64_t n, float *y);
     /* attention.c's per-block work: scores scaled (and soft-capped) in place, returning their max;
      * e[i] = exp(s[i] - m); o += e[i] * value row (b0 + i) % cap; O = O * fa + o * fb */
     float (*block_scores)(float *s, int64_t nb, float scale, float softcap);

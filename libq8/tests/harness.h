@@ -93,5 +93,6 @@ void test_attention(void);     /* test_attention.c */
 void test_pool(void);          /* test_pool.c */
 void test_memory(void);        /* test_pool.c */
 void test_loops(void);         /* test_loops.c */
+void test_llama_ops(void);     /* test_loops.c: RoPE from a table, SwiGLU rows */
 
 #endif

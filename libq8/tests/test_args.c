@@ -115,6 +115,8 @@ void test_args(void) {
     EINV(q8_geglu(NULL, g, K, out), out, OB);
     EINV(q8_geglu(x, NULL, K, out), out, OB);
     EINV(q8_geglu(x, g, K, NULL), out, OB);
+    EINV(q8_swiglu_rows(NULL, 1, K / 2, out), out, OB);
+    EINV(q8_swiglu_rows(x, 1, K / 2, NULL), out, OB);
     EINV(q8_add(NULL, g, K, out), out, OB);
     EINV(q8_add(x, NULL, K, out), out, OB);
     EINV(q8_add(x, g, K, NULL), out, OB);
@@ -142,6 +144,22 @@ void test_args(void) {
             bad |= q8_rope(out, 4, 2, bad_sizes[i], pos, 10000.0f) != Q8_EINVAL;
         }
         CHECK(!bad && memcmp(out, x, 4 * K * sizeof(float)) == 0, "q8_rope bad arguments");
+        float tab[16];
+        for (int i = 0; i < 16; i++) tab[i] = 0.5f;
+        bad = q8_rope_freq(out, 4, 2, 32, pos, NULL) != Q8_EINVAL;
+        bad |= q8_rope_freq(NULL, 4, 2, 32, pos, tab) != Q8_EINVAL;
+        bad |= q8_rope_freq(out, 4, 2, 32, NULL, tab) != Q8_EINVAL;
+        bad |= q8_rope_freq(out, 4, 2, 31, pos, tab) != Q8_EINVAL;
+        bad |= q8_rope_freq(out, 4, 2, 32, negpos, tab) != Q8_EINVAL;
+        tab[7] = NAN;
+        bad |= q8_rope_freq(out, 4, 2, 32, pos, tab) != Q8_EINVAL;
+        tab[7] = -1.0f;
+        bad |= q8_rope_freq(out, 4, 2, 32, pos, tab) != Q8_EINVAL;
+        tab[7] = INFINITY;
+        bad |= q8_rope_freq(out, 4, 2, 32, pos, tab) != Q8_EINVAL;
+        for (int i = 0; i < LEN(bad_sizes); i++)
+            bad |= q8_rope_freq(out, bad_sizes[i], 2, 32, pos, tab) != Q8_EINVAL;
+        CHECK(!bad && memcmp(out, x, 4 * K * sizeof(float)) == 0, "q8_rope_freq bad arguments");
     }
 
     /* sizes: zero and negative everywhere, K % 32 where Q8_0 is involved */

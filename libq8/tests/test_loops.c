@@ -36,6 +36,9 @@ static void loops_case(const q8_loops *lp, int64_t n) {
     b->geglu(x, g, n, ya);
     lp->geglu(x, g, n, yb);
     CHECK(same_f32(ya, yb, n), "%s geglu n=%lld", lp->name, (long long)n);
+    b->swiglu(x, g, n, ya);
+    lp->swiglu(x, g, n, yb);
+    CHECK(same_f32(ya, yb, n), "%s swiglu n=%lld", lp->name, (long long)n);
     if (n <= 64) { /* one attention block of scores */
         for (int cap = 0; cap < 2; cap++) {
             memcpy(ya, x, (size_t)n * 4);
@@ -117,5 +120,49 @@ void test_loops(void) {
     CHECK(!isa_listed("avx512") || q8_loops_for(&q8_kernels_avx512) == &q8_loops_avx512, "avx512 width");
     CHECK(n_seen == 1 + isa_listed("avx2") + isa_listed("avx512"), "%d widths tested", n_seen);
 #endif
+    group_end();
+}
+
+/* The table RoPE given the table q8_rope builds from theta rotates bit for bit like q8_rope; SwiGLU
+ * rows follow their definition and are row-independent for any thread split. */
+void test_llama_ops(void) {
+    group("llama ops");
+    const int64_t rows = 5, heads = 3, hd = 64;
+    float *a = xmalloc(rows * heads * hd * sizeof(float)), *b = xmalloc(rows * heads * hd * sizeof(float));
+    const int64_t pos[5] = {0, 1, 7, 4095, 131071};
+    const float thetas[3] = {10000.0f, 500000.0f, 1000000.0f};
+    for (int t = 0; t < 3; t++) {
+        float tab[32];
+        for (int64_t i = 0; i < hd / 2; i++)
+            tab[i] = 1.0f / powf(thetas[t], (float)(2 * i) / (float)hd);
+        fill_f32(a, rows * heads * hd, 1.0f);
+        memcpy(b, a, rows * heads * hd * sizeof(float));
+        CHECK(q8_rope(a, rows, heads, hd, pos, thetas[t]) == Q8_OK &&
+              q8_rope_freq(b, rows, heads, hd, pos, tab) == Q8_OK && same_f32(a, b, rows * heads * hd),
+              "q8_rope_freq(table of theta %g) == q8_rope", (double)thetas[t]);
+    }
+    const int64_t n = 3000, r = 20; /* r * n > ACT_PARALLEL_MIN: the pool splits it */
+    float *gu = xmalloc(r * 2 * n * sizeof(float)), *y = xmalloc(r * n * sizeof(float)),
+          *y1 = xmalloc(n * sizeof(float));
+    fill_f32(gu, r * 2 * n, 8.0f);
+    int ok = 1;
+    for (int th = 1; th <= 3; th++) {
+        q8_pool_init(th);
+        ok &= q8_swiglu_rows(gu, r, n, y) == Q8_OK;
+        for (int64_t k = 0; k < r; k++) {
+            ok &= q8_swiglu_rows(gu + k * 2 * n, 1, n, y1) == Q8_OK;
+            ok &= same_f32(y1, y + k * n, n);
+        }
+    }
+    q8_pool_init(0);
+    double worst = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const double g = gu[i], u = gu[n + i], ref = g / (1.0 + exp(-g)) * u;
+        const double err = fabs(y[i] - ref) / (fabs(ref) + 1e-30);
+        if (err > worst && fabs(ref) > 1e-30) worst = err;
+    }
+    CHECK(ok, "q8_swiglu_rows: rows independent of the thread split");
+    CHECK(worst < 12.0 * 0x1p-24, "q8_swiglu_rows within 12 U32 of silu(g) * u (worst %.2e)", worst);
+    free(a), free(b), free(gu), free(y), free(y1);
     group_end();
 }

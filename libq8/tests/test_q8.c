@@ -30,8 +30,8 @@ static const struct {
     {"tables", test_tables},       {"fp16", test_fp16},           {"quantize", test_quantize},
     {"pack", test_pack},           {"drivers", test_drivers},     {"q4quantize", test_q4_quantize},
     {"q4drivers", test_q4_drivers}, {"amx", test_amx_listing},    {"gemm", test_gemm_batches_group},
-    {"args", test_args},           {"attention", test_attention}, {"pool", test_pool},
-    {"memory", test_memory},       {"loops", test_loops},
+    {"args", test_args},           {"attention", test_attention}, {"llama", test_llama_ops},
+    {"pool", test_pool},           {"memory", test_memory},       {"loops", test_loops},
 };
 enum { N_GROUPS = sizeof groups / sizeof groups[0] };
 

@@ -578,6 +578,17 @@ def geglu_rows(gate_up: np.ndarray) -> np.ndarray:
     return y
 
 
+def swiglu_rows(gate_up: np.ndarray) -> np.ndarray:
+    """Row-wise SwiGLU of a fused (rows, 2n) gate|up output: silu(gate) * up, (rows, n)."""
+    x = _f32("gate_up", gate_up, 2)
+    rows, width = int(x.shape[0]), int(x.shape[1])
+    if width % 2:
+        raise KernelArgumentError(f"gate_up must have an even width (gate | up), got {width}")
+    y = np.empty((rows, width // 2), dtype=np.float32)
+    _rc(lib.q8_swiglu_rows(_ptr("float[]", x), rows, width // 2, _ptr("float[]", y)), "swiglu_rows")
+    return y
+
+
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     aa, bb, y = _binary("add", a, b, ("a", "b"))
     _rc(lib.q8_add(_ptr("float[]", aa), _ptr("float[]", bb), aa.size, _ptr("float[]", y)), "add")
@@ -600,8 +611,7 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return y
 
 
-def rope(x: np.ndarray, pos: np.ndarray, theta: float) -> np.ndarray:
-    """Rotary embedding ("rotate half" pairs i, i + D/2) of x (T, H, D) at positions pos (T,)."""
+def _rope_args(x: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int, int]:
     xa = _f32("x", x, 3)
     p = _array("pos", pos, 1)
     if p.dtype != np.int64:
@@ -611,11 +621,29 @@ def rope(x: np.ndarray, pos: np.ndarray, theta: float) -> np.ndarray:
         raise KernelArgumentError(f"pos has {p.shape[0]} entries for {t} rows of x")
     if d % 2 != 0 or d > 1024:
         raise KernelArgumentError(f"head_dim must be even and at most 1024, got {d}")
-    _finite("theta", theta, positive=True)
     if bool((p < 0).any()) or bool((p >= 1 << 24).any()):
         raise KernelArgumentError("positions must lie in [0, 2**24)")
+    return xa, p, t, h, d
+
+
+def rope(x: np.ndarray, pos: np.ndarray, theta: float) -> np.ndarray:
+    """Rotary embedding ("rotate half" pairs i, i + D/2) of x (T, H, D) at positions pos (T,)."""
+    xa, p, t, h, d = _rope_args(x, pos)
+    _finite("theta", theta, positive=True)
     y = xa.copy()
     _rc(lib.q8_rope(_ptr("float[]", y), t, h, d, _ptr("int64_t[]", p), theta), "rope")
+    return y
+
+
+def rope_freq(x: np.ndarray, pos: np.ndarray, inv_freq: np.ndarray) -> np.ndarray:
+    """rope with the D/2 frequencies given: pair i at position p turns by p * inv_freq[i]."""
+    xa, p, t, h, d = _rope_args(x, pos)
+    f = _f32("inv_freq", inv_freq, 1)
+    _len("inv_freq", f, d // 2)
+    if not bool(np.isfinite(f).all()) or bool((f < 0).any()):
+        raise KernelArgumentError("inv_freq must be finite and >= 0")
+    y = xa.copy()
+    _rc(lib.q8_rope_freq(_ptr("float[]", y), t, h, d, _ptr("int64_t[]", p), _ptr("float[]", f)), "rope")
     return y
 
 

@@ -173,6 +173,18 @@ class Plan:
     def geglu_rows(self, gate_up: Buf, rows: int, n: int, y: Buf) -> None:
         self._add(lib.Q8_OP_GEGLU_ROWS, [self._buf(gate_up, "gate_up")], self._buf(y, "y"), [rows, n], [])
 
+    def swiglu_rows(self, gate_up: Buf, rows: int, n: int, y: Buf) -> None:
+        """y = silu(gate) * up over fused gate|up rows (2n wide) into rows of n."""
+        self._add(lib.Q8_OP_SWIGLU_ROWS, [self._buf(gate_up, "gate_up")], self._buf(y, "y"), [rows, n], [])
+
+    def rope_freq(self, x: Buf, heads: int, head_dim: int, inv_freq: Buf) -> None:
+        """RoPE in place with a table of head_dim / 2 frequencies (scaled variants: models/rope.py)."""
+        if inv_freq.array.size != head_dim // 2:
+            raise KernelArgumentError(f"rope_freq: {inv_freq.array.size} frequencies for head_dim {head_dim}")
+        self._add(
+            lib.Q8_OP_ROPE_FREQ, [self._buf(inv_freq, "inv_freq")], self._buf(x, "x"), [heads, head_dim], []
+        )
+
     def _mark(self, what: str) -> None:
         self._marks_seen.append(what)
         self._add(lib.Q8_OP_MARK, [], ffi.NULL, [self.n_marks], [])

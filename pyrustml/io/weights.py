@@ -211,11 +211,16 @@ def load_fused(
     *,
     fmt: str,
     arena: WeightArena | None = None,
+    biases: list[str] | None = None,
 ) -> Linear:
     """One Linear whose rows are the given (rows_i, k) tensors stacked in order: the QKV and
     gate+up fusions, so a decode step makes one weight pass where it would make several.
-    Each part is quantized straight into its row range of the fused matrix."""
+    Each part is quantized straight into its row range of the fused matrix; `biases` (one
+    vector name per part, e.g. Qwen2's q/k/v biases) are stacked the same way."""
     n = sum(rows)
+    bias = None
+    if biases is not None:
+        bias = np.concatenate([vector(ckpt, b, r) for b, r in zip(biases, rows, strict=True)])
     infos = []
     fmt = fmt if k % QK8_0 == 0 else F32
     for name, r in zip(names, rows, strict=True):
@@ -230,7 +235,7 @@ def load_fused(
         for info, r in zip(infos, rows, strict=True):
             quantize_into(ckpt, info, q, fmt, row)
             row += r
-        return Linear(n, k, q, None, None)
+        return Linear(n, k, q, None, bias)
     out = np.empty((n, k), dtype=np.float32)
     row = 0
     for info, r in zip(infos, rows, strict=True):
@@ -238,7 +243,7 @@ def load_fused(
         check_finite_words(info, raw)
         out[row : row + r] = to_float32(info, raw)
         row += r
-    return Linear(n, k, None, out, None)
+    return Linear(n, k, None, out, bias)
 
 
 def check_lm_head(f: Fields, ckpt: Checkpoint, embed_name: str, head_name: str = "lm_head.weight") -> None:

@@ -5,9 +5,10 @@ per-head q_norm / k_norm; four norms per layer (input, post-attention, pre- and 
 grouped-query attention; head_dim from config; attention scale query_pre_attn_scalar^-0.5;
 sliding-window attention on local layers (a ring cache), full attention on global ones, with
 RoPE base rope_local_base_freq (local) and rope_theta (global); GeGLU with gelu tanh; tied
-lm_head; optional final and attention logit softcapping. Config: the 4.x keys real checkpoints
-carry (rope_theta, rope_local_base_freq, sliding_window_pattern) and the transformers 5 keys
-(rope_parameters, layer_types) are both read.
+lm_head; optional final and attention logit softcapping; RoPE scaling (`linear`, Gemma 3 4B+:
+x8) on the global layers only, through a frequency table (models/rope.py), never on the local
+ones. Config: the 4.x keys real checkpoints carry (rope_theta, rope_scaling, rope_local_base_freq,
+sliding_window_pattern) and the transformers 5 keys (rope_parameters, layer_types) are both read.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..io.safetensors import Checkpoint
 from ..io.weight_map import WeightMap, checkpoint_names, fused, linear, load_into, load_map, vec
 from ..io.weights import check_lm_head
 from .base import PREFILL_CHUNK, LoadOptions, Transformer
+from .rope import Rope, parse_rope
 
 SLIDING = "sliding_attention"
 FULL = "full_attention"
@@ -67,6 +69,7 @@ class Gemma3Config:
     layer_types: list[str]
     theta_local: float
     theta_global: float
+    global_inv_freq: np.ndarray | None  # the global layers' scaled RoPE table (4B+: linear x8)
     final_softcap: float
     attn_softcap: float
     tie_word_embeddings: bool
@@ -101,7 +104,8 @@ class Gemma3Config:
         if self.head_dim % 2 != 0 or self.head_dim > MAX_HEAD_DIM:
             raise UnsupportedModelError(f"{f.where}: head_dim {self.head_dim} (even, at most {MAX_HEAD_DIM})")
         self.layer_types = _layer_types(f, self.n_layer)
-        self.theta_local, self.theta_global = _rope_bases(f)
+        self.theta_local, self.theta_global, scaled = _rope_bases(f)
+        self.global_inv_freq = None if scaled is None else scaled.inv_freq(self.head_dim)
 
 
 def _layer_types(f: Fields, n_layer: int) -> list[str]:
@@ -130,28 +134,35 @@ def _rope_theta(f: Fields, where: str, v: object) -> float:
     return float(v)
 
 
-def _rope_entry(f: Fields, where: str, p: object, default: float) -> float:
-    """One RoPE parameter object: rope_type "default" and its base; any scaling is refused."""
+def _rope_entry(
+    f: Fields, where: str, p: object, default: float, scalable: bool
+) -> tuple[float, Rope | None]:
+    """One RoPE parameter object: its base, and its scaling where the layers take one (the global
+    layers: linear or llama3, by models/rope.py, which refuses the rest); a local layer's scaling,
+    or an unknown key, is refused rather than ignored."""
     if not isinstance(p, dict):
         raise ModelFormatError(f"{f.where}: {where} is not an object")
     rtype = p.get("rope_type", p.get("type", "default"))
     if rtype != "default":
-        raise UnsupportedModelError(f"{f.where}: {where} rope_type {str(rtype)[:40]!r} is not supported")
+        if not scalable:
+            raise UnsupportedModelError(f"{f.where}: {where} rope_type {str(rtype)[:40]!r} is not supported")
+        rope = parse_rope(Fields({"rope_parameters": p}, f"{f.where} {where}"), default)
+        return _rope_theta(f, f"{where}['rope_theta']", rope.theta), rope
     extra = sorted(set(p) - _ROPE_INERT)
     if extra:
         listed = ", ".join(map(str, extra))[:80]
         raise UnsupportedModelError(f"{f.where}: {where} sets {listed}, not supported")
-    return _rope_theta(f, f"{where}['rope_theta']", p.get("rope_theta", default))
+    return _rope_theta(f, f"{where}['rope_theta']", p.get("rope_theta", default)), None
 
 
-def _rope_bases(f: Fields) -> tuple[float, float]:
-    """(local base, global base). transformers 5 writes rope_parameters per layer type; a flat
-    rope_parameters object (one setting for every layer) and 4.x's rope_scaling are read too, and
-    any scaling they ask for is refused: running it unscaled would be silently wrong."""
+def _rope_bases(f: Fields) -> tuple[float, float, Rope | None]:
+    """(local base, global base, the global layers' scaling or None). Scaling (Gemma 3 4B+:
+    linear x8) applies to the global layers only; the local ones are never scaled. transformers 5
+    writes rope_parameters per layer type; a flat rope_parameters object (the global layers'
+    setting) and 4.x's rope_scaling are read too."""
     params = f.data.get("rope_parameters")
     scaling = f.data.get("rope_scaling")
-    if scaling is not None:
-        _rope_entry(f, "rope_scaling", scaling, 1e6)
+    local_default = f.data.get("rope_local_base_freq", 10000.0)
     if params is not None:
         if not isinstance(params, dict):
             raise ModelFormatError(f"{f.where}: rope_parameters is not an object")
@@ -162,14 +173,22 @@ def _rope_bases(f: Fields) -> tuple[float, float]:
                 raise UnsupportedModelError(
                     f"{f.where}: rope_parameters mixes per-layer-type entries with {listed}"
                 )
-            local = _rope_entry(f, f"rope_parameters[{SLIDING!r}]", params.get(SLIDING, {}), 10000.0)
-            full = _rope_entry(f, f"rope_parameters[{FULL!r}]", params.get(FULL, {}), 1000000.0)
-            return local, full
+            local, _ = _rope_entry(
+                f, f"rope_parameters[{SLIDING!r}]", params.get(SLIDING, {}), 10000.0, False
+            )
+            full, rope = _rope_entry(f, f"rope_parameters[{FULL!r}]", params.get(FULL, {}), 1000000.0, True)
+            return local, full, rope
         # Flat: one setting for the global layers; the local ones keep rope_local_base_freq.
-        full = _rope_entry(f, "rope_parameters", params, 1000000.0)
-        return _rope_theta(f, "'rope_local_base_freq'", f.data.get("rope_local_base_freq", 10000.0)), full
-    local = _rope_theta(f, "'rope_local_base_freq'", f.data.get("rope_local_base_freq", 10000.0))
-    return local, _rope_theta(f, "'rope_theta'", f.data.get("rope_theta", 1000000.0))
+        full, rope = _rope_entry(f, "rope_parameters", params, 1000000.0, True)
+        return _rope_theta(f, "'rope_local_base_freq'", local_default), full, rope
+    local = _rope_theta(f, "'rope_local_base_freq'", local_default)
+    if scaling is not None:  # 4.x: rope_scaling with the top-level rope_theta, for the global layers
+        if not isinstance(scaling, dict):
+            raise ModelFormatError(f"{f.where}: rope_scaling is not an object")
+        entry = {**scaling, "rope_theta": f.data.get("rope_theta", 1000000.0)}
+        full, rope = _rope_entry(f, "rope_scaling", entry, 1000000.0, True)
+        return local, full, rope
+    return local, _rope_theta(f, "'rope_theta'", f.data.get("rope_theta", 1000000.0)), None
 
 
 class Gemma3Layer:
@@ -203,8 +222,20 @@ class Gemma3(Transformer):
     gu: Buf  # (2I) fused gate | up
     act: Buf  # (I) GeGLU output
     embed_scale: float
+    global_inv_freq: Buf | None  # the global layers' scaled RoPE table; None: unscaled
 
-    def __init__(self, f: Fields, ckpt: Checkpoint, opts: LoadOptions) -> None:
+    def __init__(
+        self,
+        f: Fields,
+        ckpt: Checkpoint,
+        opts: LoadOptions,
+        *,
+        prefix: str = "model.",
+        lm_head: str = "lm_head.weight",
+        skipped: frozenset[str] | set[str] = frozenset(),
+    ) -> None:
+        """prefix, lm_head: where the text model's tensors are (Gemma3ForConditionalGeneration
+        nests them: models/gemma3_multimodal.py); skipped: tensors never read (its vision tower)."""
         cfg = Gemma3Config(f)
         plan = opts.plan
         self.cfg = cfg
@@ -222,10 +253,11 @@ class Gemma3(Transformer):
         self.final_softcap = cfg.final_softcap
         D, H, KV, hd, FF = cfg.hidden, cfg.n_head, cfg.n_kv, cfg.head_dim, cfg.inter
         names = set(ckpt.names())
-        # The checkpoint's tensors: name, shape, what each becomes (q/k/v and gate/up fused).
-        top: WeightMap = {"embed_table": linear("model.embed_tokens.weight", cfg.vocab, D, role="embed")}
+        # The checkpoint's tensors under prefix (the lm_head by its full name): name, shape, what
+        # each becomes (q/k/v and gate/up fused).
+        top: WeightMap = {"embed_table": linear("embed_tokens.weight", cfg.vocab, D, role="embed")}
         # lm_head: absent when tied to the embedding
-        head: WeightMap = {"lm_head": linear("lm_head.weight", cfg.vocab, D, role="lm_head")}
+        head: WeightMap = {"lm_head": linear(lm_head, cfg.vocab, D, role="lm_head")}
         layer: WeightMap = {
             "qkv": fused(
                 ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"],
@@ -244,18 +276,18 @@ class Gemma3(Transformer):
             "q": vec("self_attn.q_norm.weight", hd),
             "k": vec("self_attn.k_norm.weight", hd),
         }
-        final: WeightMap = {"final_norm": vec("model.norm.weight", D)}
-        load_into(self, top, ckpt, "", plan=plan, arena=arena)
+        final: WeightMap = {"final_norm": vec("norm.weight", D)}
+        load_into(self, top, ckpt, prefix, plan=plan, arena=arena)
         self.lm_head = self.embed_table
-        if "lm_head.weight" in names:
+        if lm_head in names:
             load_into(self, head, ckpt, "", plan=plan, arena=arena)
         self.embed = Embedding(self.embed_table)
         # The embedding is scaled by sqrt(hidden) rounded to float32, as transformers does.
         self.embed_scale = float(np.float32(math.sqrt(D)))
         self.layers = []
-        known = checkpoint_names(top) | checkpoint_names(head) | checkpoint_names(final)
+        known = checkpoint_names(top, prefix) | checkpoint_names(head) | checkpoint_names(final, prefix)
         for i in range(cfg.n_layer):
-            n = f"model.layers.{i}."
+            n = f"{prefix}layers.{i}."
             L = Gemma3Layer()
             L.sliding = cfg.layer_types[i] == SLIDING
             L.theta = cfg.theta_local if L.sliding else cfg.theta_global
@@ -268,8 +300,9 @@ class Gemma3(Transformer):
             L.kv = KVCache(KV, L.cap, hd, self.slots, f"layer {i}")
             self.layers.append(L)
             known |= checkpoint_names(layer, n) | checkpoint_names(norms, n)
-        self.final_norm = Buf.of(load_map(final, ckpt, "", plan=plan, arena=arena)["final_norm"])
-        self.refuse_unknown(ckpt.source, names, known)
+        self.final_norm = Buf.of(load_map(final, ckpt, prefix, plan=plan, arena=arena)["final_norm"])
+        self.global_inv_freq = None if cfg.global_inv_freq is None else Buf.of(cfg.global_inv_freq)
+        self.refuse_unknown(ckpt.source, names - set(skipped), known)
         self.n_matrices = 4 * cfg.n_layer + (2 if self.lm_head is not self.embed_table else 1)
         self.n_projections = 7 * cfg.n_layer + 1  # q, k, v, o, gate, up, down; lm_head
         self.fusions = {"qkv": cfg.n_layer, "gate+up": cfg.n_layer}
@@ -315,8 +348,12 @@ class Gemma3(Transformer):
             ops.split(self.qkv, [self.q, self.k, self.v])
             ops.rmsnorm(self.q, n["q"], H, hd, c.eps, 1.0, self.q)
             ops.rmsnorm(self.k, n["k"], KV, hd, c.eps, 1.0, self.k)
-            ops.rope(self.q, H, hd, L.theta)
-            ops.rope(self.k, KV, hd, L.theta)
+            if L.sliding or self.global_inv_freq is None:
+                ops.rope(self.q, H, hd, L.theta)
+                ops.rope(self.k, KV, hd, L.theta)
+            else:  # scaled global RoPE (4B+: linear x8): a frequency table
+                ops.rope_freq(self.q, H, hd, self.global_inv_freq)
+                ops.rope_freq(self.k, KV, hd, self.global_inv_freq)
             ops.kv_write(self.k, self.v, L.kv)
             ops.attention(self.q, L.kv, H, L.window, c.scale, c.attn_softcap, self.att)
             ops.matmul(L.o, self.att, tmp)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from ..errors import UnsupportedModelError
 from ..io.config import Fields
 from ..io.safetensors import Checkpoint
-from . import gemma3, gpt2
+from . import gemma3, gemma3_multimodal, gpt2, llama
 from .base import LoadOptions, Transformer
 
 Builder = Callable[[Fields, Checkpoint, LoadOptions], Transformer]
@@ -15,6 +15,11 @@ Builder = Callable[[Fields, Checkpoint, LoadOptions], Transformer]
 REGISTRY: dict[str, Builder] = {
     "gpt2": gpt2.build,
     "gemma3_text": gemma3.build,
+    "gemma3": gemma3_multimodal.build,
+    "llama": llama.build_llama,
+    "mistral": llama.build_mistral,
+    "qwen2": llama.build_qwen2,
+    "qwen3": llama.build_qwen3,
 }
 
 

@@ -76,7 +76,12 @@ QUICK_PROBE_REPS = 2
 NOISY_PCT = 5.0  # other-process CPU above this share of the machine marks figures as suspect
 
 # Checkpoints --make-models writes with tools/make_random_model.py: (--arch, directory name).
-RANDOM_MODELS = (("gpt2", "gpt2-random"), ("gemma3-1b", "gemma3-random"))
+RANDOM_MODELS = (
+    ("gpt2", "gpt2-random"),
+    ("gemma3-1b", "gemma3-random"),
+    ("llama", "llama-random"),  # Llama 3.2 1B
+    ("qwen2", "qwen2-random"),  # Qwen2.5 0.5B
+)
 
 
 # ---- the worker: one fresh process per (repeat, model, threads) ---------------------------
@@ -329,7 +334,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("models", nargs="*", help="checkpoint directories (or hub repo ids)")
     ap.add_argument("--model", action="append", default=[], help="another checkpoint (repeatable)")
     ap.add_argument("--make-models", type=Path, metavar="DIR",
-                    help="also benchmark DIR/gpt2-random and DIR/gemma3-random, writing the missing "
+                    help="also benchmark DIR/{gpt2,gemma3,llama,qwen2}-random, writing the missing "
                     "ones with tools/make_random_model.py (needs a checkout)")  # fmt: skip
     ap.add_argument(
         "--threads",
@@ -392,8 +397,8 @@ def _log(msg: str) -> None:
 
 
 def make_models(directory: Path) -> list[str]:
-    """DIR/gpt2-random and DIR/gemma3-random, generated where missing (full size: ~0.5 and
-    ~2 GB, minutes each)."""
+    """DIR/gpt2-random, gemma3-random, llama-random and qwen2-random, generated where missing
+    (full size: ~0.5, 2, 2.5 and 1 GB, minutes each)."""
     script = Path(__file__).resolve().parents[2] / "tools" / "make_random_model.py"
     if not script.is_file():
         raise SystemExit(f"--make-models needs a pyrustml checkout: {script} is missing")

@@ -259,3 +259,83 @@ def test_softmax_nan_or_inf_poisons_its_row(
     assert np.isnan(y[r]).all()
     others = np.arange(rows) != r
     assert np.isfinite(y[others]).all()
+
+
+def silu_oracle(v: np.ndarray, fp: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(silu(v) = v sigmoid(v) in float64, bound on |silu32(v) - it|) for finite v.
+
+    Derivation (ops.c silu1): e = e^-|v| from q8_exp_neg (<= 1.5 ulp = 3 U32 relative); 1 + e rounds
+    once, so it is within (3 U32 e + U32 (1 + e)) <= 4 U32 relative of the exact 1 + e^-|v|; the
+    quotient (1 / (1 + e) for v >= 0, e / (1 + e) below) adds one rounding and, for v < 0, e's own
+    3 U32: sigmoid is within 8 U32 relative; v * s rounds once more: 9 U32 |silu|. When e falls
+    into the subnormals (|v| > 87) its rounding is absolute, 2^-150 per step, times |v|."""
+    vd = v.astype(np.float64)
+    with np.errstate(over="ignore"):  # e^-v overflows to inf for v < -709: silu is then -0
+        ref = vd / (1.0 + np.exp(-vd))
+    bound = 9 * fp.U32 * np.abs(ref) * fp.SECOND_ORDER + fp.TINY32 * (4 + 4 * np.abs(vd))
+    return ref, bound
+
+
+@given(
+    rows=st.sampled_from([1, 2, 3, 17]),
+    n=NS,
+    seed=SEEDS,
+    scale=SCALES,
+    up_scale=st.sampled_from(["1", "1e3", "1e-30"]),
+)
+def test_swiglu_rows_matches_float64(
+    isa: str,
+    arrays: Callable[..., np.ndarray],
+    fp: Any,
+    rows: int,
+    n: int,
+    seed: int,
+    scale: str,
+    up_scale: str,
+) -> None:
+    """silu(gate) * up row by row over a fused (rows, 2n) gate|up: the silu bound times |up| plus
+    the product's rounding."""
+    gate = arrays(seed, (rows, n), scale)
+    up = arrays(seed + 1, (rows, n), up_scale, 0.1)
+    y = kernels.swiglu_rows(np.ascontiguousarray(np.concatenate([gate, up], axis=1)))
+    assert y.shape == (rows, n) and y.dtype == np.float32
+    s, bound = silu_oracle(gate, fp)
+    upd = up.astype(np.float64)
+    ref = s * upd
+    total = (np.abs(upd) * bound + fp.U32 * np.abs(ref)) * fp.SECOND_ORDER + fp.TINY32
+    assert (np.abs(y - ref) <= total).all()
+
+
+def test_swiglu_specials_follow_ieee() -> None:
+    """As torch's v / (1 + e^-v): silu(+inf) = +inf, silu(-inf) = NaN, NaN stays NaN; silu(0) = 0."""
+    gate = np.array([[np.inf, -np.inf, np.nan, 0.0, -0.0, 100.0, -100.0]], dtype=np.float32)
+    y = kernels.swiglu_rows(np.concatenate([gate, np.ones_like(gate)], axis=1))[0]
+    assert y[0] == np.inf and np.isnan(y[1]) and np.isnan(y[2])
+    assert y[3] == 0.0 and y[4] == 0.0 and y[5] == np.float32(100.0)
+    assert -1e-40 < y[6] <= 0.0
+
+
+@given(
+    rows=st.sampled_from([1, 2, 3, 17, 128]),
+    n=st.sampled_from([1, 31, 33, 1000, 8192]),
+    seed=SEEDS,
+    threads=st.sampled_from([1, 2, 3]),
+)
+def test_swiglu_rows_is_row_independent_for_any_split(
+    isa: str, arrays: Callable[..., np.ndarray], rows: int, n: int, seed: int, threads: int
+) -> None:
+    """Large inputs are spread over the pool: the result equals the rows one at a time, bit for
+    bit, whatever the thread count."""
+    RuntimeConfig(threads=threads)
+    try:
+        gu = arrays(seed, (rows, 2 * n), "mixed")
+        y = kernels.swiglu_rows(gu)
+        per_row = [kernels.swiglu_rows(np.ascontiguousarray(r[None])) for r in gu]
+        np.testing.assert_array_equal(y, np.concatenate(per_row))
+    finally:
+        RuntimeConfig()
+
+
+def test_swiglu_rows_refuses_odd_width() -> None:
+    with pytest.raises(KernelArgumentError):
+        kernels.swiglu_rows(np.zeros((2, 5), dtype=np.float32))

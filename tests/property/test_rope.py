@@ -7,10 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrustml import kernels
+from pyrustml.errors import KernelArgumentError
 
 SEEDS = st.integers(0, 2**32 - 1)
 HEAD_DIMS = st.sampled_from([2, 4, 6, 16, 32, 64, 80, 128, 256])
@@ -152,3 +154,49 @@ def test_rope_rows_are_independent(
     same = np.broadcast_to(x[:1, :1], (1, heads, d)).copy()
     ys = kernels.rope(same, p[:1], theta)
     np.testing.assert_array_equal(ys, np.broadcast_to(ys[:, :1], ys.shape))
+
+
+@given(
+    t=st.integers(1, 4),
+    heads=st.integers(1, 3),
+    d=HEAD_DIMS,
+    seed=SEEDS,
+    pos=st.lists(ANY_POS, min_size=4, max_size=4),
+)
+def test_rope_freq_is_the_rotation_by_its_table(
+    isa: str,
+    arrays: Callable[..., np.ndarray],
+    fp: Any,
+    t: int,
+    heads: int,
+    d: int,
+    seed: int,
+    pos: list[int],
+) -> None:
+    """Any table: pair i of a row at position p turns by fl32(p * inv_freq[i]), whose cos and sin
+    are within 1 ulp of glibc's double-rounded ones; the same bound as test_rope_matches_float64
+    without the angle error (the angle is taken as the kernel rounds it)."""
+    rng = np.random.default_rng(seed)
+    inv = (rng.random(d // 2) * 2.0 ** rng.integers(-20, 1, d // 2)).astype(np.float32)
+    inv[0] = 1.0
+    p = np.array(pos[:t], dtype=np.int64)
+    x = arrays(seed, (t, heads, d), "1")
+    y = kernels.rope_freq(x, p, inv)
+    half = d // 2
+    phi = (p[:, None].astype(np.float32) * inv[None, :]).astype(np.float64)  # fl32 angle, exact in f64
+    c, s = np.cos(phi)[:, None, :], np.sin(phi)[:, None, :]
+    a, b = x[..., :half].astype(np.float64), x[..., half:].astype(np.float64)
+    ya, yb = a * c - b * s, b * c + a * s
+    u = fp.U32
+    ba = ((np.abs(a * c) + np.abs(b * s)) * 3 * u + u * np.abs(ya)) * fp.SECOND_ORDER + 3 * fp.TINY32
+    bb = ((np.abs(b * c) + np.abs(a * s)) * 3 * u + u * np.abs(yb)) * fp.SECOND_ORDER + 3 * fp.TINY32
+    assert (np.abs(y[..., :half] - ya) <= ba).all()
+    assert (np.abs(y[..., half:] - yb) <= bb).all()
+
+
+def test_rope_freq_refuses_bad_tables() -> None:
+    x = np.zeros((1, 1, 8), dtype=np.float32)
+    p = np.zeros(1, dtype=np.int64)
+    for bad in (np.ones(3, np.float32), np.array([1, np.nan, 1, 1], np.float32), -np.ones(4, np.float32)):
+        with pytest.raises(KernelArgumentError):
+            kernels.rope_freq(x, p, bad)

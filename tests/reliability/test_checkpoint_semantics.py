@@ -424,7 +424,7 @@ GPT2_CONFIGS: list[tuple[str, Callable[[dict[str, Any]], None], type[PyrustmlErr
     ("activation-relu", _set("activation_function", "relu"), U, ["'relu'"]),
     ("model-type-missing", _drop("model_type"), E, ["model_type"]),
     ("model-type-number", _set("model_type", 2), E, ["model_type"]),
-    ("model-type-other", _set("model_type", "llama"), U, ["'llama'"]),
+    ("model-type-other", _set("model_type", "mamba"), U, ["'mamba'"]),
 ]
 
 
