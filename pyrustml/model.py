@@ -94,9 +94,9 @@ class TextStream:
         try:
             while True:
                 try:
-                    # A bounded wait: a signal (Ctrl-C) reaches this thread between waits even
+                    # Waits of 10 ms: a signal (Ctrl-C) reaches this thread between them even
                     # while a long prefill step sends nothing.
-                    kind, value = self._seq.events.get(timeout=0.05)
+                    kind, value = self._seq.events.get(timeout=0.01)
                 except queue.Empty:
                     if self._seq.cancelled:  # closed from another thread: no event may come
                         raise StopIteration from None

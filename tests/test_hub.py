@@ -32,6 +32,9 @@ def test_unknown_revision_offline_is_one_clear_line(hub_cache: Path, cli: Any) -
                 env=offline(hub_cache))  # fmt: skip
     assert r.returncode == 1
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    # The repo is cached: the message names the missing revision and what the cache holds,
+    # instead of saying the repo was never downloaded.
+    assert "revision 'v9' is not in the local cache" in r.stderr and "main" in r.stderr, r.stderr
 
 
 def test_missing_local_directory(tmp_path: Path, cli: Any) -> None:

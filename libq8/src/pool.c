@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -208,14 +209,26 @@ static int start_locked(int threads) {
     P.threads = threads;
     atomic_store(&P.fn, NULL);
     P.start_gen = atomic_load(&P.generation);
+    /* Workers are created with every signal blocked (they inherit the mask): a Ctrl-C must reach
+     * a thread that can act on it. Delivered to a worker, the caller's handler would run there
+     * while the main thread sat in select() waiting for input, and the signal would be lost. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = Q8_OK;
     for (int i = 1; i < threads; i++) {
         P.ids[i - 1] = i;
         if (pthread_create(&P.tid[i - 1], NULL, worker_main, &P.ids[i - 1]) != 0) {
-            stop_workers();
-            P.threads = 1;
-            return Q8_ESTATE;
+            rc = Q8_ESTATE;
+            break;
         }
         P.started++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != Q8_OK) {
+        stop_workers();
+        P.threads = 1;
+        return rc;
     }
     wanted_threads = threads;
     return Q8_OK;

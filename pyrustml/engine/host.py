@@ -23,7 +23,7 @@ def rss_bytes() -> int:
 
 def physical_cores() -> int:
     """Physical cores (logical CPUs where the system does not say)."""
-    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    return int(psutil.cpu_count(logical=False) or os.cpu_count() or 1)
 
 
 class CpuShare:
@@ -42,11 +42,11 @@ class CpuShare:
         busy = (
             t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
         )
-        return busy, getattr(t, "steal", 0.0)
+        return float(busy), float(getattr(t, "steal", 0.0))
 
     def _own(self) -> float:
         t = self._proc.cpu_times()
-        return t.user + t.system + t.children_user + t.children_system
+        return float(t.user + t.system + t.children_user + t.children_system)
 
     def report(self) -> dict[str, float]:
         wall = max(time.monotonic() - self.t0, 1e-9)

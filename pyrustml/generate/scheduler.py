@@ -18,6 +18,7 @@ generator, so a request gets the tokens it would get alone, whatever shares its 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -32,6 +33,9 @@ from ..io.tokenizer import Tokenizer
 from ..models.base import PREFILL_CHUNK, Transformer
 from .sequence import DECODE, DONE, PREFILL, Sequence
 
+# Signals for the process, not a thread's own fault: the main thread takes them.
+ASYNC_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGALRM, signal.SIGCHLD,
+                 signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE, signal.SIGWINCH}  # fmt: skip
 PREFILL_ROWS = 32  # prompt rows a step takes beside the decode rows (see the docstring)
 
 
@@ -110,7 +114,10 @@ def _fail_all(q: WorkQueue, exc: PyrustmlError) -> None:
 
 def _engine_main(sched: Scheduler, q: WorkQueue) -> None:
     """The engine thread: sleep until there is work, then run a step of the scheduler. It ends
-    when the queue closes (Scheduler.close, which the Model calls when it is freed or at exit)."""
+    when the queue closes (Scheduler.close, which the Model calls when it is freed or at exit).
+    It blocks the asynchronous signals: delivered here, a Ctrl-C would only set Python's flag
+    while the main thread sat in select() waiting for input, and the keypress would be lost."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, ASYNC_SIGNALS)
     while True:
         with q.cv:
             while not q.closing and not q.has_work():

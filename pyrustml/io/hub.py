@@ -56,6 +56,12 @@ def resolve(source: str, revision: str | None = None) -> str:
     except RevisionNotFoundError:
         raise ModelNotFoundError(f"{source}: no revision {revision!r}") from None
     except LocalEntryNotFoundError:
+        cached = _cached_revisions(source)
+        if cached:
+            raise ModelNotFoundError(
+                f"{source}: revision {revision or 'main'!r} is not in the local cache (cached: "
+                f"{', '.join(cached[:5])}) and the hub cannot be reached (offline, or HF_HUB_OFFLINE=1)"
+            ) from None
         raise ModelNotFoundError(
             f"{source} is not in the local cache and the hub cannot be reached "
             "(offline, or HF_HUB_OFFLINE=1); download it once with network access"
@@ -69,3 +75,18 @@ def resolve(source: str, revision: str | None = None) -> str:
         raise ModelNotFoundError(
             f"{source}: the Hugging Face cache cannot be used ({exc.strerror or exc} at {where})"
         ) from None
+
+
+def _cached_revisions(repo_id: str) -> list[str]:
+    """The refs (branches, tags) and snapshot commits the local hub cache holds for a model repo,
+    so a missing revision of a cached repo is told apart from a repo never downloaded."""
+    from huggingface_hub import constants
+
+    repo = os.path.join(constants.HF_HUB_CACHE, "models--" + repo_id.replace("/", "--"))
+    found: list[str] = []
+    for sub in ("refs", "snapshots"):
+        try:
+            found += sorted(os.listdir(os.path.join(repo, sub)))
+        except OSError:
+            continue
+    return found

@@ -56,7 +56,7 @@ def test_a_file_truncated_after_its_header_was_read_is_a_format_error(
     try:
         truncate_to_half(d / "model.safetensors")
         with pytest.raises(ModelFormatError, match="truncated or rewritten"):
-            mod.build(f, ckpt, LoadOptions())  # type: ignore[attr-defined]
+            mod.build(f, ckpt, LoadOptions("q8_0"))  # type: ignore[attr-defined]
     finally:
         ckpt.close()
 
