@@ -31,6 +31,7 @@ COMPILED = [
     "pyrustml/io/progress.py",  # subclasses the compiled Checkpoint
     "pyrustml/engine/linear.py",
     "pyrustml/io/weights.py",
+    "pyrustml/io/weight_map.py",
     "pyrustml/generate/sampling.py",
     "pyrustml/io/tokenizer.py",
     "pyrustml/generate/result.py",

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import FIX
 
 import pyrustml
 
-FIX = Path(__file__).parent / "fixtures"
 MODEL = FIX / "gpt2-tiny-hf"
 TOKENS = 8  # --quick's prompt and decode lengths
 

@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from support import FIX
 
 import pyrustml
 from pyrustml.errors import ChatTemplateError, PromptTypeError, PyrustmlError, UnsupportedModelError
 from pyrustml.io import chat_template
 from pyrustml.io.chat_template import ChatTemplate
 
-FIX = Path(__file__).resolve().parent / "fixtures"
 HI = [{"role": "user", "content": "hi"}]
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import FIX
 
 import pyrustml
 
-FIX = Path(__file__).parent / "fixtures"
 GPT2 = str(FIX / "gpt2-tiny-openai")  # no chat template, no sampling defaults
 GEMMA = str(FIX / "gemma3-tiny")  # a chat template; generation_config sets top_k 64, top_p 0.95
 NOWHERE = "/nonexistent/pyrustml-model"  # an option error must come before the model is looked for

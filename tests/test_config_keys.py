@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import FIX
 
 import pyrustml
 from pyrustml.errors import ModelFormatError, UnsupportedModelError
 from pyrustml.models import gemma3, gpt2
 
-FIX = Path(__file__).resolve().parent / "fixtures"
 MODELS = {"gpt2": ("gpt2-tiny-hf", gpt2), "gemma3": ("gemma3-tiny", gemma3)}
 
 

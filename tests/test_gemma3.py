@@ -6,15 +6,14 @@ softcapping; Q8_0; prefill vs decode; the chat template; KV reuse between chat t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from support import FIX
 
 import pyrustml
 
-FIX = Path(__file__).parent / "fixtures"
 F32_REL_TOL = 1e-4  # within 1e-4 of the largest |logit| at every position (the bound)
 Q8_MIN_COSINE = 0.998  # per position (the bound)
 CHECKPOINTS = ["gemma3-tiny", "gemma3-tiny-v5"]

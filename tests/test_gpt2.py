@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import FIX
 
 import pyrustml
 from pyrustml.errors import ContextLengthError, ModelFormatError, UnsupportedModelError
 from pyrustml.io.tokenizer import StreamDecoder
 
-FIX = Path(__file__).parent / "fixtures"
 # f32 path: within 1e-4 of the largest |logit| at every position (the bound).
 F32_REL_TOL = 1e-4
 # Q8_0 path: cosine similarity per position (the bound).

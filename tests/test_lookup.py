@@ -3,16 +3,15 @@ greedy decoding whatever the drafts, the stops, the window or the cache reuse.""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from support import FIX
 
 import pyrustml
 from pyrustml.generate.prompt_lookup import PromptLookup
 
-FIX = Path(__file__).parent / "fixtures"
 MODELS = ["gpt2-tiny-hf", "gemma3-tiny", "gemma3-tiny-v5"]
 _cache: dict[str, Any] = {}
 

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import FIX
 
 import pyrustml
 from pyrustml.perf import report
 from pyrustml.perf.audit import collect
 
-FIX = Path(__file__).parent / "fixtures"
 GPT2 = str(FIX / "gpt2-tiny-hf")
 GEMMA = str(FIX / "gemma3-tiny")
 SECTIONS = (

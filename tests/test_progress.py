@@ -13,11 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import FIX
 
 import pyrustml
 from pyrustml.io.progress import wanted
-
-FIX = Path(__file__).parent / "fixtures"
 
 
 def _tensor_bytes(directory: Path) -> int:

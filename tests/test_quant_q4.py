@@ -4,11 +4,11 @@ and the CLI's --quant q4_0."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from support import FIX
 
 import pyrustml
 from pyrustml import kernels
@@ -16,8 +16,6 @@ from pyrustml.engine.linear import Linear
 from pyrustml.errors import OptionError
 from pyrustml.io.safetensors import Checkpoint
 from pyrustml.io.weights import QuantPlan
-
-FIX = Path(__file__).parent / "fixtures"
 
 
 def linears(model: pyrustml.Model) -> dict[str, Linear]:

@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import FIX
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 import pyrustml
 from pyrustml.errors import PromptError, PyrustmlError, TokenizerError
 from pyrustml.io.tokenizer import MAX_EXPANSION, StreamDecoder
 from pyrustml.io.tokenizer import Tokenizer as PTokenizer
-
-FIX = Path(__file__).resolve().parent / "fixtures"
 
 
 def with_tokenizer(tmp: Path, edit: object) -> Path:

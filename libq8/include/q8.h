@@ -215,7 +215,9 @@ int q8_kv_write(const float *k_new, const float *v_new, int64_t t, int64_t pos0,
  * q and out are t x n_heads x head_dim; query head h reads KV head h / (n_heads / n_kv).
  * Query at position p sees positions max(0, p - window + 1) .. p (window 0: all of them),
  * which must all be in the cache (window <= cap, or cap > p). scale multiplies q.k;
- * softcap > 0 applies cap * tanh(s / cap) to the scores. Spread over the pool (heads x t). */
+ * softcap > 0 applies cap * tanh(s / cap) to the scores. Spread over the pool (heads x t).
+ * head_dim is at most Q8_MAX_HEAD_DIM. */
+enum { Q8_MAX_HEAD_DIM = 512 };
 int q8_attention(const float *q, int64_t t, int64_t pos0, const float *k, const float *v,
                  int64_t n_heads, int64_t n_kv, int64_t cap, int64_t head_dim, int64_t window,
                  float scale, float softcap, float *out);
@@ -315,6 +317,8 @@ double q8_expsum(const float *x, int64_t n, float max, float inv_temp);
 
 /* ---- thread pool ------------------------------------------------------------------------ */
 int q8_physical_cores(void);
+/* Most threads the pool runs, the caller included: q8_pool_init clamps a larger request. */
+enum { Q8_MAX_THREADS = 256 };
 /* (Re)start the pool with this many threads including the caller (0: physical cores). */
 int q8_pool_init(int threads);
 int q8_pool_threads(void);

@@ -17,7 +17,6 @@
 #include "q8_internal.h"
 
 #define POS_BLOCK 64
-#define MAX_HEAD_DIM 512
 
 int q8_kv_write(const float *k_new, const float *v_new, int64_t t, int64_t pos0, float *k,
                 float *v, int64_t n_kv, int64_t cap, int64_t head_dim) {
@@ -40,6 +39,7 @@ int q8_kv_write(const float *k_new, const float *v_new, int64_t t, int64_t pos0,
 
 typedef struct {
     const q8_kernels *kt;
+    const q8_loops *lp; /* the element-wise loops of kt's vector width */
     const float *q, *k, *v;
     float *out;
     int64_t pos0, n_heads, group, cap, hd, window;
@@ -50,70 +50,6 @@ typedef struct {
     int64_t slot_stride;
 } attn_job;
 
-/* The per-position loops of a block are cloned per vector width (Q8_CLONES). */
-
-/* Scores scaled and soft-capped in place; returns their max (NaN if one is NaN). */
-Q8_CLONES static float block_scores(float *s, int64_t nb, float scale, float softcap) {
-    if (softcap > 0.0f)
-        for (int64_t i = 0; i < nb; i++) s[i] = softcap * q8_tanh(s[i] * scale / softcap);
-    else
-        for (int64_t i = 0; i < nb; i++) s[i] = s[i] * scale;
-    float bm = -INFINITY;
-    for (int64_t i = 0; i < nb; i++)
-        if (s[i] > bm || isnan(s[i])) bm = s[i];
-    return bm;
-}
-
-Q8_CLONES static void block_exp(const float *s, float m, int64_t nb, float *e) {
-    for (int64_t i = 0; i < nb; i++) e[i] = q8_exp_neg(s[i] - m);
-}
-
-/* o = o + e[i] * value row i (a product, then a sum: no contraction), rows in order. 64 output
- * elements at a time stay in registers (four 16-float vectors: a zmm, 2 ymm or 4 xmm each, by
- * clone) while every row of the block passes, instead of o being loaded and stored once per
- * row; element by element the operations and their order are those of the plain loop. */
-typedef float v16f __attribute__((vector_size(64)));
-#define VCHUNK 64
-
-Q8_CLONES static void block_values(const float *e, const float *vh, int64_t b0, int64_t nb,
-                                   int64_t cap, int64_t hd, float *o) {
-    int64_t d0 = 0;
-    for (; d0 + VCHUNK <= hd; d0 += VCHUNK) {
-        v16f a0, a1, a2, a3;
-        memcpy(&a0, o + d0, sizeof a0);
-        memcpy(&a1, o + d0 + 16, sizeof a1);
-        memcpy(&a2, o + d0 + 32, sizeof a2);
-        memcpy(&a3, o + d0 + 48, sizeof a3);
-        int64_t slot = b0 % cap;
-        for (int64_t i = 0; i < nb; i++) {
-            const float *vr = vh + slot * hd + d0;
-            const float w = e[i];
-            v16f r0, r1, r2, r3;
-            memcpy(&r0, vr, sizeof r0);
-            memcpy(&r1, vr + 16, sizeof r1);
-            memcpy(&r2, vr + 32, sizeof r2);
-            memcpy(&r3, vr + 48, sizeof r3);
-            a0 = a0 + w * r0;
-            a1 = a1 + w * r1;
-            a2 = a2 + w * r2;
-            a3 = a3 + w * r3;
-            slot = slot + 1 == cap ? 0 : slot + 1;
-        }
-        memcpy(o + d0, &a0, sizeof a0);
-        memcpy(o + d0 + 16, &a1, sizeof a1);
-        memcpy(o + d0 + 32, &a2, sizeof a2);
-        memcpy(o + d0 + 48, &a3, sizeof a3);
-    }
-    if (d0 < hd) { /* the rest of a head_dim that is not a multiple of 64 */
-        int64_t slot = b0 % cap;
-        for (int64_t i = 0; i < nb; i++) {
-            const float *vr = vh + slot * hd;
-            const float w = e[i];
-            for (int64_t d = d0; d < hd; d++) o[d] = o[d] + w * vr[d];
-            slot = slot + 1 == cap ? 0 : slot + 1;
-        }
-    }
-}
 
 /* One block's softmax part for one query: its max (returned), l = sum of exp(s - max), and
  * o = the values weighted by those exps. */
@@ -125,23 +61,19 @@ static float block_part(const attn_job *a, const float *qv, const float *kh, con
     if (s0 + nb <= a->cap) a->kt->f32_rows(kh + s0 * a->hd, a->hd, qv, 0, nb, s);
     else
         for (int64_t i = 0; i < nb; i++) s[i] = a->kt->dot_f32(qv, kh + ((b0 + i) % a->cap) * a->hd, a->hd);
-    const float m = block_scores(s, nb, a->scale, a->softcap);
-    block_exp(s, m, nb, e);
+    const float m = a->lp->block_scores(s, nb, a->scale, a->softcap);
+    a->lp->block_exp(s, m, nb, e);
     double sum = 0.0;
     for (int64_t i = 0; i < nb; i++) sum += e[i];
     *l = sum;
     for (int64_t d = 0; d < a->hd; d++) o[d] = 0.0f;
-    block_values(e, vh, b0, nb, a->cap, a->hd, o);
+    a->lp->block_values(e, vh, b0, nb, a->cap, a->hd, o);
     return m;
 }
 
-Q8_CLONES static void fold_values(float *O, float fa, const float *o, float fb, int64_t hd) {
-    for (int64_t d = 0; d < hd; d++) O[d] = O[d] * fa + o[d] * fb;
-}
-
 /* The running (M, L, O) of one query after the part (m, l, o) of its next block. */
-static void fold(float *M, double *L, float *O, float m, double l, const float *o, int64_t hd,
-                 int first) {
+static void fold(const q8_loops *lp, float *M, double *L, float *O, float m, double l, const float *o,
+                 int64_t hd, int first) {
     if (first) {
         *M = m;
         *L = l;
@@ -151,7 +83,7 @@ static void fold(float *M, double *L, float *O, float m, double l, const float *
     const float nm = m > *M || isnan(m) ? m : *M;
     const float fa = q8_exp_neg(*M - nm), fb = q8_exp_neg(m - nm);
     *L = *L * fa + l * fb;
-    fold_values(O, fa, o, fb, hd);
+    lp->fold_values(O, fa, o, fb, hd);
     *M = nm;
 }
 
@@ -182,12 +114,12 @@ static void attend_row(const attn_job *a, int64_t j, int64_t h) {
     const float *kh, *vh;
     kv_head(a, a->slot ? a->slot[j] * a->slot_stride : 0, h / a->group, &kh, &vh);
     const float *qv = a->q + (j * a->n_heads + h) * a->hd;
-    float O[MAX_HEAD_DIM], o[MAX_HEAD_DIM], M = 0.0f;
+    float O[Q8_MAX_HEAD_DIM], o[Q8_MAX_HEAD_DIM], M = 0.0f;
     double L = 0.0;
     for (int64_t b0 = lo; b0 <= p; b0 += POS_BLOCK) {
         double l;
         const float m = block_part(a, qv, kh, vh, b0, block_len(p, b0), &l, o);
-        fold(&M, &L, O, m, l, o, a->hd, b0 == lo);
+        fold(a->lp, &M, &L, O, m, l, o, a->hd, b0 == lo);
     }
     finish(a, j, h, L, O);
 }
@@ -227,11 +159,11 @@ static void step_fold_task(void *ctx, int64_t begin, int64_t end, int worker) {
     (void)worker;
     const step_job *sj = ctx;
     for (int64_t h = begin; h < end; h++) {
-        float O[MAX_HEAD_DIM], M = 0.0f;
+        float O[Q8_MAX_HEAD_DIM], M = 0.0f;
         double L = 0.0;
         for (int64_t b = 0; b < sj->nblocks; b++) {
             const int64_t at = h * sj->nblocks + b;
-            fold(&M, &L, O, sj->m[at], sj->l[at], sj->o + at * sj->a->hd, sj->a->hd, b == 0);
+            fold(sj->a->lp, &M, &L, O, sj->m[at], sj->l[at], sj->o + at * sj->a->hd, sj->a->hd, b == 0);
         }
         finish(sj->a, 0, h, L, O);
     }
@@ -267,13 +199,14 @@ int q8_attention(const float *q, int64_t t, int64_t pos0, const float *k, const 
     Q8_CHECK(q && k && v && out && t > 0 && pos0 >= 0 && pos0 <= Q8_MAX_DIM);
     Q8_CHECK(q8_mat_ok(t, n_heads) && q8_mat_ok(t * n_heads, head_dim));
     Q8_CHECK(q8_mat_ok(n_kv, cap) && q8_mat_ok(n_kv * cap, head_dim));
-    Q8_CHECK(head_dim <= MAX_HEAD_DIM && n_heads % n_kv == 0 && window >= 0);
+    Q8_CHECK(head_dim <= Q8_MAX_HEAD_DIM && n_heads % n_kv == 0 && window >= 0);
     Q8_CHECK(isfinite(scale) && softcap >= 0.0f && isfinite(softcap));
     /* Every position a query reads must still be in the cache after the t writes. */
     const int64_t last = pos0 + t - 1;
     const int64_t lo0 = window > 0 && pos0 - window + 1 > 0 ? pos0 - window + 1 : 0;
     Q8_CHECK(last < cap || lo0 >= last - cap + 1);
-    attn_job a = {q8_kernels_get(), q, k, v, out, pos0, n_heads, n_heads / n_kv, cap, head_dim,
+    const q8_kernels *kt = q8_kernels_get();
+    attn_job a = {kt, q8_loops_for(kt), q, k, v, out, pos0, n_heads, n_heads / n_kv, cap, head_dim,
                   window, scale, softcap, NULL, NULL, 0};
     /* Both ways give the same bits; blocks as items pay off where query heads share a KV head
      * (Gemma: one KV head for 4 query heads, otherwise 4 items on 2 threads). */
@@ -323,14 +256,15 @@ int q8_attention_rows(const float *q, int64_t t, const int64_t *slot, const int6
     Q8_CHECK(q8_mat_ok(t, n_heads) && q8_mat_ok(t * n_heads, head_dim));
     Q8_CHECK(q8_mat_ok(n_slots, n_kv) && q8_mat_ok(n_slots * n_kv, cap));
     Q8_CHECK(q8_mat_ok(n_slots * n_kv * cap, head_dim));
-    Q8_CHECK(head_dim <= MAX_HEAD_DIM && n_heads % n_kv == 0 && window >= 0);
+    Q8_CHECK(head_dim <= Q8_MAX_HEAD_DIM && n_heads % n_kv == 0 && window >= 0);
     Q8_CHECK(isfinite(scale) && softcap >= 0.0f && isfinite(softcap));
     Q8_CHECK(rows_ok(t, slot, pos, n_slots, cap, window));
     const int64_t stride = n_kv * cap * head_dim;
     if (t == 1) /* one sequence's decode step: the single-cache path (same bits, block items) */
         return q8_attention(q, 1, pos[0], k + slot[0] * stride, v + slot[0] * stride, n_heads, n_kv,
                             cap, head_dim, window, scale, softcap, out);
-    attn_job a = {q8_kernels_get(), q, k, v, out, 0, n_heads, n_heads / n_kv, cap, head_dim,
+    const q8_kernels *kt = q8_kernels_get();
+    attn_job a = {kt, q8_loops_for(kt), q, k, v, out, 0, n_heads, n_heads / n_kv, cap, head_dim,
                   window, scale, softcap, slot, pos, stride};
     return q8_parallel_for(t * n_heads, 1, attn_rows_task, &a);
 }

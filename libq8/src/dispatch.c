@@ -1,5 +1,6 @@
 /* Runtime choice of the kernel table: what the CPU has (cpuid) AND what the OS saves on a
- * context switch (xgetbv), filled once; PYRUSTML_ISA=name forces a supported path. */
+ * context switch (xgetbv), filled once; PYRUSTML_ISA=name forces a supported path. The
+ * element-wise loops (loops.c) follow the table chosen: q8_loops_for. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -105,6 +106,16 @@ int q8_isa_set(const char *name) {
         }
     }
     return Q8_EINVAL;
+}
+
+const q8_loops *q8_loops_for(const q8_kernels *kt) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (kt == &q8_kernels_avx2) return &q8_loops_avx2;
+    /* Every other x86 path (avx512, avx512vnni, amx) is only offered with AVX-512F. */
+    if (kt != &q8_kernels_ref) return &q8_loops_avx512;
+#endif
+    (void)kt;
+    return &q8_loops_base;
 }
 
 int q8_abi_version(void) { return Q8_ABI_VERSION; }

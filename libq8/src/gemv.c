@@ -162,10 +162,9 @@ static int better(float v, int64_t i, best_t b) {
     return i < b.index;
 }
 
-#define MAX_WORKERS 256
 typedef struct {
     mat_job m;
-    best_t best[MAX_WORKERS];
+    best_t best[Q8_MAX_THREADS];
 } lm_job;
 
 /* One tile of the vocabulary: rows [r0, r1) into tile[0 ..). Q8 tiles are whole panels. */
@@ -213,13 +212,13 @@ static int lmhead_common(const q8x16 *w, const q4x16 *w4, const float *wf, int64
         return Q8_ENOMEM;
     }
     j->m = (mat_job){kt, w, w4, wf, n, k, k / QK, 1, xa, x, NULL, y};
-    for (int i = 0; i < MAX_WORKERS; i++) j->best[i] = (best_t){0.0f, -1};
+    for (int i = 0; i < Q8_MAX_THREADS; i++) j->best[i] = (best_t){0.0f, -1};
     /* Tiles start at multiples of LMHEAD_TILE (a whole number of panels); the last may be
      * short, and its rows past n are never written. */
     int rc = q8_parallel_for(n, LMHEAD_TILE, y ? lm_task : argmax_task, j);
     if (rc == Q8_OK && !y) {
         best_t b = {0.0f, -1};
-        for (int i = 0; i < MAX_WORKERS; i++)
+        for (int i = 0; i < Q8_MAX_THREADS; i++)
             if (j->best[i].index >= 0 && better(j->best[i].value, j->best[i].index, b))
                 b = j->best[i];
         *index = b.index;

@@ -30,7 +30,7 @@ void q8_free(void *p) { free(p); }
 
 typedef struct {
     const unsigned char *buf;
-    volatile uint64_t sink[256]; /* per worker, so the reads cannot be optimized away */
+    volatile uint64_t sink[Q8_MAX_THREADS]; /* per worker, so the reads cannot be optimized away */
 } probe_job;
 
 #define PROBE_CHUNK ((int64_t)1 << 20)
@@ -63,12 +63,6 @@ static void probe_task(void *ctx, int64_t begin, int64_t end, int worker) {
 #endif
 }
 
-static double seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 double q8_read_pass(const void *buf, size_t bytes) {
     if (!buf || (uintptr_t)buf % 64 != 0 || bytes < (size_t)PROBE_CHUNK || bytes > ((size_t)1 << 46))
         return -1.0;
@@ -76,9 +70,9 @@ double q8_read_pass(const void *buf, size_t bytes) {
     probe_job *j = calloc(1, sizeof *j);
     if (!j) return -1.0;
     j->buf = buf;
-    const double t0 = seconds();
+    const int64_t t0 = q8_now_ns();
     const int rc = q8_parallel_for((int64_t)bytes, PROBE_CHUNK, probe_task, j);
-    const double gbs = rc == Q8_OK ? (double)bytes / (seconds() - t0) / 1e9 : -1.0;
+    const double gbs = rc == Q8_OK ? (double)bytes / (double)(q8_now_ns() - t0) : -1.0;
     free(j);
     return gbs;
 }

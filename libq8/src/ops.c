@@ -1,62 +1,25 @@
 /* Element-wise and per-row operations of a layer. They touch O(hidden) floats per token, so
  * they run on the caller's thread (activations over a prefill's rows excepted); reductions
  * accumulate in double so the result is close to the exact one whatever the reference's
- * summation order. Their loops are cloned per vector width (Q8_CLONES): GeGLU's tanh was ~12%
- * of a GPT-2 prefill with the baseline's SSE2. */
+ * summation order. Their inner loops come from the active vector width's table (loops.c). */
 #include <math.h>
 
 #include "fastmath.h"
 #include "q8_internal.h"
 
-#define SQRT_2_OVER_PI 0.7978845608028654f
-
 static int rows_ok(int64_t rows, int64_t n) { return q8_mat_ok(rows, n); }
 
-/* Row reductions in double over 8 independent partial sums: the cloned loops keep them in one
- * vector register (a single chain of scalar double adds was most of a 4.5 us LayerNorm of 768).
- * The order is fixed, so every clone gives the same bits. */
-#define NORM_LANES 8
-
-Q8_CLONES static double sum_f64(const float *x, int64_t n, double center, int squares) {
-    double s[NORM_LANES] = {0};
-    int64_t i = 0;
-    if (squares) {
-        for (; i + NORM_LANES <= n; i += NORM_LANES)
-            for (int l = 0; l < NORM_LANES; l++) {
-                const double d = (double)x[i + l] - center;
-                s[l] += d * d;
-            }
-        for (; i < n; i++) {
-            const double d = (double)x[i] - center;
-            s[i % NORM_LANES] += d * d;
-        }
-    } else {
-        for (; i + NORM_LANES <= n; i += NORM_LANES)
-            for (int l = 0; l < NORM_LANES; l++) s[l] += (double)x[i + l];
-        for (; i < n; i++) s[i % NORM_LANES] += (double)x[i];
-    }
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
-Q8_CLONES static void layernorm_row(const float *x, const float *gamma, const float *beta,
-                                     int64_t n, float m, float inv, float *y) {
-    for (int64_t i = 0; i < n; i++) y[i] = (x[i] - m) * inv * gamma[i] + beta[i];
-}
-
-Q8_CLONES static void rmsnorm_row(const float *x, const float *w, int64_t n, float inv,
-                                   float offset, float *y) {
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] * inv * (offset + w[i]);
-}
 
 int q8_layernorm(const float *x, const float *gamma, const float *beta, int64_t rows,
                  int64_t n, float eps, float *y) {
     Q8_CHECK(x && gamma && beta && y && rows_ok(rows, n) && eps >= 0.0f);
+    const q8_loops *lp = q8_loops_for(q8_kernels_get());
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * n;
-        const double mean = sum_f64(xr, n, 0.0, 0) / (double)n;
-        const double var = sum_f64(xr, n, mean, 1) / (double)n;
+        const double mean = lp->sum_f64(xr, n, 0.0, 0) / (double)n;
+        const double var = lp->sum_f64(xr, n, mean, 1) / (double)n;
         const float inv = (float)(1.0 / sqrt(var + (double)eps));
-        layernorm_row(xr, gamma, beta, n, (float)mean, inv, y + r * n);
+        lp->layernorm_row(xr, gamma, beta, n, (float)mean, inv, y + r * n);
     }
     return Q8_OK;
 }
@@ -64,26 +27,14 @@ int q8_layernorm(const float *x, const float *gamma, const float *beta, int64_t 
 int q8_rmsnorm(const float *x, const float *w, int64_t rows, int64_t n, float eps, float offset,
                float *y) {
     Q8_CHECK(x && w && y && rows_ok(rows, n) && eps >= 0.0f);
+    const q8_loops *lp = q8_loops_for(q8_kernels_get());
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * n;
-        const double ss = sum_f64(xr, n, 0.0, 1);
+        const double ss = lp->sum_f64(xr, n, 0.0, 1);
         const float inv = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
-        rmsnorm_row(xr, w, n, inv, offset, y + r * n);
+        lp->rmsnorm_row(xr, w, n, inv, offset, y + r * n);
     }
     return Q8_OK;
-}
-
-static inline float gelu_tanh1(float v) {
-    return 0.5f * v * (1.0f + q8_tanh(SQRT_2_OVER_PI * (v + 0.044715f * v * v * v)));
-}
-
-/* silu(v) = v * sigmoid(v), sigmoid from e = e^-|v| so the exponential never overflows:
- * 1 / (1 + e) for v >= 0, e / (1 + e) below. IEEE like torch's v / (1 + e^-v): silu(+inf) = +inf,
- * silu(-inf) = -inf * 0 = NaN, NaN stays NaN. */
-static inline float silu1(float v) {
-    const float e = q8_exp_neg(v > 0.0f ? -v : v);
-    const float s = v >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
-    return v * s;
 }
 
 /* Activations over a prefill's rows (hundreds of thousands of elements) are spread over the
@@ -93,43 +44,32 @@ static inline float silu1(float v) {
 #define ACT_ALIGN 1024
 
 typedef struct {
-    const float *x;  /* gelu input, or the gate rows */
-    const float *up; /* geglu: the up values (NULL: plain gelu) */
+    const q8_loops *lp;
+    const float *x;  /* gelu input, the gate values, or (fused) the gate|up rows */
+    const float *up; /* geglu: the up values (NULL: plain gelu, or fused) */
     float *y;
-    int64_t n;       /* geglu_rows: elements per row of y; the source rows hold 2n (gate | up) */
-    int rows;        /* geglu_rows: 1 when x/up are flat arrays */
-    int silu;        /* 1: SwiGLU (silu(gate) * up) instead of GeGLU */
+    int64_t n;       /* fused: elements per row of y; the source rows hold 2n (gate | up) */
+    int fused;       /* 1 (q8_geglu_rows, q8_swiglu_rows): x holds rows of gate | up; 0: x and up are flat arrays */
+    int silu;        /* fused: SwiGLU (silu(gate) * up) instead of GeGLU */
 } act_job;
-
-
-Q8_CLONES static void gelu_range(const act_job *j, int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; i++) j->y[i] = gelu_tanh1(j->x[i]);
-}
-
-Q8_CLONES static void geglu_range(const act_job *j, int64_t b, int64_t e) {
-    if (j->rows) {
-        /* y[r, c] = gelu(src[r, c]) * src[r, n + c], src rows of 2n (the fused gate|up output) */
-        for (int64_t i = b; i < e;) {  /* row by row, so the inner loop is contiguous */
-            const int64_t r = i / j->n, c0 = i % j->n;
-            const int64_t c1 = c0 + (e - i) < j->n ? c0 + (e - i) : j->n;
-            const float *gate = j->x + r * 2 * j->n, *up = gate + j->n;
-            float *y = j->y + r * j->n;
-            if (j->silu)
-                for (int64_t c = c0; c < c1; c++) y[c] = silu1(gate[c]) * up[c];
-            else
-                for (int64_t c = c0; c < c1; c++) y[c] = gelu_tanh1(gate[c]) * up[c];
-            i += c1 - c0;
-        }
-    } else {
-        for (int64_t i = b; i < e; i++) j->y[i] = gelu_tanh1(j->x[i]) * j->up[i];
-    }
-}
 
 static void act_task(void *ctx, int64_t begin, int64_t end, int worker) {
     (void)worker;
     const act_job *j = ctx;
-    if (j->up || j->rows) geglu_range(j, begin, end);
-    else gelu_range(j, begin, end);
+    if (j->fused) {
+        /* y[r, c] = act(src[r, c]) * src[r, n + c], src rows of 2n (the fused gate|up output) */
+        for (int64_t i = begin; i < end;) { /* row by row, so the inner loop is contiguous */
+            const int64_t r = i / j->n, c0 = i % j->n;
+            const int64_t c1 = c0 + (end - i) < j->n ? c0 + (end - i) : j->n;
+            const float *gate = j->x + r * 2 * j->n;
+            (j->silu ? j->lp->swiglu : j->lp->geglu)(gate + c0, gate + j->n + c0, c1 - c0, j->y + r * j->n + c0);
+            i += c1 - c0;
+        }
+    } else if (j->up) {
+        j->lp->geglu(j->x + begin, j->up + begin, end - begin, j->y + begin);
+    } else {
+        j->lp->gelu(j->x + begin, end - begin, j->y + begin);
+    }
 }
 
 static int run_act(const act_job *j, int64_t total) {
@@ -142,25 +82,25 @@ static int run_act(const act_job *j, int64_t total) {
 
 int q8_gelu_tanh(const float *x, int64_t n, float *y) {
     Q8_CHECK(x && y && rows_ok(1, n));
-    const act_job j = {x, NULL, y, n, 0, 0};
+    const act_job j = {q8_loops_for(q8_kernels_get()), x, NULL, y, n, 0, 0};
     return run_act(&j, n);
 }
 
 int q8_geglu(const float *gate, const float *up, int64_t n, float *y) {
     Q8_CHECK(gate && up && y && rows_ok(1, n));
-    const act_job j = {gate, up, y, n, 0, 0};
+    const act_job j = {q8_loops_for(q8_kernels_get()), gate, up, y, n, 0, 0};
     return run_act(&j, n);
 }
 
 int q8_geglu_rows(const float *gate_up, int64_t rows, int64_t n, float *y) {
     Q8_CHECK(gate_up && y && rows_ok(rows, n) && rows_ok(rows, 2 * n));
-    const act_job j = {gate_up, NULL, y, n, 1, 0};
+    const act_job j = {q8_loops_for(q8_kernels_get()), gate_up, NULL, y, n, 1, 0};
     return run_act(&j, rows * n);
 }
 
 int q8_swiglu_rows(const float *gate_up, int64_t rows, int64_t n, float *y) {
     Q8_CHECK(gate_up && y && rows_ok(rows, n) && rows_ok(rows, 2 * n));
-    const act_job j = {gate_up, NULL, y, n, 1, 1};
+    const act_job j = {q8_loops_for(q8_kernels_get()), gate_up, NULL, y, n, 1, 1};
     return run_act(&j, rows * n);
 }
 

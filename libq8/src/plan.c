@@ -2,15 +2,7 @@
  * ~130 calls into libq8; made one by one from Python they cost ~3% of the step in the
  * interpreter and cffi. Every op goes through the public entry point it names, so a plan
  * checks and computes exactly what those calls would. */
-#include <time.h>
-
 #include "q8_internal.h"
-
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* One op over t rows; `rows` holds the rows' tokens, slots and positions. */
 typedef struct {
@@ -97,7 +89,7 @@ static int run_op(const q8_op *o, const plan_rows *r, int64_t *marks, int64_t n_
         return q8_copy_cols(x, t, i[0], i[1], i[2], o->y);
     case Q8_OP_MARK:
         Q8_CHECK(i[0] >= 0 && (!marks || i[0] < n_marks));
-        if (marks) marks[i[0]] = now_ns();
+        if (marks) marks[i[0]] = q8_now_ns();
         return Q8_OK;
     default:
         return Q8_EINVAL;

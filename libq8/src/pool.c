@@ -32,7 +32,6 @@
 
 #include "q8_internal.h"
 
-#define MAX_THREADS 256
 #define DEFAULT_SPIN_US 2000
 #define MAX_SPIN_US 10000000L /* 10 s: PYRUSTML_SPIN_US beyond it is clamped (and cannot overflow) */
 #define FINI_WAIT_S 2 /* how long the destructor waits for a job in flight before it gives up */
@@ -59,8 +58,8 @@ typedef struct {
     uint64_t start_gen; /* generation when the workers were created: their first "seen" */
     int threads; /* including the caller */
     int started; /* worker threads created */
-    pthread_t tid[MAX_THREADS];
-    int ids[MAX_THREADS];
+    pthread_t tid[Q8_MAX_THREADS];
+    int ids[Q8_MAX_THREADS];
     long spin_ns;
 } pool_t;
 
@@ -70,12 +69,6 @@ static pthread_mutex_t submit_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static int wanted_threads; /* 0: not configured yet */
 static _Atomic int closed; /* set by the destructor: no worker is (re)started any more */
-
-static long now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000000000L + ts.tv_nsec;
-}
 
 /* Run chunks of job `gen` until none are left. Nobody waits for a thread that claims nothing,
  * so a worker the OS has not scheduled yet cannot stall the job. */
@@ -120,13 +113,13 @@ static void *worker_main(void *arg) {
         if (gen == seen && !atomic_load(&P.stop)) {
             /* Spin briefly (calls of a decode step come microseconds apart), yielding the core
              * after a while so an oversubscribed machine is not starved, then sleep. */
-            const long start = now_ns();
+            const int64_t start = q8_now_ns();
             for (unsigned i = 1;; i++) {
                 gen = atomic_load_explicit(&P.generation, memory_order_acquire);
                 if (gen != seen || atomic_load(&P.stop)) break;
                 CPU_RELAX();
                 if ((i & 255) == 0) {
-                    const long t = now_ns() - start;
+                    const int64_t t = q8_now_ns() - start;
                     if (t > P.spin_ns) break;
                     if (t > 50000) sched_yield();
                 }
@@ -209,7 +202,7 @@ static long spin_us_from_env(void) {
 /* Called with submit_mu held. */
 static int start_locked(int threads) {
     if (threads <= 0) threads = q8_physical_cores();
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads > Q8_MAX_THREADS) threads = Q8_MAX_THREADS;
     if (P.started) stop_workers();
     if (atomic_load(&closed)) threads = 1; /* after the destructor: the caller's thread only */
     P.spin_ns = spin_us_from_env() * 1000L;

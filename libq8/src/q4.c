@@ -13,10 +13,10 @@ void q8_q4_quantize_row_ref(const float *x, q4_block *y, int64_t k) {
         /* The first value of largest magnitude, sign included (numpy's argmax of |x|): an
          * all-zero block starting with -0.0 gets d = +0.0, otherwise d = -0.0 as in gguf. */
         float amax = fabsf(xb[0]), m = xb[0];
-        int finite = amax <= 3.40282347e38f;
+        int finite = amax <= Q8_FLT_MAX;
         for (int i = 1; i < QK; i++) {
             const float a = fabsf(xb[i]);
-            finite &= (a <= 3.40282347e38f); /* false for Inf and NaN */
+            finite &= (a <= Q8_FLT_MAX); /* false for Inf and NaN */
             if (a > amax) amax = a, m = xb[i];
         }
         if (!finite) {
@@ -27,7 +27,7 @@ void q8_q4_quantize_row_ref(const float *x, q4_block *y, int64_t k) {
         const float d = m / -8.0f;
         /* 1/d overflows only for |m| below ~2^-125 (gguf's result is undefined there: x * inf);
          * such a block stores fp16(d) = -0 and nibbles 8, as Q8_0 does with its tiny blocks. */
-        const float id = d != 0.0f && fabsf(1.0f / d) <= 3.40282347e38f ? 1.0f / d : 0.0f;
+        const float id = d != 0.0f && fabsf(1.0f / d) <= Q8_FLT_MAX ? 1.0f / d : 0.0f;
         y[b].d = q8_fp32_to_fp16_ref(d);
         for (int j = 0; j < QK / 2; j++) {
             const float v0 = xb[j] * id + 8.5f, v1 = xb[j + QK / 2] * id + 8.5f; /* both >= 0.5 */

@@ -6,6 +6,7 @@
 #include <assert.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include "q8.h"
 
@@ -35,14 +36,35 @@ typedef struct {
 } q8_act;
 static_assert(sizeof(q8_act) == 40, "q8_act is 40 bytes");
 
-/* Element-wise loops outside the kernel tables (activations, norms, attention's per-position
- * work), cloned per vector width and picked by cpuid when the library loads: baseline x86-64
- * only has 4-wide SSE2. Element-wise without contraction, so every clone rounds the same. Not
- * under ThreadSanitizer: the loader runs the clones' resolver before TSan is set up. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
-#define Q8_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define Q8_CLONES
+/* The element-wise loops outside the kernel tables (loops.c), one table per vector width; each
+ * element rounds the same in every table. */
+typedef struct {
+    const char *name;
+    /* sum of x[i] (squares = 0) or of (x[i] - center)^2 (squares = 1), in double, fixed order */
+    double (*sum_f64)(const float *x, int64_t n, double center, int squares);
+    /* y[i] = (x[i] - m) * inv * gamma[i] + beta[i] */
+    void (*layernorm_row)(const float *x, const float *gamma, const float *beta, int64_t n, float m,
+                          float inv, float *y);
+    /* y[i] = x[i] * inv * (offset + w[i]) */
+    void (*rmsnorm_row)(const float *x, const float *w, int64_t n, float inv, float offset, float *y);
+    /* y[i] = gelu_tanh(x[i]); y[i] = gelu_tanh(gate[i]) * up[i] */
+    void (*gelu)(const float *x, int64_t n, float *y);
+    void (*geglu)(const float *gate, const float *up, int64_t n, float *y);
+    /* y[i] = silu(gate[i]) * up[i] (SwiGLU) */
+    void (*swiglu)(const float *gate, const float *up, int64_t n, float *y);
+    /* attention.c's per-block work: scores scaled (and soft-capped) in place, returning their max;
+     * e[i] = exp(s[i] - m); o += e[i] * value row (b0 + i) % cap; O = O * fa + o * fb */
+    float (*block_scores)(float *s, int64_t nb, float scale, float softcap);
+    void (*block_exp)(const float *s, float m, int64_t nb, float *e);
+    void (*block_values)(const float *e, const float *vh, int64_t b0, int64_t nb, int64_t cap,
+                         int64_t hd, float *o);
+    void (*fold_values)(float *O, float fa, const float *o, float fb, int64_t hd);
+} q8_loops;
+
+extern const q8_loops q8_loops_base;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const q8_loops q8_loops_avx2;
+extern const q8_loops q8_loops_avx512;
 #endif
 
 /* The inner kernels of one instruction set. Every variant must produce results bitwise equal
@@ -116,6 +138,8 @@ extern const q8_kernels q8_kernels_neon_dotprod;
 
 /* The active table (dispatch.c); never NULL once q8_kernels_get() has returned. */
 const q8_kernels *q8_kernels_get(void);
+/* The loops that go with a kernel table: its vector width (dispatch.c). */
+const q8_loops *q8_loops_for(const q8_kernels *kt);
 
 /* fp16 conversions, scalar and exact (quant.c). */
 uint16_t q8_fp32_to_fp16_ref(float f);
@@ -152,6 +176,17 @@ int q8_parallel_for(int64_t total, int64_t align, q8_task_fn fn, void *ctx);
     do {                                                                                       \
         if (!(cond)) return Q8_EINVAL;                                                         \
     } while (0)
+
+/* ---- shared scalar helpers ---- */
+/* The largest finite float (FLT_MAX): `a <= Q8_FLT_MAX` is false for Inf and NaN. */
+#define Q8_FLT_MAX 3.40282347e38f
+
+/* CLOCK_MONOTONIC in nanoseconds: plan marks, the pool's spin budget, the read probe. */
+static inline int64_t q8_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 /* Largest sizes we accept: keeps every byte count below 2^62, so no size product overflows. */
 #define Q8_MAX_DIM ((int64_t)1 << 31)

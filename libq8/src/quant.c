@@ -6,6 +6,7 @@
  * A block holding NaN or Inf gets d = NaN and q = 0, so it poisons every dot product it enters
  * instead of producing plausible garbage (gguf leaves such blocks undefined). */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "q8_internal.h"
@@ -63,7 +64,7 @@ void q8_quantize_row_ref(const float *x, q8_block *y, int64_t k) {
         int finite = 1;
         for (int i = 0; i < QK; i++) {
             const float a = fabsf(xb[i]);
-            finite &= (a <= 3.40282347e38f); /* false for Inf and NaN */
+            finite &= (a <= Q8_FLT_MAX); /* false for Inf and NaN */
             if (a > amax) amax = a;
         }
         if (!finite) {
@@ -74,7 +75,7 @@ void q8_quantize_row_ref(const float *x, q8_block *y, int64_t k) {
         const float d = amax / 127.0f;
         /* d subnormal: 1/d overflows to inf and x * inf has no int8 value (ggml's cast is
          * undefined there); such a block stores fp16(d) = 0, so its quants are 0 too. */
-        const float id = d != 0.0f && 1.0f / d <= 3.40282347e38f ? 1.0f / d : 0.0f;
+        const float id = d != 0.0f && 1.0f / d <= Q8_FLT_MAX ? 1.0f / d : 0.0f;
         y[b].d = q8_fp32_to_fp16_ref(d);
         for (int i = 0; i < QK; i++) y[b].qs[i] = (int8_t)roundf(xb[i] * id);
     }
@@ -114,7 +115,7 @@ typedef struct {
     void *dst;        /* GGML rows (q8_block or q4_block), or NULL: */
     void *packed;     /* rows row0 .. of a packed matrix (q8x16 or q4x16) */
     int64_t row0;
-    int failed;
+    _Atomic int failed; /* any worker may set it; several may at once */
 } quant_job;
 
 /* Row r of the source as float32 into row. */
@@ -150,11 +151,11 @@ static void quant_task(void *vctx, int64_t begin, int64_t end, int worker) {
     if (!row || (job->packed && !blocks)) {
         free(row);
         free(blocks);
-        job->failed = 1; /* benign race: every writer stores the same value */
+        atomic_store_explicit(&job->failed, 1, memory_order_relaxed);
         return;
     }
     for (int64_t r = begin; r < end; r++) {
-        if (source_row(job, r, row) != Q8_OK) job->failed = 1;
+        if (source_row(job, r, row) != Q8_OK) atomic_store_explicit(&job->failed, 1, memory_order_relaxed);
         void *out = job->packed ? blocks : (unsigned char *)job->dst + (size_t)(r * nb) * bsize;
         if (job->q4) q8_q4_quantize_row_ref(row, out, k);
         else quantize_row(row, out, k);
@@ -171,7 +172,8 @@ static int quantize_common(quant_job *job) {
     /* Packed rows share panels, but each row owns its own bytes of them: one writer each. */
     const int rc = q8_parallel_for(job->rows, 1, quant_task, job);
     if (rc) return rc;
-    return job->failed ? Q8_ENOMEM : Q8_OK;
+    /* q8_parallel_for joins every worker first, so relaxed stores are visible here. */
+    return atomic_load_explicit(&job->failed, memory_order_relaxed) ? Q8_ENOMEM : Q8_OK;
 }
 
 int q8_quantize(const void *src, int dtype, int64_t rows, int64_t k, q8_block *dst) {

@@ -27,7 +27,7 @@ PANEL_BLOCK_BYTES: Final = 16 * BLOCK_BYTES  # one q8x16: 16 rows x one block, p
 Q4_BLOCK_BYTES: Final = 18  # GGML block_q4_0: fp16 scale + 32 nibbles
 Q4_PANEL_BLOCK_BYTES: Final = 16 * Q4_BLOCK_BYTES  # one q4x16
 
-_DTYPE_CODES: Final = {"float32": 0, "float16": 1}
+_DTYPE_CODES: Final = {"float32": lib.Q8_DTYPE_F32, "float16": lib.Q8_DTYPE_F16}  # q8.h Q8_DTYPE_*
 
 
 def check(rc: int, what: str) -> None:
@@ -489,6 +489,7 @@ def _finite(name: str, v: float, *, positive: bool = False, nonneg: bool = False
 
 
 MAX_POS: Final = (1 << 31) - 1  # libq8's largest position
+MAX_HEAD_DIM: Final[int] = int(lib.Q8_MAX_HEAD_DIM)  # q8.h: the largest head_dim attention takes
 
 
 def _rows(name: str, x: object) -> tuple[np.ndarray, int, int]:
@@ -699,8 +700,8 @@ def attention(
         raise KernelArgumentError(f"cache head_dim {kc.shape[2]} != q head_dim {d}")
     if h % n_kv != 0:
         raise KernelArgumentError(f"{h} query heads cannot share {n_kv} KV heads evenly")
-    if d > 512:
-        raise KernelArgumentError(f"head_dim {d} exceeds 512")
+    if d > MAX_HEAD_DIM:
+        raise KernelArgumentError(f"head_dim {d} exceeds {MAX_HEAD_DIM}")
     if not 0 <= pos0 <= MAX_POS:
         raise KernelArgumentError(f"pos0 must lie in [0, {MAX_POS}], got {pos0}")
     if window < 0:

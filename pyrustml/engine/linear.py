@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import KernelArgumentError
 from ._ffi import ffi, lib
-from .kernels import Q4Matrix, Q8Matrix
+from .kernels import Q4Matrix, Q8Matrix, check
 
 
 class Linear:
@@ -39,7 +40,7 @@ class Linear:
         elif wf is not None:
             self.w_ptr = ffi.from_buffer("float[]", wf)
         else:
-            raise ValueError("Linear needs Q8_0, Q4_0 or float32 weights")
+            raise KernelArgumentError("Linear needs Q8_0, Q4_0 or float32 weights")
         self.b_ptr = ffi.NULL if bias is None else ffi.from_buffer("float[]", bias)
 
     @property
@@ -56,8 +57,7 @@ class Linear:
             rc = lib.q8_gemv(self.w_ptr, self.n, self.k, x, self.b_ptr, y)
         else:
             rc = lib.q8_gemv_f32(self.w_ptr, self.n, self.k, x, self.b_ptr, y)
-        if rc != 0:
-            raise RuntimeError(f"libq8 gemv failed ({rc})")
+        check(rc, "gemv")
 
     def gemm(self, x: Any, t: int, y: Any) -> None:
         """y[t, n] = x[t, k] W^T + b."""
@@ -67,8 +67,7 @@ class Linear:
             rc = lib.q8_gemm(self.w_ptr, self.n, self.k, x, t, self.b_ptr, y)
         else:
             rc = lib.q8_gemm_f32(self.w_ptr, self.n, self.k, x, t, self.b_ptr, y)
-        if rc != 0:
-            raise RuntimeError(f"libq8 gemm failed ({rc})")
+        check(rc, "gemm")
 
     def apply(self, x: Any, t: int, y: Any) -> None:
         if t == 1:
@@ -90,14 +89,12 @@ class Embedding:
 
     def lookup(self, token: int, out: Any) -> None:
         if not 0 <= token < self.table.n:
-            raise ValueError(f"token id {token} outside the vocabulary of {self.table.n}")
+            raise KernelArgumentError(f"token id {token} outside the vocabulary of {self.table.n}")
         if self.table.q4:
             rc = lib.q8_q4_dequantize_packed(self.table.w_ptr, self.table.n, self.dim, token, 1, out)
-            if rc != 0:
-                raise RuntimeError(f"libq8 dequantize failed ({rc})")
+            check(rc, "embedding lookup")
         elif self.table.quantized:
             rc = lib.q8_dequantize_packed(self.table.w_ptr, self.table.n, self.dim, token, 1, out)
-            if rc != 0:
-                raise RuntimeError(f"libq8 dequantize failed ({rc})")
+            check(rc, "embedding lookup")
         else:
             ffi.memmove(out, self.table.w_ptr + token * self.dim, self.dim * 4)

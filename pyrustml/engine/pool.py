@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from ..errors import KernelArgumentError, KernelTypeError, LibraryError
 from ._ffi import lib
 
-MAX_THREADS = 256
+# q8.h: the most threads the pool runs
+MAX_THREADS: Final[int] = int(lib.Q8_MAX_THREADS)
 
 
 class RuntimeConfig:

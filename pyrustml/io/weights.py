@@ -21,7 +21,12 @@ from ..errors import ModelFormatError, OptionError, UnsupportedModelError
 from .config import Fields
 from .safetensors import CHUNK_BYTES, DTYPES, Checkpoint, TensorInfo, to_float32
 
-DTYPE_CODE: Final[dict[str, int]] = {"F32": 0, "F16": 1, "BF16": 2}
+# libq8's source dtypes (q8.h Q8_DTYPE_*) by safetensors name
+DTYPE_CODE: Final[dict[str, int]] = {
+    "F32": lib.Q8_DTYPE_F32,
+    "F16": lib.Q8_DTYPE_F16,
+    "BF16": lib.Q8_DTYPE_BF16,
+}
 # Q8_0 stores each block's scale max|w| / 127 as fp16 (largest finite value 65504): a weight beyond
 # 65504 x 127 would get an infinite scale and turn every output it touches into Inf/NaN.
 Q8_MAX_ABS: Final = 65504.0 * 127.0

@@ -17,14 +17,15 @@ import math
 
 import numpy as np
 
-from ..engine.kernels import WeightArena
+from ..engine.kernels import MAX_HEAD_DIM, WeightArena
 from ..engine.kv_cache import KVCache
 from ..engine.linear import Embedding, Linear
 from ..engine.plan import Buf, Plan
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..io.config import F32_MAX, F32_TINY, MAX_LAYERS, Fields, refuse_unsupported
 from ..io.safetensors import Checkpoint
-from ..io.weights import check_lm_head, load_fused, load_linear, vector
+from ..io.weight_map import WeightMap, checkpoint_names, fused, linear, load_into, load_map, vec
+from ..io.weights import check_lm_head
 from .base import PREFILL_CHUNK, LoadOptions, Transformer
 from .rope import Rope, parse_rope
 
@@ -100,8 +101,8 @@ class Gemma3Config:
             raise UnsupportedModelError(f"{f.where}: hidden_activation {act!r} is not supported")
         if self.n_head % self.n_kv != 0:
             raise ModelFormatError(f"{f.where}: {self.n_head} heads cannot share {self.n_kv} KV heads")
-        if self.head_dim % 2 != 0 or self.head_dim > 512:
-            raise UnsupportedModelError(f"{f.where}: head_dim {self.head_dim} (even, at most 512)")
+        if self.head_dim % 2 != 0 or self.head_dim > MAX_HEAD_DIM:
+            raise UnsupportedModelError(f"{f.where}: head_dim {self.head_dim} (even, at most {MAX_HEAD_DIM})")
         self.layer_types = _layer_types(f, self.n_layer)
         self.theta_local, self.theta_global, scaled = _rope_bases(f)
         self.global_inv_freq = None if scaled is None else scaled.inv_freq(self.head_dim)
@@ -252,25 +253,39 @@ class Gemma3(Transformer):
         self.final_softcap = cfg.final_softcap
         D, H, KV, hd, FF = cfg.hidden, cfg.n_head, cfg.n_kv, cfg.head_dim, cfg.inter
         names = set(ckpt.names())
-        self.embed_table = load_linear(
-            ckpt,
-            prefix + "embed_tokens.weight",
-            None,
-            cfg.vocab,
-            D,
-            transposed=False,
-            fmt=plan.fmt("embed"),
-            arena=arena,
-        )
+        # The checkpoint's tensors under prefix (the lm_head by its full name): name, shape, what
+        # each becomes (q/k/v and gate/up fused).
+        top: WeightMap = {"embed_table": linear("embed_tokens.weight", cfg.vocab, D, role="embed")}
+        # lm_head: absent when tied to the embedding
+        head: WeightMap = {"lm_head": linear(lm_head, cfg.vocab, D, role="lm_head")}
+        layer: WeightMap = {
+            "qkv": fused(
+                ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"],
+                [H * hd, KV * hd, KV * hd],
+                D,
+            ),
+            "o": linear("self_attn.o_proj.weight", D, H * hd, role="attn_out"),
+            "gate_up": fused(["mlp.gate_proj.weight", "mlp.up_proj.weight"], [FF, FF], D),
+            "down": linear("mlp.down_proj.weight", D, FF),
+        }
+        norms: WeightMap = {
+            "input": vec("input_layernorm.weight", D),
+            "post_attention": vec("post_attention_layernorm.weight", D),
+            "pre_feedforward": vec("pre_feedforward_layernorm.weight", D),
+            "post_feedforward": vec("post_feedforward_layernorm.weight", D),
+            "q": vec("self_attn.q_norm.weight", hd),
+            "k": vec("self_attn.k_norm.weight", hd),
+        }
+        final: WeightMap = {"final_norm": vec("norm.weight", D)}
+        load_into(self, top, ckpt, prefix, plan=plan, arena=arena)
         self.lm_head = self.embed_table
         if lm_head in names:
-            self.lm_head = load_linear(
-                ckpt, lm_head, None, cfg.vocab, D, transposed=False, fmt=plan.fmt("lm_head"), arena=arena
-            )
+            load_into(self, head, ckpt, "", plan=plan, arena=arena)
         self.embed = Embedding(self.embed_table)
         # The embedding is scaled by sqrt(hidden) rounded to float32, as transformers does.
         self.embed_scale = float(np.float32(math.sqrt(D)))
         self.layers = []
+        known = checkpoint_names(top, prefix) | checkpoint_names(head) | checkpoint_names(final, prefix)
         for i in range(cfg.n_layer):
             n = f"{prefix}layers.{i}."
             L = Gemma3Layer()
@@ -279,55 +294,15 @@ class Gemma3(Transformer):
             L.window = cfg.window if L.sliding else 0
             # A ring must still hold the window behind the first query of a prefill chunk.
             L.cap = min(self.ctx, cfg.window + self.prefill_chunk) if L.sliding else self.ctx
-            L.qkv = load_fused(
-                ckpt,
-                [n + "self_attn.q_proj.weight", n + "self_attn.k_proj.weight", n + "self_attn.v_proj.weight"],
-                [H * hd, KV * hd, KV * hd],
-                D,
-                fmt=plan.fmt("matrix"),
-                arena=arena,
-            )
-            L.o = load_linear(
-                ckpt,
-                n + "self_attn.o_proj.weight",
-                None,
-                D,
-                H * hd,
-                transposed=False,
-                fmt=plan.fmt("attn_out"),
-                arena=arena,
-            )
-            L.gate_up = load_fused(
-                ckpt,
-                [n + "mlp.gate_proj.weight", n + "mlp.up_proj.weight"],
-                [FF, FF],
-                D,
-                fmt=plan.fmt("matrix"),
-                arena=arena,
-            )
-            L.down = load_linear(
-                ckpt,
-                n + "mlp.down_proj.weight",
-                None,
-                D,
-                FF,
-                transposed=False,
-                fmt=plan.fmt("matrix"),
-                arena=arena,
-            )
-            L.norms = {
-                "input": Buf.of(vector(ckpt, n + "input_layernorm.weight", D)),
-                "post_attention": Buf.of(vector(ckpt, n + "post_attention_layernorm.weight", D)),
-                "pre_feedforward": Buf.of(vector(ckpt, n + "pre_feedforward_layernorm.weight", D)),
-                "post_feedforward": Buf.of(vector(ckpt, n + "post_feedforward_layernorm.weight", D)),
-                "q": Buf.of(vector(ckpt, n + "self_attn.q_norm.weight", hd)),
-                "k": Buf.of(vector(ckpt, n + "self_attn.k_norm.weight", hd)),
-            }
+            load_into(L, layer, ckpt, n, plan=plan, arena=arena)
+            loaded = load_map(norms, ckpt, n, plan=plan, arena=arena)
+            L.norms = {key: Buf.of(w) for key, w in loaded.items()}
             L.kv = KVCache(KV, L.cap, hd, self.slots, f"layer {i}")
             self.layers.append(L)
-        self.final_norm = Buf.of(vector(ckpt, prefix + "norm.weight", D))
+            known |= checkpoint_names(layer, n) | checkpoint_names(norms, n)
+        self.final_norm = Buf.of(load_map(final, ckpt, prefix, plan=plan, arena=arena)["final_norm"])
         self.global_inv_freq = None if cfg.global_inv_freq is None else Buf.of(cfg.global_inv_freq)
-        self._check_leftovers(ckpt.source, names - set(skipped), prefix, lm_head)
+        self.refuse_unknown(ckpt.source, names - set(skipped), known)
         self.n_matrices = 4 * cfg.n_layer + (2 if self.lm_head is not self.embed_table else 1)
         self.n_projections = 7 * cfg.n_layer + 1  # q, k, v, o, gate, up, down; lm_head
         self.fusions = {"qkv": cfg.n_layer, "gate+up": cfg.n_layer}
@@ -338,19 +313,6 @@ class Gemma3(Transformer):
         # context fits, when it is no ring at all).
         rings = {(L.cap, L.window) for L in self.layers if L.sliding and L.cap < self.ctx}
         return min(rings, default=(0, 0))
-
-    def _check_leftovers(self, source: str, names: set[str], prefix: str, lm_head: str) -> None:
-        known = {prefix + "embed_tokens.weight", prefix + "norm.weight", lm_head}
-        per_layer = (
-            "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-            "self_attn.o_proj.weight", "self_attn.q_norm.weight", "self_attn.k_norm.weight",
-            "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
-            "input_layernorm.weight", "post_attention_layernorm.weight",
-            "pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight",
-        )  # fmt: skip
-        for i in range(self.cfg.n_layer):
-            known |= {f"{prefix}layers.{i}.{s}" for s in per_layer}
-        self.refuse_unknown(source, names, known)
 
     def _alloc(self) -> None:
         c = self.cfg

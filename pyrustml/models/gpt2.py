@@ -12,14 +12,15 @@ import math
 
 import numpy as np
 
-from ..engine.kernels import WeightArena
+from ..engine.kernels import MAX_HEAD_DIM, WeightArena
 from ..engine.kv_cache import KVCache
 from ..engine.linear import Embedding, Linear
 from ..engine.plan import Buf, Plan
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..io.config import MAX_LAYERS, Fields, refuse_unsupported
 from ..io.safetensors import Checkpoint
-from ..io.weights import check_lm_head, load_linear, matrix_f32, vector
+from ..io.weight_map import WeightMap, checkpoint_names, linear, load_into, mat, vec
+from ..io.weights import check_lm_head
 from .base import PREFILL_CHUNK, LoadOptions, Transformer
 
 # Every config.json key that changes the computation is either read (CONFIG_KEYS_READ) or refused
@@ -38,6 +39,8 @@ CONFIG_KEYS_REFUSED: dict[str, tuple[object, ...]] = {
     "use_bidirectional_attention": (False,),
 }
 SUPPORTED_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
+# per-layer causal-mask buffers that some GPT-2 exports carry: not weights, allowed and not read
+CAUSAL_MASKS = ("attn.bias", "attn.masked_bias")
 # LayerNorm's epsilon stabilizes a variance: above 1 it would dominate it (and 1e300 is inf in
 # float32, which made the model emit one token forever).
 MAX_EPS = 1.0
@@ -72,8 +75,10 @@ class GPT2Config:
             raise ModelFormatError(
                 f"{f.where}: n_embd {self.n_embd} is not divisible by n_head {self.n_head}"
             )
-        if self.n_embd // self.n_head > 512:
-            raise UnsupportedModelError(f"{f.where}: head size {self.n_embd // self.n_head} exceeds 512")
+        if self.n_embd // self.n_head > MAX_HEAD_DIM:
+            raise UnsupportedModelError(
+                f"{f.where}: head size {self.n_embd // self.n_head} exceeds {MAX_HEAD_DIM}"
+            )
 
 
 class GPT2Block:
@@ -127,90 +132,45 @@ class GPT2(Transformer):
         names = set(ckpt.names())
         pre = "transformer." if "transformer.wte.weight" in names else ""
         D, V, P, F = cfg.n_embd, cfg.vocab_size, cfg.n_positions, cfg.n_inner
-        # Token embedding, also the lm_head (tied) unless the checkpoint carries its own.
-        self.wte = load_linear(
-            ckpt, pre + "wte.weight", None, V, D, transposed=False, fmt=plan.fmt("embed"), arena=arena
-        )
-        self.lm_head = self.wte
-        if "lm_head.weight" in names:
-            self.lm_head = load_linear(
-                ckpt, "lm_head.weight", None, V, D, transposed=False, fmt=plan.fmt("lm_head"), arena=arena
-            )
-        self.embed = Embedding(self.wte)
-        self.wpe = matrix_f32(ckpt, pre + "wpe.weight", (P, D))
-        self.blocks = []
         H = cfg.n_head
         hd = D // H
+        # The checkpoint's tensors: name, shape, what each becomes. Conv1D weights are [in, out]:
+        # transposed=True gives the (out, in) rows we stream.
+        top: WeightMap = {"wte": linear("wte.weight", V, D, role="embed"), "wpe": mat("wpe.weight", P, D)}
+        # lm_head: absent when tied to wte
+        head: WeightMap = {"lm_head": linear("lm_head.weight", V, D, role="lm_head")}
+        block: WeightMap = {
+            "ln1_w": vec("ln_1.weight", D),
+            "ln1_b": vec("ln_1.bias", D),
+            "attn": linear("attn.c_attn.weight", 3 * D, D, "attn.c_attn.bias", transposed=True),
+            "proj": linear("attn.c_proj.weight", D, D, "attn.c_proj.bias", transposed=True, role="attn_out"),
+            "ln2_w": vec("ln_2.weight", D),
+            "ln2_b": vec("ln_2.bias", D),
+            "fc": linear("mlp.c_fc.weight", F, D, "mlp.c_fc.bias", transposed=True),
+            "fc_proj": linear("mlp.c_proj.weight", D, F, "mlp.c_proj.bias", transposed=True),
+        }
+        final: WeightMap = {"lnf_w": vec("ln_f.weight", D), "lnf_b": vec("ln_f.bias", D)}
+        # Token embedding, also the lm_head (tied) unless the checkpoint carries its own.
+        load_into(self, top, ckpt, pre, plan=plan, arena=arena)
+        self.lm_head = self.wte
+        if "lm_head.weight" in names:
+            load_into(self, head, ckpt, "", plan=plan, arena=arena)
+        self.embed = Embedding(self.wte)
+        self.blocks = []
+        known = checkpoint_names(top, pre) | checkpoint_names(head) | checkpoint_names(final, pre)
         for i in range(cfg.n_layer):
             b = GPT2Block()
-            n = f"{pre}h.{i}."
-            b.ln1_w = vector(ckpt, n + "ln_1.weight", D)
-            b.ln1_b = vector(ckpt, n + "ln_1.bias", D)
-            # Conv1D weights are [in, out]: transposed=True gives the (out, in) rows we stream.
-            b.attn = load_linear(
-                ckpt,
-                n + "attn.c_attn.weight",
-                n + "attn.c_attn.bias",
-                3 * D,
-                D,
-                transposed=True,
-                fmt=plan.fmt("matrix"),
-                arena=arena,
-            )
-            b.proj = load_linear(
-                ckpt,
-                n + "attn.c_proj.weight",
-                n + "attn.c_proj.bias",
-                D,
-                D,
-                transposed=True,
-                fmt=plan.fmt("attn_out"),
-                arena=arena,
-            )
-            b.ln2_w = vector(ckpt, n + "ln_2.weight", D)
-            b.ln2_b = vector(ckpt, n + "ln_2.bias", D)
-            b.fc = load_linear(
-                ckpt,
-                n + "mlp.c_fc.weight",
-                n + "mlp.c_fc.bias",
-                F,
-                D,
-                transposed=True,
-                fmt=plan.fmt("matrix"),
-                arena=arena,
-            )
-            b.fc_proj = load_linear(
-                ckpt,
-                n + "mlp.c_proj.weight",
-                n + "mlp.c_proj.bias",
-                D,
-                F,
-                transposed=True,
-                fmt=plan.fmt("matrix"),
-                arena=arena,
-            )
+            load_into(b, block, ckpt, f"{pre}h.{i}.", plan=plan, arena=arena)
             b.kv = KVCache(H, self.ctx, hd, self.slots, f"layer {i}")
             self.blocks.append(b)
-        self.lnf_w = vector(ckpt, pre + "ln_f.weight", D)
-        self.lnf_b = vector(ckpt, pre + "ln_f.bias", D)
-        self._check_leftovers(ckpt.source, names, pre)
+            # the causal-mask buffers some exports carry are not weights
+            known |= checkpoint_names(block, f"{pre}h.{i}.") | {f"{pre}h.{i}.{s}" for s in CAUSAL_MASKS}
+        load_into(self, final, ckpt, pre, plan=plan, arena=arena)
+        self.refuse_unknown(ckpt.source, names, known)
         self.n_matrices = 4 * cfg.n_layer + (2 if self.lm_head is not self.wte else 1)
         self.n_projections = 6 * cfg.n_layer + 1  # q, k, v (c_attn), c_proj, c_fc, mlp c_proj; lm_head
         self.fusions = {"qkv": cfg.n_layer}
         self._alloc()
-
-    def _check_leftovers(self, source: str, names: set[str], pre: str) -> None:
-        known = {pre + s for s in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias")} | {
-            "lm_head.weight"
-        }
-        per_layer = (
-            "ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight",
-            "attn.c_proj.bias", "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",
-            "mlp.c_proj.weight", "mlp.c_proj.bias", "attn.bias", "attn.masked_bias",
-        )  # fmt: skip
-        for i in range(self.cfg.n_layer):
-            known |= {f"{pre}h.{i}.{s}" for s in per_layer}
-        self.refuse_unknown(source, names, known)
 
     def _alloc(self) -> None:
         D, F = self.cfg.n_embd, self.cfg.n_inner

@@ -24,7 +24,7 @@ num_key_value_heads, head_dim, vocab_size, rms_norm_eps, max_position_embeddings
 tie_word_embeddings, hidden_act, attention_bias, mlp_bias, sliding_window, use_sliding_window,
 max_window_layers, layer_types, rope_theta, rope_scaling, rope_parameters, partial_rotary_factor.
 Refused (UnsupportedModelError): rope types yarn, longrope, dynamic (and any other);
-partial_rotary_factor != 1; hidden_act other than silu; mlp_bias; head_dim odd or above 512.
+partial_rotary_factor != 1; hidden_act other than silu; mlp_bias; head_dim odd or above 512 (Q8_MAX_HEAD_DIM).
 Tensors outside the list above are refused (ModelFormatError), except rotary_emb.inv_freq buffers.
 """
 
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.kernels import WeightArena
+from ..engine.kernels import MAX_HEAD_DIM, WeightArena
 from ..engine.kv_cache import KVCache
 from ..engine.linear import Embedding, Linear
 from ..engine.plan import Buf, Plan
@@ -93,8 +93,8 @@ class LlamaConfig:
         self.qk_norm = family == "qwen3"
         if self.n_head % self.n_kv != 0:
             raise ModelFormatError(f"{f.where}: {self.n_head} heads cannot share {self.n_kv} KV heads")
-        if self.head_dim % 2 != 0 or self.head_dim > 512:
-            raise UnsupportedModelError(f"{f.where}: head_dim {self.head_dim} (even, at most 512)")
+        if self.head_dim % 2 != 0 or self.head_dim > MAX_HEAD_DIM:
+            raise UnsupportedModelError(f"{f.where}: head_dim {self.head_dim} (even, at most {MAX_HEAD_DIM})")
         self.windows = _windows(f, family, self.n_layer)
         rope = parse_rope(f, 10000.0)
         self.rope_kind = rope.kind

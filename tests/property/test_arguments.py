@@ -207,10 +207,25 @@ def test_bad_array_argument_is_refused_by_name(fname: str, arg: str, mutation: s
     assert_names(info.value, arg)
 
 
-def test_valid_arguments_are_accepted() -> None:
-    """The baseline every refusal above mutates is itself valid."""
-    for fname, (fn, make) in VALID.items():
-        fn(**make()), fname
+@pytest.mark.parametrize("fname", list(VALID))
+def test_valid_arguments_are_accepted(fname: str) -> None:
+    """The baseline every refusal above mutates is itself valid: accepted, with a result that is
+    finite and of the right size (kv_write: the new rows are in the caches)."""
+    fn, make = VALID[fname]
+    kwargs = make()
+    result = fn(**kwargs)
+    if fname == "kv_write":
+        assert result is None
+        for new, cache in (("k_new", "k_cache"), ("v_new", "v_cache")):
+            np.testing.assert_array_equal(kwargs[cache][:, kwargs["pos0"]], kwargs[new][0])
+    elif isinstance(result, kernels.Q8Matrix):
+        got = result.dequantize()
+        assert got.shape == (N, K) and np.isfinite(got).all()
+    elif isinstance(result, tuple):
+        index, value = result
+        assert 0 <= index < N and np.isfinite(value)
+    else:
+        assert isinstance(result, np.ndarray) and result.size > 0 and np.isfinite(result).all()
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ def assert_same_as_ref(isa: str, fn: Callable[[], list[Any]]) -> None:
 
 @given(
     rows=ROWS,
-    # 257 and 258 blocks: the AVX-512 row kernel's 128 prepared block pairs on the stack, and beyond
+    # 257 and 258 blocks: past the 256 prepared activation blocks gemv.c keeps on the stack (heap path)
     nb=st.one_of(st.sampled_from([1, 2, 3, 5, 257, 258]), st.integers(1, 12)),
     t=st.integers(1, 7),
     seed=SEEDS,
@@ -148,6 +148,51 @@ def test_attention_bitwise_equal_ref(
 
     def run() -> list[Any]:
         return [kernels.attention(q, ctx - t, kc, vc, d**-0.5, window, softcap)]
+
+    assert_same_as_ref(isa, run)
+
+
+@given(
+    rows=st.sampled_from([1, 2, 3, 5]),
+    n=st.one_of(st.sampled_from([1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 768, 1000]), st.integers(1, 300)),
+    # 40 rows of 1000: 40,000 activation elements, past ACT_PARALLEL_MIN (ops.c), so the pool splits them
+    big=st.booleans(),
+    seed=SEEDS,
+    scale=SCALES,
+    nonfinite=st.booleans(),
+)
+def test_elementwise_bitwise_equal_ref(
+    isa: str,
+    arrays: Callable[..., np.ndarray],
+    rows: int,
+    n: int,
+    big: bool,
+    seed: int,
+    scale: str,
+    nonfinite: bool,
+) -> None:
+    """The norms and activations run loops.c's table of this path's vector width (the 'ref' path
+    runs the baseline one): every width gives ref's bits."""
+    if big:
+        rows, n = 40, 1000
+    x = arrays(seed, (rows, n), scale, 0.1)
+    g = arrays(seed + 1, (n,))
+    b = arrays(seed + 2, (n,))
+    gate_up = arrays(seed + 3, (rows, 2 * n), scale)
+    if nonfinite:
+        x[seed % rows, seed % n] = np.nan
+        gate_up[-1, seed % (2 * n)] = -np.inf
+
+    def run() -> list[Any]:
+        return [
+            kernels.layernorm(x, g, b, 1e-5),
+            kernels.rmsnorm(x, g, 1e-6),
+            kernels.rmsnorm(x, g, 1e-6, 1.0),
+            kernels.gelu_tanh(x),
+            kernels.geglu(x, gate_up[:, :n].copy()),
+            kernels.geglu_rows(gate_up),
+            kernels.softcap(x, 30.0),
+        ]
 
     assert_same_as_ref(isa, run)
 

@@ -4,7 +4,6 @@ is np.argmax of those logits (lowest index on ties, the first NaN when there is 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrustml import kernels
-from pyrustml.engine._ffi import ffi, lib
 
 QK = 32
 BLOCK_BYTES = 34
@@ -153,35 +151,3 @@ def test_lmhead_big_vocabularies(isa: str, vocab: tuple[kernels.Q8Matrix, np.nda
     yf = kernels.gemv_f32(w, x)
     np.testing.assert_array_equal(bits(kernels.lmhead_f32(w, x)), bits(yf))
     assert kernels.lmhead_argmax_f32(w, x) == (int(np.argmax(yf)), float(yf.max()))
-
-
-@given(rows=ROWS, nb=BLOCKS, seed=SEEDS)
-def test_lmhead_writes_only_y(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    guarded_floats: Any,
-    rows: int,
-    nb: int,
-    seed: int,
-) -> None:
-    k = nb * QK
-    w = arrays(seed, (rows, k))
-    q = kernels.quantize_q8_0(w)
-    x = arrays(seed + 1, (k,))
-    xp = ffi.from_buffer("float[]", x)
-    out_q = guarded_floats((rows,))
-    assert lib.q8_lmhead(q.ptr(), rows, k, xp, out_q.ptr()) == lib.Q8_OK
-    out_f = guarded_floats((rows,))
-    assert lib.q8_lmhead_f32(ffi.from_buffer("float[]", w), rows, k, xp, out_f.ptr()) == lib.Q8_OK
-    for out in (out_q, out_f):
-        assert out.guards_intact()
-        assert out.fully_written()
-    np.testing.assert_array_equal(out_q.region, kernels.gemv_q8_0(q, x))
-    np.testing.assert_array_equal(out_f.region, kernels.gemv_f32(w, x))
-    # the fused argmax writes exactly one int64 and one float
-    idx = guarded_floats((2,))  # 8 bytes: room for the int64
-    val = guarded_floats((1,))
-    rc = lib.q8_lmhead_argmax(q.ptr(), rows, k, xp, ffi.cast("int64_t *", idx.ptr()), val.ptr())
-    assert rc == lib.Q8_OK
-    assert idx.guards_intact() and val.guards_intact()
-    assert int(idx.region.view(np.int64)[0]) == int(np.argmax(out_q.region))

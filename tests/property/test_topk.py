@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from pyrustml import kernels
@@ -86,8 +86,8 @@ def test_candidates_equal_the_whole_distribution(
 ) -> None:
     x = _logits(seed, n, False)
     params = SamplingParams(temperature=t, top_k=top_k, top_p=top_p, min_p=min_p, seed=0)
-    if not (0 < top_k < n or top_p < 1.0 or min_p > 0.0):
-        return  # plain temperature sampling takes the whole vector, not candidates
+    # plain temperature sampling takes the whole vector, not candidates: not an example of this
+    assume(0 < top_k < n or top_p < 1.0 or min_p > 0.0)
     idx, probs = Sampler(params).candidates(x.copy())
     ref = _reference(x, params)
     got = dict(zip(idx.tolist(), probs.tolist(), strict=True))

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
+from support import FIX
 
 import pyrustml
 
-FIX = Path(__file__).resolve().parent.parent / "fixtures"
 N_THREADS = 8
 CALLS = 5
 MAX_TOKENS = 16

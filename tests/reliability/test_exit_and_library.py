@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 from child import child_env
-
-FIX = Path(__file__).resolve().parents[1] / "fixtures"
+from support import FIX
 
 GENERATE_AND_EXIT = r"""
 import sys

@@ -21,12 +21,12 @@ import pytest
 import safetensors.numpy
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from support import FIX
 
 import pyrustml
 from pyrustml.errors import ModelFormatError, ModelNotFoundError, PyrustmlError
 from pyrustml.io.safetensors import MAX_HEADER, Checkpoint
 
-FIX = Path(__file__).parent.parent / "fixtures"
 FILE = "model.safetensors"
 
 # The ci profile (default) is derandomized: every run draws the same examples.

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 from child import child_env
+from support import FIX, ROOT
 
 import pyrustml
 
-ROOT = Path(__file__).resolve().parents[2]
-FIX = ROOT / "tests" / "fixtures"
 # Every name libq8/src/dispatch.c can register; those this CPU lacks are skipped.
 ISA_NAMES = ["ref", "avx2", "avx512", "avx512vnni", "amx", "neon", "neon_dotprod"]
 SUITES = [ROOT / "tests" / "test_gpt2.py", ROOT / "tests" / "test_gemma3.py"]

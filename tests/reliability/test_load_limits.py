@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
+from support import FIX
 
 import pyrustml
 from pyrustml.errors import ModelFormatError, OutOfMemoryError, PromptTypeError
-
-FIX = Path(__file__).parent.parent / "fixtures"
 
 
 def test_extra_tensor_error_names_the_file(tmp_path: Path) -> None:

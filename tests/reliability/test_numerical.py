@@ -3,15 +3,12 @@ the model stays usable."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from support import FIX
 
 import pyrustml
 from pyrustml.errors import NumericalError, PyrustmlError
-
-FIX = Path(__file__).parent.parent / "fixtures"
 
 
 @pytest.mark.parametrize(

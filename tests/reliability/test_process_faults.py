@@ -20,11 +20,10 @@ from typing import Any
 
 import pytest
 from child import child_env
+from support import FIX
 
 import pyrustml
 
-ROOT = Path(__file__).resolve().parents[2]
-FIX = ROOT / "tests" / "fixtures"
 MODELS = ["gpt2-tiny-hf", "gemma3-tiny"]
 CHILD_DEADLINE_S = 30.0  # the bound for a forked child's generation
 EXIT_BOUND_S = 5.0  # a process that loads, generates and exits

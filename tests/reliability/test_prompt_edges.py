@@ -6,17 +6,16 @@ continuations are byte salad, which is exactly what exercises the streaming deco
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from support import FIX
 
 import pyrustml
 from pyrustml.errors import ContextLengthError, PromptError, PromptTypeError, PyrustmlError
 from pyrustml.io.tokenizer import StreamDecoder, Tokenizer
 
-FIX = Path(__file__).parent.parent / "fixtures"
 REPLACEMENT = "\ufffd"
 EDGE_STRINGS = [
     "",

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from child import child_env
+from support import FIX
 
 import pyrustml
 from pyrustml.errors import ModelFormatError
@@ -24,7 +25,6 @@ from pyrustml.io.safetensors import MAX_TENSORS, Checkpoint, tensor_budget
 from pyrustml.models import gemma3, gpt2
 from pyrustml.models.base import LoadOptions
 
-FIX = Path(__file__).resolve().parents[1] / "fixtures"
 PEAK_OVER_FINAL = 1.3
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
+from support import FIX
 
 import pyrustml
 
-FIX = Path(__file__).resolve().parent.parent / "fixtures"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 KIB = 1024
 MIB = 1024 * 1024

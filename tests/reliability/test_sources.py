@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 from child import child_env
+from support import FIX
 
 import pyrustml
 from pyrustml.errors import ModelNotFoundError, OptionError
-
-FIX = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def test_home_relative_and_pathlike_sources_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

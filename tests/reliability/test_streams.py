@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
+from support import FIX
 
 import pyrustml
-
-FIX = Path(__file__).parent.parent / "fixtures"
 
 
 @pytest.mark.parametrize("name", ["gpt2-tiny-hf", "gemma3-tiny"])
