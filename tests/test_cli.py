@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -356,6 +357,10 @@ def test_interactive_chat_banner_turn_clear_and_exit() -> None:
     t = Terminal(["-m", GEMMA, "--chat", "--quiet"])
     try:
         t.expect("> ")
+        # A person's Ctrl-C comes well after the prompt. One sent within microseconds of it can
+        # fall between CPython's readline printing the prompt and entering select(), where the
+        # signal is only noticed with the next keypress (CPython's readline loop, not ours).
+        time.sleep(0.3)
         t.send("\x03")  # Ctrl-C at the prompt
         assert t.close() == 130
     finally:
