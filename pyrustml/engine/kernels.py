@@ -104,6 +104,31 @@ def alloc(nbytes: int, what: str, *, zero: bool = False, limit: int | None = Non
     return mem
 
 
+def _ggml_blocks(blocks: object, k: int, block_bytes: int) -> np.ndarray:
+    """GGML block bytes (N, K // 32 * block_bytes), checked before they are packed."""
+    b = _array("blocks", blocks, 2)
+    if b.dtype != np.uint8:
+        raise KernelTypeError(f"blocks must be uint8, got {b.dtype}")
+    if k <= 0 or k % QK8_0 != 0:
+        raise KernelArgumentError(f"k must be a positive multiple of 32, got {k}")
+    _len("blocks", b, k // QK8_0 * block_bytes)
+    return b
+
+
+def _weights(w: object, fmt: str) -> tuple[np.ndarray, int, int, int]:
+    """A float32/float16 (N, K) matrix to quantize to fmt: (array, libq8 dtype code, N, K)."""
+    a = _array("w", w, 2)
+    code = _DTYPE_CODES.get(str(a.dtype), -1)
+    if code < 0:
+        raise KernelTypeError(f"w must be float32 or float16, got {a.dtype}")
+    n, k = int(a.shape[0]), int(a.shape[1])
+    if k % QK8_0 != 0:
+        raise KernelArgumentError(f"w has K = {k} columns, which is not a multiple of 32")
+    if not bool(np.isfinite(a).all()):
+        raise KernelArgumentError(f"w contains NaN or Inf, which {fmt} cannot represent")
+    return a, code, n, k
+
+
 WEIGHT_SLAB_BYTES: Final = 64 << 20  # a WeightArena's slab (huge pages, 2 MiB aligned)
 
 
@@ -170,12 +195,7 @@ class Q8Matrix:
     def from_blocks(blocks: np.ndarray, k: int) -> Q8Matrix:
         """Pack GGML Q8_0 bytes (N, K // 32 * 34). Quants must lie in [-127, 127], as every
         ggml quantizer produces them (the integer kernels rely on it)."""
-        b = _array("blocks", blocks, 2)
-        if b.dtype != np.uint8:
-            raise KernelTypeError(f"blocks must be uint8, got {b.dtype}")
-        if k <= 0 or k % QK8_0 != 0:
-            raise KernelArgumentError(f"k must be a positive multiple of 32, got {k}")
-        _len("blocks", b, k // QK8_0 * BLOCK_BYTES)
+        b = _ggml_blocks(blocks, k, BLOCK_BYTES)
         qs = b.reshape(-1, BLOCK_BYTES)[:, 2:]
         if bool((qs == 0x80).any()):
             raise KernelArgumentError("blocks hold the quant -128, outside ggml's [-127, 127]")
@@ -208,15 +228,7 @@ class Q8Matrix:
 def quantize_q8_0(w: np.ndarray) -> Q8Matrix:
     """Quantize a float32 or float16 (N, K) matrix, K % 32 == 0, to Q8_0: byte-identical to
     ggml's quantize_row_q8_0_ref and gguf.quants.quantize. Non-finite weights are refused."""
-    a = _array("w", w, 2)
-    code = _DTYPE_CODES.get(str(a.dtype), -1)
-    if code < 0:
-        raise KernelTypeError(f"w must be float32 or float16, got {a.dtype}")
-    n, k = int(a.shape[0]), int(a.shape[1])
-    if k % QK8_0 != 0:
-        raise KernelArgumentError(f"w has K = {k} columns, which is not a multiple of 32")
-    if not bool(np.isfinite(a).all()):
-        raise KernelArgumentError("w contains NaN or Inf, which Q8_0 cannot represent")
+    a, code, n, k = _weights(w, "Q8_0")
     m = Q8Matrix(n, k)
     _rc(lib.q8_quantize_packed(_ptr("char[]", a), code, n, k, 0, m.ptr(), n, 0), "quantize_q8_0")
     return m
@@ -251,12 +263,7 @@ class Q4Matrix:
     @staticmethod
     def from_blocks(blocks: np.ndarray, k: int) -> Q4Matrix:
         """Pack GGML Q4_0 bytes (N, K // 32 * 18)."""
-        b = _array("blocks", blocks, 2)
-        if b.dtype != np.uint8:
-            raise KernelTypeError(f"blocks must be uint8, got {b.dtype}")
-        if k <= 0 or k % QK8_0 != 0:
-            raise KernelArgumentError(f"k must be a positive multiple of 32, got {k}")
-        _len("blocks", b, k // QK8_0 * Q4_BLOCK_BYTES)
+        b = _ggml_blocks(blocks, k, Q4_BLOCK_BYTES)
         n = int(b.shape[0])
         m = Q4Matrix(n, k)
         _rc(lib.q8_q4_pack(ffi.cast("q4_block *", _ptr("char[]", b)), n, k, m.ptr()), "from_blocks")
@@ -287,15 +294,7 @@ def quantize_q4_0(w: np.ndarray) -> Q4Matrix:
     """Quantize a float32 or float16 (N, K) matrix, K % 32 == 0, to Q4_0: byte-identical to
     gguf.quants.quantize(w, GGMLQuantizationType.Q4_0) (d = the block's largest-magnitude value
     / -8, an all-zero block stores d = -0.0). Non-finite weights are refused."""
-    a = _array("w", w, 2)
-    code = _DTYPE_CODES.get(str(a.dtype), -1)
-    if code < 0:
-        raise KernelTypeError(f"w must be float32 or float16, got {a.dtype}")
-    n, k = int(a.shape[0]), int(a.shape[1])
-    if k % QK8_0 != 0:
-        raise KernelArgumentError(f"w has K = {k} columns, which is not a multiple of 32")
-    if not bool(np.isfinite(a).all()):
-        raise KernelArgumentError("w contains NaN or Inf, which Q4_0 cannot represent")
+    a, code, n, k = _weights(w, "Q4_0")
     m = Q4Matrix(n, k)
     _rc(lib.q8_q4_quantize_packed(_ptr("char[]", a), code, n, k, 0, m.ptr(), n, 0), "quantize_q4_0")
     return m
