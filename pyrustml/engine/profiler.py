@@ -31,6 +31,7 @@ class StepRecord:
     lm_head_ns: int
     sampling_ns: int
     total_ns: int
+    start_ns: int  # when the step began (perf_counter_ns), to order steps on one clock
 
     def __init__(self, kind: str, tokens: int, pos: int, n_layers: int) -> None:
         self.kind = kind
@@ -44,6 +45,7 @@ class StepRecord:
         self.lm_head_ns = 0
         self.sampling_ns = 0
         self.total_ns = 0
+        self.start_ns = 0
 
     @property
     def layers_ns(self) -> int:
@@ -74,6 +76,7 @@ class StepRecord:
             "lm_head_ns": self.lm_head_ns,
             "sampling_ns": self.sampling_ns,
             "total_ns": self.total_ns,
+            "start_ns": self.start_ns,
         }
 
 
@@ -140,8 +143,12 @@ class Profiler:
         self._t = marks[-1]
 
     def end(self) -> None:
+        """Close the step: what ran since the last lap is glue, so the components add up to the
+        total exactly (one clock read ends both)."""
         rec = self.cur
-        rec.total_ns = time.perf_counter_ns() - self._start
+        rec.glue_ns += self._lap()
+        rec.start_ns = self._start
+        rec.total_ns = self._t - self._start
         self.steps.append(rec)
         self.cur = StepRecord(DECODE, 0, 0, self.n_layers)
         if self.listener is not None:

@@ -350,7 +350,6 @@ class Scheduler:
             self.stats.steps += 1
             self.stats.step_seconds += time.perf_counter() - t0
         if pr is not None:
-            pr.lap_glue()
             pr.end()
         with self._q.cv:
             self._release_done()
