@@ -14,11 +14,12 @@ if TYPE_CHECKING:
     from .engine.pool import RuntimeConfig
     from .errors import PyrustmlError
     from .generate.result import Usage
-    from .model import Generation, Model, TextStream, load
+    from .model import Generation, Model, Submission, TextStream, load
 
 _WHERE = {
     "Generation": "model",
     "Model": "model",
+    "Submission": "model",
     "TextStream": "model",
     "Usage": "generate.result",
     "load": "model",
@@ -32,6 +33,7 @@ __all__ = [
     "Model",
     "PyrustmlError",
     "RuntimeConfig",
+    "Submission",
     "TextStream",
     "Usage",
     "errors",

@@ -37,7 +37,7 @@ from .generate.options import check_generation_options, check_load_arguments
 from .generate.result import Generation, Timings, TokenLogprob, Usage
 from .generate.sampling import SamplingParams
 from .generate.scheduler import EngineStats, Scheduler
-from .generate.sequence import Sequence
+from .generate.sequence import Event, EventSink, Sequence
 from .io.chat_template import ChatTemplate, ChatTemplateError, load_template
 from .io.config import Fields, generation_defaults, read_json
 from .io.hub import resolve
@@ -71,18 +71,50 @@ class GenerateOptions(TypedDict, total=False):
     top_logprobs: int
 
 
-class TextStream:
-    """Text pieces of a running generation as they become final. After the last piece,
-    .generation holds the Generation; .close() (or leaving a for loop early and dropping the
-    stream) cancels it, and its sequence leaves at the next step."""
+class Submission:
+    """A generation the engine is running: its tokens and log-probabilities so far, and close()
+    to cancel it (its sequence leaves at the next step). Model.submit returns one; TextStream is
+    one whose text a caller iterates."""
 
-    generation: Generation | None
     _seq: Sequence
     _engine: Scheduler
 
     def __init__(self, seq: Sequence, engine: Scheduler) -> None:
         self._seq = seq
         self._engine = engine
+
+    @property
+    def tokens(self) -> list[int]:
+        """Token ids generated so far."""
+        return list(self._seq.out)
+
+    @property
+    def logprobs(self) -> list[TokenLogprob]:
+        """Log-probabilities of the tokens generated so far (when asked for)."""
+        return list(self._seq.logprobs)
+
+    def close(self) -> None:
+        if self._seq.result is None:  # finished ones have nothing to cancel
+            self._engine.cancel(self._seq)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class TextStream(Submission):
+    """Text pieces of a running generation as they become final. After the last piece,
+    .generation holds the Generation; .close() (or leaving a for loop early and dropping the
+    stream) cancels it, and its sequence leaves at the next step."""
+
+    generation: Generation | None
+    _events: queue.SimpleQueue[Event]
+
+    def __init__(self, seq: Sequence, engine: Scheduler, events: queue.SimpleQueue[Event]) -> None:
+        super().__init__(seq, engine)
+        self._events = events
         self.generation = None
 
     def __iter__(self) -> Iterator[str]:
@@ -96,7 +128,7 @@ class TextStream:
                 try:
                     # Waits of 10 ms: a signal (Ctrl-C) reaches this thread between them even
                     # while a long prefill step sends nothing.
-                    kind, value = self._seq.events.get(timeout=0.01)
+                    kind, value = self._events.get(timeout=0.01)
                 except queue.Empty:
                     if self._seq.cancelled:  # closed from another thread: no event may come
                         raise StopIteration from None
@@ -115,26 +147,6 @@ class TextStream:
         except (KeyboardInterrupt, SystemExit, GeneratorExit):
             self.close()
             raise
-
-    @property
-    def tokens(self) -> list[int]:
-        """Token ids generated so far."""
-        return list(self._seq.out)
-
-    @property
-    def logprobs(self) -> list[TokenLogprob]:
-        """Log-probabilities of the tokens generated so far (when asked for)."""
-        return list(self._seq.logprobs)
-
-    def close(self) -> None:
-        if self.generation is None:
-            self._engine.cancel(self._seq)
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 class Exclusive:
@@ -292,7 +304,7 @@ class Model:
         return ids
 
     # ---- the engine --------------------------------------------------------------------
-    def _sequence(self, ids: list[int], options: GenerateOptions) -> Sequence:
+    def _sequence(self, ids: list[int], options: GenerateOptions, events: EventSink) -> Sequence:
         unknown = sorted(set(options) - set(GenerateOptions.__annotations__))
         if unknown:
             raise OptionTypeError(
@@ -323,17 +335,30 @@ class Model:
             self.net.ctx,
             want_logprobs=o.logprobs,
             top_logprobs=o.top_logprobs,
+            events=events,
         )
 
     def _start(self, ids: list[int], options: GenerateOptions) -> TextStream:
-        seq = self._sequence(ids, options)
+        events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        seq = self._sequence(ids, options, events)
         self.engine.submit(seq)
-        return TextStream(seq, self.engine)
+        return TextStream(seq, self.engine, events)
 
     # ---- the public calls --------------------------------------------------------------
     def stream(self, prompt: object, **options: Unpack[GenerateOptions]) -> TextStream:
         """Yield text pieces as they become valid UTF-8; see generate for the options."""
         return self._start(self.encode(prompt), options)
+
+    def submit(self, prompt: object, sink: EventSink, **options: Unpack[GenerateOptions]) -> Submission:
+        """Start a generation whose events go to `sink.put(event)` as they happen, on the engine
+        thread: ("text", piece) for each piece of final UTF-8 text, then ("done", Generation) or
+        ("error", PyrustmlError). For a server that follows many requests from one event loop,
+        where stream() would need a thread waiting on each. put runs inside the engine's step:
+        it must be quick and must neither block nor raise. close() on the returned Submission
+        ends it at the next step without a further event. Options as for generate."""
+        seq = self._sequence(self.encode(prompt), options, sink)
+        self.engine.submit(seq)
+        return Submission(seq, self.engine)
 
     def generate(self, prompt: object, **options: Unpack[GenerateOptions]) -> Generation:
         """Generate up to max_tokens tokens from a prompt (text, or a list of token ids).
@@ -373,9 +398,19 @@ class Model:
         ids = self.encode(token_ids)
         self._check_context(len(ids))
         out = np.empty((len(ids), self.net.vocab_size), dtype=np.float32)
-        seq = Sequence(ids, SamplingParams(), [], self.tokenizer, frozenset(), self.net.ctx, logits_out=out)
+        events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        seq = Sequence(
+            ids,
+            SamplingParams(),
+            [],
+            self.tokenizer,
+            frozenset(),
+            self.net.ctx,
+            logits_out=out,
+            events=events,
+        )
         self.engine.submit(seq)
-        _finish(TextStream(seq, self.engine))
+        _finish(TextStream(seq, self.engine, events))
         return out
 
 

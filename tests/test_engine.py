@@ -113,6 +113,65 @@ def test_cancelled_stream_frees_its_slot() -> None:
     assert m.generate(REQUESTS[0][0], **REQUESTS[0][1]).tokens == solo("gpt2-tiny-hf", 0)[0]
 
 
+class _Sink:
+    """Model.submit's event sink: records each event and the thread that handed it over."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+        self.threads: set[str] = set()
+        self.ended = threading.Event()
+
+    def put(self, event: tuple[str, object], /) -> None:
+        self.events.append(event)
+        self.threads.add(threading.current_thread().name)
+        if event[0] != "text":
+            self.ended.set()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_submit_hands_the_events_to_a_sink_in_order(name: str) -> None:
+    m = model(name)
+    prompt, opts = REQUESTS[1]
+    sink = _Sink()
+    request = m.submit(prompt, sink, **opts)
+    assert sink.ended.wait(30)
+    kinds = [k for k, _ in sink.events]
+    assert kinds == ["text"] * (len(kinds) - 1) + ["done"]
+    gen = sink.events[-1][1]
+    assert isinstance(gen, pyrustml.Generation)
+    assert "".join(str(v) for _, v in sink.events[:-1]) == gen.text
+    assert (gen.tokens, gen.text, gen.finish_reason) == solo(name, 1)
+    assert request.tokens == gen.tokens
+    assert sink.threads == {"pyrustml-engine"}  # on the engine thread, as the step ends
+
+
+def test_closing_a_submission_frees_its_slot_without_an_end_event() -> None:
+    m = model("gpt2-tiny-hf", parallel=1)
+    first, closed = threading.Event(), threading.Event()
+
+    class Holding(_Sink):
+        """Holds the engine at the first piece until the request is closed (a real sink must
+        not block; here it pins the moment of close() inside a running generation)."""
+
+        def put(self, event: tuple[str, object], /) -> None:
+            super().put(event)
+            if not first.is_set():
+                first.set()
+                closed.wait(10)
+
+    sink = Holding()
+    request = m.submit([1, 2, 3], sink, max_tokens=10_000, temperature=0, ignore_eos=True)
+    assert first.wait(30)
+    request.close()
+    closed.set()
+    deadline = time.monotonic() + 10
+    while m.stats().active and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert m.stats().active == 0
+    assert [k for k, _ in sink.events] == ["text"] and not sink.ended.is_set()
+    assert m.generate(REQUESTS[0][0], **REQUESTS[0][1]).tokens == solo("gpt2-tiny-hf", 0)[0]
+
+
 def test_prefix_cache_reuses_shared_positions() -> None:
     m = pyrustml.load(str(FIX / "gpt2-tiny-hf"), parallel=2)
     system = list(range(3, 40))

@@ -1,9 +1,9 @@
 """A sequence: one request's generation in progress.
 
 It owns everything per request: the prompt, its KV-cache slot and position, its sampler, its
-stop state, its detokenizer, its prompt-lookup index, its timings, and the queue its caller
-reads text pieces from. The scheduler (generate.scheduler) decides which of its rows run in a
-step and hands it back the step's results; nothing here touches another sequence.
+stop state, its detokenizer, its prompt-lookup index, its timings, and where its events go. The
+scheduler (generate.scheduler) decides which of its rows run in a step and hands it back the
+step's results; nothing here touches another sequence.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -26,8 +27,17 @@ PREFILL = 0  # prompt tokens still to run
 DECODE = 1  # a chosen token waits to be fed
 DONE = 2
 
-# What a caller reads from a sequence's queue: a text piece, or the end (Generation or error).
+# What a sequence hands its caller, in order: ("text", str) pieces of valid UTF-8, then the end,
+# ("done", Generation) or ("error", PyrustmlError).
 Event = tuple[str, object]
+
+
+class EventSink(Protocol):
+    """Where a sequence's events go, on the engine thread, inside its step: a queue a caller
+    waits on (TextStream), or a server's hook into its event loop. put must be quick and must
+    neither block nor raise."""
+
+    def put(self, event: Event, /) -> None: ...
 
 
 class Sequence:
@@ -57,7 +67,7 @@ class Sequence:
     truncated: bool
     logprobs: list[TokenLogprob]
     timings: Timings
-    events: queue.SimpleQueue[Event]
+    events: EventSink
     cancelled: bool
     result: Generation | None
     error: PyrustmlError | None
@@ -78,6 +88,7 @@ class Sequence:
         want_logprobs: bool = False,
         top_logprobs: int = 0,
         logits_out: np.ndarray | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self.ids = ids
         self.params = params
@@ -105,7 +116,7 @@ class Sequence:
         self.truncated = False
         self.logprobs = []
         self.timings = Timings()
-        self.events = queue.SimpleQueue()
+        self.events = queue.SimpleQueue() if events is None else events
         self.cancelled = False
         self.result = None
         self.error = None

@@ -1,8 +1,8 @@
 """The OpenAI-compatible ASGI app (Starlette) over one Model.
 
 The event loop never runs a forward pass or a tokenizer: tokenizing and chat templates run in a
-worker thread (anyio.to_thread), and each admitted request's TextStream is iterated by a thread
-of its own (pump.py) while the engine batches the concurrent requests into shared steps. A
+worker thread (anyio.to_thread), and the engine thread hands each admitted request's text to the
+loop as its step ends (pump.py), batching the concurrent requests into shared steps. A
 client that disconnects is noticed at once and its stream closed: the engine frees the sequence
 at its next step.
 
@@ -260,7 +260,7 @@ async def _events(job: _Job, pump: Pump) -> AsyncIterator[bytes]:
             yield sse({"error": {"message": str(error), "type": "server_error", "param": None, "code": None}})
             break
         if piece is None:
-            gen = pump.stream.generation
+            gen = pump.generation
             assert gen is not None  # the stream ended without an error
             yield sse({**shape.chunk(None, entries, gen.finish_reason), **extra})
             if job.include_usage:
@@ -276,7 +276,7 @@ async def _collect(pump: Pump) -> Generation:
         if error is not None:
             raise error
         if piece is None:
-            gen = pump.stream.generation
+            gen = pump.generation
             assert gen is not None
             return gen
 
@@ -313,8 +313,7 @@ async def _generate(
     try:
         job = await anyio.to_thread.run_sync(_prepare, state, req, limiter=state.limiter)
         # Submitting only queues the sequence: quick enough for the loop.
-        stream = state.model.stream(job.ids, **job.options)
-        pump = Pump(stream, bool(job.options["logprobs"]), state.counters)
+        pump = Pump(state.model, job.ids, job.options, bool(job.options["logprobs"]))
     except BaseException:
         release()
         raise

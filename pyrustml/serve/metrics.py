@@ -25,15 +25,6 @@ class ServerCounters:
         self._lock = threading.Lock()
         self.responses: Counter[tuple[str, int]] = Counter()
         self.in_flight = 0
-        self.stream_threads = 0  # live pump threads (pump.py): back to 0 once streams end
-
-    def thread_started(self) -> None:
-        with self._lock:
-            self.stream_threads += 1
-
-    def thread_ended(self) -> None:
-        with self._lock:
-            self.stream_threads -= 1
 
     def count(self, route: str, status: int) -> None:
         with self._lock:
@@ -61,11 +52,6 @@ class _Collector(Collector):
             "pyrustml_http_requests_in_flight",
             "generation requests admitted and not yet finished",
             value=self.counters.in_flight,
-        )
-        yield GaugeMetricFamily(
-            "pyrustml_stream_threads",
-            "threads feeding a request's text to the server (one per running request)",
-            value=self.counters.stream_threads,
         )
         yield CounterMetricFamily(
             "pyrustml_requests", "generation requests the engine took", value=s.requests
