@@ -2,7 +2,8 @@
 
 - Hypothesis profiles: `ci` (default; derandomized, so every run draws the same examples) and
   `dev` (more examples); HYPOTHESIS_PROFILE picks one.
-- The `isa` fixture: every test that computes runs once per kernel path this machine supports.
+- The `isa` fixture: every test that computes runs once per kernel path this machine supports;
+  `restore_pool` puts the default thread pool back after a test that resized it.
 - Error-analysis helpers for the float64 oracles (the constants every tolerance is built from).
 - Guard buffers for the tests that call libq8 through the raw cffi `lib`.
 
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+import pyrustml
 from pyrustml import kernels
 from pyrustml.engine._ffi import ffi
 
@@ -52,6 +54,14 @@ def isa(request: pytest.FixtureRequest) -> Iterator[str]:
         yield str(request.param)
     finally:
         kernels.set_isa(before)
+
+
+@pytest.fixture
+def restore_pool() -> Iterator[None]:
+    try:
+        yield
+    finally:
+        pyrustml.RuntimeConfig()
 
 
 # ---- floating-point error analysis ------------------------------------------------------------

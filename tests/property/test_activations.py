@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.kernel_props import SEEDS, assert_ieee_like
 
 from pyrustml import RuntimeConfig, kernels
 from pyrustml.errors import KernelArgumentError
 
 NS = st.one_of(st.sampled_from([1, 2, 3, 31, 33, 1000]), st.integers(1, 300))
-SEEDS = st.integers(0, 2**32 - 1)
 SCALES = st.sampled_from(["1", "1e-3", "1e1", "1e3", "1e6", "1e-30", "1e-40", "mixed"])
 SPECIALS = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], dtype=np.float32)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -55,16 +55,6 @@ def gelu_oracle(v: np.ndarray, fp: Any) -> tuple[np.ndarray, np.ndarray]:
     bound = (0.5 * np.abs(vd) * (dt + u * np.abs(1.0 + t)) + u * np.abs(g)) * fp.SECOND_ORDER
     bound = bound + fp.TINY32 * (4 + np.abs(vd))
     return g, bound
-
-
-def assert_ieee_like(y: np.ndarray, ref: np.ndarray, bound: np.ndarray) -> None:
-    """NaN exactly where the oracle is NaN, infinities equal, finite values within bound."""
-    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
-    inf = np.isinf(ref)
-    np.testing.assert_array_equal(y[inf], ref[inf])
-    fin = np.isfinite(ref)
-    assert np.isfinite(y[fin]).all()
-    assert (np.abs(y[fin] - ref[fin]) <= bound[fin]).all()
 
 
 @given(n=NS, seed=SEEDS, scale=SCALES, two_d=st.booleans(), specials=st.integers(0, 3))

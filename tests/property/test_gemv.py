@@ -8,23 +8,16 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType
-from gguf.quants import dequantize, quantize
+from gguf.quants import quantize
 from hypothesis import given
 from hypothesis import strategies as st
+from support.kernel_props import NON_FINITE, QK, SEEDS, ZERO, dequantized
 
 from pyrustml import kernels
 
-QK = 32
 ROWS = st.one_of(st.sampled_from([1, 2, 3, 4, 5, 7, 8, 31, 33]), st.integers(1, 70))
 BLOCKS = st.one_of(st.sampled_from([1, 3, 5, 2, 4]), st.integers(1, 12))  # K = 32, 96, 160, ...
-SEEDS = st.integers(0, 2**32 - 1)
 SCALES = st.sampled_from(["1", "1e-3", "1e3", "1e6", "1e-30", "1e-40", "mixed", "ties"])
-ZERO = st.sampled_from([0.0, 0.0, 0.3])
-
-
-def wq_of(q: kernels.Q8Matrix) -> np.ndarray:
-    """The dequantized weights by gguf (an implementation independent of libq8), float64."""
-    return np.asarray(dequantize(q.blocks, GGMLQuantizationType.Q8_0), dtype=np.float64)
 
 
 @given(
@@ -65,7 +58,7 @@ def test_gemv_within_the_q8_bound(
     q = kernels.quantize_q8_0(w)
     y = kernels.gemv_q8_0(q, x, bias)
     assert y.dtype == np.float32 and y.shape == (rows,)
-    wq = wq_of(q)
+    wq = dequantized(q)
     ref = wq @ x.astype(np.float64)
     if bias is not None:
         ref = ref + bias
@@ -93,7 +86,7 @@ def test_gemv_bias_is_one_float32_add(
     rows=ROWS,
     nb=BLOCKS,
     seed=SEEDS,
-    bad=st.sampled_from([np.nan, np.inf, -np.inf]),
+    bad=NON_FINITE,
     with_bias=st.booleans(),
     data=st.data(),
 )
@@ -152,7 +145,7 @@ def big(
     w[n // 2] = 0.0
     x = rng.standard_normal(64).astype(np.float32)
     q = kernels.quantize_q8_0(w)
-    wq = wq_of(q)
+    wq = dequantized(q)
     return q, x, wq @ x.astype(np.float64), q8_bound(wq, x)
 
 

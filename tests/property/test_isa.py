@@ -7,46 +7,22 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.kernel_props import QK, SEEDS, assert_same_as_ref
 
 import pyrustml
 from pyrustml import kernels
 from pyrustml.errors import KernelArgumentError, PyrustmlError
 
-QK = 32
-SEEDS = st.integers(0, 2**32 - 1)
 ROWS = st.one_of(st.sampled_from([1, 2, 3, 4, 5, 15, 16, 17, 31, 33, 63, 64, 65, 257]), st.integers(1, 80))
 SCALES = st.sampled_from(["1", "1e-3", "1e6", "1e-30", "1e-40", "mixed", "ties"])
 SUBNORMAL = np.float32(1e-40)
-
-
-def raw(a: Any) -> np.ndarray:
-    """The bytes of a result: comparing them is bitwise equality, NaN payloads included."""
-    return np.frombuffer(np.ascontiguousarray(a).tobytes(), dtype=np.uint8)
-
-
-def on_path(name: str, fn: Callable[[], list[Any]]) -> list[np.ndarray]:
-    """fn's results with kernel path `name` forced; the active path is restored after."""
-    before = kernels.isa_active()
-    kernels.set_isa(name)
-    try:
-        return [raw(r) for r in fn()]
-    finally:
-        kernels.set_isa(before)
-
-
-def assert_same_as_ref(isa: str, fn: Callable[[], list[Any]]) -> None:
-    got = on_path(isa, fn)
-    ref = on_path("ref", fn)
-    assert len(got) == len(ref)
-    for i, (a, b) in enumerate(zip(got, ref, strict=True)):
-        np.testing.assert_array_equal(a, b, err_msg=f"result {i} on {isa} differs from ref")
 
 
 @given(
@@ -227,14 +203,6 @@ def test_set_isa_refuses_names_with_nul() -> None:
             kernels.set_isa("ref\x00junk")
     finally:
         kernels.set_isa(before)
-
-
-@pytest.fixture
-def restore_pool() -> Iterator[None]:
-    try:
-        yield
-    finally:
-        pyrustml.RuntimeConfig()
 
 
 def subnormal_arithmetic_works() -> bool:

@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
+from support.kernel_props import SEEDS
 
 from pyrustml import kernels
 
 ROWS = st.integers(1, 5)
 NS = st.one_of(st.sampled_from([1, 2, 3, 31, 33, 64, 768, 1152]), st.integers(1, 300))
-SEEDS = st.integers(0, 2**32 - 1)
 SCALES = st.sampled_from(["1", "1e-3", "1e3", "1e6", "1e-30", "1e-40", "mixed"])
 EPS = st.sampled_from([1e-5, 1e-6])
 

@@ -11,25 +11,22 @@ from typing import Any
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType
-from gguf.quants import dequantize, quantize
+from gguf.quants import dequantize
 from hypothesis import given
 from hypothesis import strategies as st
+from support.kernel_props import QK, SEEDS, ZERO, assert_same_as_ref, gguf_q8_0, gguf_quantize
 
 from pyrustml import kernels
 from pyrustml.errors import KernelArgumentError, KernelTypeError
 
-QK = 32
 Q4_BYTES = 18
 ROWS = st.one_of(st.sampled_from([1, 2, 3, 15, 16, 17, 31, 33]), st.integers(1, 70))
 BLOCKS = st.one_of(st.sampled_from([1, 2, 3, 5]), st.integers(1, 12))
 SCALES = st.sampled_from(["1", "1e-3", "1e4", "1e-30", "1e-40", "mixed", "ties"])
-SEEDS = st.integers(0, 2**32 - 1)
-ZERO = st.sampled_from([0.0, 0.0, 0.3])
 
 
 def gguf_q4_0(w: np.ndarray) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        return np.asarray(quantize(w, GGMLQuantizationType.Q4_0))
+    return gguf_quantize(w, GGMLQuantizationType.Q4_0)
 
 
 def defined_blocks(w: np.ndarray) -> np.ndarray:
@@ -114,9 +111,7 @@ def test_blocks_round_trip_and_dequantize_like_gguf(
 
 def q8_acts(x: np.ndarray) -> np.ndarray:
     """The activations as the products see them: gguf's Q8_0 of x, dequantized (float64)."""
-    with np.errstate(all="ignore"):
-        b = np.asarray(quantize(x, GGMLQuantizationType.Q8_0))
-    return np.asarray(dequantize(b, GGMLQuantizationType.Q8_0), dtype=np.float64).reshape(x.shape)
+    return np.asarray(dequantize(gguf_q8_0(x), GGMLQuantizationType.Q8_0), dtype=np.float64).reshape(x.shape)
 
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, t=st.integers(1, 5), scale=st.sampled_from(["1", "1e-3", "1e2"]))
@@ -143,19 +138,6 @@ def test_gemv_and_gemm_within_the_float_bound_of_the_exact_product(
     np.testing.assert_array_equal(kernels.lmhead_q4_0(q, x[0]), y[0])
     idx, val = kernels.lmhead_argmax_q4_0(q, x[0])
     assert idx == int(np.argmax(y[0])) and val == y[0][idx]
-
-
-def raw(a: Any) -> np.ndarray:
-    return np.frombuffer(np.ascontiguousarray(a).tobytes(), dtype=np.uint8)
-
-
-def on_path(name: str, fn: Callable[[], list[Any]]) -> list[np.ndarray]:
-    before = kernels.isa_active()
-    kernels.set_isa(name)
-    try:
-        return [raw(r) for r in fn()]
-    finally:
-        kernels.set_isa(before)
 
 
 @given(
@@ -201,9 +183,7 @@ def test_products_bitwise_equal_ref(
         q8 = kernels.quantize_q8_0(w)
         return [kernels.gemm_q8_0(q8, x, bias), kernels.gemv_q8_0(q8, x[-1])]
 
-    got, ref = on_path(isa, run), on_path("ref", run)
-    for i, (a, b) in enumerate(zip(got, ref, strict=True)):
-        np.testing.assert_array_equal(a, b, err_msg=f"result {i} on {isa} differs from ref")
+    assert_same_as_ref(isa, run)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.kernel_props import SEEDS
 
 from pyrustml import kernels
 from pyrustml.errors import KernelArgumentError
 
-SEEDS = st.integers(0, 2**32 - 1)
 HEAD_DIMS = st.sampled_from([2, 4, 6, 16, 32, 64, 80, 128, 256])
 THETAS = st.sampled_from([10000.0, 1000000.0, 500.0])
 SCALES = st.sampled_from(["1", "1e-3", "1e3", "1e-30", "mixed"])

@@ -16,13 +16,11 @@ from gguf import GGMLQuantizationType, quantize
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
+from support.kernel_props import Q8_BLOCK_BYTES, QK, SEEDS
 
 from pyrustml import kernels
 from pyrustml.engine._ffi import ffi, lib
 
-QK = 32
-BLOCK_BYTES = 34
-SEEDS = st.integers(0, 2**32 - 1)
 ONE_TOKEN = st.just(1)
 UNIT_SCALE = st.just("1")
 
@@ -114,7 +112,7 @@ def _lmhead(d: Draw) -> Written:
 
 
 def _quantize(d: Draw) -> Written:
-    out = d.guarded_bytes(d.rows * d.k // QK * BLOCK_BYTES)
+    out = d.guarded_bytes(d.rows * d.k // QK * Q8_BLOCK_BYTES)
     rc = lib.q8_quantize(ffi.from_buffer("char[]", d.w), lib.Q8_DTYPE_F32, d.rows, d.k, out.ptr())
     assert rc == lib.Q8_OK
     with np.errstate(all="ignore"):  # gguf warns where 1 / d overflows (zero quants, as libq8)
