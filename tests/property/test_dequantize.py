@@ -3,15 +3,13 @@ step of the weights that were quantized, and a projection (quantizing its output
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import numpy as np
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 from hypothesis import given
 from hypothesis import strategies as st
-from support.kernel_props import Q8_BLOCK_BYTES, QK, SEEDS
+from support import fp_bounds as fp
+from support.kernel_props import Q8_BLOCK_BYTES, QK, SEEDS, arrays
 
 from pyrustml import kernels
 
@@ -30,14 +28,7 @@ def split_blocks(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, scale=SCALES, zero=st.sampled_from([0.0, 0.3]))
 def test_dequantize_error_within_the_q8_step(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    fp: Any,
-    rows: int,
-    nb: int,
-    seed: int,
-    scale: str,
-    zero: float,
+    isa: str, rows: int, nb: int, seed: int, scale: str, zero: float
 ) -> None:
     """|w - dequantize(quantize(w))| per element.
 
@@ -89,7 +80,7 @@ def test_dequantize_is_exactly_d_times_q(isa: str, rows: int, nb: int, seed: int
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, scale=SCALES, zero=st.sampled_from([0.0, 0.3]))
 def test_quantize_after_dequantize_is_a_projection(
-    isa: str, arrays: Callable[..., np.ndarray], rows: int, nb: int, seed: int, scale: str, zero: float
+    isa: str, rows: int, nb: int, seed: int, scale: str, zero: float
 ) -> None:
     """Q8_0 values are fixed points: the largest |q| of a block is 127, so the scale recomputed
     from d * q is d again and every quant comes back."""

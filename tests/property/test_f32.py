@@ -3,14 +3,12 @@ propagate as IEEE arithmetic says, gemm rows are bitwise gemv."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support.kernel_props import NON_FINITE, SEEDS, ZERO, assert_ieee_like, bits
+from support import fp_bounds as fp
+from support.kernel_props import NON_FINITE, SEEDS, ZERO, arrays, assert_ieee_like, bits
 
 from pyrustml import kernels
 
@@ -23,16 +21,7 @@ SCALES = st.sampled_from(["1", "1e-3", "1e6", "1e-30", "1e-40", "mixed"])
 
 @given(rows=ROWS, k=KS, seed=SEEDS, w_scale=SCALES, x_scale=SCALES, zero=ZERO, with_bias=st.booleans())
 def test_gemv_f32_within_the_summation_bound(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    fp: Any,
-    rows: int,
-    k: int,
-    seed: int,
-    w_scale: str,
-    x_scale: str,
-    zero: float,
-    with_bias: bool,
+    isa: str, rows: int, k: int, seed: int, w_scale: str, x_scale: str, zero: float, with_bias: bool
 ) -> None:
     """|gemv_f32(W, x) - W @ x| <= gamma_m sum_i |w_i x_i| + (K + 15) 2^-150 (+ bias rounding).
 
@@ -58,15 +47,7 @@ def test_gemv_f32_within_the_summation_bound(
 
 @given(rows=ROWS, t=TOKENS, k=KS, seed=SEEDS, scale=SCALES, with_bias=st.booleans())
 def test_gemm_f32_rows_are_gemv_f32(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    fp: Any,
-    rows: int,
-    t: int,
-    k: int,
-    seed: int,
-    scale: str,
-    with_bias: bool,
+    isa: str, rows: int, t: int, k: int, seed: int, scale: str, with_bias: bool
 ) -> None:
     w = arrays(seed, (rows, k), scale, 0.2)
     x = arrays(seed + 1, (t, k), "1")
@@ -81,22 +62,9 @@ def test_gemm_f32_rows_are_gemv_f32(
         assert (np.abs(y - ref) <= bound).all()
 
 
-@given(
-    rows=ROWS,
-    k=KS,
-    seed=SEEDS,
-    n_bad=st.integers(1, 4),
-    data=st.data(),
-)
+@given(rows=ROWS, k=KS, seed=SEEDS, n_bad=st.integers(1, 4), data=st.data())
 def test_gemv_f32_non_finite_values_follow_ieee(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    fp: Any,
-    rows: int,
-    k: int,
-    seed: int,
-    n_bad: int,
-    data: st.DataObject,
+    isa: str, rows: int, k: int, seed: int, n_bad: int, data: st.DataObject
 ) -> None:
     """NaN, +Inf and -Inf in W or x: an output is NaN exactly where the float64 oracle's is,
     +-Inf where it is +-Inf (no finite overflow at these magnitudes), finite ones within bound."""
@@ -118,7 +86,7 @@ def test_gemv_f32_non_finite_values_follow_ieee(
 
 
 @pytest.fixture(scope="module", params=[50257, 262144])
-def big(request: pytest.FixtureRequest, fp: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def big(request: pytest.FixtureRequest) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A vocabulary-sized matrix (K = 64), 2 activations, the float64 oracle and its bound."""
     rng = np.random.default_rng(request.param)
     w = rng.standard_normal((request.param, 64)).astype(np.float32)

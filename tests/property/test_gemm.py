@@ -3,13 +3,12 @@ the float64 oracle, non-finite rows stay in their row."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support.kernel_props import NON_FINITE, QK, SEEDS, ZERO, bits, dequantized
+from support.fp_bounds import q8_dot_bound
+from support.kernel_props import NON_FINITE, QK, SEEDS, ZERO, arrays, bits, dequantized
 
 from pyrustml import kernels
 
@@ -32,17 +31,7 @@ SCALES = st.sampled_from(["1", "1e-3", "1e6", "1e-30", "1e-40", "mixed", "ties"]
     with_bias=st.booleans(),
 )
 def test_gemm_rows_are_gemv_and_within_the_q8_bound(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    q8_bound: Callable[..., np.ndarray],
-    rows: int,
-    t: int,
-    nb: int,
-    seed: int,
-    w_scale: str,
-    x_scale: str,
-    zero: float,
-    with_bias: bool,
+    isa: str, rows: int, t: int, nb: int, seed: int, w_scale: str, x_scale: str, zero: float, with_bias: bool
 ) -> None:
     """Y[t] == gemv_q8_0(W, X[t]) bit for bit (q8.h), hence within the same bound as gemv:
     |Y[t] - Wq @ X[t]| <= conftest.q8_dot_bound (derivation in test_gemv and there)."""
@@ -56,26 +45,12 @@ def test_gemm_rows_are_gemv_and_within_the_q8_bound(
     for j in range(t):
         np.testing.assert_array_equal(bits(y[j]), bits(kernels.gemv_q8_0(q, x[j], bias)))
         ref = wq @ x[j].astype(np.float64) + (0.0 if bias is None else bias)
-        assert (np.abs(y[j] - ref) <= q8_bound(wq, x[j], bias)).all()
+        assert (np.abs(y[j] - ref) <= q8_dot_bound(wq, x[j], bias)).all()
 
 
-@given(
-    rows=ROWS,
-    t=st.integers(2, 7),
-    nb=BLOCKS,
-    seed=SEEDS,
-    bad=NON_FINITE,
-    data=st.data(),
-)
+@given(rows=ROWS, t=st.integers(2, 7), nb=BLOCKS, seed=SEEDS, bad=NON_FINITE, data=st.data())
 def test_gemm_non_finite_activation_poisons_only_its_row(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    rows: int,
-    t: int,
-    nb: int,
-    seed: int,
-    bad: float,
-    data: st.DataObject,
+    isa: str, rows: int, t: int, nb: int, seed: int, bad: float, data: st.DataObject
 ) -> None:
     k = nb * QK
     q = kernels.quantize_q8_0(arrays(seed, (rows, k), "1", 0.3))
@@ -112,9 +87,7 @@ LONG_KS = [8192, 8224, 16416]
 
 
 @pytest.mark.parametrize("k", LONG_KS)
-def test_long_rows(
-    isa: str, arrays: Callable[..., np.ndarray], q8_bound: Callable[..., np.ndarray], k: int
-) -> None:
+def test_long_rows(isa: str, k: int) -> None:
     q = kernels.quantize_q8_0(arrays(k, (5, k), "mixed", 0.1))
     x = arrays(k + 1, (4, k), "1", 0.1)
     wq = dequantized(q)
@@ -122,4 +95,4 @@ def test_long_rows(
     for j in range(4):
         yv = kernels.gemv_q8_0(q, x[j])
         np.testing.assert_array_equal(bits(y[j]), bits(yv))
-        assert (np.abs(yv - wq @ x[j].astype(np.float64)) <= q8_bound(wq, x[j])).all()
+        assert (np.abs(yv - wq @ x[j].astype(np.float64)) <= q8_dot_bound(wq, x[j])).all()

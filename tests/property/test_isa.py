@@ -7,14 +7,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support.kernel_props import QK, SEEDS, assert_same_as_ref
+from support.kernel_props import QK, SEEDS, arrays, assert_same_as_ref
 
 import pyrustml
 from pyrustml import kernels
@@ -36,15 +35,7 @@ SUBNORMAL = np.float32(1e-40)
     nonfinite=st.booleans(),
 )
 def test_q8_products_bitwise_equal_ref(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    rows: int,
-    nb: int,
-    t: int,
-    seed: int,
-    w_scale: str,
-    x_scale: str,
-    nonfinite: bool,
+    isa: str, rows: int, nb: int, t: int, seed: int, w_scale: str, x_scale: str, nonfinite: bool
 ) -> None:
     k = nb * QK
     q = kernels.quantize_q8_0(arrays(seed, (rows, k), w_scale, 0.2))
@@ -75,14 +66,7 @@ def test_q8_products_bitwise_equal_ref(
     nonfinite=st.booleans(),
 )
 def test_f32_products_bitwise_equal_ref(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    rows: int,
-    k: int,
-    t: int,
-    seed: int,
-    scale: str,
-    nonfinite: bool,
+    isa: str, rows: int, k: int, t: int, seed: int, scale: str, nonfinite: bool
 ) -> None:
     w = arrays(seed, (rows, k), scale, 0.2)
     x = arrays(seed + 1, (t, k), "1", 0.2)
@@ -138,14 +122,7 @@ def test_attention_bitwise_equal_ref(
     nonfinite=st.booleans(),
 )
 def test_elementwise_bitwise_equal_ref(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    rows: int,
-    n: int,
-    big: bool,
-    seed: int,
-    scale: str,
-    nonfinite: bool,
+    isa: str, rows: int, n: int, big: bool, seed: int, scale: str, nonfinite: bool
 ) -> None:
     """The norms and activations run loops.c's table of this path's vector width (the 'ref' path
     runs the baseline one): every width gives ref's bits."""

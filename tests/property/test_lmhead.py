@@ -3,13 +3,11 @@ is np.argmax of those logits (lowest index on ties, the first NaN when there is 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support.kernel_props import NON_FINITE, Q8_BLOCK_BYTES, QK, SEEDS, bits, same_float
+from support.kernel_props import NON_FINITE, Q8_BLOCK_BYTES, QK, SEEDS, arrays, bits, same_float
 
 from pyrustml import kernels
 
@@ -30,14 +28,7 @@ def plant_ties(w: np.ndarray, rng: np.random.Generator, n_copies: int) -> None:
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, scale=SCALES, ties=st.integers(0, 6), x_nonfinite=st.booleans())
 def test_lmhead_q8_is_gemv_and_argmax_is_np_argmax(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    rows: int,
-    nb: int,
-    seed: int,
-    scale: str,
-    ties: int,
-    x_nonfinite: bool,
+    isa: str, rows: int, nb: int, seed: int, scale: str, ties: int, x_nonfinite: bool
 ) -> None:
     k = nb * QK
     w = arrays(seed, (rows, k), scale, 0.2)
@@ -55,13 +46,7 @@ def test_lmhead_q8_is_gemv_and_argmax_is_np_argmax(
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, n_nan=st.integers(1, 3), data=st.data())
 def test_lmhead_q8_argmax_reports_a_nan_logit(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    rows: int,
-    nb: int,
-    seed: int,
-    n_nan: int,
-    data: st.DataObject,
+    isa: str, rows: int, nb: int, seed: int, n_nan: int, data: st.DataObject
 ) -> None:
     """Rows whose block scale is an fp16 NaN give NaN logits; the first of them is the argmax."""
     k = nb * QK
@@ -82,24 +67,10 @@ def test_lmhead_q8_argmax_reports_a_nan_logit(
 
 
 @given(
-    rows=ROWS,
-    k=KS,
-    seed=SEEDS,
-    scale=SCALES,
-    ties=st.integers(0, 6),
-    n_bad=st.integers(0, 3),
-    data=st.data(),
+    rows=ROWS, k=KS, seed=SEEDS, scale=SCALES, ties=st.integers(0, 6), n_bad=st.integers(0, 3), data=st.data()
 )
 def test_lmhead_f32_is_gemv_f32_and_argmax_is_np_argmax(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    rows: int,
-    k: int,
-    seed: int,
-    scale: str,
-    ties: int,
-    n_bad: int,
-    data: st.DataObject,
+    isa: str, rows: int, k: int, seed: int, scale: str, ties: int, n_bad: int, data: st.DataObject
 ) -> None:
     w = arrays(seed, (rows, k), scale, 0.2)
     plant_ties(w, np.random.default_rng(seed), ties)

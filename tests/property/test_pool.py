@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support.kernel_props import QK, raw
+from support.kernel_props import QK, arrays, raw
 
 import pyrustml
 from pyrustml import kernels
@@ -155,9 +155,7 @@ def test_attention_does_not_depend_on_thread_count(isa: str) -> None:
     t=st.integers(1, 5),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_random_shapes_do_not_depend_on_thread_count(
-    isa: str, arrays: Callable[..., np.ndarray], rows: int, nb: int, t: int, seed: int
-) -> None:
+def test_random_shapes_do_not_depend_on_thread_count(isa: str, rows: int, nb: int, t: int, seed: int) -> None:
     """1, 2, 3, 7 threads, and rows + 1 threads (more than rows) up to 33 rows."""
     k = nb * QK
     w = arrays(seed, (rows, k), "1", 0.2)

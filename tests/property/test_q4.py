@@ -5,7 +5,6 @@ kernel path (AMX's token groups of 16 included) and thread count."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,7 +13,7 @@ from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 from hypothesis import given
 from hypothesis import strategies as st
-from support.kernel_props import QK, SEEDS, ZERO, assert_same_as_ref, gguf_q8_0, gguf_quantize
+from support.kernel_props import QK, SEEDS, ZERO, arrays, assert_same_as_ref, gguf_q8_0, gguf_quantize
 
 from pyrustml import kernels
 from pyrustml.errors import KernelArgumentError, KernelTypeError
@@ -42,7 +41,7 @@ def defined_blocks(w: np.ndarray) -> np.ndarray:
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, scale=SCALES, zero=ZERO)
 def test_quantize_is_byte_identical_to_gguf(
-    isa: str, arrays: Callable[..., np.ndarray], rows: int, nb: int, seed: int, scale: str, zero: float
+    isa: str, rows: int, nb: int, seed: int, scale: str, zero: float
 ) -> None:
     w = arrays(seed, (rows, nb * QK), scale, zero)
     m = kernels.quantize_q4_0(w)
@@ -71,7 +70,7 @@ def test_quantize_zero_blocks_keep_gguf_sign_of_d() -> None:
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, zero=ZERO)
 def test_quantize_float16_equals_quantizing_its_float32_value(
-    arrays: Callable[..., np.ndarray], rows: int, nb: int, seed: int, zero: float
+    rows: int, nb: int, seed: int, zero: float
 ) -> None:
     w16 = arrays(seed, (rows, nb * QK), "1e3", zero).astype(np.float16)
     np.testing.assert_array_equal(kernels.quantize_q4_0(w16).blocks, gguf_q4_0(w16.astype(np.float32)))
@@ -98,9 +97,7 @@ def test_quantize_refuses_bad_shapes_and_types() -> None:
 
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, scale=st.sampled_from(["1", "mixed"]))
-def test_blocks_round_trip_and_dequantize_like_gguf(
-    arrays: Callable[..., np.ndarray], rows: int, nb: int, seed: int, scale: str
-) -> None:
+def test_blocks_round_trip_and_dequantize_like_gguf(rows: int, nb: int, seed: int, scale: str) -> None:
     w = arrays(seed, (rows, nb * QK), scale, 0.2)
     m = kernels.quantize_q4_0(w)
     b = m.blocks
@@ -116,7 +113,7 @@ def q8_acts(x: np.ndarray) -> np.ndarray:
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, t=st.integers(1, 5), scale=st.sampled_from(["1", "1e-3", "1e2"]))
 def test_gemv_and_gemm_within_the_float_bound_of_the_exact_product(
-    isa: str, arrays: Callable[..., np.ndarray], rows: int, nb: int, seed: int, t: int, scale: str
+    isa: str, rows: int, nb: int, seed: int, t: int, scale: str
 ) -> None:
     """Each block's integer dot is exact, so the only error is float32 rounding of the per-block
     scale product and of the nb-step fmaf chain: |y - exact| <= 2^-22 * nb * sum |terms| with
@@ -152,16 +149,7 @@ def test_gemv_and_gemm_within_the_float_bound_of_the_exact_product(
     q4=st.booleans(),
 )
 def test_products_bitwise_equal_ref(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    rows: int,
-    nb: int,
-    t: int,
-    seed: int,
-    w_scale: str,
-    x_scale: str,
-    nonfinite: bool,
-    q4: bool,
+    isa: str, rows: int, nb: int, t: int, seed: int, w_scale: str, x_scale: str, nonfinite: bool, q4: bool
 ) -> None:
     """Q4_0 and Q8_0 batched products, token counts past the 16-token tiles of the AMX path."""
     k = nb * QK
@@ -187,9 +175,7 @@ def test_products_bitwise_equal_ref(
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_q4_products_do_not_depend_on_the_thread_count(
-    isa: str, arrays: Callable[..., np.ndarray], threads: int
-) -> None:
+def test_q4_products_do_not_depend_on_the_thread_count(isa: str, threads: int) -> None:
     from pyrustml.engine.pool import RuntimeConfig
 
     q = kernels.quantize_q4_0(arrays(7, (300, 256), "mixed", 0.1))

@@ -4,14 +4,13 @@ non-finite weights; its raw entry point writes nothing outside its output blocks
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support.kernel_props import NON_FINITE, Q8_BLOCK_BYTES, QK, SEEDS, ZERO, gguf_q8_0
+from support.kernel_props import NON_FINITE, Q8_BLOCK_BYTES, QK, SEEDS, ZERO, arrays, gguf_q8_0
 
 from pyrustml import kernels
 from pyrustml.errors import KernelArgumentError
@@ -25,7 +24,7 @@ QSCALES = st.sampled_from(["1", "1e-3", "1e6", "1e8", "1e37", "1e-30", "1e-40", 
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, scale=QSCALES, zero=ZERO)
 def test_quantize_is_byte_identical_to_gguf(
-    isa: str, arrays: Callable[..., np.ndarray], rows: int, nb: int, seed: int, scale: str, zero: float
+    isa: str, rows: int, nb: int, seed: int, scale: str, zero: float
 ) -> None:
     w = arrays(seed, (rows, nb * QK), scale, zero)
     m = kernels.quantize_q8_0(w)
@@ -37,7 +36,7 @@ def test_quantize_is_byte_identical_to_gguf(
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, zero=ZERO)
 def test_quantize_float16_equals_quantizing_its_float32_value(
-    isa: str, arrays: Callable[..., np.ndarray], rows: int, nb: int, seed: int, zero: float
+    isa: str, rows: int, nb: int, seed: int, zero: float
 ) -> None:
     """float16 weights are widened exactly to float32 first, as ggml does for f16 tensors."""
     w16 = arrays(seed, (rows, nb * QK), "1e3", zero).astype(np.float16)
@@ -54,14 +53,7 @@ def test_quantize_float16_equals_quantizing_its_float32_value(
     data=st.data(),
 )
 def test_quantize_refuses_non_finite_weights(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    rows: int,
-    nb: int,
-    seed: int,
-    bad: float,
-    dtype: Any,
-    data: st.DataObject,
+    isa: str, rows: int, nb: int, seed: int, bad: float, dtype: Any, data: st.DataObject
 ) -> None:
     w = arrays(seed, (rows, nb * QK)).astype(dtype)
     r = data.draw(st.integers(0, rows - 1), label="row")

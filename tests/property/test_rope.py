@@ -3,14 +3,12 @@ every rotation keeps the pair's length, at any position the kernel accepts (< 2^
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support.kernel_props import SEEDS
+from support import fp_bounds as fp
+from support.kernel_props import SEEDS, arrays
 
 from pyrustml import kernels
 from pyrustml.errors import KernelArgumentError
@@ -27,7 +25,7 @@ ANY_POS = st.integers(0, 2**24 - 1)
 ROPE_LENGTH_ULPS = 10
 
 
-def angle_error_rel(theta: float, head_dim: int, fp: Any) -> np.ndarray:
+def angle_error_rel(theta: float, head_dim: int) -> np.ndarray:
     """Relative error of the float32 angle pos * inv_freq_i computed as transformers does:
     fl(2i / d) errs by U32 relative, which moves theta^(2i/d) by U32 (2i/d) ln(theta);
     powf adds 1 ulp (2 U32), the division 1 / powf one rounding, the product with pos another."""
@@ -45,16 +43,7 @@ def angle_error_rel(theta: float, head_dim: int, fp: Any) -> np.ndarray:
     pos=st.lists(ORACLE_POS, min_size=4, max_size=4),
 )
 def test_rope_matches_float64(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    fp: Any,
-    t: int,
-    heads: int,
-    d: int,
-    theta: float,
-    seed: int,
-    scale: str,
-    pos: list[int],
+    isa: str, t: int, heads: int, d: int, theta: float, seed: int, scale: str, pos: list[int]
 ) -> None:
     """x'_i = x_i cos(p f_i) - x_{i+d/2} sin(p f_i), x'_{i+d/2} = x_{i+d/2} cos + x_i sin,
     f_i = theta^(-2i/d).
@@ -76,7 +65,7 @@ def test_rope_matches_float64(
     a, b = x[..., :half].astype(np.float64), x[..., half:].astype(np.float64)
     ya, yb = a * c - b * s, b * c + a * s
     u = fp.U32
-    dphi = (np.abs(phi) * angle_error_rel(th, d, fp))[:, None, :]
+    dphi = (np.abs(phi) * angle_error_rel(th, d))[:, None, :]
     r = np.abs(a) + np.abs(b)
     ba = (
         r * dphi + (np.abs(a * c) + np.abs(b * s)) * 3 * u + u * np.abs(ya)
@@ -90,14 +79,7 @@ def test_rope_matches_float64(
 
 @given(t=st.integers(1, 4), heads=st.integers(1, 3), d=HEAD_DIMS, theta=THETAS, seed=SEEDS, scale=SCALES)
 def test_rope_at_position_zero_is_the_identity(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    t: int,
-    heads: int,
-    d: int,
-    theta: float,
-    seed: int,
-    scale: str,
+    isa: str, t: int, heads: int, d: int, theta: float, seed: int, scale: str
 ) -> None:
     """cos 0 = 1 and sin 0 = 0 exactly: a * 1 - b * 0 = a bit for bit (b * 0 = +-0)."""
     x = arrays(seed, (t, heads, d), scale)
@@ -113,15 +95,7 @@ def test_rope_at_position_zero_is_the_identity(
     pos=st.lists(ANY_POS, min_size=4, max_size=4),
 )
 def test_rope_rotations_keep_pair_lengths(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    fp: Any,
-    t: int,
-    heads: int,
-    d: int,
-    theta: float,
-    seed: int,
-    pos: list[int],
+    isa: str, t: int, heads: int, d: int, theta: float, seed: int, pos: list[int]
 ) -> None:
     """|(x'_i, x'_{i+d/2})| = |(x_i, x_{i+d/2})| whatever the angle's accuracy.
 
@@ -141,9 +115,7 @@ def test_rope_rotations_keep_pair_lengths(
 
 
 @given(heads=st.integers(1, 3), d=HEAD_DIMS, theta=THETAS, seed=SEEDS, pos=ANY_POS)
-def test_rope_rows_are_independent(
-    isa: str, arrays: Callable[..., np.ndarray], heads: int, d: int, theta: float, seed: int, pos: int
-) -> None:
+def test_rope_rows_are_independent(isa: str, heads: int, d: int, theta: float, seed: int, pos: int) -> None:
     """Row r depends only on x[r] and pos[r]: a batch equals its rows one at a time, and every
     head of a row gets the same rotation."""
     x = arrays(seed, (3, heads, d), "1")
@@ -164,14 +136,7 @@ def test_rope_rows_are_independent(
     pos=st.lists(ANY_POS, min_size=4, max_size=4),
 )
 def test_rope_freq_is_the_rotation_by_its_table(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    fp: Any,
-    t: int,
-    heads: int,
-    d: int,
-    seed: int,
-    pos: list[int],
+    isa: str, t: int, heads: int, d: int, seed: int, pos: list[int]
 ) -> None:
     """Any table: pair i of a row at position p turns by fl32(p * inv_freq[i]), whose cos and sin
     are within 1 ulp of glibc's double-rounded ones; the same bound as test_rope_matches_float64

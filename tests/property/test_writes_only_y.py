@@ -16,7 +16,7 @@ from gguf import GGMLQuantizationType, quantize
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
-from support.kernel_props import Q8_BLOCK_BYTES, QK, SEEDS
+from support.kernel_props import Q8_BLOCK_BYTES, QK, SEEDS, arrays
 
 from pyrustml import kernels
 from pyrustml.engine._ffi import ffi, lib
@@ -162,13 +162,7 @@ ENTRIES = {
 @pytest.mark.parametrize("name", list(ENTRIES))
 @given(data=st.data(), seed=SEEDS)
 def test_raw_entry_point_writes_only_its_output(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    guarded_floats: Any,
-    guarded_bytes: Any,
-    name: str,
-    data: st.DataObject,
-    seed: int,
+    isa: str, guarded_floats: Any, guarded_bytes: Any, name: str, data: st.DataObject, seed: int
 ) -> None:
     e = ENTRIES[name]
     rows, k, t = data.draw(e.rows, "rows"), data.draw(e.k, "k"), data.draw(e.t, "t")

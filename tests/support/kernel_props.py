@@ -1,8 +1,8 @@
-"""What the kernel property tests (tests/property) share: the hypothesis strategies several files
-draw from, bitwise views of results, running a computation on a forced kernel path, and gguf's
-numpy Q8_0 quantizer as an oracle independent of libq8.
+"""What the kernel property tests (tests/property) share: the seeded input arrays and the
+hypothesis strategies several files draw from, bitwise views of results, running a computation on
+a forced kernel path, and gguf's numpy Q8_0 quantizer as an oracle independent of libq8.
 
-The error-analysis constants and the array maker stay fixtures of tests/property/conftest.py."""
+The error analysis the tolerances are built from is its neighbour fp_bounds.py."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from gguf.quants import dequantize, quantize
 from hypothesis import strategies as st
 
 from pyrustml import kernels
+from support.fp_bounds import QK
 
-QK = 32  # Q8_0 / Q4_0 block length
 Q8_BLOCK_BYTES = 34  # fp16 scale + 32 int8 quants
 SEEDS = st.integers(0, 2**32 - 1)
 ZERO = st.sampled_from([0.0, 0.0, 0.3])  # fraction of zeroed blocks (and rows): none twice as often
@@ -83,3 +83,42 @@ def assert_ieee_like(y: np.ndarray, ref: np.ndarray, bound: np.ndarray) -> None:
     fin = np.isfinite(ref)
     assert np.isfinite(y[fin]).all()
     assert (np.abs(y[fin] - ref[fin]) <= bound[fin]).all()
+
+
+_MIXED_EXPONENTS = np.array([-40.0, -30.0, -3.0, 0.0, 3.0, 6.0])
+_CLIP = 4.0  # normal draws are clipped to +-4 so "1e6" stays below the fp16 scale limit
+
+
+def arrays(seed: int, shape: tuple[int, ...], scale: str = "1", zero_frac: float = 0.0) -> np.ndarray:
+    """float32 array: clipped normals times a magnitude regime; whole 32-element blocks of the last
+    axis (when it is a multiple of 32), or single elements otherwise, zeroed with probability
+    zero_frac, and for zero_frac > 0 whole leading-axis rows too.
+
+    scale is a number ("1", "1e6": the largest whose Q8_0 scale still fits fp16, 4e6 / 127 <
+    65504; "1e-30": scales that underflow fp16; "1e-40": float32 subnormals), "mixed" (those
+    magnitudes block by block) or "ties" (every Q8_0 quant a rounding tie)."""
+    rng = np.random.default_rng(seed)
+    a = np.clip(rng.standard_normal(shape), -_CLIP, _CLIP)
+    last = shape[-1]
+    grain = QK if last % QK == 0 else 1
+    groups = (*shape[:-1], last // grain)
+    if scale == "ties":
+        # Q8_0 rounding ties: each block holds +-127 and half-integers, times a power of two, so
+        # d = amax / 127 is that power of two and every x / d is exactly k + 1/2 (or +-127).
+        a = (rng.integers(-126, 126, size=shape) + 0.5).astype(np.float64)
+        if grain == QK:
+            blocks = a.reshape(*groups, QK)
+            blocks[..., 0] = np.where(rng.random(groups) < 0.5, -127.0, 127.0)
+            a = blocks.reshape(shape) * np.repeat(2.0 ** rng.integers(-20, 10, size=groups), QK, axis=-1)
+    elif scale == "mixed":
+        s = 10.0 ** rng.choice(_MIXED_EXPONENTS, size=groups)
+        a = a * np.repeat(s, grain, axis=-1)
+    else:
+        a = a * float(scale)
+    if zero_frac > 0.0:
+        keep = rng.random(groups) >= zero_frac
+        a = a * np.repeat(keep, grain, axis=-1)
+        if len(shape) > 1:
+            rows = rng.random(shape[0]) < zero_frac
+            a[rows] = 0.0
+    return a.astype(np.float32)
