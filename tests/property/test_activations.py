@@ -15,6 +15,13 @@ from pyrustml import RuntimeConfig, kernels
 from pyrustml.errors import KernelArgumentError
 
 NS = st.one_of(st.sampled_from([1, 2, 3, 31, 33, 1000]), st.integers(1, 300))
+
+
+def flat_or_rows(rows: int) -> st.SearchStrategy[tuple[int, ...]]:
+    """A shape (n,) or (rows, n), n from NS."""
+    return st.builds(lambda n, two_d: (rows, n) if two_d else (n,), NS, st.booleans())
+
+
 SCALES = st.sampled_from(["1", "1e-3", "1e1", "1e3", "1e6", "1e-30", "1e-40", "mixed"])
 SPECIALS = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], dtype=np.float32)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -56,11 +63,10 @@ def gelu_oracle(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return g, bound
 
 
-@given(n=NS, seed=SEEDS, scale=SCALES, two_d=st.booleans(), specials=st.integers(0, 3))
+@given(shape=flat_or_rows(2), seed=SEEDS, scale=SCALES, specials=st.integers(0, 3))
 def test_gelu_tanh_matches_float64(
-    isa: str, n: int, seed: int, scale: str, two_d: bool, specials: int
+    isa: str, shape: tuple[int, ...], seed: int, scale: str, specials: int
 ) -> None:
-    shape = (2, n) if two_d else (n,)
     x = with_specials(arrays(seed, shape, scale), seed, specials)
     y = kernels.gelu_tanh(x)
     assert y.shape == x.shape and y.dtype == np.float32
@@ -145,12 +151,11 @@ def test_softcap_matches_float64(isa: str, n: int, seed: int, scale: str, cap: f
     assert (np.abs(y[np.isfinite(y)]) <= c).all()
 
 
-@given(n=NS, seed=SEEDS, scale=SCALES, two_d=st.booleans(), specials=st.integers(0, 4))
+@given(shape=flat_or_rows(3), seed=SEEDS, scale=SCALES, specials=st.integers(0, 4))
 def test_add_is_ieee_float32_addition(
-    isa: str, n: int, seed: int, scale: str, two_d: bool, specials: int
+    isa: str, shape: tuple[int, ...], seed: int, scale: str, specials: int
 ) -> None:
     """One correctly rounded float32 add per element: bitwise numpy's float32 add (NaNs as NaN)."""
-    shape = (3, n) if two_d else (n,)
     a = with_specials(arrays(seed, shape, scale), seed, specials)
     b = with_specials(arrays(seed + 1, shape, scale), seed + 1, specials)
     y = kernels.add(a, b)

@@ -21,7 +21,25 @@ from pyrustml.errors import KernelArgumentError, PyrustmlError
 
 ROWS = st.one_of(st.sampled_from([1, 2, 3, 4, 5, 15, 16, 17, 31, 33, 63, 64, 65, 257]), st.integers(1, 80))
 SCALES = st.sampled_from(["1", "1e-3", "1e6", "1e-30", "1e-40", "mixed", "ties"])
+F32_KS = st.one_of(st.sampled_from([1, 15, 16, 17, 31, 32, 33]), st.integers(1, 300))  # around 16 lanes
 SUBNORMAL = np.float32(1e-40)
+# (gemv, gemm, lmhead, lmhead_argmax) of one weight format
+Q8_PRODUCTS = (kernels.gemv_q8_0, kernels.gemm_q8_0, kernels.lmhead_q8_0, kernels.lmhead_argmax_q8_0)
+F32_PRODUCTS = (kernels.gemv_f32, kernels.gemm_f32, kernels.lmhead_f32, kernels.lmhead_argmax_f32)
+
+
+def every_product(products: tuple[Any, Any, Any, Any], w: Any, x: np.ndarray, bias: np.ndarray) -> list[Any]:
+    """Each product of one weight format on w, with and without the bias, on the first and the
+    last of the tokens x (t, K)."""
+    gemv, gemm, lmhead, argmax = products
+    return [
+        gemv(w, x[0]),
+        gemv(w, x[-1], bias),
+        gemm(w, x),
+        gemm(w, x, bias),
+        lmhead(w, x[0]),
+        np.array(argmax(w, x[-1])),
+    ]
 
 
 @given(
@@ -43,28 +61,10 @@ def test_q8_products_bitwise_equal_ref(
     if nonfinite:
         x[seed % t, seed % k] = np.inf
     bias = arrays(seed + 2, (rows,))
-
-    def run() -> list[Any]:
-        return [
-            kernels.gemv_q8_0(q, x[0]),
-            kernels.gemv_q8_0(q, x[-1], bias),
-            kernels.gemm_q8_0(q, x),
-            kernels.gemm_q8_0(q, x, bias),
-            kernels.lmhead_q8_0(q, x[0]),
-            np.array(kernels.lmhead_argmax_q8_0(q, x[-1])),
-        ]
-
-    assert_same_as_ref(isa, run)
+    assert_same_as_ref(isa, lambda: every_product(Q8_PRODUCTS, q, x, bias))
 
 
-@given(
-    rows=ROWS,
-    k=st.one_of(st.sampled_from([1, 15, 16, 17, 31, 32, 33]), st.integers(1, 300)),
-    t=st.integers(1, 7),
-    seed=SEEDS,
-    scale=SCALES,
-    nonfinite=st.booleans(),
-)
+@given(rows=ROWS, k=F32_KS, t=st.integers(1, 7), seed=SEEDS, scale=SCALES, nonfinite=st.booleans())
 def test_f32_products_bitwise_equal_ref(
     isa: str, rows: int, k: int, t: int, seed: int, scale: str, nonfinite: bool
 ) -> None:
@@ -73,18 +73,7 @@ def test_f32_products_bitwise_equal_ref(
     if nonfinite:
         w[seed % rows, seed % k] = np.nan
     bias = arrays(seed + 2, (rows,))
-
-    def run() -> list[Any]:
-        return [
-            kernels.gemv_f32(w, x[0]),
-            kernels.gemv_f32(w, x[-1], bias),
-            kernels.gemm_f32(w, x),
-            kernels.gemm_f32(w, x, bias),
-            kernels.lmhead_f32(w, x[0]),
-            np.array(kernels.lmhead_argmax_f32(w, x[-1])),
-        ]
-
-    assert_same_as_ref(isa, run)
+    assert_same_as_ref(isa, lambda: every_product(F32_PRODUCTS, w, x, bias))
 
 
 @given(

@@ -13,7 +13,17 @@ from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 from hypothesis import given
 from hypothesis import strategies as st
-from support.kernel_props import QK, SEEDS, ZERO, arrays, assert_same_as_ref, gguf_q8_0, gguf_quantize
+from support.kernel_props import (
+    QK,
+    SEEDS,
+    ZERO,
+    arrays,
+    assert_same_as_ref,
+    gguf_q8_0,
+    gguf_quantize,
+    quantized_and_gguf,
+    weight_shapes,
+)
 
 from pyrustml import kernels
 from pyrustml.errors import KernelArgumentError, KernelTypeError
@@ -39,15 +49,13 @@ def defined_blocks(w: np.ndarray) -> np.ndarray:
         return np.asarray((d == 0) | np.isfinite(np.float32(1) / d))
 
 
-@given(rows=ROWS, nb=BLOCKS, seed=SEEDS, scale=SCALES, zero=ZERO)
+@given(shape=weight_shapes(ROWS, BLOCKS), seed=SEEDS, scale=SCALES, zero=ZERO)
 def test_quantize_is_byte_identical_to_gguf(
-    isa: str, rows: int, nb: int, seed: int, scale: str, zero: float
+    isa: str, shape: tuple[int, int], seed: int, scale: str, zero: float
 ) -> None:
-    w = arrays(seed, (rows, nb * QK), scale, zero)
-    m = kernels.quantize_q4_0(w)
-    assert m.shape == (rows, nb * QK)
-    got, want = m.blocks, gguf_q4_0(w)
-    assert got.dtype == np.uint8 and got.shape == (rows, nb * Q4_BYTES)
+    rows, nb = shape[0], shape[1] // QK
+    w = arrays(seed, shape, scale, zero)
+    got, want = quantized_and_gguf(kernels.quantize_q4_0, GGMLQuantizationType.Q4_0, Q4_BYTES, w)
     ok = defined_blocks(w)
     g, o = got.reshape(rows, nb, Q4_BYTES), want.reshape(rows, nb, Q4_BYTES)
     np.testing.assert_array_equal(g[ok], o[ok])

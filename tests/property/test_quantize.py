@@ -8,9 +8,20 @@ from typing import Any
 
 import numpy as np
 import pytest
+from gguf import GGMLQuantizationType
 from hypothesis import given
 from hypothesis import strategies as st
-from support.kernel_props import NON_FINITE, Q8_BLOCK_BYTES, QK, SEEDS, ZERO, arrays, gguf_q8_0
+from support.kernel_props import (
+    NON_FINITE,
+    Q8_BLOCK_BYTES,
+    QK,
+    SEEDS,
+    ZERO,
+    arrays,
+    gguf_q8_0,
+    quantized_and_gguf,
+    weight_shapes,
+)
 
 from pyrustml import kernels
 from pyrustml.errors import KernelArgumentError
@@ -22,16 +33,13 @@ BLOCKS = st.one_of(st.sampled_from([1, 3, 5, 2, 4]), st.integers(1, 12))  # K = 
 QSCALES = st.sampled_from(["1", "1e-3", "1e6", "1e8", "1e37", "1e-30", "1e-40", "mixed", "ties"])
 
 
-@given(rows=ROWS, nb=BLOCKS, seed=SEEDS, scale=QSCALES, zero=ZERO)
+@given(shape=weight_shapes(ROWS, BLOCKS), seed=SEEDS, scale=QSCALES, zero=ZERO)
 def test_quantize_is_byte_identical_to_gguf(
-    isa: str, rows: int, nb: int, seed: int, scale: str, zero: float
+    isa: str, shape: tuple[int, int], seed: int, scale: str, zero: float
 ) -> None:
-    w = arrays(seed, (rows, nb * QK), scale, zero)
-    m = kernels.quantize_q8_0(w)
-    assert m.shape == (rows, nb * QK)
-    assert m.blocks.dtype == np.uint8
-    assert m.blocks.shape == (rows, nb * Q8_BLOCK_BYTES)
-    np.testing.assert_array_equal(m.blocks, gguf_q8_0(w))
+    w = arrays(seed, shape, scale, zero)
+    got, want = quantized_and_gguf(kernels.quantize_q8_0, GGMLQuantizationType.Q8_0, Q8_BLOCK_BYTES, w)
+    np.testing.assert_array_equal(got, want)
 
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, zero=ZERO)

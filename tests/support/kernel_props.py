@@ -23,6 +23,13 @@ ZERO = st.sampled_from([0.0, 0.0, 0.3])  # fraction of zeroed blocks (and rows):
 NON_FINITE = st.sampled_from([np.nan, np.inf, -np.inf])
 
 
+def weight_shapes(
+    rows: st.SearchStrategy[int], blocks: st.SearchStrategy[int]
+) -> st.SearchStrategy[tuple[int, int]]:
+    """(rows, K) of a weight matrix, K = 32 * blocks."""
+    return st.tuples(rows, blocks.map(lambda nb: nb * QK))
+
+
 def bits(a: Any) -> np.ndarray:
     """float32 values as their uint32 bit patterns: equality of these is bitwise, NaNs included."""
     return np.ascontiguousarray(a).view(np.uint32)
@@ -68,6 +75,19 @@ def gguf_quantize(w: np.ndarray, kind: GGMLQuantizationType) -> np.ndarray:
 
 def gguf_q8_0(w: np.ndarray) -> np.ndarray:
     return gguf_quantize(w, GGMLQuantizationType.Q8_0)
+
+
+def quantized_and_gguf(
+    quantize: Callable[[np.ndarray], Any], kind: GGMLQuantizationType, block_bytes: int, w: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(libq8's blocks of w, gguf's), after checking the matrix libq8 returns: w's shape, and
+    uint8 blocks of block_bytes per 32 weights."""
+    m = quantize(w)
+    rows, k = w.shape
+    assert m.shape == (rows, k)
+    assert m.blocks.dtype == np.uint8
+    assert m.blocks.shape == (rows, k // QK * block_bytes)
+    return np.asarray(m.blocks), gguf_quantize(w, kind)
 
 
 def dequantized(q: kernels.Q8Matrix) -> np.ndarray:
