@@ -56,9 +56,10 @@ from make_fixtures import (
 )
 from tokenizers import Tokenizer, processors
 
-# The families' chat templates have one home, the test-time checkpoint generator (numpy only).
+# The families' chat templates and the Llama layer's tensors have one home, the test-time
+# checkpoint generator (numpy only).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from support.checkpoints import CHATML_TEMPLATE, LLAMA3_TEMPLATE, MISTRAL_TEMPLATE
+from support.checkpoints import CHATML_TEMPLATE, LLAMA3_TEMPLATE, MISTRAL_TEMPLATE, llama_layer
 
 CHUNK_ELEMENTS = 1 << 22  # values generated per step: 16 MiB of float32
 DTYPE_BYTES = {"F32": 4, "BF16": 2}
@@ -487,15 +488,10 @@ def llama_specs(cfg: dict[str, Any], prefix: str = "model.") -> list[TensorSpec]
     for i in range(cfg["num_hidden_layers"]):
         p = f"{prefix}layers.{i}."
         specs += [
-            TensorSpec(p + "input_layernorm.weight", (h,), "BF16", mean=norm_mean),
-            TensorSpec(p + "post_attention_layernorm.weight", (h,), "BF16", mean=norm_mean),
-            TensorSpec(p + "self_attn.q_proj.weight", (nq * hd, h), "BF16"),
-            TensorSpec(p + "self_attn.k_proj.weight", (nkv * hd, h), "BF16"),
-            TensorSpec(p + "self_attn.v_proj.weight", (nkv * hd, h), "BF16"),
-            TensorSpec(p + "self_attn.o_proj.weight", (h, nq * hd), "BF16"),
-            TensorSpec(p + "mlp.gate_proj.weight", (ff, h), "BF16"),
-            TensorSpec(p + "mlp.up_proj.weight", (ff, h), "BF16"),
-            TensorSpec(p + "mlp.down_proj.weight", (h, ff), "BF16"),
+            TensorSpec(name, shape, "BF16", mean=norm_mean)
+            if kind == "norm"
+            else TensorSpec(name, shape, "BF16")
+            for name, shape, kind in llama_layer(p, h, nq, nkv, hd, ff)
         ]
         if mt == "qwen2":
             specs += [
