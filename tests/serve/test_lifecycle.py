@@ -5,10 +5,12 @@ while a stream is still running; every wait is bounded."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -28,6 +30,15 @@ def _body(server: Server, max_tokens: int = LONG, stream: bool = True) -> dict[s
     }
 
 
+@contextlib.contextmanager
+def _admitted_stream(server: Server) -> Iterator[None]:
+    """A streaming completion that the server admitted (200), its client connected for the block
+    and gone after it."""
+    with server.http() as h, h.stream("POST", "/v1/completions", json=_body(server)) as r:
+        assert r.status_code == 200
+        yield
+
+
 def _wait_for(pred: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -40,8 +51,7 @@ def _wait_for(pred: object, timeout: float, what: str) -> None:
 def test_disconnect_frees_the_sequence(start_server: ServerFactory, wide_gpt2: Path) -> None:
     server = start_server(wide_gpt2, "--threads", "1", "--parallel", "2")
     before = server.metrics()["pyrustml_generated_tokens_total"]
-    with server.http() as h, h.stream("POST", "/v1/completions", json=_body(server)) as r:
-        assert r.status_code == 200
+    with _admitted_stream(server):
         # Random weights may hold text back (bytes that are not yet UTF-8): wait for the engine,
         # not for an event.
         _wait_for(lambda: server.metrics()["pyrustml_active_sequences"] == 1, 30, "the sequence to run")
@@ -59,10 +69,8 @@ def test_disconnect_frees_the_sequence(start_server: ServerFactory, wide_gpt2: P
 
 def test_disconnect_while_queued_frees_the_request(start_server: ServerFactory, wide_gpt2: Path) -> None:
     server = start_server(wide_gpt2, "--threads", "1", "--parallel", "1")
-    with server.http() as h1, h1.stream("POST", "/v1/completions", json=_body(server)) as running:
-        assert running.status_code == 200
-        with server.http() as h2, h2.stream("POST", "/v1/completions", json=_body(server)) as queued:
-            assert queued.status_code == 200
+    with _admitted_stream(server):  # running
+        with _admitted_stream(server):  # queued
             _wait_for(lambda: server.metrics()["pyrustml_queued_sequences"] == 1, 30, "a queued sequence")
         # the queued client left: its request is gone, the running one goes on
         _wait_for(lambda: server.metrics()["pyrustml_queued_sequences"] == 0, 10, "the queue to empty")
@@ -75,10 +83,8 @@ def test_a_client_leaving_ends_its_stream_thread(start_server: ServerFactory, wi
     request was running (its text held back: random weights) or still queued; none is left
     blocked for good (one leaked thread and sequence per disconnect)."""
     server = start_server(wide_gpt2, "--threads", "1", "--parallel", "1")
-    with server.http() as h1, h1.stream("POST", "/v1/completions", json=_body(server)) as running:
-        assert running.status_code == 200
-        with server.http() as h2, h2.stream("POST", "/v1/completions", json=_body(server)) as queued:
-            assert queued.status_code == 200
+    with _admitted_stream(server):  # running
+        with _admitted_stream(server):  # queued
             _wait_for(lambda: server.metrics()["pyrustml_queued_sequences"] == 1, 30, "a queued sequence")
             assert server.metrics()["pyrustml_stream_threads"] == 2
         _wait_for(
