@@ -3,7 +3,6 @@ hub cache laid out the way huggingface_hub lays it out, for offline tests of rep
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import pytest
 # tests/support is importable from every test module (importlib mode adds nothing to sys.path).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import FIX
+from support import FIX, run_module
 
 FIXTURES = FIX
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
@@ -49,15 +48,7 @@ def _run_cli(
     args: list[str], env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """pyrustml-infer in a fresh interpreter (python -m pyrustml behaves the same)."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "pyrustml", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-        cwd=str(FIXTURES.parent.parent.parent),  # outside the checkout's source tree
-    )
+    return run_module("pyrustml", *args, timeout=timeout, env=env)
 
 
 @pytest.fixture

@@ -19,14 +19,13 @@ import numpy as np
 import pytest
 from support import FIX
 from support import checkpoints as GEN
+from support.references import assert_f32_close, assert_q8_cosine
 
 import pyrustml
 from pyrustml.errors import UnsupportedModelError
 from pyrustml.io.config import Fields
 
 REF_BASE = FIX / "conformance-reference"
-F32_REL_TOL = 1e-4  # within 1e-4 of the largest |logit| at every position (the bound)
-Q8_MIN_COSINE = 0.998  # per position (the bound)
 # transformers takes theta^(2i/d) with Sleef's powf (1 ulp), numpy with glibc's; the reciprocal and
 # the llama3 steps round again: the tables may differ by a few ulp, never more.
 INV_FREQ_ULPS = 4
@@ -120,8 +119,7 @@ def test_f32_logits_match_transformers(root: Path, name: str) -> None:
     for i, seq in enumerate(ref["sequences"]):
         got = m.logits(seq)[ref["positions"][i]]
         want = LOGITS[f"{name}/{i}"]
-        err = np.abs(got - want).max(axis=1) / np.abs(want).max(axis=1)
-        assert err.max() <= F32_REL_TOL, f"sequence {i}: worst position error {err.max():.2e}"
+        assert_f32_close(got, want, f"sequence {i}")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -168,10 +166,7 @@ def test_q8_cosine(root: Path, name: str) -> None:
     m = model(root, name, "q8_0")
     ref = REF["cases"][name]
     for i, seq in enumerate(ref["sequences"]):
-        got = m.logits(seq)[ref["positions"][i]].astype(np.float64)
-        want = LOGITS[f"{name}/{i}"].astype(np.float64)
-        cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
-        assert cos.min() >= Q8_MIN_COSINE, f"sequence {i}: cosine {cos.min():.5f}"
+        assert_q8_cosine(m.logits(seq)[ref["positions"][i]], LOGITS[f"{name}/{i}"], f"sequence {i}")
 
 
 @pytest.mark.parametrize("name", NAMES)

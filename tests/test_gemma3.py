@@ -5,26 +5,26 @@ softcapping; Q8_0; prefill vs decode; the chat template; KV reuse between chat t
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import numpy as np
 import pytest
 from support import FIX
+from support.references import (
+    assert_f32_close,
+    assert_prefill_equals_decode,
+    assert_q8_cosine,
+    expected,
+    load_reference,
+)
 
 import pyrustml
 
-F32_REL_TOL = 1e-4  # within 1e-4 of the largest |logit| at every position (the bound)
-Q8_MIN_COSINE = 0.998  # per position (the bound)
 CHECKPOINTS = ["gemma3-tiny", "gemma3-tiny-v5"]
 
 
 @pytest.fixture(scope="module")
 def ref() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((FIX / "gemma3-tiny-reference.json").read_text())
-    npz = np.load(FIX / data["logits_file"])
-    data["arrays"] = {k: npz[k] for k in npz.files}
-    return data
+    return load_reference("gemma3-tiny")
 
 
 _MODELS: dict[tuple[str, str], pyrustml.Model] = {}
@@ -34,11 +34,6 @@ def get(name: str, quant: str) -> pyrustml.Model:
     if (name, quant) not in _MODELS:
         _MODELS[(name, quant)] = pyrustml.load(str(FIX / name), quant=quant)
     return _MODELS[(name, quant)]
-
-
-def expected(ref: dict[str, Any], name: str, i: int) -> tuple[np.ndarray, list[int]]:
-    r = ref["references"][ref["checkpoints"][name]["reference"]]
-    return ref["arrays"][r["logits_keys"][i]], r["greedy"][i]
 
 
 def test_fixture_exercises_both_layer_kinds_and_the_window(ref: dict[str, Any]) -> None:
@@ -56,8 +51,7 @@ def test_f32_logits_match_transformers(ref: dict[str, Any], name: str) -> None:
     for i, seq in enumerate(ref["sequences"]):
         want, _ = expected(ref, name, i)
         got = m.logits(seq)
-        err = np.abs(got - want).max(axis=1) / np.abs(want).max(axis=1)
-        assert err.max() <= F32_REL_TOL, f"sequence {i}: worst position error {err.max():.2e}"
+        assert_f32_close(got, want, f"sequence {i}")
 
 
 @pytest.mark.parametrize("name", CHECKPOINTS)
@@ -78,23 +72,13 @@ def test_f32_greedy_past_the_window_matches_transformers(ref: dict[str, Any], na
 def test_q8_cosine(ref: dict[str, Any], name: str) -> None:
     m = get(name, "q8_0")
     for i, seq in enumerate(ref["sequences"]):
-        want, _ = expected(ref, name, i)
-        got = m.logits(seq).astype(np.float64)
-        w = want.astype(np.float64)
-        cos = (got * w).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(w, axis=1)
-        assert cos.min() >= Q8_MIN_COSINE, f"sequence {i}: min cosine {cos.min():.5f}"
+        assert_q8_cosine(m.logits(seq), expected(ref, name, i)[0], f"sequence {i}")
 
 
 @pytest.mark.parametrize("quant", ["f32", "q8_0"])
 def test_prefill_equals_step_by_step_decode(ref: dict[str, Any], quant: str) -> None:
     m = get("gemma3-tiny", quant)
-    seq = ref["sequences"][-1]
-    batched = m.logits(seq)
-    stepwise = np.empty_like(batched)
-    for p, tok in enumerate(seq):
-        m.net.forward_chunk([tok], p)
-        stepwise[p] = m.net.logits_row(0)
-    np.testing.assert_array_equal(batched, stepwise)
+    assert_prefill_equals_decode(m, ref["sequences"][-1])
 
 
 def test_fusions_are_reported(ref: dict[str, Any]) -> None:

@@ -13,23 +13,22 @@ from typing import Any
 import numpy as np
 import pytest
 from support import FIX
+from support.references import (
+    assert_f32_close,
+    assert_prefill_equals_decode,
+    assert_q8_cosine,
+    expected,
+    load_reference,
+)
 
 import pyrustml
 from pyrustml.errors import ContextLengthError, ModelFormatError, UnsupportedModelError
 from pyrustml.io.tokenizer import StreamDecoder
 
-# f32 path: within 1e-4 of the largest |logit| at every position (the issue's bound).
-F32_REL_TOL = 1e-4
-# Q8_0 path: cosine similarity per position (the issue's bound).
-Q8_MIN_COSINE = 0.998
-
 
 @pytest.fixture(scope="module")
 def ref() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((FIX / "gpt2-tiny-reference.json").read_text())
-    npz = np.load(FIX / data["logits_file"])
-    data["arrays"] = {k: npz[k] for k in npz.files}
-    return data
+    return load_reference("gpt2-tiny")
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +46,6 @@ def get(models: dict[tuple[str, str], pyrustml.Model], name: str, quant: str) ->
 CHECKPOINTS = ["gpt2-tiny-hf", "gpt2-tiny-openai", "gpt2-tiny-sharded"]
 
 
-def expected(ref: dict[str, Any], name: str, i: int) -> tuple[np.ndarray, list[int]]:
-    rk = ref["checkpoints"][name]["reference"]
-    r = ref["references"][rk]
-    return ref["arrays"][r["logits_keys"][i]], r["greedy"][i]
-
-
 @pytest.mark.parametrize("name", CHECKPOINTS)
 def test_f32_logits_match_transformers(ref: dict[str, Any], models: Any, name: str) -> None:
     m = get(models, name, "f32")
@@ -60,8 +53,7 @@ def test_f32_logits_match_transformers(ref: dict[str, Any], models: Any, name: s
         want, _ = expected(ref, name, i)
         got = m.logits(seq)
         assert got.shape == want.shape
-        err = np.abs(got - want).max(axis=1) / np.abs(want).max(axis=1)
-        assert err.max() <= F32_REL_TOL, f"sequence {i}: worst position error {err.max():.2e}"
+        assert_f32_close(got, want, f"sequence {i}")
 
 
 @pytest.mark.parametrize("name", CHECKPOINTS)
@@ -81,25 +73,13 @@ def test_f32_greedy_matches_transformers(ref: dict[str, Any], models: Any, name:
 def test_q8_cosine(ref: dict[str, Any], models: Any, name: str) -> None:
     m = get(models, name, "q8_0")
     for i, seq in enumerate(ref["sequences"]):
-        want, _ = expected(ref, name, i)
-        got = m.logits(seq).astype(np.float64)
-        w = want.astype(np.float64)
-        cos = (got * w).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(w, axis=1)
-        assert cos.min() >= Q8_MIN_COSINE, f"sequence {i}: min cosine {cos.min():.5f}"
+        assert_q8_cosine(m.logits(seq), expected(ref, name, i)[0], f"sequence {i}")
 
 
 @pytest.mark.parametrize("quant", ["f32", "q8_0"])
 def test_prefill_equals_step_by_step_decode(ref: dict[str, Any], models: Any, quant: str) -> None:
-    """Batched prefill (GEMM, causal attention over t rows) and one-token decode steps compute
-    the same arithmetic (libq8's kernels are row-exact), so the logits are bitwise equal."""
     m = get(models, "gpt2-tiny-openai", quant)
-    seq = ref["sequences"][2]
-    batched = m.logits(seq)
-    stepwise = np.empty_like(batched)
-    for p, tok in enumerate(seq):
-        m.net.forward_chunk([tok], p)
-        stepwise[p] = m.net.logits_row(0)
-    np.testing.assert_array_equal(batched, stepwise)
+    assert_prefill_equals_decode(m, ref["sequences"][2])
 
 
 def test_both_key_layouts_give_identical_logits(ref: dict[str, Any], models: Any) -> None:

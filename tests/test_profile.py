@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import FIX
+from support import FIX, run_module
 
 import pyrustml
 from pyrustml.perf import report
@@ -160,13 +159,7 @@ def test_markdown_has_every_section_and_the_json_numbers() -> None:
 
 
 def _audit(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pyrustml.perf.audit", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=str(FIX.parent.parent.parent),
-    )
+    return run_module("pyrustml.perf.audit", *args, timeout=300)
 
 
 def test_audit_command_writes_markdown_and_json(tmp_path: Path) -> None:

@@ -29,21 +29,17 @@ def with_tokenizer(tmp: Path, edit: object) -> Path:
     return d
 
 
-def test_exponential_normalizer_is_refused_at_load(tmp_path: Path) -> None:
-    def edit(t: Tokenizer) -> None:
-        t.normalizer = normalizers.Sequence([normalizers.Replace("a", "aa")] * 30)
-
-    d = with_tokenizer(tmp_path, edit)
-    with pytest.raises(TokenizerError, match="normalizer"):
-        pyrustml.load(str(d))
+# A pipeline stage that multiplies the text's length: 2^30 for the normalizer, 4^5 for the decoder.
+EXPONENTIAL = {
+    "normalizer": lambda: normalizers.Sequence([normalizers.Replace("a", "aa")] * 30),
+    "decoder": lambda: decoders.Sequence([decoders.Replace("a", "aaaa")] * 5),
+}
 
 
-def test_exponential_decoder_is_refused_at_load(tmp_path: Path) -> None:
-    def edit(t: Tokenizer) -> None:
-        t.decoder = decoders.Sequence([decoders.Replace("a", "aaaa")] * 5)
-
-    d = with_tokenizer(tmp_path, edit)
-    with pytest.raises(TokenizerError, match="decoder"):
+@pytest.mark.parametrize("stage", ["normalizer", "decoder"])
+def test_exponential_stage_is_refused_at_load(tmp_path: Path, stage: str) -> None:
+    d = with_tokenizer(tmp_path, lambda t: setattr(t, stage, EXPONENTIAL[stage]()))
+    with pytest.raises(TokenizerError, match=stage):
         pyrustml.load(str(d))
 
 

@@ -257,8 +257,9 @@ def _init_gpt2_weights(model: GPT2LMHeadModel, seed: int) -> None:
                 p.copy_(0.2 * noise)
 
 
-def _gpt2_openai_config(cfg: dict[str, int], vocab_size: int, eos_id: int) -> dict[str, Any]:
-    """config.json in the style of openai-community/gpt2 (4.x keys), with the tiny sizes."""
+def gpt2_openai_config(cfg: dict[str, int], vocab_size: int, eos_id: int) -> dict[str, Any]:
+    """config.json in the style of openai-community/gpt2 (4.x keys) at the given sizes (the tiny
+    fixture here, the real model in make_random_model.py)."""
     return {
         "activation_function": "gelu_new",
         "architectures": ["GPT2LMHeadModel"],
@@ -394,7 +395,7 @@ def make_gpt2_fixtures(out: Path) -> dict[str, object]:
     # 2. openai-community/gpt2 layout, float32, with 4.x-style config files.
     d = dirs["gpt2-tiny-openai"]
     openai_keys = _write_openai_layout(model, d, n_pos)
-    write_json(d / "config.json", _gpt2_openai_config(GPT2_TINY, vocab_size, eos_id))
+    write_json(d / "config.json", gpt2_openai_config(GPT2_TINY, vocab_size, eos_id))
     write_json(
         d / "generation_config.json",
         {

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -46,8 +47,19 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-from make_fixtures import GPT2_EOS, train_byte_level_bpe, write_gpt2_tokenizer_files, write_json
+from make_fixtures import (
+    GPT2_EOS,
+    gpt2_openai_config,
+    train_byte_level_bpe,
+    write_gpt2_tokenizer_files,
+    write_json,
+)
 from tokenizers import Tokenizer, processors
+
+# The families' chat templates and the Llama layer's tensors have one home, the test-time
+# checkpoint generator (numpy only).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.checkpoints import CHATML_TEMPLATE, LLAMA3_TEMPLATE, MISTRAL_TEMPLATE, llama_layer
 
 CHUNK_ELEMENTS = 1 << 22  # values generated per step: 16 MiB of float32
 DTYPE_BYTES = {"F32": 4, "BF16": 2}
@@ -265,30 +277,10 @@ def write_gemma3_tokenizer_files(directory: Path, tok: Tokenizer, model_max_leng
 # architectures
 # ----------------------------------------------------------------------------------------------
 
-GPT2_CONFIG: dict[str, Any] = {
-    "activation_function": "gelu_new",
-    "architectures": ["GPT2LMHeadModel"],
-    "attn_pdrop": 0.1,
-    "bos_token_id": 50256,
-    "embd_pdrop": 0.1,
-    "eos_token_id": 50256,
-    "initializer_range": 0.02,
-    "layer_norm_epsilon": 1e-05,
-    "model_type": "gpt2",
-    "n_ctx": 1024,
-    "n_embd": 768,
-    "n_head": 12,
-    "n_layer": 12,
-    "n_positions": 1024,
-    "resid_pdrop": 0.1,
-    "summary_activation": None,
-    "summary_first_dropout": 0.1,
-    "summary_proj_to_labels": True,
-    "summary_type": "cls_index",
-    "summary_use_proj": True,
-    "task_specific_params": {"text-generation": {"do_sample": True, "max_length": 50}},
-    "vocab_size": 50257,
-}
+# openai-community/gpt2's config.json: the tiny fixture's generator at the real sizes
+GPT2_CONFIG: dict[str, Any] = gpt2_openai_config(
+    {"n_layer": 12, "n_embd": 768, "n_head": 12, "n_positions": 1024}, vocab_size=50257, eos_id=50256
+)
 
 GEMMA3_1B_CONFIG: dict[str, Any] = {
     "architectures": ["Gemma3ForCausalLM"],
@@ -380,40 +372,37 @@ def gemma3_specs(cfg: dict[str, Any]) -> list[TensorSpec]:
     return specs
 
 
+def write_model_files(
+    out: Path, seed: int, cfg: dict[str, Any], specs: list[TensorSpec], generation: dict[str, Any]
+) -> int:
+    """model.safetensors (random values from seed), config.json and generation_config.json; returns
+    the size of the weights file."""
+    size = write_safetensors(out / "model.safetensors", specs, seed)
+    write_json(out / "config.json", cfg)
+    write_json(out / "generation_config.json", generation)
+    return size
+
+
+GPT2_GENERATION = {
+    "_from_model_config": True, "bos_token_id": 50256, "eos_token_id": 50256,
+    "transformers_version": "4.26.0.dev0",
+}  # fmt: skip
+GEMMA3_1B_GENERATION = {
+    "bos_token_id": 2, "cache_implementation": "hybrid", "do_sample": True, "eos_token_id": [1, 106],
+    "pad_token_id": 0, "top_k": 64, "top_p": 0.95, "transformers_version": "4.50.0.dev0",
+}  # fmt: skip
+
+
 def make_gpt2(out: Path, seed: int) -> int:
     cfg = GPT2_CONFIG
-    size = write_safetensors(out / "model.safetensors", gpt2_specs(cfg), seed)
-    write_json(out / "config.json", cfg)
-    write_json(
-        out / "generation_config.json",
-        {
-            "_from_model_config": True,
-            "bos_token_id": 50256,
-            "eos_token_id": 50256,
-            "transformers_version": "4.26.0.dev0",
-        },
-    )
+    size = write_model_files(out, seed, cfg, gpt2_specs(cfg), GPT2_GENERATION)
     write_gpt2_tokenizer_files(out, gpt2_full_tokenizer(cfg["vocab_size"]), cfg["n_positions"])
     return size
 
 
 def make_gemma3_1b(out: Path, seed: int) -> int:
     cfg = GEMMA3_1B_CONFIG
-    size = write_safetensors(out / "model.safetensors", gemma3_specs(cfg), seed)
-    write_json(out / "config.json", cfg)
-    write_json(
-        out / "generation_config.json",
-        {
-            "bos_token_id": 2,
-            "cache_implementation": "hybrid",
-            "do_sample": True,
-            "eos_token_id": [1, 106],
-            "pad_token_id": 0,
-            "top_k": 64,
-            "top_p": 0.95,
-            "transformers_version": "4.50.0.dev0",
-        },
-    )
+    size = write_model_files(out, seed, cfg, gemma3_specs(cfg), GEMMA3_1B_GENERATION)
     write_gemma3_tokenizer_files(out, gemma3_tokenizer(cfg["vocab_size"]), cfg["max_position_embeddings"])
     return size
 
@@ -499,15 +488,10 @@ def llama_specs(cfg: dict[str, Any], prefix: str = "model.") -> list[TensorSpec]
     for i in range(cfg["num_hidden_layers"]):
         p = f"{prefix}layers.{i}."
         specs += [
-            TensorSpec(p + "input_layernorm.weight", (h,), "BF16", mean=norm_mean),
-            TensorSpec(p + "post_attention_layernorm.weight", (h,), "BF16", mean=norm_mean),
-            TensorSpec(p + "self_attn.q_proj.weight", (nq * hd, h), "BF16"),
-            TensorSpec(p + "self_attn.k_proj.weight", (nkv * hd, h), "BF16"),
-            TensorSpec(p + "self_attn.v_proj.weight", (nkv * hd, h), "BF16"),
-            TensorSpec(p + "self_attn.o_proj.weight", (h, nq * hd), "BF16"),
-            TensorSpec(p + "mlp.gate_proj.weight", (ff, h), "BF16"),
-            TensorSpec(p + "mlp.up_proj.weight", (ff, h), "BF16"),
-            TensorSpec(p + "mlp.down_proj.weight", (h, ff), "BF16"),
+            TensorSpec(name, shape, "BF16", mean=norm_mean)
+            if kind == "norm"
+            else TensorSpec(name, shape, "BF16")
+            for name, shape, kind in llama_layer(p, h, nq, nkv, hd, ff)
         ]
         if mt == "qwen2":
             specs += [
@@ -580,20 +564,6 @@ LLAMA3_SPECIAL = [
     "<|finetune_right_pad_id|>", "<|reserved_special_token_2|>", "<|start_header_id|>", "<|end_header_id|>",
     "<|eom_id|>", "<|eot_id|>", "<|python_tag|>",
 ]  # fmt: skip
-LLAMA3_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
-    "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
-    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
-)
-CHATML_TEMPLATE = (
-    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-MISTRAL_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
-    "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
-)
 
 
 def _tokenizer_files(out: Path, tok: Tokenizer, bos: str | None, eos: str, template: str, n_pos: int) -> None:
@@ -607,8 +577,6 @@ def _tokenizer_files(out: Path, tok: Tokenizer, bos: str | None, eos: str, templ
 
 def make_llama_family(cfg: dict[str, Any], family: str) -> Callable[[Path, int], int]:
     def make(out: Path, seed: int) -> int:
-        size = write_safetensors(out / "model.safetensors", llama_specs(cfg), seed)
-        write_json(out / "config.json", cfg)
         n_pos = cfg["max_position_embeddings"]
         if family == "llama":
             tok = special_tokenizer(
@@ -634,8 +602,7 @@ def make_llama_family(cfg: dict[str, Any], family: str) -> Callable[[Path, int],
             gen = {"bos_token_id": 151643, "eos_token_id": [151645, 151643], "pad_token_id": 151643,
                    "do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20}  # fmt: skip
             _tokenizer_files(out, tok, None, "<|im_end|>", CHATML_TEMPLATE, n_pos)
-        write_json(out / "generation_config.json", gen)
-        return size
+        return write_model_files(out, seed, cfg, llama_specs(cfg), gen)
 
     return make
 
@@ -649,10 +616,8 @@ def make_gemma3_4b(out: Path, seed: int) -> int:
     specs = llama_specs(text, "language_model.model.") + siglip_specs(
         cfg["vision_config"], text["hidden_size"]
     )
-    size = write_safetensors(out / "model.safetensors", specs, seed)
-    write_json(out / "config.json", cfg)
-    write_json(
-        out / "generation_config.json", {"bos_token_id": 2, "eos_token_id": [1, 106], "pad_token_id": 0}
+    size = write_model_files(
+        out, seed, cfg, specs, {"bos_token_id": 2, "eos_token_id": [1, 106], "pad_token_id": 0}
     )
     write_gemma3_tokenizer_files(out, gemma3_tokenizer(262144), 131072)
     return size

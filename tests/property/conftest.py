@@ -2,25 +2,28 @@
 
 - Hypothesis profiles: `ci` (default; derandomized, so every run draws the same examples) and
   `dev` (more examples); HYPOTHESIS_PROFILE picks one.
-- The `isa` fixture: every test that computes runs once per kernel path this machine supports.
-- Error-analysis helpers for the float64 oracles (the constants every tolerance is built from).
+- The `isa` fixture: every test that computes runs once per kernel path this machine supports;
+  `restore_pool` puts the default thread pool back after a test that resized it.
 - Guard buffers for the tests that call libq8 through the raw cffi `lib`.
 
 pytest runs in importlib mode (pyproject.toml), so test modules cannot import this file: the
-helpers reach them through session-scoped fixtures.
+guard buffers reach them through session-scoped fixtures. What test modules import directly
+lives in tests/support: the error analysis every tolerance is built from (fp_bounds.py), the
+seeded input arrays, shared strategies and oracles (kernel_props.py).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+import pyrustml
 from pyrustml import kernels
 from pyrustml.engine._ffi import ffi
 
@@ -54,208 +57,12 @@ def isa(request: pytest.FixtureRequest) -> Iterator[str]:
         kernels.set_isa(before)
 
 
-# ---- floating-point error analysis ------------------------------------------------------------
-# Every tolerance of the suite is built from these, following the standard model of IEEE
-# arithmetic: one rounding to nearest of a result r errs by at most U32 * |r| when r is in the
-# normal range, and by at most TINY32 when it falls into the subnormal range.
-U32 = 2.0**-24  # unit roundoff of float32 (24-bit significand, round to nearest)
-U64 = 2.0**-53  # unit roundoff of float64: the oracles' own arithmetic
-TINY32 = 2.0**-150  # half the smallest float32 subnormal: absolute error of an underflowing rounding
-LIBM_ULPS = 2.0 * U32  # glibc's expf, tanhf, sinf, cosf, powf are accurate to < 1 ulp = 2 U32 relative
-# libq8's own tanh and exp (src/fastmath.h): < 1.35 ulp over every float, < 1.22 ulp over every
-# float in [-104, 0] (tools/check_fastmath.c), so <= 3 U32 relative
-TANH_ULPS = 3.0 * U32
-EXP_ULPS = 3.0 * U32
-QK = 32  # Q8_0 block length
-Q8_MAX = 127  # largest Q8_0 quant magnitude
-# fp16 stores the block scale with a 10-bit fraction: rounding a normal value errs by at most
-# 2^-11 relative; in the fp16 subnormal range the step is 2^-24, so the error is at most 2^-25.
-FP16_REL = 2.0**-11
-FP16_SUBNORMAL_ABS = 2.0**-25
-# Q8_0 computes q = round(x * fl(1 / d)) in float32; |x / d| <= 127 (1 + U32), and the two roundings
-# in fl(x * fl(1 / d)) move it by at most 127 * (2 U32 + U32^2) / (1 - U32) < 255 U32 quant steps.
-Q8_ROUNDING_STEPS = 0.5 + 255 * U32
-# The element-wise bounds are first order in U32: terms that are products of two rounding errors
-# (a few U32^2 each, relative) are covered by this factor.
-SECOND_ORDER = 1.0 + 16 * U32
-
-
-def gamma(m: int, u: float = U32) -> float:
-    """Higham's gamma_m = m u / (1 - m u): the relative bound on a value that went through m
-    roundings, e.g. |fl(sum) - sum| <= gamma_m * sum|terms| for any summation tree of depth m."""
-    assert m * u < 1.0
-    return m * u / (1.0 - m * u)
-
-
-def q8_scales(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per block of 32 along the last axis: (d32, d16), the float32 scale amax / 127 exactly as the
-    quantizer computes it, and that scale rounded to fp16 as stored in the block (both float64)."""
-    blocks = np.abs(a.astype(np.float32)).reshape(*a.shape[:-1], a.shape[-1] // QK, QK)
-    d32 = blocks.max(axis=-1) / np.float32(Q8_MAX)
-    with np.errstate(over="ignore"):
-        d16 = d32.astype(np.float16)
-    return d32.astype(np.float64), d16.astype(np.float64)
-
-
-def q8_element_error(a: np.ndarray) -> np.ndarray:
-    """Bound on |a - dequantize(quantize(a))| per element (same shape as a) for finite a whose
-    block scales fit fp16.
-
-    With d32 = amax / 127 (float32) and d16 = fp16(d32):
-      |a - d16 q| <= |a - d32 q| + |q| |d32 - d16|
-                  <= d32 * Q8_ROUNDING_STEPS + 127 * max(FP16_REL d32, FP16_SUBNORMAL_ABS).
-    When d16 == 0 (d32 < 2^-25; for d32 < 2^-128 even 1 / d32 overflows and q is meaningless) the
-    dequantized block is 0 and the error is |a| <= amax = 127 d32 (1 + U32), below the second term.
-    An all-zero block (d32 == 0) is exact. Note that d16 / 2 alone is NOT a valid bound: the fp16
-    rounding of the scale adds up to 127 * 2^-11 * d ~ 0.06 d for the large quants.
-    """
-    d32, _ = q8_scales(a)
-    e = d32 * Q8_ROUNDING_STEPS + Q8_MAX * np.maximum(FP16_REL * d32, FP16_SUBNORMAL_ABS)
-    e = np.where(d32 == 0.0, 0.0, e)
-    return np.repeat(e, QK, axis=-1)
-
-
-def q8_dot_bound(wq: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-    """Bound on |y - ref| for y = gemv_q8_0(W, x (+ bias)) against ref = Wq @ x (+ bias) in float64,
-    Wq the dequantized weights (N, K) (so weight rounding is out of the picture), x (K,).
-
-    What the kernel computes exactly (kernels_ref.c): x is quantized per block b to xq with scale
-    d_x,b, and y = sum_b d_w,b d_x,b sum_i qw_i qx_i, where every block's integer sum is exact and
-    the scale product d_w,b d_x,b is exact in float32 (two fp16 values: 22 significant bits; no
-    underflow, since fp16 scales are >= 2^-24). So in exact arithmetic y = Wq @ xq, and
-      |y - Wq @ x| <= (activation quantization)  sum_i |Wq_i| |x_i - xq_i|
-                      (float32 accumulation)     + gamma_m sum_i |Wq_i| |xq_i|
-                      (bias, one rounding)       + U32 (|ref| + the above)
-                      (float64 oracle)           + gamma_K^(64) sum_i |Wq_i x_i|.
-    |x_i - xq_i| <= e_i = q8_element_error(x) (the Q8_0 step: d_x,b / 2 plus the fp16 rounding of
-    d_x,b), |xq_i| <= |x_i| + e_i, and the accumulation depth m is nb fused multiply-adds (one
-    accumulator per row, blocks in order).
-    """
-    w = wq.astype(np.float64)
-    xd = x.astype(np.float64)
-    e = q8_element_error(x)
-    aw = np.abs(w)
-    nb = x.shape[-1] // QK
-    m = nb
-    bound = aw @ e + gamma(m) * (aw @ (np.abs(xd) + e)) + gamma(x.shape[-1], U64) * (aw @ np.abs(xd))
-    if bias is not None:
-        ref = w @ xd + bias.astype(np.float64)
-        bound = bound + U32 * (np.abs(ref) + bound) * (1.0 + U32)
-    return np.asarray(bound, dtype=np.float64)
-
-
-def f32_dot_depth(k: int) -> int:
-    """Roundings along the deepest path of the f32 dot product of length k (kernels_ref.c): k // 16
-    fused multiply-adds in each of 16 lanes, 4 fold levels, then k % 16 tail fused multiply-adds."""
-    return k // 16 + 4 + k % 16
-
-
-def f32_dot_roundings(k: int) -> int:
-    """All roundings of the f32 dot product of length k: one fma per element, 15 fold adds."""
-    return k + 15
-
-
-def f32_dot_bound(w: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Bound on |fl32 dot(w_r, x) - dot(w_r, x)| per row of w (N, K) for finite inputs.
-
-    Each rounding errs by at most U32 |result| + 2^-150 (the second for results that underflow).
-    The relative parts give gamma_m of the sum of |products| (each fma rounds once and its product
-    is exact inside it; m = f32_dot_depth). The absolute parts are only added along the tree, so
-    they sum to at most (K + 15) 2^-150. The float64 oracle adds its own gamma_K^(64)."""
-    k = x.shape[-1]
-    s = np.abs(w.astype(np.float64)) @ np.abs(x.astype(np.float64))
-    bound = gamma(f32_dot_depth(k)) * s + f32_dot_roundings(k) * TINY32 + gamma(k, U64) * s
-    return np.asarray(bound, dtype=np.float64)
-
-
-def sech2_bound(a: np.ndarray, da: np.ndarray) -> np.ndarray:
-    """max of tanh'(xi) = sech^2(xi) over |xi - a| <= da: sech^2(y) <= min(1, 4 exp(-2|y|))."""
-    lo = np.maximum(np.abs(a) - da, 0.0)
-    return np.asarray(np.minimum(1.0, 4.0 * np.exp(-2.0 * lo)), dtype=np.float64)
-
-
-# ---- arrays ------------------------------------------------------------------------------------
-_MIXED_EXPONENTS = np.array([-40.0, -30.0, -3.0, 0.0, 3.0, 6.0])
-_CLIP = 4.0  # normal draws are clipped to +-4 so "1e6" stays below the fp16 scale limit
-
-
-def make_array(
-    seed: int,
-    shape: tuple[int, ...],
-    scale: str = "1",
-    zero_frac: float = 0.0,
-) -> np.ndarray:
-    """float32 array: clipped normals times a magnitude regime; whole 32-element blocks of the last
-    axis (when it is a multiple of 32), or single elements otherwise, zeroed with probability
-    zero_frac, and for zero_frac > 0 whole leading-axis rows too.
-
-    scale is a number ("1", "1e6": the largest whose Q8_0 scale still fits fp16, 4e6 / 127 <
-    65504; "1e-30": scales that underflow fp16; "1e-40": float32 subnormals), "mixed" (those
-    magnitudes block by block) or "ties" (every Q8_0 quant a rounding tie)."""
-    rng = np.random.default_rng(seed)
-    a = np.clip(rng.standard_normal(shape), -_CLIP, _CLIP)
-    last = shape[-1]
-    grain = QK if last % QK == 0 else 1
-    groups = (*shape[:-1], last // grain)
-    if scale == "ties":
-        # Q8_0 rounding ties: each block holds +-127 and half-integers, times a power of two, so
-        # d = amax / 127 is that power of two and every x / d is exactly k + 1/2 (or +-127).
-        a = (rng.integers(-126, 126, size=shape) + 0.5).astype(np.float64)
-        if grain == QK:
-            blocks = a.reshape(*groups, QK)
-            blocks[..., 0] = np.where(rng.random(groups) < 0.5, -127.0, 127.0)
-            a = blocks.reshape(shape) * np.repeat(2.0 ** rng.integers(-20, 10, size=groups), QK, axis=-1)
-    elif scale == "mixed":
-        s = 10.0 ** rng.choice(_MIXED_EXPONENTS, size=groups)
-        a = a * np.repeat(s, grain, axis=-1)
-    else:
-        a = a * float(scale)
-    if zero_frac > 0.0:
-        keep = rng.random(groups) >= zero_frac
-        a = a * np.repeat(keep, grain, axis=-1)
-        if len(shape) > 1:
-            rows = rng.random(shape[0]) < zero_frac
-            a[rows] = 0.0
-    return a.astype(np.float32)
-
-
-@pytest.fixture(scope="session")
-def arrays() -> Callable[..., np.ndarray]:
-    return make_array
-
-
-@pytest.fixture(scope="session")
-def q8_bound() -> Callable[..., np.ndarray]:
-    return q8_dot_bound
-
-
-@pytest.fixture(scope="session")
-def fp() -> Any:
-    """The error-analysis constants and helpers above, as one namespace."""
-
-    class _FP:
-        U32 = U32
-        U64 = U64
-        TINY32 = TINY32
-        LIBM_ULPS = LIBM_ULPS
-        TANH_ULPS = TANH_ULPS
-        EXP_ULPS = EXP_ULPS
-        QK = QK
-        Q8_MAX = Q8_MAX
-        FP16_REL = FP16_REL
-        FP16_SUBNORMAL_ABS = FP16_SUBNORMAL_ABS
-        Q8_ROUNDING_STEPS = Q8_ROUNDING_STEPS
-        SECOND_ORDER = SECOND_ORDER
-        gamma = staticmethod(gamma)
-        q8_scales = staticmethod(q8_scales)
-        q8_element_error = staticmethod(q8_element_error)
-        q8_dot_bound = staticmethod(q8_dot_bound)
-        f32_dot_depth = staticmethod(f32_dot_depth)
-        f32_dot_roundings = staticmethod(f32_dot_roundings)
-        f32_dot_bound = staticmethod(f32_dot_bound)
-        sech2_bound = staticmethod(sech2_bound)
-
-    return _FP
+@pytest.fixture
+def restore_pool() -> Iterator[None]:
+    try:
+        yield
+    finally:
+        pyrustml.RuntimeConfig()
 
 
 # ---- guard buffers for raw libq8 calls ---------------------------------------------------------

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support import fp_bounds as fp
+from support.kernel_props import SEEDS, arrays, assert_ieee_like
 
 from pyrustml import RuntimeConfig, kernels
 from pyrustml.errors import KernelArgumentError
 
 NS = st.one_of(st.sampled_from([1, 2, 3, 31, 33, 1000]), st.integers(1, 300))
-SEEDS = st.integers(0, 2**32 - 1)
+
+
+def flat_or_rows(rows: int) -> st.SearchStrategy[tuple[int, ...]]:
+    """A shape (n,) or (rows, n), n from NS."""
+    return st.builds(lambda n, two_d: (rows, n) if two_d else (n,), NS, st.booleans())
+
+
 SCALES = st.sampled_from(["1", "1e-3", "1e1", "1e3", "1e6", "1e-30", "1e-40", "mixed"])
 SPECIALS = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], dtype=np.float32)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -34,7 +40,7 @@ def with_specials(x: np.ndarray, seed: int, count: int) -> np.ndarray:
     return x
 
 
-def gelu_oracle(v: np.ndarray, fp: Any) -> tuple[np.ndarray, np.ndarray]:
+def gelu_oracle(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(gelu_tanh(v) in float64, bound on |gelu_tanh32(v) - it|) for finite v.
 
     Derivation (ops.c, 0.5f * v * (1 + q8_tanh(c1 * (v + c2 * v * v * v))), no contraction): the
@@ -57,33 +63,15 @@ def gelu_oracle(v: np.ndarray, fp: Any) -> tuple[np.ndarray, np.ndarray]:
     return g, bound
 
 
-def assert_ieee_like(y: np.ndarray, ref: np.ndarray, bound: np.ndarray) -> None:
-    """NaN exactly where the oracle is NaN, infinities equal, finite values within bound."""
-    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
-    inf = np.isinf(ref)
-    np.testing.assert_array_equal(y[inf], ref[inf])
-    fin = np.isfinite(ref)
-    assert np.isfinite(y[fin]).all()
-    assert (np.abs(y[fin] - ref[fin]) <= bound[fin]).all()
-
-
-@given(n=NS, seed=SEEDS, scale=SCALES, two_d=st.booleans(), specials=st.integers(0, 3))
+@given(shape=flat_or_rows(2), seed=SEEDS, scale=SCALES, specials=st.integers(0, 3))
 def test_gelu_tanh_matches_float64(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    fp: Any,
-    n: int,
-    seed: int,
-    scale: str,
-    two_d: bool,
-    specials: int,
+    isa: str, shape: tuple[int, ...], seed: int, scale: str, specials: int
 ) -> None:
-    shape = (2, n) if two_d else (n,)
     x = with_specials(arrays(seed, shape, scale), seed, specials)
     y = kernels.gelu_tanh(x)
     assert y.shape == x.shape and y.dtype == np.float32
     finite = np.isfinite(x)
-    g, bound = gelu_oracle(np.where(finite, x, 0.0), fp)
+    g, bound = gelu_oracle(np.where(finite, x, 0.0))
     # gelu(+inf) = +inf, gelu(-inf) = -inf * 0 = NaN, gelu(NaN) = NaN, as the formula in IEEE.
     with np.errstate(invalid="ignore"):
         g = np.where(finite, g, np.where(x == np.inf, np.inf, np.nan))
@@ -91,14 +79,12 @@ def test_gelu_tanh_matches_float64(
 
 
 @given(n=NS, seed=SEEDS, scale=SCALES, up_scale=st.sampled_from(["1", "1e3", "1e-30"]))
-def test_geglu_matches_float64(
-    isa: str, arrays: Callable[..., np.ndarray], fp: Any, n: int, seed: int, scale: str, up_scale: str
-) -> None:
+def test_geglu_matches_float64(isa: str, n: int, seed: int, scale: str, up_scale: str) -> None:
     """gelu_tanh(gate) * up: the gelu bound times |up| plus one more rounding."""
     gate = arrays(seed, (n,), scale)
     up = arrays(seed + 1, (n,), up_scale, 0.1)
     y = kernels.geglu(gate, up)
-    g, bound = gelu_oracle(gate, fp)
+    g, bound = gelu_oracle(gate)
     upd = up.astype(np.float64)
     ref = g * upd
     total = (np.abs(upd) * bound + fp.U32 * np.abs(ref)) * fp.SECOND_ORDER + fp.TINY32
@@ -112,9 +98,7 @@ def test_geglu_matches_float64(
     seed=SEEDS,
     threads=st.sampled_from([1, 2, 3]),
 )
-def test_geglu_rows_equals_geglu_per_row(
-    isa: str, arrays: Callable[..., np.ndarray], rows: int, n: int, seed: int, threads: int
-) -> None:
+def test_geglu_rows_equals_geglu_per_row(isa: str, rows: int, n: int, seed: int, threads: int) -> None:
     """The fused-rows form (large ones spread over the pool) equals geglu row by row, bit for
     bit, whatever the split; so do gelu and geglu over large flat arrays."""
     RuntimeConfig(threads=threads)
@@ -142,16 +126,7 @@ def test_geglu_rows_refuses_odd_width() -> None:
     cap=st.sampled_from([1.0, 5.0, 30.0, 50.0, 0.1]),
     specials=st.integers(0, 3),
 )
-def test_softcap_matches_float64(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    fp: Any,
-    n: int,
-    seed: int,
-    scale: str,
-    cap: float,
-    specials: int,
-) -> None:
+def test_softcap_matches_float64(isa: str, n: int, seed: int, scale: str, cap: float, specials: int) -> None:
     """y = cap * tanh(x / cap).
 
     Derivation: x / cap rounds once (|dr| <= U32 |x / cap| + 2^-150), q8_tanh adds sech^2 dr and
@@ -176,12 +151,11 @@ def test_softcap_matches_float64(
     assert (np.abs(y[np.isfinite(y)]) <= c).all()
 
 
-@given(n=NS, seed=SEEDS, scale=SCALES, two_d=st.booleans(), specials=st.integers(0, 4))
+@given(shape=flat_or_rows(3), seed=SEEDS, scale=SCALES, specials=st.integers(0, 4))
 def test_add_is_ieee_float32_addition(
-    isa: str, arrays: Callable[..., np.ndarray], n: int, seed: int, scale: str, two_d: bool, specials: int
+    isa: str, shape: tuple[int, ...], seed: int, scale: str, specials: int
 ) -> None:
     """One correctly rounded float32 add per element: bitwise numpy's float32 add (NaNs as NaN)."""
-    shape = (3, n) if two_d else (n,)
     a = with_specials(arrays(seed, shape, scale), seed, specials)
     b = with_specials(arrays(seed + 1, shape, scale), seed + 1, specials)
     y = kernels.add(a, b)
@@ -202,15 +176,7 @@ def test_add_is_ieee_float32_addition(
     neg_inf=st.integers(0, 3),
 )
 def test_softmax_matches_float64(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    fp: Any,
-    rows: int,
-    n: int,
-    seed: int,
-    scale: str,
-    one_d: bool,
-    neg_inf: int,
+    isa: str, rows: int, n: int, seed: int, scale: str, one_d: bool, neg_inf: int
 ) -> None:
     """p_i = exp(x_i - max) / sum_j exp(x_j - max) per row.
 
@@ -248,9 +214,7 @@ def test_softmax_matches_float64(
 
 
 @given(rows=st.integers(1, 4), n=st.integers(1, 100), seed=SEEDS, bad=st.sampled_from([np.nan, np.inf]))
-def test_softmax_nan_or_inf_poisons_its_row(
-    isa: str, arrays: Callable[..., np.ndarray], rows: int, n: int, seed: int, bad: float
-) -> None:
+def test_softmax_nan_or_inf_poisons_its_row(isa: str, rows: int, n: int, seed: int, bad: float) -> None:
     """IEEE, as the float64 formula: NaN anywhere or +Inf (Inf - Inf) makes the row NaN."""
     x = arrays(seed, (rows, n))
     r = seed % rows
@@ -261,7 +225,7 @@ def test_softmax_nan_or_inf_poisons_its_row(
     assert np.isfinite(y[others]).all()
 
 
-def silu_oracle(v: np.ndarray, fp: Any) -> tuple[np.ndarray, np.ndarray]:
+def silu_oracle(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(silu(v) = v sigmoid(v) in float64, bound on |silu32(v) - it|) for finite v.
 
     Derivation (ops.c silu1): e = e^-|v| from q8_exp_neg (<= 1.5 ulp = 3 U32 relative); 1 + e rounds
@@ -284,14 +248,7 @@ def silu_oracle(v: np.ndarray, fp: Any) -> tuple[np.ndarray, np.ndarray]:
     up_scale=st.sampled_from(["1", "1e3", "1e-30"]),
 )
 def test_swiglu_rows_matches_float64(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    fp: Any,
-    rows: int,
-    n: int,
-    seed: int,
-    scale: str,
-    up_scale: str,
+    isa: str, rows: int, n: int, seed: int, scale: str, up_scale: str
 ) -> None:
     """silu(gate) * up row by row over a fused (rows, 2n) gate|up: the silu bound times |up| plus
     the product's rounding."""
@@ -299,7 +256,7 @@ def test_swiglu_rows_matches_float64(
     up = arrays(seed + 1, (rows, n), up_scale, 0.1)
     y = kernels.swiglu_rows(np.ascontiguousarray(np.concatenate([gate, up], axis=1)))
     assert y.shape == (rows, n) and y.dtype == np.float32
-    s, bound = silu_oracle(gate, fp)
+    s, bound = silu_oracle(gate)
     upd = up.astype(np.float64)
     ref = s * upd
     total = (np.abs(upd) * bound + fp.U32 * np.abs(ref)) * fp.SECOND_ORDER + fp.TINY32
@@ -322,7 +279,7 @@ def test_swiglu_specials_follow_ieee() -> None:
     threads=st.sampled_from([1, 2, 3]),
 )
 def test_swiglu_rows_is_row_independent_for_any_split(
-    isa: str, arrays: Callable[..., np.ndarray], rows: int, n: int, seed: int, threads: int
+    isa: str, rows: int, n: int, seed: int, threads: int
 ) -> None:
     """Large inputs are spread over the pool: the result equals the rows one at a time, bit for
     bit, whatever the thread count."""

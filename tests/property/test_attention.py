@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
+from support import fp_bounds as fp
 
 from pyrustml import kernels
 from pyrustml.engine._ffi import ffi, lib
@@ -91,9 +92,7 @@ def fill_cache(c: Case, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.nd
     return kc, vc
 
 
-def attention_oracle(
-    c: Case, q: np.ndarray, k: np.ndarray, v: np.ndarray, fp: Any
-) -> tuple[np.ndarray, np.ndarray]:
+def attention_oracle(c: Case, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(float64 causal softmax attention, error bound for the float32 kernel), each (t, H, D).
 
     Reference: query j at position p = pos0 + j, head h, reads KV head h // group at positions
@@ -180,12 +179,12 @@ def test_kv_write_puts_each_position_in_its_slot(isa: str, c: Case) -> None:
 
 
 @given(c=cases())
-def test_attention_matches_float64(isa: str, fp: Any, c: Case) -> None:
+def test_attention_matches_float64(isa: str, c: Case) -> None:
     q, k, v = make_inputs(c)
     kc, vc = fill_cache(c, k, v)
     out = kernels.attention(q, c.pos0, kc, vc, c.scale, c.window, c.softcap)
     assert out.shape == q.shape and out.dtype == np.float32
-    ref, bound = attention_oracle(c, q, k, v, fp)
+    ref, bound = attention_oracle(c, q, k, v)
     assert np.isfinite(out).all()
     assert (np.abs(out - ref) <= bound).all()
 

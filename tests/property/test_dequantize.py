@@ -3,28 +3,24 @@ step of the weights that were quantized, and a projection (quantizing its output
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import numpy as np
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 from hypothesis import given
 from hypothesis import strategies as st
+from support import fp_bounds as fp
+from support.kernel_props import Q8_BLOCK_BYTES, QK, SEEDS, arrays
 
 from pyrustml import kernels
 
-QK = 32
-BLOCK_BYTES = 34
 ROWS = st.one_of(st.sampled_from([1, 2, 3, 31, 33]), st.integers(1, 40))
 BLOCKS = st.one_of(st.sampled_from([1, 3, 5, 2, 4]), st.integers(1, 10))
-SEEDS = st.integers(0, 2**32 - 1)
 SCALES = st.sampled_from(["1", "1e-3", "1e3", "1e6", "1e-30", "1e-40", "mixed", "ties"])
 
 
 def split_blocks(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(d16 as float64 (N, nb), q as float64 (N, nb, 32)) from uint8 (N, nb * 34) block bytes."""
-    b = blocks.reshape(blocks.shape[0], -1, BLOCK_BYTES)
+    b = blocks.reshape(blocks.shape[0], -1, Q8_BLOCK_BYTES)
     d = np.ascontiguousarray(b[:, :, :2]).view(np.float16)[:, :, 0].astype(np.float64)
     q = np.ascontiguousarray(b[:, :, 2:]).view(np.int8).astype(np.float64)
     return d, q
@@ -32,14 +28,7 @@ def split_blocks(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, scale=SCALES, zero=st.sampled_from([0.0, 0.3]))
 def test_dequantize_error_within_the_q8_step(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    fp: Any,
-    rows: int,
-    nb: int,
-    seed: int,
-    scale: str,
-    zero: float,
+    isa: str, rows: int, nb: int, seed: int, scale: str, zero: float
 ) -> None:
     """|w - dequantize(quantize(w))| per element.
 
@@ -79,7 +68,7 @@ def test_dequantize_is_exactly_d_times_q(isa: str, rows: int, nb: int, seed: int
     )
     qs = rng.integers(-127, 128, size=(n_blocks, QK), dtype=np.int8)
     raw = np.concatenate([bits.view(np.uint8).reshape(n_blocks, 2), qs.view(np.uint8)], axis=1)
-    blocks = raw.reshape(rows, nb * BLOCK_BYTES)
+    blocks = raw.reshape(rows, nb * Q8_BLOCK_BYTES)
     m = kernels.Q8Matrix.from_blocks(blocks, nb * QK)
     np.testing.assert_array_equal(m.blocks, blocks)
     deq = m.dequantize()
@@ -91,7 +80,7 @@ def test_dequantize_is_exactly_d_times_q(isa: str, rows: int, nb: int, seed: int
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, scale=SCALES, zero=st.sampled_from([0.0, 0.3]))
 def test_quantize_after_dequantize_is_a_projection(
-    isa: str, arrays: Callable[..., np.ndarray], rows: int, nb: int, seed: int, scale: str, zero: float
+    isa: str, rows: int, nb: int, seed: int, scale: str, zero: float
 ) -> None:
     """Q8_0 values are fixed points: the largest |q| of a block is 127, so the scale recomputed
     from d * q is d again and every quant comes back."""

@@ -3,35 +3,25 @@ the float64 oracle, non-finite rows stay in their row."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
-from gguf import GGMLQuantizationType
-from gguf.quants import dequantize
 from hypothesis import given
 from hypothesis import strategies as st
+from support.fp_bounds import q8_dot_bound
+from support.kernel_props import NON_FINITE, QK, SEEDS, ZERO, arrays, bits, dequantized
 
 from pyrustml import kernels
 
-QK = 32
-# Row counts around the 4-row register tiles and the 16- (AVX2) and 64-row (AVX-512) groups;
-# token counts around the 3-token tiles of the AVX-512 kernels.
+# Row counts around the 4-row register tiles and the 16- (AVX2) and 64-row (AVX-512) groups.
 ROWS = st.one_of(st.sampled_from([1, 2, 3, 4, 5, 15, 16, 17, 31, 33, 63, 64, 65, 129]), st.integers(1, 70))
-TOKENS = st.integers(1, 8)
 BLOCKS = st.one_of(st.sampled_from([1, 3, 5, 2, 4]), st.integers(1, 10))
-SEEDS = st.integers(0, 2**32 - 1)
 SCALES = st.sampled_from(["1", "1e-3", "1e6", "1e-30", "1e-40", "mixed", "ties"])
-ZERO = st.sampled_from([0.0, 0.0, 0.3])
-
-
-def bits(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a).view(np.uint32)
 
 
 @given(
     rows=ROWS,
-    t=TOKENS,
+    # token counts around the 3-token tiles of the AVX-512 kernels
+    t=st.integers(1, 8),
     nb=BLOCKS,
     seed=SEEDS,
     w_scale=SCALES,
@@ -40,17 +30,7 @@ def bits(a: np.ndarray) -> np.ndarray:
     with_bias=st.booleans(),
 )
 def test_gemm_rows_are_gemv_and_within_the_q8_bound(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    q8_bound: Callable[..., np.ndarray],
-    rows: int,
-    t: int,
-    nb: int,
-    seed: int,
-    w_scale: str,
-    x_scale: str,
-    zero: float,
-    with_bias: bool,
+    isa: str, rows: int, t: int, nb: int, seed: int, w_scale: str, x_scale: str, zero: float, with_bias: bool
 ) -> None:
     """Y[t] == gemv_q8_0(W, X[t]) bit for bit (q8.h), hence within the same bound as gemv:
     |Y[t] - Wq @ X[t]| <= conftest.q8_dot_bound (derivation in test_gemv and there)."""
@@ -60,30 +40,16 @@ def test_gemm_rows_are_gemv_and_within_the_q8_bound(
     bias = arrays(seed + 2, (rows,)) if with_bias else None
     y = kernels.gemm_q8_0(q, x, bias)
     assert y.dtype == np.float32 and y.shape == (t, rows)
-    wq = np.asarray(dequantize(q.blocks, GGMLQuantizationType.Q8_0), dtype=np.float64)
+    wq = dequantized(q)
     for j in range(t):
         np.testing.assert_array_equal(bits(y[j]), bits(kernels.gemv_q8_0(q, x[j], bias)))
         ref = wq @ x[j].astype(np.float64) + (0.0 if bias is None else bias)
-        assert (np.abs(y[j] - ref) <= q8_bound(wq, x[j], bias)).all()
+        assert (np.abs(y[j] - ref) <= q8_dot_bound(wq, x[j], bias)).all()
 
 
-@given(
-    rows=ROWS,
-    t=st.integers(2, 7),
-    nb=BLOCKS,
-    seed=SEEDS,
-    bad=st.sampled_from([np.nan, np.inf, -np.inf]),
-    data=st.data(),
-)
+@given(rows=ROWS, t=st.integers(2, 7), nb=BLOCKS, seed=SEEDS, bad=NON_FINITE, data=st.data())
 def test_gemm_non_finite_activation_poisons_only_its_row(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    rows: int,
-    t: int,
-    nb: int,
-    seed: int,
-    bad: float,
-    data: st.DataObject,
+    isa: str, rows: int, t: int, nb: int, seed: int, bad: float, data: st.DataObject
 ) -> None:
     k = nb * QK
     q = kernels.quantize_q8_0(arrays(seed, (rows, k), "1", 0.3))
@@ -120,14 +86,12 @@ LONG_KS = [8192, 8224, 16416]
 
 
 @pytest.mark.parametrize("k", LONG_KS)
-def test_long_rows(
-    isa: str, arrays: Callable[..., np.ndarray], q8_bound: Callable[..., np.ndarray], k: int
-) -> None:
+def test_long_rows(isa: str, k: int) -> None:
     q = kernels.quantize_q8_0(arrays(k, (5, k), "mixed", 0.1))
     x = arrays(k + 1, (4, k), "1", 0.1)
-    wq = np.asarray(dequantize(q.blocks, GGMLQuantizationType.Q8_0), dtype=np.float64)
+    wq = dequantized(q)
     y = kernels.gemm_q8_0(q, x)
     for j in range(4):
         yv = kernels.gemv_q8_0(q, x[j])
         np.testing.assert_array_equal(bits(y[j]), bits(yv))
-        assert (np.abs(yv - wq @ x[j].astype(np.float64)) <= q8_bound(wq, x[j])).all()
+        assert (np.abs(yv - wq @ x[j].astype(np.float64)) <= q8_dot_bound(wq, x[j])).all()

@@ -3,50 +3,25 @@ non-finite activations poison every output."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType
-from gguf.quants import dequantize, quantize
+from gguf.quants import quantize
 from hypothesis import given
 from hypothesis import strategies as st
+from support.fp_bounds import q8_dot_bound
+from support.kernel_props import NON_FINITE, QK, SEEDS, ZERO, arrays, dequantized
 
 from pyrustml import kernels
 
-QK = 32
 ROWS = st.one_of(st.sampled_from([1, 2, 3, 4, 5, 7, 8, 31, 33]), st.integers(1, 70))
 BLOCKS = st.one_of(st.sampled_from([1, 3, 5, 2, 4]), st.integers(1, 12))  # K = 32, 96, 160, ...
-SEEDS = st.integers(0, 2**32 - 1)
 SCALES = st.sampled_from(["1", "1e-3", "1e3", "1e6", "1e-30", "1e-40", "mixed", "ties"])
-ZERO = st.sampled_from([0.0, 0.0, 0.3])
 
 
-def wq_of(q: kernels.Q8Matrix) -> np.ndarray:
-    """The dequantized weights by gguf (an implementation independent of libq8), float64."""
-    return np.asarray(dequantize(q.blocks, GGMLQuantizationType.Q8_0), dtype=np.float64)
-
-
-@given(
-    rows=ROWS,
-    nb=BLOCKS,
-    seed=SEEDS,
-    w_scale=SCALES,
-    x_scale=SCALES,
-    zero=ZERO,
-    with_bias=st.booleans(),
-)
+@given(rows=ROWS, nb=BLOCKS, seed=SEEDS, w_scale=SCALES, x_scale=SCALES, zero=ZERO, with_bias=st.booleans())
 def test_gemv_within_the_q8_bound(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    q8_bound: Callable[..., np.ndarray],
-    rows: int,
-    nb: int,
-    seed: int,
-    w_scale: str,
-    x_scale: str,
-    zero: float,
-    with_bias: bool,
+    isa: str, rows: int, nb: int, seed: int, w_scale: str, x_scale: str, zero: float, with_bias: bool
 ) -> None:
     """|gemv_q8_0(W, x) - Wq @ x| <= bound, Wq the dequantized W, in float64.
 
@@ -65,12 +40,12 @@ def test_gemv_within_the_q8_bound(
     q = kernels.quantize_q8_0(w)
     y = kernels.gemv_q8_0(q, x, bias)
     assert y.dtype == np.float32 and y.shape == (rows,)
-    wq = wq_of(q)
+    wq = dequantized(q)
     ref = wq @ x.astype(np.float64)
     if bias is not None:
         ref = ref + bias
     err = np.abs(y.astype(np.float64) - ref)
-    assert (err <= q8_bound(wq, x, bias)).all()
+    assert (err <= q8_dot_bound(wq, x, bias)).all()
     # An all-zero weight row or activation gives exactly 0 (+0.0, then the bias exactly).
     zero_rows = ~wq.any(axis=1) if x.any() else np.ones(rows, dtype=bool)
     expect = np.zeros(rows, np.float32) if bias is None else bias
@@ -78,9 +53,7 @@ def test_gemv_within_the_q8_bound(
 
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, x_scale=SCALES)
-def test_gemv_bias_is_one_float32_add(
-    isa: str, arrays: Callable[..., np.ndarray], rows: int, nb: int, seed: int, x_scale: str
-) -> None:
+def test_gemv_bias_is_one_float32_add(isa: str, rows: int, nb: int, seed: int, x_scale: str) -> None:
     """The bias is added once, in float32, after the product: bitwise y + bias."""
     q = kernels.quantize_q8_0(arrays(seed, (rows, nb * QK), "1", 0.2))
     x = arrays(seed + 1, (nb * QK,), x_scale)
@@ -89,23 +62,9 @@ def test_gemv_bias_is_one_float32_add(
     np.testing.assert_array_equal(kernels.gemv_q8_0(q, x, bias), y + bias)
 
 
-@given(
-    rows=ROWS,
-    nb=BLOCKS,
-    seed=SEEDS,
-    bad=st.sampled_from([np.nan, np.inf, -np.inf]),
-    with_bias=st.booleans(),
-    data=st.data(),
-)
+@given(rows=ROWS, nb=BLOCKS, seed=SEEDS, bad=NON_FINITE, with_bias=st.booleans(), data=st.data())
 def test_gemv_non_finite_activation_makes_every_output_nan(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    rows: int,
-    nb: int,
-    seed: int,
-    bad: float,
-    with_bias: bool,
-    data: st.DataObject,
+    isa: str, rows: int, nb: int, seed: int, bad: float, with_bias: bool, data: st.DataObject
 ) -> None:
     """Documented in q8.h: a block holding NaN or Inf gets a NaN scale, which poisons every row
     (even all-zero weight rows: NaN * 0 is NaN)."""
@@ -119,7 +78,7 @@ def test_gemv_non_finite_activation_makes_every_output_nan(
 
 @given(nb=BLOCKS, seed=SEEDS, x_scale=SCALES, zero=ZERO)
 def test_gemv_quantizes_activations_like_gguf(
-    isa: str, arrays: Callable[..., np.ndarray], nb: int, seed: int, x_scale: str, zero: float
+    isa: str, nb: int, seed: int, x_scale: str, zero: float
 ) -> None:
     """Every path's activation quantizer gives gguf's Q8_0 bytes, seen through W = identity.
 
@@ -142,9 +101,7 @@ def test_gemv_quantizes_activations_like_gguf(
 
 
 @pytest.fixture(scope="module", params=[50257, 262144])
-def big(
-    request: pytest.FixtureRequest, q8_bound: Callable[..., np.ndarray]
-) -> tuple[kernels.Q8Matrix, np.ndarray, np.ndarray, np.ndarray]:
+def big(request: pytest.FixtureRequest) -> tuple[kernels.Q8Matrix, np.ndarray, np.ndarray, np.ndarray]:
     """A vocabulary-sized Q8_0 matrix, K = 64, an activation and the oracle's (ref, bound)."""
     n = int(request.param)
     rng = np.random.default_rng(n)
@@ -152,8 +109,8 @@ def big(
     w[n // 2] = 0.0
     x = rng.standard_normal(64).astype(np.float32)
     q = kernels.quantize_q8_0(w)
-    wq = wq_of(q)
-    return q, x, wq @ x.astype(np.float64), q8_bound(wq, x)
+    wq = dequantized(q)
+    return q, x, wq @ x.astype(np.float64), q8_dot_bound(wq, x)
 
 
 def test_gemv_big_row_counts(

@@ -7,46 +7,39 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.kernel_props import QK, SEEDS, arrays, assert_same_as_ref
 
 import pyrustml
 from pyrustml import kernels
 from pyrustml.errors import KernelArgumentError, PyrustmlError
 
-QK = 32
-SEEDS = st.integers(0, 2**32 - 1)
 ROWS = st.one_of(st.sampled_from([1, 2, 3, 4, 5, 15, 16, 17, 31, 33, 63, 64, 65, 257]), st.integers(1, 80))
 SCALES = st.sampled_from(["1", "1e-3", "1e6", "1e-30", "1e-40", "mixed", "ties"])
+F32_KS = st.one_of(st.sampled_from([1, 15, 16, 17, 31, 32, 33]), st.integers(1, 300))  # around 16 lanes
 SUBNORMAL = np.float32(1e-40)
+# (gemv, gemm, lmhead, lmhead_argmax) of one weight format
+Q8_PRODUCTS = (kernels.gemv_q8_0, kernels.gemm_q8_0, kernels.lmhead_q8_0, kernels.lmhead_argmax_q8_0)
+F32_PRODUCTS = (kernels.gemv_f32, kernels.gemm_f32, kernels.lmhead_f32, kernels.lmhead_argmax_f32)
 
 
-def raw(a: Any) -> np.ndarray:
-    """The bytes of a result: comparing them is bitwise equality, NaN payloads included."""
-    return np.frombuffer(np.ascontiguousarray(a).tobytes(), dtype=np.uint8)
-
-
-def on_path(name: str, fn: Callable[[], list[Any]]) -> list[np.ndarray]:
-    """fn's results with kernel path `name` forced; the active path is restored after."""
-    before = kernels.isa_active()
-    kernels.set_isa(name)
-    try:
-        return [raw(r) for r in fn()]
-    finally:
-        kernels.set_isa(before)
-
-
-def assert_same_as_ref(isa: str, fn: Callable[[], list[Any]]) -> None:
-    got = on_path(isa, fn)
-    ref = on_path("ref", fn)
-    assert len(got) == len(ref)
-    for i, (a, b) in enumerate(zip(got, ref, strict=True)):
-        np.testing.assert_array_equal(a, b, err_msg=f"result {i} on {isa} differs from ref")
+def every_product(products: tuple[Any, Any, Any, Any], w: Any, x: np.ndarray, bias: np.ndarray) -> list[Any]:
+    """Each product of one weight format on w, with and without the bias, on the first and the
+    last of the tokens x (t, K)."""
+    gemv, gemm, lmhead, argmax = products
+    return [
+        gemv(w, x[0]),
+        gemv(w, x[-1], bias),
+        gemm(w, x),
+        gemm(w, x, bias),
+        lmhead(w, x[0]),
+        np.array(argmax(w, x[-1])),
+    ]
 
 
 @given(
@@ -60,15 +53,7 @@ def assert_same_as_ref(isa: str, fn: Callable[[], list[Any]]) -> None:
     nonfinite=st.booleans(),
 )
 def test_q8_products_bitwise_equal_ref(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    rows: int,
-    nb: int,
-    t: int,
-    seed: int,
-    w_scale: str,
-    x_scale: str,
-    nonfinite: bool,
+    isa: str, rows: int, nb: int, t: int, seed: int, w_scale: str, x_scale: str, nonfinite: bool
 ) -> None:
     k = nb * QK
     q = kernels.quantize_q8_0(arrays(seed, (rows, k), w_scale, 0.2))
@@ -76,55 +61,19 @@ def test_q8_products_bitwise_equal_ref(
     if nonfinite:
         x[seed % t, seed % k] = np.inf
     bias = arrays(seed + 2, (rows,))
-
-    def run() -> list[Any]:
-        return [
-            kernels.gemv_q8_0(q, x[0]),
-            kernels.gemv_q8_0(q, x[-1], bias),
-            kernels.gemm_q8_0(q, x),
-            kernels.gemm_q8_0(q, x, bias),
-            kernels.lmhead_q8_0(q, x[0]),
-            np.array(kernels.lmhead_argmax_q8_0(q, x[-1])),
-        ]
-
-    assert_same_as_ref(isa, run)
+    assert_same_as_ref(isa, lambda: every_product(Q8_PRODUCTS, q, x, bias))
 
 
-@given(
-    rows=ROWS,
-    k=st.one_of(st.sampled_from([1, 15, 16, 17, 31, 32, 33]), st.integers(1, 300)),
-    t=st.integers(1, 7),
-    seed=SEEDS,
-    scale=SCALES,
-    nonfinite=st.booleans(),
-)
+@given(rows=ROWS, k=F32_KS, t=st.integers(1, 7), seed=SEEDS, scale=SCALES, nonfinite=st.booleans())
 def test_f32_products_bitwise_equal_ref(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    rows: int,
-    k: int,
-    t: int,
-    seed: int,
-    scale: str,
-    nonfinite: bool,
+    isa: str, rows: int, k: int, t: int, seed: int, scale: str, nonfinite: bool
 ) -> None:
     w = arrays(seed, (rows, k), scale, 0.2)
     x = arrays(seed + 1, (t, k), "1", 0.2)
     if nonfinite:
         w[seed % rows, seed % k] = np.nan
     bias = arrays(seed + 2, (rows,))
-
-    def run() -> list[Any]:
-        return [
-            kernels.gemv_f32(w, x[0]),
-            kernels.gemv_f32(w, x[-1], bias),
-            kernels.gemm_f32(w, x),
-            kernels.gemm_f32(w, x, bias),
-            kernels.lmhead_f32(w, x[0]),
-            np.array(kernels.lmhead_argmax_f32(w, x[-1])),
-        ]
-
-    assert_same_as_ref(isa, run)
+    assert_same_as_ref(isa, lambda: every_product(F32_PRODUCTS, w, x, bias))
 
 
 @given(
@@ -162,14 +111,7 @@ def test_attention_bitwise_equal_ref(
     nonfinite=st.booleans(),
 )
 def test_elementwise_bitwise_equal_ref(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    rows: int,
-    n: int,
-    big: bool,
-    seed: int,
-    scale: str,
-    nonfinite: bool,
+    isa: str, rows: int, n: int, big: bool, seed: int, scale: str, nonfinite: bool
 ) -> None:
     """The norms and activations run loops.c's table of this path's vector width (the 'ref' path
     runs the baseline one): every width gives ref's bits."""
@@ -227,14 +169,6 @@ def test_set_isa_refuses_names_with_nul() -> None:
             kernels.set_isa("ref\x00junk")
     finally:
         kernels.set_isa(before)
-
-
-@pytest.fixture
-def restore_pool() -> Iterator[None]:
-    try:
-        yield
-    finally:
-        pyrustml.RuntimeConfig()
 
 
 def subnormal_arithmetic_works() -> bool:

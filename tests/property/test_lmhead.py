@@ -3,34 +3,20 @@ is np.argmax of those logits (lowest index on ties, the first NaN when there is 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.kernel_props import NON_FINITE, Q8_BLOCK_BYTES, QK, SEEDS, arrays, bits, same_float
 
 from pyrustml import kernels
 
-QK = 32
-BLOCK_BYTES = 34
 FP16_NAN = 0x7E00
 # Around the 256-row vocabulary tiles and the 4-row kernels.
 ROWS = st.one_of(st.sampled_from([1, 2, 3, 4, 5, 31, 33, 255, 256, 257, 511, 513, 1000]), st.integers(1, 600))
 BLOCKS = st.one_of(st.sampled_from([1, 3, 5, 2, 4]), st.integers(1, 8))
 KS = st.one_of(st.sampled_from([1, 15, 16, 17, 32, 96]), st.integers(1, 200))
-SEEDS = st.integers(0, 2**32 - 1)
 SCALES = st.sampled_from(["1", "1e-3", "1e6", "1e-30", "mixed"])
-
-
-def bits(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a).view(np.uint32)
-
-
-def same_float(a: float, b: float) -> bool:
-    return bool(np.float32(a).view(np.uint32) == np.float32(b).view(np.uint32)) or (
-        bool(np.isnan(a)) and bool(np.isnan(b))
-    )
 
 
 def plant_ties(w: np.ndarray, rng: np.random.Generator, n_copies: int) -> None:
@@ -42,14 +28,7 @@ def plant_ties(w: np.ndarray, rng: np.random.Generator, n_copies: int) -> None:
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, scale=SCALES, ties=st.integers(0, 6), x_nonfinite=st.booleans())
 def test_lmhead_q8_is_gemv_and_argmax_is_np_argmax(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    rows: int,
-    nb: int,
-    seed: int,
-    scale: str,
-    ties: int,
-    x_nonfinite: bool,
+    isa: str, rows: int, nb: int, seed: int, scale: str, ties: int, x_nonfinite: bool
 ) -> None:
     k = nb * QK
     w = arrays(seed, (rows, k), scale, 0.2)
@@ -67,13 +46,7 @@ def test_lmhead_q8_is_gemv_and_argmax_is_np_argmax(
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, n_nan=st.integers(1, 3), data=st.data())
 def test_lmhead_q8_argmax_reports_a_nan_logit(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    rows: int,
-    nb: int,
-    seed: int,
-    n_nan: int,
-    data: st.DataObject,
+    isa: str, rows: int, nb: int, seed: int, n_nan: int, data: st.DataObject
 ) -> None:
     """Rows whose block scale is an fp16 NaN give NaN logits; the first of them is the argmax."""
     k = nb * QK
@@ -81,7 +54,8 @@ def test_lmhead_q8_argmax_reports_a_nan_logit(
     for _ in range(n_nan):
         r = data.draw(st.integers(0, rows - 1), label="nan row")
         b = data.draw(st.integers(0, nb - 1), label="nan block")
-        blocks[r, b * BLOCK_BYTES : b * BLOCK_BYTES + 2] = np.array([FP16_NAN], np.uint16).view(np.uint8)
+        at = b * Q8_BLOCK_BYTES
+        blocks[r, at : at + 2] = np.array([FP16_NAN], np.uint16).view(np.uint8)
     q = kernels.Q8Matrix.from_blocks(blocks, k)
     x = arrays(seed + 1, (k,))
     y = kernels.gemv_q8_0(q, x)
@@ -93,32 +67,16 @@ def test_lmhead_q8_argmax_reports_a_nan_logit(
 
 
 @given(
-    rows=ROWS,
-    k=KS,
-    seed=SEEDS,
-    scale=SCALES,
-    ties=st.integers(0, 6),
-    n_bad=st.integers(0, 3),
-    data=st.data(),
+    rows=ROWS, k=KS, seed=SEEDS, scale=SCALES, ties=st.integers(0, 6), n_bad=st.integers(0, 3), data=st.data()
 )
 def test_lmhead_f32_is_gemv_f32_and_argmax_is_np_argmax(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    rows: int,
-    k: int,
-    seed: int,
-    scale: str,
-    ties: int,
-    n_bad: int,
-    data: st.DataObject,
+    isa: str, rows: int, k: int, seed: int, scale: str, ties: int, n_bad: int, data: st.DataObject
 ) -> None:
     w = arrays(seed, (rows, k), scale, 0.2)
     plant_ties(w, np.random.default_rng(seed), ties)
     for _ in range(n_bad):  # NaN / +-Inf weights give NaN / +-Inf logits
         r = data.draw(st.integers(0, rows - 1), label="row")
-        w[r, data.draw(st.integers(0, k - 1), label="col")] = data.draw(
-            st.sampled_from([np.nan, np.inf, -np.inf]), label="value"
-        )
+        w[r, data.draw(st.integers(0, k - 1), label="col")] = data.draw(NON_FINITE, label="value")
     x = arrays(seed + 1, (k,))
     y = kernels.gemv_f32(w, x)
     np.testing.assert_array_equal(bits(kernels.lmhead_f32(w, x)), bits(y))

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
+from support import fp_bounds as fp
+from support.kernel_props import SEEDS, arrays
 
 from pyrustml import kernels
 
 ROWS = st.integers(1, 5)
 NS = st.one_of(st.sampled_from([1, 2, 3, 31, 33, 64, 768, 1152]), st.integers(1, 300))
-SEEDS = st.integers(0, 2**32 - 1)
 SCALES = st.sampled_from(["1", "1e-3", "1e3", "1e6", "1e-30", "1e-40", "mixed"])
 EPS = st.sampled_from([1e-5, 1e-6])
 
@@ -26,16 +24,7 @@ def rows_of(x: np.ndarray, one_d: bool) -> np.ndarray:
     rows=ROWS, n=NS, seed=SEEDS, scale=SCALES, eps=EPS, one_d=st.booleans(), zero=st.sampled_from([0.0, 0.3])
 )
 def test_layernorm_matches_float64(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    fp: Any,
-    rows: int,
-    n: int,
-    seed: int,
-    scale: str,
-    eps: float,
-    one_d: bool,
-    zero: float,
+    isa: str, rows: int, n: int, seed: int, scale: str, eps: float, one_d: bool, zero: float
 ) -> None:
     """y = (x - mean) / sqrt(var + eps) * gamma + beta.
 
@@ -79,17 +68,7 @@ def test_layernorm_matches_float64(
     zero=st.sampled_from([0.0, 0.3]),
 )
 def test_rmsnorm_matches_float64(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    fp: Any,
-    rows: int,
-    n: int,
-    seed: int,
-    scale: str,
-    eps: float,
-    offset: float,
-    one_d: bool,
-    zero: float,
+    isa: str, rows: int, n: int, seed: int, scale: str, eps: float, offset: float, one_d: bool, zero: float
 ) -> None:
     """y = x / sqrt(mean(x^2) + eps) * (offset + w).
 
@@ -113,9 +92,7 @@ def test_rmsnorm_matches_float64(
 
 
 @given(rows=ROWS, n=NS, seed=SEEDS, offset=st.sampled_from([0.0, 1.0]))
-def test_norms_of_zero_rows(
-    isa: str, arrays: Callable[..., np.ndarray], rows: int, n: int, seed: int, offset: float
-) -> None:
+def test_norms_of_zero_rows(isa: str, rows: int, n: int, seed: int, offset: float) -> None:
     """All-zero rows (eps > 0): rmsnorm gives 0, layernorm gives exactly beta."""
     x = np.zeros((rows, n), np.float32)
     w = arrays(seed, (n,), "1")
@@ -125,9 +102,7 @@ def test_norms_of_zero_rows(
 
 
 @given(rows=ROWS, n=NS, seed=SEEDS)
-def test_rmsnorm_offset_one_is_offset_zero_with_one_plus_w(
-    isa: str, arrays: Callable[..., np.ndarray], rows: int, n: int, seed: int
-) -> None:
+def test_rmsnorm_offset_one_is_offset_zero_with_one_plus_w(isa: str, rows: int, n: int, seed: int) -> None:
     """Gemma's offset 1 is exactly the plain norm with weights fl32(1 + w)."""
     x = arrays(seed, (rows, n), "1")
     w = arrays(seed + 1, (n,), "1")

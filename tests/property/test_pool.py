@@ -12,18 +12,18 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.kernel_props import QK, arrays, raw
 
 import pyrustml
 from pyrustml import kernels
 
-QK = 32
 THREADS = (1, 2, 3, 7)
 # More threads than rows: 16 threads for the first SMALL cases (at most 9 rows; the first two
 # attention cases have 1 and 4 work items).
@@ -34,21 +34,8 @@ SHAPES = [(1, 32), (2, 96), (3, 160), (5, 64), (9, 32), (31, 96), (33, 160), (25
 TOKENS = 3
 
 
-def raw(a: np.ndarray) -> np.ndarray:
-    """The bytes of an array: comparing them is bitwise equality, NaNs included."""
-    return np.frombuffer(np.ascontiguousarray(a).tobytes(), dtype=np.uint8)
-
-
 def argmax_result(idx: int, val: float) -> np.ndarray:
     return np.concatenate([raw(np.array([idx], np.int64)), raw(np.array([val], np.float32))])
-
-
-@pytest.fixture
-def restore_pool() -> Iterator[None]:
-    try:
-        yield
-    finally:
-        pyrustml.RuntimeConfig()
 
 
 Q8Case = tuple[kernels.Q8Matrix, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -168,9 +155,7 @@ def test_attention_does_not_depend_on_thread_count(isa: str) -> None:
     t=st.integers(1, 5),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_random_shapes_do_not_depend_on_thread_count(
-    isa: str, arrays: Callable[..., np.ndarray], rows: int, nb: int, t: int, seed: int
-) -> None:
+def test_random_shapes_do_not_depend_on_thread_count(isa: str, rows: int, nb: int, t: int, seed: int) -> None:
     """1, 2, 3, 7 threads, and rows + 1 threads (more than rows) up to 33 rows."""
     k = nb * QK
     w = arrays(seed, (rows, k), "1", 0.2)

@@ -5,31 +5,37 @@ kernel path (AMX's token groups of 16 included) and thread count."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType
-from gguf.quants import dequantize, quantize
+from gguf.quants import dequantize
 from hypothesis import given
 from hypothesis import strategies as st
+from support.kernel_props import (
+    QK,
+    SEEDS,
+    ZERO,
+    arrays,
+    assert_same_as_ref,
+    gguf_q8_0,
+    gguf_quantize,
+    quantized_and_gguf,
+    weight_shapes,
+)
 
 from pyrustml import kernels
 from pyrustml.errors import KernelArgumentError, KernelTypeError
 
-QK = 32
 Q4_BYTES = 18
 ROWS = st.one_of(st.sampled_from([1, 2, 3, 15, 16, 17, 31, 33]), st.integers(1, 70))
 BLOCKS = st.one_of(st.sampled_from([1, 2, 3, 5]), st.integers(1, 12))
 SCALES = st.sampled_from(["1", "1e-3", "1e4", "1e-30", "1e-40", "mixed", "ties"])
-SEEDS = st.integers(0, 2**32 - 1)
-ZERO = st.sampled_from([0.0, 0.0, 0.3])
 
 
 def gguf_q4_0(w: np.ndarray) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        return np.asarray(quantize(w, GGMLQuantizationType.Q4_0))
+    return gguf_quantize(w, GGMLQuantizationType.Q4_0)
 
 
 def defined_blocks(w: np.ndarray) -> np.ndarray:
@@ -43,15 +49,13 @@ def defined_blocks(w: np.ndarray) -> np.ndarray:
         return np.asarray((d == 0) | np.isfinite(np.float32(1) / d))
 
 
-@given(rows=ROWS, nb=BLOCKS, seed=SEEDS, scale=SCALES, zero=ZERO)
+@given(shape=weight_shapes(ROWS, BLOCKS), seed=SEEDS, scale=SCALES, zero=ZERO)
 def test_quantize_is_byte_identical_to_gguf(
-    isa: str, arrays: Callable[..., np.ndarray], rows: int, nb: int, seed: int, scale: str, zero: float
+    isa: str, shape: tuple[int, int], seed: int, scale: str, zero: float
 ) -> None:
-    w = arrays(seed, (rows, nb * QK), scale, zero)
-    m = kernels.quantize_q4_0(w)
-    assert m.shape == (rows, nb * QK)
-    got, want = m.blocks, gguf_q4_0(w)
-    assert got.dtype == np.uint8 and got.shape == (rows, nb * Q4_BYTES)
+    rows, nb = shape[0], shape[1] // QK
+    w = arrays(seed, shape, scale, zero)
+    got, want = quantized_and_gguf(kernels.quantize_q4_0, GGMLQuantizationType.Q4_0, Q4_BYTES, w)
     ok = defined_blocks(w)
     g, o = got.reshape(rows, nb, Q4_BYTES), want.reshape(rows, nb, Q4_BYTES)
     np.testing.assert_array_equal(g[ok], o[ok])
@@ -74,7 +78,7 @@ def test_quantize_zero_blocks_keep_gguf_sign_of_d() -> None:
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, zero=ZERO)
 def test_quantize_float16_equals_quantizing_its_float32_value(
-    arrays: Callable[..., np.ndarray], rows: int, nb: int, seed: int, zero: float
+    rows: int, nb: int, seed: int, zero: float
 ) -> None:
     w16 = arrays(seed, (rows, nb * QK), "1e3", zero).astype(np.float16)
     np.testing.assert_array_equal(kernels.quantize_q4_0(w16).blocks, gguf_q4_0(w16.astype(np.float32)))
@@ -101,9 +105,7 @@ def test_quantize_refuses_bad_shapes_and_types() -> None:
 
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, scale=st.sampled_from(["1", "mixed"]))
-def test_blocks_round_trip_and_dequantize_like_gguf(
-    arrays: Callable[..., np.ndarray], rows: int, nb: int, seed: int, scale: str
-) -> None:
+def test_blocks_round_trip_and_dequantize_like_gguf(rows: int, nb: int, seed: int, scale: str) -> None:
     w = arrays(seed, (rows, nb * QK), scale, 0.2)
     m = kernels.quantize_q4_0(w)
     b = m.blocks
@@ -114,14 +116,12 @@ def test_blocks_round_trip_and_dequantize_like_gguf(
 
 def q8_acts(x: np.ndarray) -> np.ndarray:
     """The activations as the products see them: gguf's Q8_0 of x, dequantized (float64)."""
-    with np.errstate(all="ignore"):
-        b = np.asarray(quantize(x, GGMLQuantizationType.Q8_0))
-    return np.asarray(dequantize(b, GGMLQuantizationType.Q8_0), dtype=np.float64).reshape(x.shape)
+    return np.asarray(dequantize(gguf_q8_0(x), GGMLQuantizationType.Q8_0), dtype=np.float64).reshape(x.shape)
 
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, t=st.integers(1, 5), scale=st.sampled_from(["1", "1e-3", "1e2"]))
 def test_gemv_and_gemm_within_the_float_bound_of_the_exact_product(
-    isa: str, arrays: Callable[..., np.ndarray], rows: int, nb: int, seed: int, t: int, scale: str
+    isa: str, rows: int, nb: int, seed: int, t: int, scale: str
 ) -> None:
     """Each block's integer dot is exact, so the only error is float32 rounding of the per-block
     scale product and of the nb-step fmaf chain: |y - exact| <= 2^-22 * nb * sum |terms| with
@@ -145,19 +145,6 @@ def test_gemv_and_gemm_within_the_float_bound_of_the_exact_product(
     assert idx == int(np.argmax(y[0])) and val == y[0][idx]
 
 
-def raw(a: Any) -> np.ndarray:
-    return np.frombuffer(np.ascontiguousarray(a).tobytes(), dtype=np.uint8)
-
-
-def on_path(name: str, fn: Callable[[], list[Any]]) -> list[np.ndarray]:
-    before = kernels.isa_active()
-    kernels.set_isa(name)
-    try:
-        return [raw(r) for r in fn()]
-    finally:
-        kernels.set_isa(before)
-
-
 @given(
     rows=ROWS,
     nb=st.one_of(st.sampled_from([1, 2, 3, 257, 258]), st.integers(1, 12)),
@@ -170,16 +157,7 @@ def on_path(name: str, fn: Callable[[], list[Any]]) -> list[np.ndarray]:
     q4=st.booleans(),
 )
 def test_products_bitwise_equal_ref(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    rows: int,
-    nb: int,
-    t: int,
-    seed: int,
-    w_scale: str,
-    x_scale: str,
-    nonfinite: bool,
-    q4: bool,
+    isa: str, rows: int, nb: int, t: int, seed: int, w_scale: str, x_scale: str, nonfinite: bool, q4: bool
 ) -> None:
     """Q4_0 and Q8_0 batched products, token counts past the 16-token tiles of the AMX path."""
     k = nb * QK
@@ -201,15 +179,11 @@ def test_products_bitwise_equal_ref(
         q8 = kernels.quantize_q8_0(w)
         return [kernels.gemm_q8_0(q8, x, bias), kernels.gemv_q8_0(q8, x[-1])]
 
-    got, ref = on_path(isa, run), on_path("ref", run)
-    for i, (a, b) in enumerate(zip(got, ref, strict=True)):
-        np.testing.assert_array_equal(a, b, err_msg=f"result {i} on {isa} differs from ref")
+    assert_same_as_ref(isa, run)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_q4_products_do_not_depend_on_the_thread_count(
-    isa: str, arrays: Callable[..., np.ndarray], threads: int
-) -> None:
+def test_q4_products_do_not_depend_on_the_thread_count(isa: str, threads: int) -> None:
     from pyrustml.engine.pool import RuntimeConfig
 
     q = kernels.quantize_q4_0(arrays(7, (300, 256), "mixed", 0.1))

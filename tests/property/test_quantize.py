@@ -4,52 +4,47 @@ non-finite weights; its raw entry point writes nothing outside its output blocks
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType
-from gguf.quants import quantize
 from hypothesis import given
 from hypothesis import strategies as st
+from support.kernel_props import (
+    NON_FINITE,
+    Q8_BLOCK_BYTES,
+    QK,
+    SEEDS,
+    ZERO,
+    arrays,
+    gguf_q8_0,
+    quantized_and_gguf,
+    weight_shapes,
+)
 
 from pyrustml import kernels
 from pyrustml.errors import KernelArgumentError
 
-QK = 32
-BLOCK_BYTES = 34
 ROWS = st.one_of(st.sampled_from([1, 2, 3, 4, 5, 31, 33]), st.integers(1, 70))
 BLOCKS = st.one_of(st.sampled_from([1, 3, 5, 2, 4]), st.integers(1, 12))  # K = 32 * blocks
 # Quantize accepts every finite float32: beyond the gemv regimes, scales that overflow fp16
 # (amax / 127 > 65504) and values near float32's limit.
 QSCALES = st.sampled_from(["1", "1e-3", "1e6", "1e8", "1e37", "1e-30", "1e-40", "mixed", "ties"])
-SEEDS = st.integers(0, 2**32 - 1)
-ZERO = st.sampled_from([0.0, 0.0, 0.3])
 
 
-def gguf_q8_0(w: np.ndarray) -> np.ndarray:
-    """The oracle: gguf's numpy Q8_0 quantizer, uint8 (N, K // 32 * 34). Blocks whose scale is so
-    small that 1 / d overflows warn inside gguf (and give the same zero quants as libq8)."""
-    with np.errstate(all="ignore"):
-        return np.asarray(quantize(w, GGMLQuantizationType.Q8_0))
-
-
-@given(rows=ROWS, nb=BLOCKS, seed=SEEDS, scale=QSCALES, zero=ZERO)
+@given(shape=weight_shapes(ROWS, BLOCKS), seed=SEEDS, scale=QSCALES, zero=ZERO)
 def test_quantize_is_byte_identical_to_gguf(
-    isa: str, arrays: Callable[..., np.ndarray], rows: int, nb: int, seed: int, scale: str, zero: float
+    isa: str, shape: tuple[int, int], seed: int, scale: str, zero: float
 ) -> None:
-    w = arrays(seed, (rows, nb * QK), scale, zero)
-    m = kernels.quantize_q8_0(w)
-    assert m.shape == (rows, nb * QK)
-    assert m.blocks.dtype == np.uint8
-    assert m.blocks.shape == (rows, nb * BLOCK_BYTES)
-    np.testing.assert_array_equal(m.blocks, gguf_q8_0(w))
+    w = arrays(seed, shape, scale, zero)
+    got, want = quantized_and_gguf(kernels.quantize_q8_0, GGMLQuantizationType.Q8_0, Q8_BLOCK_BYTES, w)
+    np.testing.assert_array_equal(got, want)
 
 
 @given(rows=ROWS, nb=BLOCKS, seed=SEEDS, zero=ZERO)
 def test_quantize_float16_equals_quantizing_its_float32_value(
-    isa: str, arrays: Callable[..., np.ndarray], rows: int, nb: int, seed: int, zero: float
+    isa: str, rows: int, nb: int, seed: int, zero: float
 ) -> None:
     """float16 weights are widened exactly to float32 first, as ggml does for f16 tensors."""
     w16 = arrays(seed, (rows, nb * QK), "1e3", zero).astype(np.float16)
@@ -61,19 +56,12 @@ def test_quantize_float16_equals_quantizing_its_float32_value(
     rows=st.integers(1, 6),
     nb=st.integers(1, 4),
     seed=SEEDS,
-    bad=st.sampled_from([np.nan, np.inf, -np.inf]),
+    bad=NON_FINITE,
     dtype=st.sampled_from([np.float32, np.float16]),
     data=st.data(),
 )
 def test_quantize_refuses_non_finite_weights(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    rows: int,
-    nb: int,
-    seed: int,
-    bad: float,
-    dtype: Any,
-    data: st.DataObject,
+    isa: str, rows: int, nb: int, seed: int, bad: float, dtype: Any, data: st.DataObject
 ) -> None:
     w = arrays(seed, (rows, nb * QK)).astype(dtype)
     r = data.draw(st.integers(0, rows - 1), label="row")

@@ -16,13 +16,11 @@ from gguf import GGMLQuantizationType, quantize
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
+from support.kernel_props import Q8_BLOCK_BYTES, QK, SEEDS, arrays
 
 from pyrustml import kernels
 from pyrustml.engine._ffi import ffi, lib
 
-QK = 32
-BLOCK_BYTES = 34
-SEEDS = st.integers(0, 2**32 - 1)
 ONE_TOKEN = st.just(1)
 UNIT_SCALE = st.just("1")
 
@@ -114,7 +112,7 @@ def _lmhead(d: Draw) -> Written:
 
 
 def _quantize(d: Draw) -> Written:
-    out = d.guarded_bytes(d.rows * d.k // QK * BLOCK_BYTES)
+    out = d.guarded_bytes(d.rows * d.k // QK * Q8_BLOCK_BYTES)
     rc = lib.q8_quantize(ffi.from_buffer("char[]", d.w), lib.Q8_DTYPE_F32, d.rows, d.k, out.ptr())
     assert rc == lib.Q8_OK
     with np.errstate(all="ignore"):  # gguf warns where 1 / d overflows (zero quants, as libq8)
@@ -164,13 +162,7 @@ ENTRIES = {
 @pytest.mark.parametrize("name", list(ENTRIES))
 @given(data=st.data(), seed=SEEDS)
 def test_raw_entry_point_writes_only_its_output(
-    isa: str,
-    arrays: Callable[..., np.ndarray],
-    guarded_floats: Any,
-    guarded_bytes: Any,
-    name: str,
-    data: st.DataObject,
-    seed: int,
+    isa: str, guarded_floats: Any, guarded_bytes: Any, name: str, data: st.DataObject, seed: int
 ) -> None:
     e = ENTRIES[name]
     rows, k, t = data.draw(e.rows, "rows"), data.draw(e.k, "k"), data.draw(e.t, "t")

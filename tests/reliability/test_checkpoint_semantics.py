@@ -314,22 +314,34 @@ def test_nonfinite_weight_is_refused(
 
 # ---- magnitudes a Q8_0 block scale cannot hold -------------------------------------------------
 Q8_LIMIT = 65504.0 * 127.0  # fp16's largest finite value times the largest quant
+Q4_LIMIT = 65504.0 * 8.0  # Q4_0's scale is the block's largest value / -8, stored as fp16
+# Per format: a weight beyond what its fp16 block scale holds, the quants that must refuse it
+# (their message names the format), and a wider quant that loads it.
+BEYOND_RANGE = {
+    "q8": (-2.0 * Q8_LIMIT, ("q8_0",), "Q8_0", "f32"),  # only full precision represents it
+    "q4": (2.0 * Q4_LIMIT, ("q4_0", "q4_0-pure"), "Q4_0", "q8_0"),  # Q8_0 holds it, Q4_0 cannot
+}
 
 
 @pytest.mark.parametrize("dtype", ["F32", "BF16"])
-def test_weight_beyond_q8_range_is_refused_for_q8_only(tmp_path: Path, dtype: str) -> None:
+@pytest.mark.parametrize("fmt", ["q8", "q4"])
+def test_weight_beyond_a_formats_range_is_refused_for_that_format_only(
+    tmp_path: Path, fmt: str, dtype: str
+) -> None:
+    value, refusing, format_name, loading = BEYOND_RANGE[fmt]
     tensor = "transformer.h.0.mlp.c_fc.weight"
     d = copy_fixture(tmp_path, GPT2, dtype)
 
     def enlarge(t: Tensors) -> None:
         stored, words = t[tensor]
         vals = to_float32(stored, words).copy()
-        vals[3, 5] = -2.0 * Q8_LIMIT
+        vals[3, 5] = value
         t[tensor] = (stored, convert(stored, vals))
 
     edit_tensors(d, enlarge)
-    refused(d, FILE, repr(tensor), "Q8_0", "quant='f32'")
-    m = pyrustml.load(str(d), quant="f32")  # the full-precision path represents it
+    for quant in refusing:
+        refused(d, FILE, repr(tensor), format_name, "quant='f32'", quant=quant)
+    m = pyrustml.load(str(d), quant=loading)
     assert np.isfinite(m.logits([1, 2, 3])).all()
 
 
@@ -350,28 +362,6 @@ def test_weight_at_the_q8_limit_still_quantizes(tmp_path: Path) -> None:
     q8, f32 = logits(d, "q8_0", (1,)), logits(d, "f32", (1,))
     cos = (q8 * f32).sum(-1) / (np.linalg.norm(q8, axis=-1) * np.linalg.norm(f32, axis=-1))
     assert cos.min() >= 0.998, cos
-
-
-Q4_LIMIT = 65504.0 * 8.0  # Q4_0's scale is the block's largest value / -8, stored as fp16
-
-
-@pytest.mark.parametrize("dtype", ["F32", "BF16"])
-def test_weight_beyond_q4_range_is_refused_for_q4_only(tmp_path: Path, dtype: str) -> None:
-    """A weight Q8_0 holds but Q4_0's fp16 scale cannot: q4_0 refuses it, q8_0 loads it."""
-    tensor = "transformer.h.0.mlp.c_fc.weight"
-    d = copy_fixture(tmp_path, GPT2, dtype)
-
-    def enlarge(t: Tensors) -> None:
-        stored, words = t[tensor]
-        vals = to_float32(stored, words).copy()
-        vals[3, 5] = 2.0 * Q4_LIMIT
-        t[tensor] = (stored, convert(stored, vals))
-
-    edit_tensors(d, enlarge)
-    for quant in ("q4_0", "q4_0-pure"):
-        refused(d, FILE, repr(tensor), "Q4_0", "quant='f32'", quant=quant)
-    m = pyrustml.load(str(d), quant="q8_0")
-    assert np.isfinite(m.logits([1, 2, 3])).all()
 
 
 # ---- config.json -------------------------------------------------------------------------------

@@ -23,31 +23,33 @@ print(m.generate("Hello", max_tokens=4, temperature=0).tokens, flush=True)
 """
 
 
+def run_python(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """python args in a fresh interpreter, in cwd, with child_env(**env); a minute at most."""
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env=child_env(**env),
+        cwd=str(cwd),
+        timeout=60,
+    )
+
+
+def generate_and_exit(cwd: Path, spin_us: str) -> subprocess.CompletedProcess[str]:
+    return run_python(cwd, "-c", GENERATE_AND_EXIT, str(FIX / "gpt2-tiny-hf"), PYRUSTML_SPIN_US=spin_us)
+
+
 @pytest.mark.parametrize("spin_us", ["100000", "20000"])
 def test_exit_with_long_spinning_workers_is_clean(tmp_path: Path, spin_us: str) -> None:
     for _ in range(4):
-        r = subprocess.run(
-            [sys.executable, "-c", GENERATE_AND_EXIT, str(FIX / "gpt2-tiny-hf")],
-            capture_output=True,
-            text=True,
-            env=child_env(PYRUSTML_SPIN_US=spin_us),
-            cwd=str(tmp_path),
-            timeout=60,
-        )
+        r = generate_and_exit(tmp_path, spin_us)
         assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
         assert r.stdout.startswith("[")
 
 
 @pytest.mark.parametrize("spin_us", ["-5", "abc", "99999999999999999999999", ""])
 def test_hostile_spin_settings_still_run(tmp_path: Path, spin_us: str) -> None:
-    r = subprocess.run(
-        [sys.executable, "-c", GENERATE_AND_EXIT, str(FIX / "gpt2-tiny-hf")],
-        capture_output=True,
-        text=True,
-        env=child_env(PYRUSTML_SPIN_US=spin_us),
-        cwd=str(tmp_path),
-        timeout=60,
-    )
+    r = generate_and_exit(tmp_path, spin_us)
     assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
 
 
@@ -62,14 +64,7 @@ def test_a_library_without_q8_symbols_is_a_library_error(tmp_path: Path) -> None
         "except e.LibraryError as exc:\n"
         "    print('LibraryError', exc)\n"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=child_env(PYRUSTML_LIBQ8=other),
-        cwd=str(tmp_path),
-        timeout=60,
-    )
+    r = run_python(tmp_path, "-c", script, PYRUSTML_LIBQ8=other)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.startswith("LibraryError"), r.stdout
     assert "q8_" in r.stdout

@@ -31,22 +31,23 @@ def start_server() -> Iterator[ServerFactory]:
             s.stop()
 
 
-@pytest.fixture(scope="module")
-def gpt2_server() -> Iterator[Server]:
-    s = start(FIXTURES / "gpt2-tiny-hf", "--parallel", "8", "--threads", "1")
+def _module_server(model: str) -> Iterator[Server]:
+    """One server of a committed fixture for a whole test module: 8 slots, 1 thread."""
+    s = start(FIXTURES / model, "--parallel", "8", "--threads", "1")
     try:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="module")
+def gpt2_server() -> Iterator[Server]:
+    yield from _module_server("gpt2-tiny-hf")
 
 
 @pytest.fixture(scope="module")
 def gemma_server() -> Iterator[Server]:
-    s = start(FIXTURES / "gemma3-tiny", "--parallel", "8", "--threads", "1")
-    try:
-        yield s
-    finally:
-        s.stop()
+    yield from _module_server("gemma3-tiny")
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import openai
 import pytest
 from serve_harness import FIXTURES, Server, ServerFactory, free_port
+from support import run_module
 
 GPT2 = "gpt2-tiny-hf"
 
@@ -142,13 +142,7 @@ def test_api_key(start_server: ServerFactory) -> None:
 
 
 def _serve_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pyrustml.serve", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=str(FIXTURES.parent.parent.parent),
-    )
+    return run_module("pyrustml.serve", *args, timeout=120)
 
 
 @pytest.mark.parametrize(

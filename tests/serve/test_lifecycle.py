@@ -5,12 +5,13 @@ while a stream is still running; every wait is bounded."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import threading
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -30,6 +31,15 @@ def _body(server: Server, max_tokens: int = LONG, stream: bool = True) -> dict[s
     }
 
 
+@contextlib.contextmanager
+def _admitted_stream(server: Server) -> Iterator[None]:
+    """A streaming completion that the server admitted (200), its client connected for the block
+    and gone after it."""
+    with server.http() as h, h.stream("POST", "/v1/completions", json=_body(server)) as r:
+        assert r.status_code == 200
+        yield
+
+
 def _wait_for(pred: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -42,8 +52,7 @@ def _wait_for(pred: object, timeout: float, what: str) -> None:
 def test_disconnect_frees_the_sequence(start_server: ServerFactory, wide_gpt2: Path) -> None:
     server = start_server(wide_gpt2, "--threads", "1", "--parallel", "2")
     before = server.metrics()["pyrustml_generated_tokens_total"]
-    with server.http() as h, h.stream("POST", "/v1/completions", json=_body(server)) as r:
-        assert r.status_code == 200
+    with _admitted_stream(server):
         # Random weights may hold text back (bytes that are not yet UTF-8): wait for the engine,
         # not for an event.
         _wait_for(lambda: server.metrics()["pyrustml_active_sequences"] == 1, 30, "the sequence to run")
@@ -61,10 +70,8 @@ def test_disconnect_frees_the_sequence(start_server: ServerFactory, wide_gpt2: P
 
 def test_disconnect_while_queued_frees_the_request(start_server: ServerFactory, wide_gpt2: Path) -> None:
     server = start_server(wide_gpt2, "--threads", "1", "--parallel", "1")
-    with server.http() as h1, h1.stream("POST", "/v1/completions", json=_body(server)) as running:
-        assert running.status_code == 200
-        with server.http() as h2, h2.stream("POST", "/v1/completions", json=_body(server)) as queued:
-            assert queued.status_code == 200
+    with _admitted_stream(server):  # running
+        with _admitted_stream(server):  # queued
             _wait_for(lambda: server.metrics()["pyrustml_queued_sequences"] == 1, 30, "a queued sequence")
         # the queued client left: its request is gone, the running one goes on
         _wait_for(lambda: server.metrics()["pyrustml_queued_sequences"] == 0, 10, "the queue to empty")
@@ -89,11 +96,9 @@ def test_requests_hold_no_thread_of_their_own(start_server: ServerFactory, wide_
 
         _wait_for(pred, 30, f"{active} active and {queued} queued sequences")
 
-    with ExitStack() as streams:
+    with contextlib.ExitStack() as streams:
         for active, queued in ((1, 0), (2, 0), (2, 1)):
-            h = streams.enter_context(server.http())
-            r = streams.enter_context(h.stream("POST", "/v1/completions", json=_body(server)))
-            assert r.status_code == 200
+            streams.enter_context(_admitted_stream(server))
             sequences(active, queued)
             if (active, queued) == (1, 0):
                 base = _threads(server)  # the engine, libq8's pool, the loop, anyio's worker

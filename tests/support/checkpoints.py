@@ -345,6 +345,24 @@ class Spec:
     kind: str  # "embed" | "matrix" | "bias" | "norm" | "gemma_norm"
 
 
+def llama_layer(
+    p: str, h: int, nq: int, nkv: int, hd: int, ff: int
+) -> list[tuple[str, tuple[int, ...], str]]:
+    """The norms and projections every Llama-style decoder layer holds, in checkpoint order:
+    (name, shape, "norm" | "matrix"). tools/make_random_model.py writes the same at full size."""
+    return [
+        (p + "input_layernorm.weight", (h,), "norm"),
+        (p + "post_attention_layernorm.weight", (h,), "norm"),
+        (p + "self_attn.q_proj.weight", (nq * hd, h), "matrix"),
+        (p + "self_attn.k_proj.weight", (nkv * hd, h), "matrix"),
+        (p + "self_attn.v_proj.weight", (nkv * hd, h), "matrix"),
+        (p + "self_attn.o_proj.weight", (h, nq * hd), "matrix"),
+        (p + "mlp.gate_proj.weight", (ff, h), "matrix"),
+        (p + "mlp.up_proj.weight", (ff, h), "matrix"),
+        (p + "mlp.down_proj.weight", (h, ff), "matrix"),
+    ]
+
+
 def _text_specs(cfg: dict[str, Any], prefix: str, gemma: bool) -> list[Spec]:
     h, ff, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     nq, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
@@ -355,15 +373,8 @@ def _text_specs(cfg: dict[str, Any], prefix: str, gemma: bool) -> list[Spec]:
     for i in range(cfg["num_hidden_layers"]):
         p = f"{prefix}layers.{i}."
         specs += [
-            Spec(p + "input_layernorm.weight", (h,), norm),
-            Spec(p + "post_attention_layernorm.weight", (h,), norm),
-            Spec(p + "self_attn.q_proj.weight", (nq * hd, h), "matrix"),
-            Spec(p + "self_attn.k_proj.weight", (nkv * hd, h), "matrix"),
-            Spec(p + "self_attn.v_proj.weight", (nkv * hd, h), "matrix"),
-            Spec(p + "self_attn.o_proj.weight", (h, nq * hd), "matrix"),
-            Spec(p + "mlp.gate_proj.weight", (ff, h), "matrix"),
-            Spec(p + "mlp.up_proj.weight", (ff, h), "matrix"),
-            Spec(p + "mlp.down_proj.weight", (h, ff), "matrix"),
+            Spec(name, shape, norm if kind == "norm" else kind)
+            for name, shape, kind in llama_layer(p, h, nq, nkv, hd, ff)
         ]
         if mt == "qwen2" or cfg.get("attention_bias"):
             specs += [
