@@ -39,6 +39,7 @@ COMPILED = [
     "pyrustml/generate/sequence.py",
     "pyrustml/generate/scheduler.py",
     "pyrustml/models/base.py",
+    "pyrustml/models/decoder.py",
     "pyrustml/models/gpt2.py",
     "pyrustml/models/gemma3.py",
     "pyrustml/models/gemma3_multimodal.py",

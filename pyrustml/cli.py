@@ -18,6 +18,7 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import __version__
@@ -34,6 +35,9 @@ SAMPLER_DEFAULTS = {
 }
 MIN_TEMPERATURE = 1e-3  # below this, float32 logits / T overflow: 0 is the way to ask for greedy
 MAX_THREADS = 256
+# load()'s weight formats, as io.weights.QUANTS lists them (not imported from there: this module
+# loads without numpy or libq8, so a Ctrl-C in the first instant reaches its handler).
+QUANT_CHOICES = ("q8_0", "q4_0", "q4_0-pure", "f32")
 BANNER = (
     "Type a message and press Enter. /clear starts over; Ctrl-C stops a reply; "
     "Ctrl-D or Ctrl-C at the prompt exits."
@@ -49,6 +53,19 @@ class _Parser(argparse.ArgumentParser):
         """One line on stderr and exit 2, like every other bad value."""
         _print_err(f"pyrustml-infer: error: {message}")
         sys.exit(2)
+
+
+def add_load_flags(p: argparse.ArgumentParser, count: Callable[[str], int]) -> None:
+    """--threads, --quant and --revision: what both command lines (this one and pyrustml-serve)
+    hand to load(). count parses --threads."""
+    p.add_argument("--threads", "-t", type=count, default=None, help="default: one per physical core")
+    p.add_argument(
+        "--quant",
+        choices=QUANT_CHOICES,
+        default="q8_0",
+        help="weight format (default q8_0; q4_0 keeps the embedding, lm_head and attention output at Q8_0)",
+    )
+    p.add_argument("--revision", default=None, help="hub revision: branch, tag or commit (default main)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -134,14 +151,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="context length in tokens (default: the model's, at most 4096)",
     )
-    p.add_argument("--threads", "-t", type=int, default=None, help="default: one per physical core")
-    p.add_argument(
-        "--quant",
-        choices=["q8_0", "q4_0", "q4_0-pure", "f32"],
-        default="q8_0",
-        help="weight format (default q8_0; q4_0 keeps the embedding, lm_head and attention output at Q8_0)",
-    )
-    p.add_argument("--revision", default=None, help="hub revision: branch, tag or commit (default main)")
+    add_load_flags(p, int)
     p.add_argument(
         "--chat",
         action="store_true",

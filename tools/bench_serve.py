@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import socket
 import statistics
@@ -233,16 +232,6 @@ def run_llama(args: argparse.Namespace, texts: list[str]) -> dict[int, dict[str,
     return out
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def table(name: str, results: dict[int, dict[str, float]]) -> str:
     rows = [
         f"| {name} | C | aggregate tok/s | per-stream tok/s | TTFT p50 ms | TTFT p99 ms "
@@ -284,7 +273,10 @@ def main() -> None:
     results = {"pyrustml": run_pyrustml(args, texts)}
     if args.llama_server:
         results["llama-server"] = run_llama(args, texts)
-    print(f"\n{cpu_name()}, {os.cpu_count()} CPUs visible, {args.threads} threads; model {args.model}; "
+    # One home for machine facts; imported late, as pyrustml is elsewhere in this client.
+    from pyrustml.perf.bench import cpu_model
+
+    print(f"\n{cpu_model()}, {os.cpu_count()} CPUs visible, {args.threads} threads; model {args.model}; "
           f"~{args.prompt_tokens}-token prompts, {args.gen_tokens} tokens each, ignore_eos\n")  # fmt: skip
     for name, r in results.items():
         print(table(name, r) + "\n")

@@ -14,6 +14,7 @@ kernel path and thread count. Non-finite activations make every output of a Q8_0
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -164,32 +165,109 @@ class WeightArena:
         return p, self._owner
 
 
-class Q8Matrix:
+@dataclass(frozen=True)
+class _Format:
+    """What tells libq8's packed weight formats apart: the matrix class's name, the GGML block,
+    the C types, and the libq8 functions that take the format."""
+
+    name: str  # "Q8_0"
+    matrix: str  # the class holding it, for messages
+    block_bytes: int  # one GGML block
+    panel_bytes: int  # one packed panel block (16 rows x one block)
+    block_type: str  # C type of GGML blocks
+    packed_type: str  # C type of the packed panels
+    packed_count: Any
+    pack: Any
+    unpack: Any
+    dequantize: Any
+    quantize: Any
+    gemv: Any
+    gemm: Any
+    lmhead: Any
+    lmhead_argmax: Any
+
+
+_Q8_0: Final = _Format(
+    "Q8_0", "Q8Matrix", BLOCK_BYTES, PANEL_BLOCK_BYTES, "q8_block *", "q8x16 *",
+    lib.q8_packed_count, lib.q8_pack, lib.q8_unpack, lib.q8_dequantize_packed, lib.q8_quantize_packed,
+    lib.q8_gemv, lib.q8_gemm, lib.q8_lmhead, lib.q8_lmhead_argmax,
+)  # fmt: skip
+_Q4_0: Final = _Format(
+    "Q4_0", "Q4Matrix", Q4_BLOCK_BYTES, Q4_PANEL_BLOCK_BYTES, "q4_block *", "q4x16 *",
+    lib.q8_q4_packed_count, lib.q8_q4_pack, lib.q8_q4_unpack, lib.q8_q4_dequantize_packed,
+    lib.q8_q4_quantize_packed, lib.q8_q4_gemv, lib.q8_q4_gemm, lib.q8_q4_lmhead, lib.q8_q4_lmhead_argmax,
+)  # fmt: skip
+
+
+class _PackedMatrix:
+    """An N x K matrix of quantized weights, packed for the products (16-row panels, see q8.h) in
+    a huge-page-advised allocation from libq8 (or a WeightArena's slab) that lives as long as the
+    matrix. Q8Matrix and Q4Matrix differ only in their _Format."""
+
+    shape: tuple[int, int]
+    nbytes: int
+    _fmt: _Format
+    _mem: Any
+    _owner: Any  # what keeps _mem allocated
+
+    def __init__(self, fmt: _Format, n: int, k: int, arena: WeightArena | None) -> None:
+        if n <= 0 or k <= 0 or k % QK8_0 != 0:
+            raise KernelArgumentError(f"{fmt.matrix} shape must be positive with K % 32 == 0, got ({n}, {k})")
+        count = int(fmt.packed_count(n, k))
+        if count < 0:
+            raise KernelArgumentError(f"{fmt.matrix} shape ({n}, {k}) is too large")
+        nbytes = count * fmt.panel_bytes
+        if arena is not None:
+            self._mem, self._owner = arena.take(nbytes)
+        else:
+            self._mem = self._owner = alloc(nbytes, f"a ({n}, {k}) {fmt.name} matrix")
+        self._fmt = fmt
+        self.nbytes = nbytes
+        self.shape = (n, k)
+
+    def _pack(self, b: np.ndarray) -> None:
+        """Pack checked GGML blocks (see _ggml_blocks) of this matrix's shape."""
+        n, k = self.shape
+        f = self._fmt
+        _rc(f.pack(ffi.cast(f.block_type, _ptr("char[]", b)), n, k, self.ptr()), "from_blocks")
+
+    def _quantize(self, a: np.ndarray, code: int, what: str) -> None:
+        """Quantize checked weights (see _weights) of this matrix's shape into it."""
+        n, k = self.shape
+        _rc(self._fmt.quantize(_ptr("char[]", a), code, n, k, 0, self.ptr(), n, 0), what)
+
+    @property
+    def blocks(self) -> np.ndarray:
+        n, k = self.shape
+        f = self._fmt
+        out = np.empty((n, k // QK8_0 * f.block_bytes), dtype=np.uint8)
+        _rc(f.unpack(self.ptr(), n, k, ffi.cast(f.block_type, _ptr("char[]", out))), "blocks")
+        return out
+
+    def ptr(self) -> Any:
+        """The packed pointer (q8x16 * or q4x16 *) for libq8 calls (valid while this matrix lives)."""
+        return ffi.cast(self._fmt.packed_type, self._mem)
+
+    def dequantize(self) -> np.ndarray:
+        n, k = self.shape
+        out = np.empty((n, k), dtype=np.float32)
+        _rc(self._fmt.dequantize(self.ptr(), n, k, 0, n, _ptr("float[]", out)), "dequantize")
+        return out
+
+    def __repr__(self) -> str:
+        return f"{self._fmt.matrix}(shape={self.shape}, nbytes={self.nbytes})"
+
+
+class Q8Matrix(_PackedMatrix):
     """An N x K matrix of Q8_0 weights. `blocks` gives them in GGML's layout: uint8
     (N, K // 32 * 34), each row K // 32 blocks of an fp16 scale followed by 32 int8 quants (a
     fresh array on each access). In memory they are packed for the products (16-row panels,
     see q8.h), in a huge-page-advised allocation from libq8 (or a WeightArena's slab) that lives
     as long as the matrix."""
 
-    shape: tuple[int, int]
-    nbytes: int
-    _mem: Any
-    _owner: Any  # what keeps _mem allocated
-
     def __init__(self, n: int, k: int, arena: WeightArena | None = None) -> None:
         """An uninitialized matrix; use quantize_q8_0 or Q8Matrix.from_blocks."""
-        if n <= 0 or k <= 0 or k % QK8_0 != 0:
-            raise KernelArgumentError(f"Q8Matrix shape must be positive with K % 32 == 0, got ({n}, {k})")
-        count = int(lib.q8_packed_count(n, k))
-        if count < 0:
-            raise KernelArgumentError(f"Q8Matrix shape ({n}, {k}) is too large")
-        nbytes = count * PANEL_BLOCK_BYTES
-        if arena is not None:
-            self._mem, self._owner = arena.take(nbytes)
-        else:
-            self._mem = self._owner = alloc(nbytes, f"a ({n}, {k}) Q8_0 matrix")
-        self.nbytes = nbytes
-        self.shape = (n, k)
+        super().__init__(_Q8_0, n, k, arena)
 
     @staticmethod
     def from_blocks(blocks: np.ndarray, k: int) -> Q8Matrix:
@@ -199,30 +277,9 @@ class Q8Matrix:
         qs = b.reshape(-1, BLOCK_BYTES)[:, 2:]
         if bool((qs == 0x80).any()):
             raise KernelArgumentError("blocks hold the quant -128, outside ggml's [-127, 127]")
-        n = int(b.shape[0])
-        m = Q8Matrix(n, k)
-        _rc(lib.q8_pack(ffi.cast("q8_block *", _ptr("char[]", b)), n, k, m.ptr()), "from_blocks")
+        m = Q8Matrix(int(b.shape[0]), k)
+        m._pack(b)
         return m
-
-    @property
-    def blocks(self) -> np.ndarray:
-        n, k = self.shape
-        out = np.empty((n, k // QK8_0 * BLOCK_BYTES), dtype=np.uint8)
-        _rc(lib.q8_unpack(self.ptr(), n, k, ffi.cast("q8_block *", _ptr("char[]", out))), "blocks")
-        return out
-
-    def ptr(self) -> Any:
-        """The packed q8x16 pointer for libq8 calls (valid while this matrix lives)."""
-        return ffi.cast("q8x16 *", self._mem)
-
-    def dequantize(self) -> np.ndarray:
-        n, k = self.shape
-        out = np.empty((n, k), dtype=np.float32)
-        _rc(lib.q8_dequantize_packed(self.ptr(), n, k, 0, n, _ptr("float[]", out)), "dequantize")
-        return out
-
-    def __repr__(self) -> str:
-        return f"Q8Matrix(shape={self.shape}, nbytes={self.nbytes})"
 
 
 def quantize_q8_0(w: np.ndarray) -> Q8Matrix:
@@ -230,64 +287,27 @@ def quantize_q8_0(w: np.ndarray) -> Q8Matrix:
     ggml's quantize_row_q8_0_ref and gguf.quants.quantize. Non-finite weights are refused."""
     a, code, n, k = _weights(w, "Q8_0")
     m = Q8Matrix(n, k)
-    _rc(lib.q8_quantize_packed(_ptr("char[]", a), code, n, k, 0, m.ptr(), n, 0), "quantize_q8_0")
+    m._quantize(a, code, "quantize_q8_0")
     return m
 
 
-class Q4Matrix:
+class Q4Matrix(_PackedMatrix):
     """An N x K matrix of Q4_0 weights. `blocks` gives them in GGML's layout: uint8
     (N, K // 32 * 18), each row K // 32 blocks of an fp16 scale followed by 16 bytes of nibbles
     (byte c: column c low, column c + 16 high; value d * (nibble - 8)), a fresh array on each
     access. In memory they are packed for the products (16-row panels, see q4x16 in q8.h)."""
 
-    shape: tuple[int, int]
-    nbytes: int
-    _mem: Any
-    _owner: Any
-
     def __init__(self, n: int, k: int, arena: WeightArena | None = None) -> None:
         """An uninitialized matrix; use quantize_q4_0 or Q4Matrix.from_blocks."""
-        if n <= 0 or k <= 0 or k % QK8_0 != 0:
-            raise KernelArgumentError(f"Q4Matrix shape must be positive with K % 32 == 0, got ({n}, {k})")
-        count = int(lib.q8_q4_packed_count(n, k))
-        if count < 0:
-            raise KernelArgumentError(f"Q4Matrix shape ({n}, {k}) is too large")
-        nbytes = count * Q4_PANEL_BLOCK_BYTES
-        if arena is not None:
-            self._mem, self._owner = arena.take(nbytes)
-        else:
-            self._mem = self._owner = alloc(nbytes, f"a ({n}, {k}) Q4_0 matrix")
-        self.nbytes = nbytes
-        self.shape = (n, k)
+        super().__init__(_Q4_0, n, k, arena)
 
     @staticmethod
     def from_blocks(blocks: np.ndarray, k: int) -> Q4Matrix:
         """Pack GGML Q4_0 bytes (N, K // 32 * 18)."""
         b = _ggml_blocks(blocks, k, Q4_BLOCK_BYTES)
-        n = int(b.shape[0])
-        m = Q4Matrix(n, k)
-        _rc(lib.q8_q4_pack(ffi.cast("q4_block *", _ptr("char[]", b)), n, k, m.ptr()), "from_blocks")
+        m = Q4Matrix(int(b.shape[0]), k)
+        m._pack(b)
         return m
-
-    @property
-    def blocks(self) -> np.ndarray:
-        n, k = self.shape
-        out = np.empty((n, k // QK8_0 * Q4_BLOCK_BYTES), dtype=np.uint8)
-        _rc(lib.q8_q4_unpack(self.ptr(), n, k, ffi.cast("q4_block *", _ptr("char[]", out))), "blocks")
-        return out
-
-    def ptr(self) -> Any:
-        """The packed q4x16 pointer for libq8 calls (valid while this matrix lives)."""
-        return ffi.cast("q4x16 *", self._mem)
-
-    def dequantize(self) -> np.ndarray:
-        n, k = self.shape
-        out = np.empty((n, k), dtype=np.float32)
-        _rc(lib.q8_q4_dequantize_packed(self.ptr(), n, k, 0, n, _ptr("float[]", out)), "dequantize")
-        return out
-
-    def __repr__(self) -> str:
-        return f"Q4Matrix(shape={self.shape}, nbytes={self.nbytes})"
 
 
 def quantize_q4_0(w: np.ndarray) -> Q4Matrix:
@@ -296,88 +316,56 @@ def quantize_q4_0(w: np.ndarray) -> Q4Matrix:
     / -8, an all-zero block stores d = -0.0). Non-finite weights are refused."""
     a, code, n, k = _weights(w, "Q4_0")
     m = Q4Matrix(n, k)
-    _rc(lib.q8_q4_quantize_packed(_ptr("char[]", a), code, n, k, 0, m.ptr(), n, 0), "quantize_q4_0")
+    m._quantize(a, code, "quantize_q4_0")
     return m
 
 
-def _q4_and_x(q: object, x: object, xdim: int) -> tuple[Q4Matrix, np.ndarray]:
-    if not isinstance(q, Q4Matrix):
-        raise KernelTypeError(f"q must be a Q4Matrix, got {type(q).__name__}")
+# ---- products: gemv, gemm, lmhead and lmhead_argmax, each for Q8_0, Q4_0 and float32 -------
+# One body per product serves both packed formats (the matrix's _Format picks the libq8
+# function). Public wrappers take `q: object` (documented as a Q8Matrix or Q4Matrix): mypyc would
+# otherwise reject a wrong object with its own bare TypeError before our check could name it.
+def _matrix_and_x(
+    cls: type[_PackedMatrix], q: object, x: object, xdim: int
+) -> tuple[_PackedMatrix, np.ndarray]:
+    if not isinstance(q, cls):
+        raise KernelTypeError(f"q must be a {cls.__name__}, got {type(q).__name__}")
     xa = _f32("x", x, xdim)
     _len("x", xa, q.shape[1])
     return q, xa
 
 
-def gemv_q4_0(q: object, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-    """y = W x (+ bias): W Q4_0 (N, K), x float32 (K,) -> float32 (N,). x is quantized to Q8_0
-    as for gemv_q8_0."""
-    m, xa = _q4_and_x(q, x, 1)
+def _gemv(cls: type[_PackedMatrix], what: str, q: object, x: object, bias: np.ndarray | None) -> np.ndarray:
+    m, xa = _matrix_and_x(cls, q, x, 1)
     n, k = m.shape
     y = np.empty(n, dtype=np.float32)
-    rc = lib.q8_q4_gemv(m.ptr(), n, k, _ptr("float[]", xa), _opt_bias(bias, n), _ptr("float[]", y))
-    _rc(rc, "gemv_q4_0")
+    _rc(m._fmt.gemv(m.ptr(), n, k, _ptr("float[]", xa), _opt_bias(bias, n), _ptr("float[]", y)), what)
     return y
 
 
-def gemm_q4_0(q: object, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-    """Y = X W^T (+ bias): x float32 (T, K) -> float32 (T, N); row t equals gemv_q4_0(q, x[t])."""
-    m, xa = _q4_and_x(q, x, 2)
+def _gemm(cls: type[_PackedMatrix], what: str, q: object, x: object, bias: np.ndarray | None) -> np.ndarray:
+    m, xa = _matrix_and_x(cls, q, x, 2)
     n, k = m.shape
     t = int(xa.shape[0])
     y = np.empty((t, n), dtype=np.float32)
-    rc = lib.q8_q4_gemm(m.ptr(), n, k, _ptr("float[]", xa), t, _opt_bias(bias, n), _ptr("float[]", y))
-    _rc(rc, "gemm_q4_0")
+    _rc(m._fmt.gemm(m.ptr(), n, k, _ptr("float[]", xa), t, _opt_bias(bias, n), _ptr("float[]", y)), what)
     return y
 
 
-def lmhead_q4_0(q: object, x: np.ndarray) -> np.ndarray:
-    """Vocabulary logits through the tiled projection; bitwise equal to gemv_q4_0(q, x)."""
-    m, xa = _q4_and_x(q, x, 1)
+def _lmhead(cls: type[_PackedMatrix], what: str, q: object, x: object) -> np.ndarray:
+    m, xa = _matrix_and_x(cls, q, x, 1)
     n, k = m.shape
     y = np.empty(n, dtype=np.float32)
-    _rc(lib.q8_q4_lmhead(m.ptr(), n, k, _ptr("float[]", xa), _ptr("float[]", y)), "lmhead_q4_0")
+    _rc(m._fmt.lmhead(m.ptr(), n, k, _ptr("float[]", xa), _ptr("float[]", y)), what)
     return y
 
 
-def lmhead_argmax_q4_0(q: object, x: np.ndarray) -> tuple[int, float]:
-    """As lmhead_argmax_q8_0, for Q4_0 weights."""
-    m, xa = _q4_and_x(q, x, 1)
+def _lmhead_argmax(cls: type[_PackedMatrix], what: str, q: object, x: object) -> tuple[int, float]:
+    m, xa = _matrix_and_x(cls, q, x, 1)
     n, k = m.shape
     idx = ffi.new("int64_t *")
     val = ffi.new("float *")
-    _rc(lib.q8_q4_lmhead_argmax(m.ptr(), n, k, _ptr("float[]", xa), idx, val), "lmhead_argmax_q4_0")
+    _rc(m._fmt.lmhead_argmax(m.ptr(), n, k, _ptr("float[]", xa), idx, val), what)
     return int(idx[0]), float(val[0])
-
-
-# Public wrappers take `q: object` (documented as a Q8Matrix): mypyc would otherwise reject a
-# wrong object with its own bare TypeError before our check could name the argument.
-def _q8_and_x(q: object, x: object, xdim: int) -> tuple[Q8Matrix, np.ndarray]:
-    if not isinstance(q, Q8Matrix):
-        raise KernelTypeError(f"q must be a Q8Matrix, got {type(q).__name__}")
-    xa = _f32("x", x, xdim)
-    _len("x", xa, q.shape[1])
-    return q, xa
-
-
-def gemv_q8_0(q: object, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-    """y = W x (+ bias): W Q8_0 (N, K), x float32 (K,) -> float32 (N,)."""
-    m, xa = _q8_and_x(q, x, 1)
-    n, k = m.shape
-    y = np.empty(n, dtype=np.float32)
-    rc = lib.q8_gemv(m.ptr(), n, k, _ptr("float[]", xa), _opt_bias(bias, n), _ptr("float[]", y))
-    _rc(rc, "gemv_q8_0")
-    return y
-
-
-def gemm_q8_0(q: object, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-    """Y = X W^T (+ bias): x float32 (T, K) -> float32 (T, N); row t equals gemv_q8_0(q, x[t])."""
-    m, xa = _q8_and_x(q, x, 2)
-    n, k = m.shape
-    t = int(xa.shape[0])
-    y = np.empty((t, n), dtype=np.float32)
-    rc = lib.q8_gemm(m.ptr(), n, k, _ptr("float[]", xa), t, _opt_bias(bias, n), _ptr("float[]", y))
-    _rc(rc, "gemm_q8_0")
-    return y
 
 
 def _w_and_x(w: object, x: object, xdim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -385,6 +373,17 @@ def _w_and_x(w: object, x: object, xdim: int) -> tuple[np.ndarray, np.ndarray]:
     xa = _f32("x", x, xdim)
     _len("x", xa, int(wa.shape[1]))
     return wa, xa
+
+
+def gemv_q8_0(q: object, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """y = W x (+ bias): W Q8_0 (N, K), x float32 (K,) -> float32 (N,)."""
+    return _gemv(Q8Matrix, "gemv_q8_0", q, x, bias)
+
+
+def gemv_q4_0(q: object, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """y = W x (+ bias): W Q4_0 (N, K), x float32 (K,) -> float32 (N,). x is quantized to Q8_0
+    as for gemv_q8_0."""
+    return _gemv(Q4Matrix, "gemv_q4_0", q, x, bias)
 
 
 def gemv_f32(w: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
@@ -397,6 +396,16 @@ def gemv_f32(w: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None) -> np
     )
     _rc(rc, "gemv_f32")
     return y
+
+
+def gemm_q8_0(q: object, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """Y = X W^T (+ bias): x float32 (T, K) -> float32 (T, N); row t equals gemv_q8_0(q, x[t])."""
+    return _gemm(Q8Matrix, "gemm_q8_0", q, x, bias)
+
+
+def gemm_q4_0(q: object, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """Y = X W^T (+ bias): x float32 (T, K) -> float32 (T, N); row t equals gemv_q4_0(q, x[t])."""
+    return _gemm(Q4Matrix, "gemm_q4_0", q, x, bias)
 
 
 def gemm_f32(w: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
@@ -413,11 +422,12 @@ def gemm_f32(w: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None) -> np
 
 def lmhead_q8_0(q: object, x: np.ndarray) -> np.ndarray:
     """Vocabulary logits through the tiled projection; bitwise equal to gemv_q8_0(q, x)."""
-    m, xa = _q8_and_x(q, x, 1)
-    n, k = m.shape
-    y = np.empty(n, dtype=np.float32)
-    _rc(lib.q8_lmhead(m.ptr(), n, k, _ptr("float[]", xa), _ptr("float[]", y)), "lmhead_q8_0")
-    return y
+    return _lmhead(Q8Matrix, "lmhead_q8_0", q, x)
+
+
+def lmhead_q4_0(q: object, x: np.ndarray) -> np.ndarray:
+    """Vocabulary logits through the tiled projection; bitwise equal to gemv_q4_0(q, x)."""
+    return _lmhead(Q4Matrix, "lmhead_q4_0", q, x)
 
 
 def lmhead_f32(w: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -431,12 +441,12 @@ def lmhead_f32(w: np.ndarray, x: np.ndarray) -> np.ndarray:
 def lmhead_argmax_q8_0(q: object, x: np.ndarray) -> tuple[int, float]:
     """(index, value) of the largest logit without materializing the logits; the lowest index
     wins ties and a NaN logit counts as the largest (so it is reported, never hidden)."""
-    m, xa = _q8_and_x(q, x, 1)
-    n, k = m.shape
-    idx = ffi.new("int64_t *")
-    val = ffi.new("float *")
-    _rc(lib.q8_lmhead_argmax(m.ptr(), n, k, _ptr("float[]", xa), idx, val), "lmhead_argmax_q8_0")
-    return int(idx[0]), float(val[0])
+    return _lmhead_argmax(Q8Matrix, "lmhead_argmax_q8_0", q, x)
+
+
+def lmhead_argmax_q4_0(q: object, x: np.ndarray) -> tuple[int, float]:
+    """As lmhead_argmax_q8_0, for Q4_0 weights."""
+    return _lmhead_argmax(Q4Matrix, "lmhead_argmax_q4_0", q, x)
 
 
 def lmhead_argmax_f32(w: np.ndarray, x: np.ndarray) -> tuple[int, float]:
@@ -566,26 +576,25 @@ def geglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     return y
 
 
-def geglu_rows(gate_up: np.ndarray) -> np.ndarray:
-    """Row-wise GeGLU of a fused (rows, 2n) gate|up output: gelu_tanh(gate) * up, (rows, n)."""
+def _glu_rows(fn: Any, what: str, gate_up: np.ndarray) -> np.ndarray:
+    """A gated activation (libq8 fn) of a fused (rows, 2n) gate|up output: (rows, n)."""
     x = _f32("gate_up", gate_up, 2)
     rows, width = int(x.shape[0]), int(x.shape[1])
     if width % 2:
         raise KernelArgumentError(f"gate_up must have an even width (gate | up), got {width}")
     y = np.empty((rows, width // 2), dtype=np.float32)
-    _rc(lib.q8_geglu_rows(_ptr("float[]", x), rows, width // 2, _ptr("float[]", y)), "geglu_rows")
+    _rc(fn(_ptr("float[]", x), rows, width // 2, _ptr("float[]", y)), what)
     return y
+
+
+def geglu_rows(gate_up: np.ndarray) -> np.ndarray:
+    """Row-wise GeGLU of a fused (rows, 2n) gate|up output: gelu_tanh(gate) * up, (rows, n)."""
+    return _glu_rows(lib.q8_geglu_rows, "geglu_rows", gate_up)
 
 
 def swiglu_rows(gate_up: np.ndarray) -> np.ndarray:
     """Row-wise SwiGLU of a fused (rows, 2n) gate|up output: silu(gate) * up, (rows, n)."""
-    x = _f32("gate_up", gate_up, 2)
-    rows, width = int(x.shape[0]), int(x.shape[1])
-    if width % 2:
-        raise KernelArgumentError(f"gate_up must have an even width (gate | up), got {width}")
-    y = np.empty((rows, width // 2), dtype=np.float32)
-    _rc(lib.q8_swiglu_rows(_ptr("float[]", x), rows, width // 2, _ptr("float[]", y)), "swiglu_rows")
-    return y
+    return _glu_rows(lib.q8_swiglu_rows, "swiglu_rows", gate_up)
 
 
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:

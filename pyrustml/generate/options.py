@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
@@ -95,35 +96,22 @@ def as_stops(v: object) -> list[str]:
     return out
 
 
+@dataclass(eq=False)
 class GenerationOptions:
     """Checked generation arguments; None means "not given: take the checkpoint's default"."""
 
-    max_tokens: int | None
-    temperature: float | None
-    top_k: int | None
-    top_p: float | None
-    min_p: float | None
-    repetition_penalty: float | None
-    seed: int | None
-    stop: list[str]
-    ignore_eos: bool
-    lookup: int
-    logprobs: bool
-    top_logprobs: int
-
-    def __init__(self) -> None:
-        self.max_tokens = None
-        self.temperature = None
-        self.top_k = None
-        self.top_p = None
-        self.min_p = None
-        self.repetition_penalty = None
-        self.seed = None
-        self.stop = []
-        self.ignore_eos = False
-        self.lookup = 0
-        self.logprobs = False
-        self.top_logprobs = 0
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    ignore_eos: bool = False
+    lookup: int = 0
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 def check_temperature(v: object) -> float:
@@ -191,6 +179,7 @@ def check_generation_options(
     return o
 
 
+@dataclass(eq=False)
 class LoadArguments:
     """Checked arguments of pyrustml.load."""
 
@@ -200,22 +189,6 @@ class LoadArguments:
     revision: str | None
     ctx: int | None
     parallel: int | None
-
-    def __init__(
-        self,
-        source: str,
-        quant: str,
-        threads: int | None,
-        revision: str | None,
-        ctx: int | None,
-        parallel: int | None,
-    ) -> None:
-        self.source = source
-        self.quant = quant
-        self.threads = threads
-        self.revision = revision
-        self.ctx = ctx
-        self.parallel = parallel
 
 
 def check_source(source: object) -> str:

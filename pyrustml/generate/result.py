@@ -3,32 +3,26 @@ optional log-probabilities, and its wall-clock timings."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 
+# The records below are dataclasses (eq=False: compared by identity, as before): each field is
+# declared once, with its default, instead of once as a type and again in __init__.
+
+
+@dataclass(eq=False)
 class Timings:
     """Wall-clock figures of one generation, in milliseconds."""
 
-    prompt_ms: float
-    prompt_tokens: int
-    eval_ms: float
-    eval_tokens: int
-    first_token_ms: float
-    queue_ms: float  # from the call until the engine took the sequence into a step
-    cached_tokens: int  # prompt tokens whose KV cache was kept from an earlier sequence
-    step_ms: list[float]  # time between consecutive tokens after the first
-    draft_tokens: int  # prompt-lookup tokens proposed and verified (lookup > 0)
-    accepted_tokens: int  # of them, those the model's greedy choice confirmed
-
-    def __init__(self) -> None:
-        self.cached_tokens = 0
-        self.prompt_ms = 0.0
-        self.prompt_tokens = 0
-        self.eval_ms = 0.0
-        self.eval_tokens = 0
-        self.first_token_ms = 0.0
-        self.queue_ms = 0.0
-        self.step_ms = []
-        self.draft_tokens = 0
-        self.accepted_tokens = 0
+    prompt_ms: float = 0.0
+    prompt_tokens: int = 0
+    eval_ms: float = 0.0
+    eval_tokens: int = 0
+    first_token_ms: float = 0.0
+    queue_ms: float = 0.0  # from the call until the engine took the sequence into a step
+    cached_tokens: int = 0  # prompt tokens whose KV cache was kept from an earlier sequence
+    step_ms: list[float] = field(default_factory=list)  # time between consecutive tokens after the first
+    draft_tokens: int = 0  # prompt-lookup tokens proposed and verified (lookup > 0)
+    accepted_tokens: int = 0  # of them, those the model's greedy choice confirmed
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -50,27 +44,20 @@ def _rate(n: int, ms: float) -> float:
     return 1000.0 * n / ms if ms > 0 else 0.0
 
 
+@dataclass(eq=False)
 class Usage:
-    """Token counts as OpenAI's usage object names them."""
+    """Token counts as OpenAI's usage object names them (as_dict: in this order)."""
 
     prompt_tokens: int
     completion_tokens: int
-    total_tokens: int
+    total_tokens: int = field(init=False)
     cached_tokens: int  # prompt tokens served from the prefix cache
 
-    def __init__(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> None:
-        self.prompt_tokens = prompt_tokens
-        self.completion_tokens = completion_tokens
-        self.total_tokens = prompt_tokens + completion_tokens
-        self.cached_tokens = cached_tokens
+    def __post_init__(self) -> None:
+        self.total_tokens = self.prompt_tokens + self.completion_tokens
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-            "cached_tokens": self.cached_tokens,
-        }
+        return asdict(self)
 
 
 class TokenLogprob:
@@ -92,34 +79,19 @@ class TokenLogprob:
         return f"TokenLogprob(token={self.token}, text={self.text!r}, logprob={self.logprob:.4f})"
 
 
+@dataclass(eq=False)
 class Generation:
     text: str
     tokens: list[int]  # generated token ids
     prompt_tokens: list[int]  # the prompt's token ids
     finish_reason: str  # "stop" (eos or a stop string) or "length" (max_tokens or the context)
     timings: Timings
-    usage: Usage
-    logprobs: list[TokenLogprob] | None  # one per generated token, when asked for
-    truncated: bool  # the context ended the generation before max_tokens
+    usage: Usage = field(init=False)  # counted from the tokens and timings
+    logprobs: list[TokenLogprob] | None = None  # one per generated token, when asked for
+    truncated: bool = False  # the context ended the generation before max_tokens
 
-    def __init__(
-        self,
-        text: str,
-        tokens: list[int],
-        prompt_tokens: list[int],
-        finish_reason: str,
-        timings: Timings,
-        logprobs: list[TokenLogprob] | None = None,
-        truncated: bool = False,
-    ) -> None:
-        self.text = text
-        self.tokens = tokens
-        self.prompt_tokens = prompt_tokens
-        self.finish_reason = finish_reason
-        self.timings = timings
-        self.usage = Usage(len(prompt_tokens), len(tokens), timings.cached_tokens)
-        self.logprobs = logprobs
-        self.truncated = truncated
+    def __post_init__(self) -> None:
+        self.usage = Usage(len(self.prompt_tokens), len(self.tokens), self.timings.cached_tokens)
 
     def __repr__(self) -> str:
         return (

@@ -22,6 +22,7 @@ import signal
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -39,38 +40,21 @@ ASYNC_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, s
 PREFILL_ROWS = 32  # prompt rows a step takes beside the decode rows (see the docstring)
 
 
+@dataclass(eq=False)
 class EngineStats:
     """Counters since load, for /metrics and the benchmark."""
 
-    requests: int
-    active: int
-    queued: int
-    prompt_tokens: int
-    generated_tokens: int
-    cached_tokens: int  # prompt tokens served from the prefix cache
-    steps: int
-    step_seconds: float
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.active = 0
-        self.queued = 0
-        self.prompt_tokens = 0
-        self.generated_tokens = 0
-        self.cached_tokens = 0
-        self.steps = 0
-        self.step_seconds = 0.0
+    requests: int = 0
+    active: int = 0
+    queued: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache
+    steps: int = 0
+    step_seconds: float = 0.0
 
     def copy(self) -> EngineStats:
-        c = EngineStats()
-        c.requests, c.active, c.queued = self.requests, self.active, self.queued
-        c.prompt_tokens, c.generated_tokens, c.cached_tokens = (
-            self.prompt_tokens,
-            self.generated_tokens,
-            self.cached_tokens,
-        )
-        c.steps, c.step_seconds = self.steps, self.step_seconds
-        return c
+        return replace(self)
 
 
 class WorkQueue:

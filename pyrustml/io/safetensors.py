@@ -44,6 +44,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -75,6 +76,7 @@ METADATA: Final = "__metadata__"
 INDEX: Final = "model.safetensors.index.json"
 
 
+@dataclass(eq=False)
 class TensorInfo:
     """Where one tensor lives: file, dtype, shape, byte range in the file."""
 
@@ -84,14 +86,6 @@ class TensorInfo:
     shape: tuple[int, ...]
     start: int
     end: int
-
-    def __init__(self, name: str, path: str, dtype: str, shape: tuple[int, ...], start: int, end: int):
-        self.name = name
-        self.path = path
-        self.dtype = dtype
-        self.shape = shape
-        self.start = start
-        self.end = end
 
     @property
     def numel(self) -> int:

@@ -18,14 +18,15 @@ from .weights import QuantPlan, load_fused, load_linear, matrix_f32, vector
 class W:
     """One entry of a weight map. kind is "vector" (n,) or "matrix" (n, k), both float32 arrays;
     "linear": a Linear (n, k) with an optional bias (n,), stored [k, n] when transposed (HF
-    Conv1D); "fused": one Linear whose rows are the (rows[i], k) tensors stacked in order. role:
-    the QuantPlan role of a Linear or fused entry (its weight format)."""
+    Conv1D); "fused": one Linear whose rows are the (rows[i], k) tensors stacked in order, with
+    one bias per part when it has biases (Qwen2's q/k/v). role: the QuantPlan role of a Linear or
+    fused entry (its weight format)."""
 
     kind: str
     names: tuple[str, ...]
     n: int
     k: int = 0
-    bias: str | None = None
+    biases: tuple[str, ...] = ()  # none, or one per name
     transposed: bool = False
     rows: tuple[int, ...] = ()
     role: str = "matrix"
@@ -42,11 +43,13 @@ def mat(name: str, n: int, k: int) -> W:
 def linear(
     name: str, n: int, k: int, bias: str | None = None, transposed: bool = False, role: str = "matrix"
 ) -> W:
-    return W("linear", (name,), n, k, bias, transposed, role=role)
+    return W("linear", (name,), n, k, () if bias is None else (bias,), transposed, role=role)
 
 
-def fused(names: list[str], rows: list[int], k: int, role: str = "matrix") -> W:
-    return W("fused", tuple(names), sum(rows), k, rows=tuple(rows), role=role)
+def fused(
+    names: list[str], rows: list[int], k: int, role: str = "matrix", biases: list[str] | None = None
+) -> W:
+    return W("fused", tuple(names), sum(rows), k, tuple(biases or ()), rows=tuple(rows), role=role)
 
 
 # attribute (or key) -> entry, in load order (the arena lays matrices out in that order)
@@ -57,9 +60,7 @@ def checkpoint_names(wmap: WeightMap, prefix: str = "") -> set[str]:
     """Every checkpoint name the map reads, biases included."""
     out: set[str] = set()
     for w in wmap.values():
-        out |= {prefix + n for n in w.names}
-        if w.bias is not None:
-            out.add(prefix + w.bias)
+        out |= {prefix + n for n in (*w.names, *w.biases)}
     return out
 
 
@@ -76,13 +77,16 @@ def load_map(
         elif w.kind == "matrix":
             out[key] = matrix_f32(ckpt, name, (w.n, w.k))
         elif w.kind == "linear":
-            bias = None if w.bias is None else prefix + w.bias
+            bias = prefix + w.biases[0] if w.biases else None
             out[key] = load_linear(
                 ckpt, name, bias, w.n, w.k, transposed=w.transposed, fmt=plan.fmt(w.role), arena=arena
             )
         else:
             names = [prefix + n for n in w.names]
-            out[key] = load_fused(ckpt, names, list(w.rows), w.k, fmt=plan.fmt(w.role), arena=arena)
+            biases = [prefix + b for b in w.biases] if w.biases else None
+            out[key] = load_fused(
+                ckpt, names, list(w.rows), w.k, fmt=plan.fmt(w.role), arena=arena, biases=biases
+            )
     return out
 
 

@@ -148,6 +148,18 @@ class Transformer(ABC):
         sb.lm_head = h.nbytes
         return sb
 
+    def set_sizes(
+        self, vocab: int, n_layers: int, hidden: int, max_positions: int, opts: LoadOptions
+    ) -> None:
+        """The sizes every architecture gives, and the caches opts ask for: ctx positions (within
+        max_positions) for each of opts.slots sequences."""
+        self.vocab_size = vocab
+        self.n_layers = n_layers
+        self.hidden_size = hidden
+        self.max_positions = max_positions
+        self.ctx = opts.context(max_positions)
+        self.slots = opts.slots
+
     def ring(self) -> tuple[int, int]:
         """(slots, window) of the ring caches of sliding-window layers, or (0, 0) when every
         layer keeps all positions. Position p lives at ring index p % slots."""

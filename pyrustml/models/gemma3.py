@@ -17,16 +17,14 @@ import math
 
 import numpy as np
 
-from ..engine.kernels import MAX_HEAD_DIM, WeightArena
-from ..engine.kv_cache import KVCache
-from ..engine.linear import Embedding, Linear
 from ..engine.plan import Buf, Plan
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..io.config import F32_MAX, F32_TINY, MAX_LAYERS, Fields, refuse_unsupported
 from ..io.safetensors import Checkpoint
-from ..io.weight_map import WeightMap, checkpoint_names, fused, linear, load_into, load_map, vec
+from ..io.weight_map import WeightMap, vec
 from ..io.weights import check_lm_head
 from .base import PREFILL_CHUNK, LoadOptions, Transformer
+from .decoder import Decoder, DecoderConfig, layer_map
 from .rope import Rope, parse_rope
 
 SLIDING = "sliding_attention"
@@ -54,16 +52,8 @@ CONFIG_KEYS_REFUSED: dict[str, tuple[object, ...]] = {
 MAX_EPS = 1.0
 
 
-class Gemma3Config:
-    hidden: int
-    inter: int
-    n_layer: int
-    n_head: int
-    n_kv: int
-    head_dim: int
-    vocab: int
+class Gemma3Config(DecoderConfig):
     eps: float
-    max_pos: int
     scale: float
     window: int
     layer_types: list[str]
@@ -99,10 +89,7 @@ class Gemma3Config:
         act = f.str_("hidden_activation", "gelu_pytorch_tanh")
         if act not in ("gelu_pytorch_tanh", "gelu_tanh", "gelu_new"):
             raise UnsupportedModelError(f"{f.where}: hidden_activation {act!r} is not supported")
-        if self.n_head % self.n_kv != 0:
-            raise ModelFormatError(f"{f.where}: {self.n_head} heads cannot share {self.n_kv} KV heads")
-        if self.head_dim % 2 != 0 or self.head_dim > MAX_HEAD_DIM:
-            raise UnsupportedModelError(f"{f.where}: head_dim {self.head_dim} (even, at most {MAX_HEAD_DIM})")
+        self.check_heads(f)
         self.layer_types = _layer_types(f, self.n_layer)
         self.theta_local, self.theta_global, scaled = _rope_bases(f)
         self.global_inv_freq = None if scaled is None else scaled.inv_freq(self.head_dim)
@@ -191,36 +178,8 @@ def _rope_bases(f: Fields) -> tuple[float, float, Rope | None]:
     return local, _rope_theta(f, "'rope_theta'", f.data.get("rope_theta", 1000000.0)), None
 
 
-class Gemma3Layer:
-    sliding: bool
-    theta: float
-    window: int  # 0: full attention
-    cap: int  # KV slots: a ring of window + chunk for local layers
-    qkv: Linear  # (H*hd + 2*KV*hd, D): q | k | v rows, fused
-    o: Linear  # (D, H*hd)
-    gate_up: Linear  # (2I, D): gate | up rows, fused
-    down: Linear  # (D, I)
-    norms: dict[str, Buf]  # input, post_attention, pre_feedforward, post_feedforward (D); q, k (hd)
-    kv: KVCache  # (slots, KV, cap, hd) each
-
-
-class Gemma3(Transformer):
+class Gemma3(Decoder):
     cfg: Gemma3Config
-    layers: list[Gemma3Layer]
-    embed_table: Linear
-    embed: Embedding
-    final_norm: Buf  # (D)
-    # activations, (PREFILL_CHUNK rows, width) each, allocated once
-    x: Buf  # (D) the residual stream
-    h: Buf  # (D) normed input of a block
-    qkv: Buf  # (H*hd + 2*KV*hd) fused q | k | v
-    q: Buf  # (H*hd)
-    k: Buf  # (KV*hd)
-    v: Buf  # (KV*hd)
-    att: Buf  # (H*hd) attention output
-    tmp: Buf  # (D) a block's output before its norm and the residual add
-    gu: Buf  # (2I) fused gate | up
-    act: Buf  # (I) GeGLU output
     embed_scale: float
     global_inv_freq: Buf | None  # the global layers' scaled RoPE table; None: unscaled
 
@@ -237,37 +196,17 @@ class Gemma3(Transformer):
         """prefix, lm_head: where the text model's tensors are (Gemma3ForConditionalGeneration
         nests them: models/gemma3_multimodal.py); skipped: tensors never read (its vision tower)."""
         cfg = Gemma3Config(f)
-        plan = opts.plan
         self.cfg = cfg
-        arena = WeightArena()  # every Q8_0 matrix in huge-page slabs, in load order
         self.model_type = "gemma3_text"
         # Prefill chunks no longer than the window keep each local layer's ring at window + chunk
         # slots (at most twice the window) while a chunk's first query still sees its window.
         self.prefill_chunk = min(PREFILL_CHUNK, cfg.window)
-        self.vocab_size = cfg.vocab
-        self.n_layers = cfg.n_layer
-        self.hidden_size = cfg.hidden
-        self.max_positions = cfg.max_pos
-        self.ctx = opts.context(cfg.max_pos)
-        self.slots = opts.slots
+        self.set_sizes(cfg.vocab, cfg.n_layer, cfg.hidden, cfg.max_pos, opts)
         self.final_softcap = cfg.final_softcap
-        D, H, KV, hd, FF = cfg.hidden, cfg.n_head, cfg.n_kv, cfg.head_dim, cfg.inter
-        names = set(ckpt.names())
-        # The checkpoint's tensors under prefix (the lm_head by its full name): name, shape, what
-        # each becomes (q/k/v and gate/up fused).
-        top: WeightMap = {"embed_table": linear("embed_tokens.weight", cfg.vocab, D, role="embed")}
-        # lm_head: absent when tied to the embedding
-        head: WeightMap = {"lm_head": linear(lm_head, cfg.vocab, D, role="lm_head")}
-        layer: WeightMap = {
-            "qkv": fused(
-                ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"],
-                [H * hd, KV * hd, KV * hd],
-                D,
-            ),
-            "o": linear("self_attn.o_proj.weight", D, H * hd, role="attn_out"),
-            "gate_up": fused(["mlp.gate_proj.weight", "mlp.up_proj.weight"], [FF, FF], D),
-            "down": linear("mlp.down_proj.weight", D, FF),
-        }
+        D, hd = cfg.hidden, cfg.head_dim
+        # The embedding is scaled by sqrt(hidden) rounded to float32, as transformers does.
+        self.embed_scale = float(np.float32(math.sqrt(D)))
+        self.global_inv_freq = None if cfg.global_inv_freq is None else Buf.of(cfg.global_inv_freq)
         norms: WeightMap = {
             "input": vec("input_layernorm.weight", D),
             "post_attention": vec("post_attention_layernorm.weight", D),
@@ -276,64 +215,27 @@ class Gemma3(Transformer):
             "q": vec("self_attn.q_norm.weight", hd),
             "k": vec("self_attn.k_norm.weight", hd),
         }
-        final: WeightMap = {"final_norm": vec("norm.weight", D)}
-        load_into(self, top, ckpt, prefix, plan=plan, arena=arena)
-        self.lm_head = self.embed_table
-        if lm_head in names:
-            load_into(self, head, ckpt, "", plan=plan, arena=arena)
-        self.embed = Embedding(self.embed_table)
-        # The embedding is scaled by sqrt(hidden) rounded to float32, as transformers does.
-        self.embed_scale = float(np.float32(math.sqrt(D)))
-        self.layers = []
-        known = checkpoint_names(top, prefix) | checkpoint_names(head) | checkpoint_names(final, prefix)
-        for i in range(cfg.n_layer):
-            n = f"{prefix}layers.{i}."
-            L = Gemma3Layer()
-            L.sliding = cfg.layer_types[i] == SLIDING
-            L.theta = cfg.theta_local if L.sliding else cfg.theta_global
-            L.window = cfg.window if L.sliding else 0
-            # A ring must still hold the window behind the first query of a prefill chunk.
-            L.cap = min(self.ctx, cfg.window + self.prefill_chunk) if L.sliding else self.ctx
-            load_into(L, layer, ckpt, n, plan=plan, arena=arena)
-            loaded = load_map(norms, ckpt, n, plan=plan, arena=arena)
-            L.norms = {key: Buf.of(w) for key, w in loaded.items()}
-            L.kv = KVCache(KV, L.cap, hd, self.slots, f"layer {i}")
-            self.layers.append(L)
-            known |= checkpoint_names(layer, n) | checkpoint_names(norms, n)
-        self.final_norm = Buf.of(load_map(final, ckpt, prefix, plan=plan, arena=arena)["final_norm"])
-        self.global_inv_freq = None if cfg.global_inv_freq is None else Buf.of(cfg.global_inv_freq)
-        self.refuse_unknown(ckpt.source, names - set(skipped), known)
-        self.n_matrices = 4 * cfg.n_layer + (2 if self.lm_head is not self.embed_table else 1)
-        self.n_projections = 7 * cfg.n_layer + 1  # q, k, v, o, gate, up, down; lm_head
-        self.fusions = {"qkv": cfg.n_layer, "gate+up": cfg.n_layer}
-        self._alloc()
-
-    def ring(self) -> tuple[int, int]:
-        # Every sliding layer has the same ring: window + prefill_chunk slots (unless the whole
-        # context fits, when it is no ring at all).
-        rings = {(L.cap, L.window) for L in self.layers if L.sliding and L.cap < self.ctx}
-        return min(rings, default=(0, 0))
-
-    def _alloc(self) -> None:
-        c = self.cfg
-        qd, kd = c.n_head * c.head_dim, c.n_kv * c.head_dim
-        self.x, self.h, self.tmp = (self.buf(c.hidden) for _ in range(3))
-        self.qkv = self.buf(qd + 2 * kd)
-        self.q, self.att = self.buf(qd), self.buf(qd)
-        self.k, self.v = self.buf(kd), self.buf(kd)
-        self.gu = self.buf(2 * c.inter)
-        self.act = self.buf(c.inter)
+        windows = [cfg.window if t == SLIDING else 0 for t in cfg.layer_types]
+        # lm_head: absent when tied to the embedding
+        load_head = lm_head in ckpt.names()
+        self.load_decoder(
+            cfg,
+            ckpt,
+            opts,
+            layer_map(cfg),
+            norms,
+            windows,
+            prefix=prefix,
+            head=lm_head,
+            load_head=load_head,
+            skipped=skipped,
+        )
+        self.alloc_activations(cfg)
         self.build_plan()
-
-    def layer_weights(self) -> list[tuple[list[Linear], list[Linear]]]:
-        return [([L.qkv, L.o], [L.gate_up, L.down]) for L in self.layers]
-
-    def layer_kv(self) -> list[tuple[int, int]]:
-        return [(L.kv.row_bytes, L.window) for L in self.layers]
 
     def forward(self, ops: Plan) -> None:
         c = self.cfg
-        D, H, KV, hd, FF = c.hidden, c.n_head, c.n_kv, c.head_dim, c.inter
+        D, H, KV, hd = c.hidden, c.n_head, c.n_kv, c.head_dim
         x, h, tmp = self.x, self.h, self.tmp
         # Embedding rows, scaled by sqrt(hidden).
         ops.embed(self.embed, x)
@@ -349,8 +251,9 @@ class Gemma3(Transformer):
             ops.rmsnorm(self.q, n["q"], H, hd, c.eps, 1.0, self.q)
             ops.rmsnorm(self.k, n["k"], KV, hd, c.eps, 1.0, self.k)
             if L.sliding or self.global_inv_freq is None:
-                ops.rope(self.q, H, hd, L.theta)
-                ops.rope(self.k, KV, hd, L.theta)
+                theta = c.theta_local if L.sliding else c.theta_global
+                ops.rope(self.q, H, hd, theta)
+                ops.rope(self.k, KV, hd, theta)
             else:  # scaled global RoPE (4B+: linear x8): a frequency table
                 ops.rope_freq(self.q, H, hd, self.global_inv_freq)
                 ops.rope_freq(self.k, KV, hd, self.global_inv_freq)
@@ -362,9 +265,7 @@ class Gemma3(Transformer):
             ops.mark_attention(i)
             # Feed-forward block: norm -> fused gate|up -> GeGLU -> down -> norm -> residual.
             ops.rmsnorm(x, n["pre_feedforward"], 1, D, c.eps, 1.0, h)
-            ops.matmul(L.gate_up, h, self.gu)
-            ops.geglu_rows(self.gu, 1, FF, self.act)
-            ops.matmul(L.down, self.act, tmp)
+            self.gated_mlp(ops, L, ops.geglu_rows)
             ops.rmsnorm(tmp, n["post_feedforward"], 1, D, c.eps, 1.0, tmp)
             ops.add(x, tmp, D, x)
             ops.mark_ffn(i)

@@ -122,12 +122,7 @@ class GPT2(Transformer):
         arena = WeightArena()  # every Q8_0 matrix in huge-page slabs, in load order
         self.model_type = "gpt2"
         self.prefill_chunk = PREFILL_CHUNK
-        self.vocab_size = cfg.vocab_size
-        self.n_layers = cfg.n_layer
-        self.hidden_size = cfg.n_embd
-        self.max_positions = cfg.n_positions
-        self.ctx = opts.context(cfg.n_positions)
-        self.slots = opts.slots
+        self.set_sizes(cfg.vocab_size, cfg.n_layer, cfg.n_embd, cfg.n_positions, opts)
         self.final_softcap = 0.0
         names = set(ckpt.names())
         pre = "transformer." if "transformer.wte.weight" in names else ""

@@ -32,15 +32,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.kernels import MAX_HEAD_DIM, WeightArena
-from ..engine.kv_cache import KVCache
-from ..engine.linear import Embedding, Linear
 from ..engine.plan import Buf, Plan
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..io.config import MAX_LAYERS, Fields
 from ..io.safetensors import Checkpoint
-from ..io.weights import load_fused, load_linear, vector
+from ..io.weight_map import WeightMap, vec
 from .base import PREFILL_CHUNK, LoadOptions, Transformer
+from .decoder import Decoder, DecoderConfig, layer_map
 from .rope import parse_rope
 
 SLIDING = "sliding_attention"
@@ -48,17 +46,9 @@ FULL = "full_attention"
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 
 
-class LlamaConfig:
+class LlamaConfig(DecoderConfig):
     family: str
-    hidden: int
-    inter: int
-    n_layer: int
-    n_head: int
-    n_kv: int
-    head_dim: int
-    vocab: int
     eps: float
-    max_pos: int
     tied: bool
     qkv_bias: bool
     o_bias: bool
@@ -91,10 +81,7 @@ class LlamaConfig:
         self.qkv_bias = family == "qwen2" or attention_bias
         self.o_bias = attention_bias
         self.qk_norm = family == "qwen3"
-        if self.n_head % self.n_kv != 0:
-            raise ModelFormatError(f"{f.where}: {self.n_head} heads cannot share {self.n_kv} KV heads")
-        if self.head_dim % 2 != 0 or self.head_dim > MAX_HEAD_DIM:
-            raise UnsupportedModelError(f"{f.where}: head_dim {self.head_dim} (even, at most {MAX_HEAD_DIM})")
+        self.check_heads(f)
         self.windows = _windows(f, family, self.n_layer)
         rope = parse_rope(f, 10000.0)
         self.rope_kind = rope.kind
@@ -123,166 +110,48 @@ def _windows(f: Fields, family: str, n_layer: int) -> list[int]:
     return [window if i >= first else 0 for i in range(n_layer)]
 
 
-def _linear(
-    ckpt: Checkpoint, name: str, n: int, k: int, bias: str | None, fmt: str, arena: WeightArena
-) -> Linear:
-    """An nn.Linear weight (out, in) and its optional bias."""
-    return load_linear(ckpt, name, bias, n, k, transposed=False, fmt=fmt, arena=arena)
-
-
-class LlamaLayer:
-    window: int  # 0: full attention
-    cap: int  # KV positions: a ring of window + prefill chunk for sliding layers
-    qkv: Linear  # (H*hd + 2*KV*hd, D): q | k | v rows fused (+ q|k|v biases for qwen2)
-    o: Linear  # (D, H*hd) (+ bias with attention_bias)
-    gate_up: Linear  # (2I, D): gate | up rows fused
-    down: Linear  # (D, I)
-    norms: dict[str, Buf]  # input, post_attention (D); qwen3: q, k (hd)
-    kv: KVCache  # (slots, KV, cap, hd) each
-
-
-class Llama(Transformer):
+class Llama(Decoder):
     cfg: LlamaConfig
-    layers: list[LlamaLayer]
-    embed_table: Linear  # (V, D)
-    embed: Embedding
-    final_norm: Buf  # (D)
     inv_freq: Buf  # (hd / 2) the RoPE table (models/rope.py)
     scale: float  # head_dim^-0.5
-    # activations, (PREFILL_CHUNK rows, width) each, allocated once
-    x: Buf  # (D) the residual stream
-    h: Buf  # (D) normed input of a block
-    qkv: Buf  # (H*hd + 2*KV*hd) fused q | k | v
-    q: Buf  # (H*hd)
-    k: Buf  # (KV*hd)
-    v: Buf  # (KV*hd)
-    att: Buf  # (H*hd) attention output
-    tmp: Buf  # (D) a block's output before the residual add
-    gu: Buf  # (2I) fused gate | up
-    act: Buf  # (I) SwiGLU output
 
     def __init__(self, f: Fields, ckpt: Checkpoint, opts: LoadOptions, family: str) -> None:
         cfg = LlamaConfig(f, family)
-        plan = opts.plan  # the weight format of each role (embed, lm_head, attn_out, matrix)
-        mat = plan.fmt("matrix")
         self.cfg = cfg
-        arena = WeightArena()  # every Q8_0 matrix in huge-page slabs, in load order
         self.model_type = family
-        windows = [w for w in cfg.windows if w > 0]
         # Prefill chunks no longer than the window keep each ring at window + chunk positions
         # while a chunk's first query still sees its window.
-        self.prefill_chunk = min([PREFILL_CHUNK, *windows])
-        self.vocab_size = cfg.vocab
-        self.n_layers = cfg.n_layer
-        self.hidden_size = cfg.hidden
-        self.max_positions = cfg.max_pos
-        self.ctx = opts.context(cfg.max_pos)
-        self.slots = opts.slots
+        self.prefill_chunk = min([PREFILL_CHUNK, *(w for w in cfg.windows if w > 0)])
+        self.set_sizes(cfg.vocab, cfg.n_layer, cfg.hidden, cfg.max_pos, opts)
         self.final_softcap = 0.0
         self.scale = cfg.head_dim**-0.5
-        D, H, KV, hd, FF = cfg.hidden, cfg.n_head, cfg.n_kv, cfg.head_dim, cfg.inter
-        names = set(ckpt.names())
-        self.embed_table = _linear(
-            ckpt, "model.embed_tokens.weight", cfg.vocab, D, None, plan.fmt("embed"), arena
-        )
+        self.inv_freq = Buf.of(cfg.inv_freq)
+        D, hd = cfg.hidden, cfg.head_dim
+        norms: WeightMap = {
+            "input": vec("input_layernorm.weight", D),
+            "post_attention": vec("post_attention_layernorm.weight", D),
+        }
+        if cfg.qk_norm:
+            norms |= {"q": vec("self_attn.q_norm.weight", hd), "k": vec("self_attn.k_norm.weight", hd)}
         # Tied: the embedding is the head (a stored lm_head.weight is ignored, as transformers
         # ties over it). Untied: lm_head.weight must be there.
-        if cfg.tied:
-            self.lm_head = self.embed_table
-        else:
-            self.lm_head = _linear(ckpt, "lm_head.weight", cfg.vocab, D, None, plan.fmt("lm_head"), arena)
-        self.embed = Embedding(self.embed_table)
-        self.inv_freq = Buf.of(cfg.inv_freq)
-        self.layers = []
-        for i in range(cfg.n_layer):
-            n = f"model.layers.{i}.self_attn."
-            m = f"model.layers.{i}."
-            L = LlamaLayer()
-            L.window = cfg.windows[i]
-            # A ring must still hold the window behind the first query of a prefill chunk.
-            L.cap = min(self.ctx, L.window + self.prefill_chunk) if L.window else self.ctx
-            L.qkv = load_fused(
-                ckpt,
-                [n + "q_proj.weight", n + "k_proj.weight", n + "v_proj.weight"],
-                [H * hd, KV * hd, KV * hd],
-                D,
-                fmt=mat,
-                arena=arena,
-                biases=[n + "q_proj.bias", n + "k_proj.bias", n + "v_proj.bias"] if cfg.qkv_bias else None,
-            )
-            o_bias = n + "o_proj.bias" if cfg.o_bias else None
-            L.o = _linear(ckpt, n + "o_proj.weight", D, H * hd, o_bias, plan.fmt("attn_out"), arena)
-            L.gate_up = load_fused(
-                ckpt,
-                [m + "mlp.gate_proj.weight", m + "mlp.up_proj.weight"],
-                [FF, FF],
-                D,
-                fmt=mat,
-                arena=arena,
-            )
-            L.down = _linear(ckpt, m + "mlp.down_proj.weight", D, FF, None, mat, arena)
-            L.norms = {
-                "input": Buf.of(vector(ckpt, m + "input_layernorm.weight", D)),
-                "post_attention": Buf.of(vector(ckpt, m + "post_attention_layernorm.weight", D)),
-            }
-            if cfg.qk_norm:
-                L.norms["q"] = Buf.of(vector(ckpt, n + "q_norm.weight", hd))
-                L.norms["k"] = Buf.of(vector(ckpt, n + "k_norm.weight", hd))
-            L.kv = KVCache(KV, L.cap, hd, self.slots, f"layer {i}")
-            self.layers.append(L)
-        self.final_norm = Buf.of(vector(ckpt, "model.norm.weight", D))
-        self.refuse_unknown(ckpt.source, names, self._known())
-        self.n_matrices = 4 * cfg.n_layer + (1 if cfg.tied else 2)
-        self.n_projections = 7 * cfg.n_layer + 1  # q, k, v, o, gate, up, down; lm_head
-        self.fusions = {"qkv": cfg.n_layer, "gate+up": cfg.n_layer}
-        self._alloc()
-
-    def _known(self) -> set[str]:
-        c = self.cfg
-        known = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
-        per_layer = [
-            "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-            "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
-            "input_layernorm.weight", "post_attention_layernorm.weight",
+        self.load_decoder(
+            cfg,
+            ckpt,
+            opts,
+            layer_map(cfg, cfg.qkv_bias, cfg.o_bias),
+            norms,
+            cfg.windows,
+            load_head=not cfg.tied,
             # a buffer some exporters save: recomputed from the config, never read
-            "self_attn.rotary_emb.inv_freq",
-        ]  # fmt: skip
-        if c.qkv_bias:
-            per_layer += ["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"]
-        if c.o_bias:
-            per_layer.append("self_attn.o_proj.bias")
-        if c.qk_norm:
-            per_layer += ["self_attn.q_norm.weight", "self_attn.k_norm.weight"]
-        for i in range(c.n_layer):
-            known |= {f"model.layers.{i}.{s}" for s in per_layer}
-        return known
-
-    def ring(self) -> tuple[int, int]:
-        # Every sliding layer has the same ring (one sliding_window per config): window +
-        # prefill_chunk positions, unless the whole context fits.
-        rings = {(L.cap, L.window) for L in self.layers if L.window and L.cap < self.ctx}
-        return min(rings, default=(0, 0))
-
-    def _alloc(self) -> None:
-        c = self.cfg
-        qd, kd = c.n_head * c.head_dim, c.n_kv * c.head_dim
-        self.x, self.h, self.tmp = (self.buf(c.hidden) for _ in range(3))
-        self.qkv = self.buf(qd + 2 * kd)
-        self.q, self.att = self.buf(qd), self.buf(qd)
-        self.k, self.v = self.buf(kd), self.buf(kd)
-        self.gu = self.buf(2 * c.inter)
-        self.act = self.buf(c.inter)
+            allowed=("self_attn.rotary_emb.inv_freq",),
+        )
+        self.alloc_activations(cfg)
         self.build_plan()
-
-    def layer_weights(self) -> list[tuple[list[Linear], list[Linear]]]:
-        return [([L.qkv, L.o], [L.gate_up, L.down]) for L in self.layers]
-
-    def layer_kv(self) -> list[tuple[int, int]]:
-        return [(L.kv.row_bytes, L.window) for L in self.layers]
 
     def forward(self, ops: Plan) -> None:
         c = self.cfg
-        D, H, KV, hd, FF = c.hidden, c.n_head, c.n_kv, c.head_dim, c.inter
+        D, H, KV, hd = c.hidden, c.n_head, c.n_kv, c.head_dim
         x, h, tmp, q, k = self.x, self.h, self.tmp, self.q, self.k
         # Embedding rows (no scaling in this family).
         ops.embed(self.embed, x)
@@ -306,9 +175,7 @@ class Llama(Transformer):
             ops.mark_attention(i)
             # Feed-forward: norm -> fused gate|up -> SwiGLU -> down -> residual.
             ops.rmsnorm(x, n["post_attention"], 1, D, c.eps, 0.0, h)
-            ops.matmul(L.gate_up, h, self.gu)
-            ops.swiglu_rows(self.gu, 1, FF, self.act)
-            ops.matmul(L.down, self.act, tmp)
+            self.gated_mlp(ops, L, ops.swiglu_rows)
             ops.add(x, tmp, D, x)
             ops.mark_ffn(i)
         ops.rmsnorm(x, self.final_norm, 1, D, c.eps, 0.0, self.final_buf)

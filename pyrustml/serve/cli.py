@@ -18,10 +18,12 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING
+
+from ..cli import add_load_flags
 
 if TYPE_CHECKING:
     from .app import ServerState
@@ -36,24 +38,23 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+def _int_at_least(minimum: int, need: str) -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum (`need` names it in the error)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {need}, got {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"expected {need}, got {v}")
+        return v
+
+    return parse
 
 
-def _non_negative(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
+_positive = _int_at_least(1, "a positive integer")
+_non_negative = _int_at_least(0, "an integer >= 0")
 
 
 def _port(text: str) -> int:
@@ -80,14 +81,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=8080, help="port to bind (default 8080; 0 picks one)")
     p.add_argument("--parallel", "-np", type=_positive, default=None, help="sequences decoded together")
     p.add_argument("--ctx", "-c", type=_positive, default=None, help="context per sequence, in tokens")
-    p.add_argument("--threads", "-t", type=_positive, default=None, help="default: physical cores")
-    p.add_argument(
-        "--quant",
-        choices=["q8_0", "q4_0", "q4_0-pure", "f32"],
-        default="q8_0",
-        help="weight format (default q8_0), as pyrustml-infer's",
-    )
-    p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
+    add_load_flags(p, _positive)
     p.add_argument("--api-key", default=os.environ.get("PYRUSTML_API_KEY"), help="require Bearer KEY")
     p.add_argument(
         "--served-model-name",

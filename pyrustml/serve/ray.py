@@ -15,7 +15,7 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from ray import serve
 from ray.serve import Application
@@ -27,16 +27,23 @@ DEFAULT_PARALLEL = 4  # the engine's default number of sequences per replica
 __all__ = ["app", "build_app"]
 
 
-@dataclass(frozen=True)
+class ReplicaLoad(TypedDict, total=False):
+    """pyrustml.load's options that build_app hands every replica as they are."""
+
+    parallel: int | None  # sequences per replica (default DEFAULT_PARALLEL)
+    ctx: int | None
+    quant: str  # default "q8_0"
+    revision: str | None
+
+
+# eq=False: a dict field has no hash, and settings are never compared.
+@dataclass(frozen=True, eq=False)
 class ReplicaSettings:
     """What each replica needs to load and serve the model (pickled to the replicas)."""
 
     model: str
     threads: int
-    parallel: int | None
-    ctx: int | None
-    quant: str
-    revision: str | None
+    load: ReplicaLoad
     served_model_name: str
     api_key: str | None
     max_queue: int
@@ -48,9 +55,7 @@ def _replica_app(s: ReplicaSettings) -> Any:
 
     from .app import ServeConfig, create_app
 
-    model = pyrustml.load(
-        s.model, quant=s.quant, threads=s.threads, revision=s.revision, ctx=s.ctx, parallel=s.parallel
-    )
+    model = pyrustml.load(s.model, threads=s.threads, **s.load)
     cfg = ServeConfig(
         model_name=s.served_model_name,
         api_key=s.api_key,
@@ -65,28 +70,23 @@ def build_app(
     *,
     replicas: int = 1,
     threads_per_replica: int = 1,
-    parallel: int | None = None,
-    ctx: int | None = None,
-    quant: str = "q8_0",
-    revision: str | None = None,
     served_model_name: str | None = None,
     api_key: str | None = None,
     name: str = "pyrustml",
+    **load: Unpack[ReplicaLoad],
 ) -> Application:
     """A Ray Serve application of `replicas` replicas, each reserving threads_per_replica CPUs and
-    running an engine with that many threads."""
+    running an engine with that many threads, loaded with the `load` options (parallel, ctx,
+    quant, revision) as pyrustml.load takes them."""
     from .cli import served_name
 
     if replicas < 1 or threads_per_replica < 1:
         raise OptionError("replicas and threads_per_replica must be at least 1")
-    slots = parallel or DEFAULT_PARALLEL
+    slots = load.get("parallel") or DEFAULT_PARALLEL
     settings = ReplicaSettings(
         model=model,
         threads=threads_per_replica,
-        parallel=parallel,
-        ctx=ctx,
-        quant=quant,
-        revision=revision,
+        load=load,
         served_model_name=served_model_name or served_name(model),
         api_key=api_key,
         # Never below Ray's own cap, so Ray's queue, not a 503, absorbs bursts.
