@@ -18,6 +18,11 @@ Reported per server and C:
 - TTFT p50/p99: request sent -> first content chunk
 - ITL p50/p99: gaps between content chunks (a chunk is one token unless text had to wait
   for a complete UTF-8 character, which random-weight models do now and then).
+- steady ITL p50/p99: the same over the gaps that begin after every stream's first token, when
+  no prompt is being read any more (the ITL above also holds the steps that carried prompt
+  chunks beside the decoding streams).
+- tokens/chunk: generated tokens over content chunks (1.00 when no text was held back; a chunk
+  of two tokens is one gap of two steps).
 Tokens are counted from the usage the server reports (stream_options.include_usage), else
 max_tokens (ignore_eos makes every stream that long).
 """
@@ -151,6 +156,11 @@ def summarize(streams: list[Stream]) -> dict[str, float]:
     ]
     ttft = [(s.chunks[0] - s.sent) * 1000 for s in streams if s.chunks]
     itl = [(b - a) * 1000 for s in streams for a, b in zip(s.chunks, s.chunks[1:], strict=False)]
+    all_in = max(s.chunks[0] for s in streams if s.chunks)  # the last stream's first token
+    steady = [
+        (b - a) * 1000 for s in streams for a, b in zip(s.chunks, s.chunks[1:], strict=False) if a >= all_in
+    ]
+    n_chunks = sum(len(s.chunks) for s in streams)
     return {
         "aggregate_tok_s": total / (end - start),
         "per_stream_tok_s": statistics.mean(per_stream) if per_stream else float("nan"),
@@ -158,6 +168,9 @@ def summarize(streams: list[Stream]) -> dict[str, float]:
         "ttft_p99_ms": pct(ttft, 99),
         "itl_p50_ms": pct(itl, 50),
         "itl_p99_ms": pct(itl, 99),
+        "steady_itl_p50_ms": pct(steady, 50),
+        "steady_itl_p99_ms": pct(steady, 99),
+        "tokens_per_chunk": total / n_chunks if n_chunks else float("nan"),
         "tokens": float(total),
     }
 
@@ -235,15 +248,16 @@ def run_llama(args: argparse.Namespace, texts: list[str]) -> dict[int, dict[str,
 def table(name: str, results: dict[int, dict[str, float]]) -> str:
     rows = [
         f"| {name} | C | aggregate tok/s | per-stream tok/s | TTFT p50 ms | TTFT p99 ms "
-        "| ITL p50 ms | ITL p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| ITL p50 ms | ITL p99 ms | steady ITL p50 ms | steady ITL p99 ms | tokens/chunk |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base = results[min(results)]["aggregate_tok_s"]
     for c, r in sorted(results.items()):
         rows.append(
             f"| | {c} | {r['aggregate_tok_s']:.1f} ({r['aggregate_tok_s'] / base:.2f}x) | "
             f"{r['per_stream_tok_s']:.1f} | {r['ttft_p50_ms']:.0f} | {r['ttft_p99_ms']:.0f} | "
-            f"{r['itl_p50_ms']:.1f} | {r['itl_p99_ms']:.1f} |"
+            f"{r['itl_p50_ms']:.1f} | {r['itl_p99_ms']:.1f} | {r['steady_itl_p50_ms']:.1f} | "
+            f"{r['steady_itl_p99_ms']:.1f} | {r['tokens_per_chunk']:.2f} |"
         )
     return "\n".join(rows)
 
