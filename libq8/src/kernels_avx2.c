@@ -26,7 +26,7 @@ static inline __m256i round_away(__m256 v) {
 }
 
 static void quantize_row_avx2(const float *x, q8_block *y, int64_t k) {
-    const __m256 sign = _mm256_set1_ps(-0.0f), big = _mm256_set1_ps(3.40282347e38f);
+    const __m256 sign = _mm256_set1_ps(-0.0f), big = _mm256_set1_ps(Q8_FLT_MAX);
     for (int64_t b = 0; b < k / QK; b++) {
         const float *xb = x + b * QK;
         __m256 v[4], amax = _mm256_setzero_ps(), fin = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
@@ -43,7 +43,7 @@ static void quantize_row_avx2(const float *x, q8_block *y, int64_t k) {
         __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         const float d = _mm_cvtss_f32(_mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1))) / 127.0f;
-        const float id = d != 0.0f && 1.0f / d <= 3.40282347e38f ? 1.0f / d : 0.0f; /* see quant.c */
+        const float id = q8_inv_scale(d);
         y[b].d = q8_fp32_to_fp16_ref(d);
         const __m256 idv = _mm256_set1_ps(id);
         __m256i q[4];

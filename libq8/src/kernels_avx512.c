@@ -34,7 +34,7 @@ static inline __m512i round_away(__m512 v) {
 }
 
 static void SUFFIX(quantize_row)(const float *x, q8_block *y, int64_t k) {
-    const __m512 sign = _mm512_set1_ps(-0.0f), big = _mm512_set1_ps(3.40282347e38f);
+    const __m512 sign = _mm512_set1_ps(-0.0f), big = _mm512_set1_ps(Q8_FLT_MAX);
     for (int64_t b = 0; b < k / QK; b++) {
         const float *xb = x + b * QK;
         const __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
@@ -46,7 +46,7 @@ static void SUFFIX(quantize_row)(const float *x, q8_block *y, int64_t k) {
             continue;
         }
         const float d = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1)) / 127.0f;
-        const float id = d != 0.0f && 1.0f / d <= 3.40282347e38f ? 1.0f / d : 0.0f; /* see quant.c */
+        const float id = q8_inv_scale(d);
         y[b].d = q8_fp32_to_fp16_ref(d);
         const __m512 idv = _mm512_set1_ps(id);
         _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtepi32_epi8(round_away(_mm512_mul_ps(v0, idv))));

@@ -48,7 +48,7 @@ static void panel_run_ref(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t
                     const q8x16 *wb = w + p * nb + b;
                     int32_t s = 0;
                     for (int c = 0; c < QK; c++) /* column c: chunk c / 4, byte c % 4 */
-                        s += (int32_t)(int8_t)(wb->qs[64 * (c / 4) + 4 * i + c % 4] ^ 0x80) * xj[b].qs[c];
+                        s += (int32_t)(int8_t)(wb->qs[q8_panel_byte(i, c)] ^ 0x80) * xj[b].qs[c];
                     acc = fmaf(q8_fp16_to_fp32_ref(wb->d[i]) * xj[b].d, (float)s, acc);
                 }
                 y[j * ldy + p * PANEL + i] = acc;
@@ -60,7 +60,7 @@ static void panel_run_ref(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t
 /* Column c of row i in a Q4_0 panel block: the low nibble of byte (c % 16) for c < 16, the
  * high one of the same byte for c >= 16, minus 8. */
 static inline int32_t q4_at(const q4x16 *wb, int i, int c) {
-    const uint8_t byte = wb->qs[64 * ((c % 16) / 4) + 4 * i + c % 4];
+    const uint8_t byte = wb->qs[q8_panel_byte(i, c % 16)];
     return (int32_t)(c < 16 ? byte & 15 : byte >> 4) - 8;
 }
 

@@ -76,7 +76,7 @@ int q8_dequantize_packed(const q8x16 *src, int64_t n, int64_t k, int64_t row0, i
         for (int64_t b = 0; b < nb; b++) {
             const float d = q8_fp16_to_fp32_ref(pb[b].d[i]);
             for (int c = 0; c < QK; c++)
-                out[b * QK + c] = d * (float)(int8_t)(pb[b].qs[64 * (c / 4) + 4 * i + c % 4] ^ 0x80u);
+                out[b * QK + c] = d * (float)(int8_t)(pb[b].qs[q8_panel_byte(i, c)] ^ 0x80u);
         }
     }
     return Q8_OK;

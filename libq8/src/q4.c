@@ -25,9 +25,8 @@ void q8_q4_quantize_row_ref(const float *x, q4_block *y, int64_t k) {
             continue;
         }
         const float d = m / -8.0f;
-        /* 1/d overflows only for |m| below ~2^-125 (gguf's result is undefined there: x * inf);
-         * such a block stores fp16(d) = -0 and nibbles 8, as Q8_0 does with its tiny blocks. */
-        const float id = d != 0.0f && fabsf(1.0f / d) <= Q8_FLT_MAX ? 1.0f / d : 0.0f;
+        /* 1/d overflows only for |m| below ~2^-125: fp16(d) = -0 and nibbles 8 (q8_inv_scale). */
+        const float id = q8_inv_scale(d);
         y[b].d = q8_fp32_to_fp16_ref(d);
         for (int j = 0; j < QK / 2; j++) {
             const float v0 = xb[j] * id + 8.5f, v1 = xb[j + QK / 2] * id + 8.5f; /* both >= 0.5 */
@@ -107,7 +106,7 @@ int q8_q4_dequantize_packed(const q4x16 *src, int64_t n, int64_t k, int64_t row0
         for (int64_t b = 0; b < nb; b++) {
             const float d = q8_fp16_to_fp32_ref(pb[b].d[i]);
             for (int c = 0; c < QK / 2; c++) {
-                const uint8_t byte = pb[b].qs[64 * (c / 4) + 4 * i + c % 4];
+                const uint8_t byte = pb[b].qs[q8_panel_byte(i, c)];
                 out[b * QK + c] = d * (float)((byte & 15) - 8);
                 out[b * QK + c + QK / 2] = d * (float)((byte >> 4) - 8);
             }

@@ -4,6 +4,7 @@
 #define PYRUSTML_Q8_INTERNAL_H
 
 #include <assert.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -180,6 +181,17 @@ int q8_parallel_for(int64_t total, int64_t align, q8_task_fn fn, void *ctx);
 /* ---- shared scalar helpers ---- */
 /* The largest finite float (FLT_MAX): `a <= Q8_FLT_MAX` is false for Inf and NaN. */
 #define Q8_FLT_MAX 3.40282347e38f
+
+/* The quantizers' inverse scale: 1/d, or 0 when d is 0 or 1/d overflows (d subnormal: x * inf
+ * has no integer value, and ggml's cast is undefined there). Such a block stores fp16(d) = 0,
+ * so its quants are 0 too. */
+static inline float q8_inv_scale(float d) {
+    return d != 0.0f && fabsf(1.0f / d) <= Q8_FLT_MAX ? 1.0f / d : 0.0f;
+}
+
+/* Byte of row i (< 16), column c (< 32) in a q8x16 block's qs (see q8.h): 4-column groups of
+ * 64 bytes, a 32-bit lane per row. A q4x16 block's byte c (< 16) sits at the same place. */
+static inline int q8_panel_byte(int i, int c) { return 64 * (c / 4) + 4 * i + c % 4; }
 
 /* CLOCK_MONOTONIC in nanoseconds: plan marks, the pool's spin budget, the read probe. */
 static inline int64_t q8_now_ns(void) {

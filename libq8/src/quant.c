@@ -73,9 +73,7 @@ void q8_quantize_row_ref(const float *x, q8_block *y, int64_t k) {
             continue;
         }
         const float d = amax / 127.0f;
-        /* d subnormal: 1/d overflows to inf and x * inf has no int8 value (ggml's cast is
-         * undefined there); such a block stores fp16(d) = 0, so its quants are 0 too. */
-        const float id = d != 0.0f && 1.0f / d <= Q8_FLT_MAX ? 1.0f / d : 0.0f;
+        const float id = q8_inv_scale(d);
         y[b].d = q8_fp32_to_fp16_ref(d);
         for (int i = 0; i < QK; i++) y[b].qs[i] = (int8_t)roundf(xb[i] * id);
     }
