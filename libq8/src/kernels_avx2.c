@@ -7,12 +7,8 @@
 #include "q8_internal.h"
 
 
-static inline float fold(__m256 even, __m256 odd) {
-    const __m256 s8 = _mm256_add_ps(even, odd);
-    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
-}
+/* lanes 0-7 and 8-15 of the reference's 16 */
+static inline float fold(__m256 lo, __m256 hi) { return q8_fold8(_mm256_add_ps(lo, hi)); }
 
 /* Round half away from zero, exactly as roundf: floor(|v|) plus one when the (exact) fraction
  * is at least one half, with v's sign put back. */
@@ -181,10 +177,7 @@ static void f32_rows_avx2(const float *w, int64_t k, const float *x, int64_t r0,
 
 static void f32_tile_avx2(const float *w, int64_t k, const float *x, int64_t t, int64_t r0,
                           int64_t r1, float *y, int64_t ldy) {
-    for (int64_t g = r0; g < r1; g += 16) {
-        const int64_t g1 = g + 16 < r1 ? g + 16 : r1;
-        for (int64_t j = 0; j < t; j++) f32_rows_avx2(w, k, x + j * k, g, g1, y + j * ldy);
-    }
+    q8_f32_tile_by_rows(f32_rows_avx2, w, k, x, t, r0, r1, y, ldy);
 }
 
 static void axpy_f32_avx2(float a, const float *x, float *y, int64_t n) {

@@ -122,6 +122,29 @@ static inline void q4_panels_by_token(q4_panel_dot_fn dot, const q4x16 *w, int64
     }
 }
 
+/* f32_tile from f32_rows for the kernels that work 16 rows at a time (AVX2, AVX-512): a group's
+ * weights stay in cache while every token passes. */
+typedef void (*q8_f32_rows_fn)(const float *w, int64_t k, const float *x, int64_t r0, int64_t r1,
+                               float *y);
+static inline void q8_f32_tile_by_rows(q8_f32_rows_fn rows, const float *w, int64_t k, const float *x,
+                                       int64_t t, int64_t r0, int64_t r1, float *y, int64_t ldy) {
+    for (int64_t g = r0; g < r1; g += 16) {
+        const int64_t g1 = g + 16 < r1 ? g + 16 : r1;
+        for (int64_t j = 0; j < t; j++) rows(w, k, x + j * k, g, g1, y + j * ldy);
+    }
+}
+
+#if defined(__AVX__)
+#include <immintrin.h>
+/* The reference's fold16 tree (kernels_ref.c) from its second level down: lanes i + 8 already
+ * added to lanes i. For the files built with AVX (kernels_avx2.c, kernels_avx512.c). */
+static inline float q8_fold8(__m256 s8) {
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
+#endif
+
 extern const q8_kernels q8_kernels_ref;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const q8_kernels q8_kernels_avx2;
