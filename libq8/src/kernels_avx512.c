@@ -112,8 +112,6 @@ static inline __m512i q4_start(const q8_act *a) { return _mm512_set1_epi32(a->ns
 /* ---- the loops, for both formats. They take the weights untyped with q4 (0: q8x16, 1: q4x16)
  * a constant in every caller and are always inlined, so each instance is one format's code
  * with no branch left. */
-static_assert(offsetof(q8x16, d) == 0 && offsetof(q4x16, d) == 0, "both panel blocks lead with d[16]");
-
 static inline size_t psize(const int q4) { return q4 ? sizeof(q4x16) : sizeof(q8x16); }
 
 /* Panel block i of w. */
@@ -325,17 +323,7 @@ static void SUFFIX(f32_rows)(const float *w, int64_t k, const float *x, int64_t 
             a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + i), xv, a2);
             a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + i), xv, a3);
         }
-        float s0 = fold(a0), s1 = fold(a1), s2 = fold(a2), s3 = fold(a3);
-        for (int64_t i = main; i < k; i++) {
-            s0 = fmaf(w0[i], x[i], s0);
-            s1 = fmaf(w1[i], x[i], s1);
-            s2 = fmaf(w2[i], x[i], s2);
-            s3 = fmaf(w3[i], x[i], s3);
-        }
-        y[r] = s0;
-        y[r + 1] = s1;
-        y[r + 2] = s2;
-        y[r + 3] = s3;
+        q8_f32_rows4_tail(w0, k, x, main, fold(a0), fold(a1), fold(a2), fold(a3), y + r);
     }
     for (; r < r1; r++) y[r] = SUFFIX(dot_f32)(w + r * k, x, k);
 }

@@ -26,6 +26,8 @@ static_assert(sizeof(q4_block) == 18, "q4_block must be 18 bytes like ggml's blo
 static_assert(offsetof(q4_block, qs) == 2, "nibbles follow the scale directly");
 static_assert(sizeof(q4x16) == 16 * sizeof(q4_block), "a Q4_0 panel block is 16 GGML blocks' bytes");
 static_assert(offsetof(q4x16, qs) == 32, "nibbles follow the 16 scales directly");
+/* So a loop over panel blocks of either format reads the scales at the block's first byte. */
+static_assert(offsetof(q8x16, d) == 0 && offsetof(q4x16, d) == 0, "both panel blocks lead with d[16]");
 
 /* One activation block as the packed kernels read it: the quants, the scale widened, and the
  * correction for the weights' +128 offset (sum over i of (q_w + 128) * q_x is the exact
@@ -94,32 +96,38 @@ typedef struct {
 
 /* The panel loop of the kernels that work one panel and one token at a time (AVX2, NEON):
  * panel outer, tokens inner, so a panel's weights stay in cache while every token passes;
- * dot(w_panel, nb, x_token, out) writes 16 rows, of which the valid ones are copied to y. */
-typedef void (*q8_panel_dot_fn)(const q8x16 *w, int64_t nb, const q8_act *x, float out[16]);
-static inline void q8_panels_by_token(q8_panel_dot_fn dot, const q8x16 *w, int64_t nb, const q8_act *x,
-                                      int64_t t, int64_t p0, int64_t p1, int64_t n, float *y, int64_t ldy) {
+ * dot(w_panel, nb, x_token, out) writes 16 rows, of which the valid ones are copied to y. The
+ * weights are untyped so that one loop serves both formats: psize is the bytes of one panel
+ * block (sizeof(q8x16) or sizeof(q4x16)). */
+typedef void (*q8_panel_dot_fn)(const void *w, int64_t nb, const q8_act *x, float out[16]);
+static inline void q8_panels_by_token(q8_panel_dot_fn dot, const void *w, size_t psize, int64_t nb,
+                                      const q8_act *x, int64_t t, int64_t p0, int64_t p1, int64_t n,
+                                      float *y, int64_t ldy) {
     for (int64_t p = p0; p < p1; p++) {
         const int64_t valid = n - p * PANEL < PANEL ? n - p * PANEL : PANEL;
         for (int64_t j = 0; j < t; j++) {
             float out[16];
-            dot(w + p * nb, nb, x + j * nb, out);
+            dot((const unsigned char *)w + (size_t)(p * nb) * psize, nb, x + j * nb, out);
             memcpy(y + j * ldy + p * PANEL, out, (size_t)valid * sizeof(float));
         }
     }
 }
 
-/* The same loop for Q4_0 panels. */
-typedef void (*q4_panel_dot_fn)(const q4x16 *w, int64_t nb, const q8_act *x, float out[16]);
-static inline void q4_panels_by_token(q4_panel_dot_fn dot, const q4x16 *w, int64_t nb, const q8_act *x,
-                                      int64_t t, int64_t p0, int64_t p1, int64_t n, float *y, int64_t ldy) {
-    for (int64_t p = p0; p < p1; p++) {
-        const int64_t valid = n - p * PANEL < PANEL ? n - p * PANEL : PANEL;
-        for (int64_t j = 0; j < t; j++) {
-            float out[16];
-            dot(w + p * nb, nb, x + j * nb, out);
-            memcpy(y + j * ldy + p * PANEL, out, (size_t)valid * sizeof(float));
-        }
+/* The f32 row kernels' last step for 4 rows (w0, w0 + k, ...) with folded sums s0 .. s3: the
+ * reference's tail, columns main .. k - 1 in order with fmaf, and the 4 results to y. */
+static inline void q8_f32_rows4_tail(const float *w0, int64_t k, const float *x, int64_t main, float s0,
+                                     float s1, float s2, float s3, float *y) {
+    const float *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
+    for (int64_t i = main; i < k; i++) {
+        s0 = fmaf(w0[i], x[i], s0);
+        s1 = fmaf(w1[i], x[i], s1);
+        s2 = fmaf(w2[i], x[i], s2);
+        s3 = fmaf(w3[i], x[i], s3);
     }
+    y[0] = s0;
+    y[1] = s1;
+    y[2] = s2;
+    y[3] = s3;
 }
 
 /* f32_tile from f32_rows for the kernels that work 16 rows at a time (AVX2, AVX-512): a group's
