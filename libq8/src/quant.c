@@ -174,40 +174,47 @@ static int quantize_common(quant_job *job) {
     return atomic_load_explicit(&job->failed, memory_order_relaxed) ? Q8_ENOMEM : Q8_OK;
 }
 
-int q8_quantize(const void *src, int dtype, int64_t rows, int64_t k, q8_block *dst) {
+/* GGML rows (q8_block or q4_block) at dst. */
+static int quantize_rows(const void *src, int dtype, int64_t rows, int64_t k, int transposed, int q4,
+                         void *dst) {
     Q8_CHECK(dst);
-    quant_job job = {src, dtype, k, rows, 0, 0, dst, NULL, 0, 0};
+    quant_job job = {src, dtype, k, rows, transposed, q4, dst, NULL, 0, 0};
     return quantize_common(&job);
 }
 
+/* Rows row0 .. row0 + rows - 1 of the packed n x k matrix dst (q8x16 or q4x16); the call that
+ * writes row n - 1 also writes the padding rows. */
+static int quantize_packed(const void *src, int dtype, int64_t rows, int64_t k, int transposed, int q4,
+                           void *dst, int64_t n, int64_t row0) {
+    Q8_CHECK(dst && q8_mat_ok(n, k) && row0 >= 0 && rows > 0 && row0 < n && rows <= n - row0);
+    quant_job job = {src, dtype, k, rows, transposed != 0, q4, NULL, dst, row0, 0};
+    const int rc = quantize_common(&job);
+    if (rc != Q8_OK || row0 + rows != n) return rc;
+    if (q4) q8_q4_put_padding(dst, n, k / QK);
+    else q8_put_padding(dst, n, k / QK);
+    return Q8_OK;
+}
+
+int q8_quantize(const void *src, int dtype, int64_t rows, int64_t k, q8_block *dst) {
+    return quantize_rows(src, dtype, rows, k, 0, 0, dst);
+}
+
 int q8_quantize_transposed(const void *src, int dtype, int64_t k, int64_t rows, q8_block *dst) {
-    Q8_CHECK(dst);
-    quant_job job = {src, dtype, k, rows, 1, 0, dst, NULL, 0, 0};
-    return quantize_common(&job);
+    return quantize_rows(src, dtype, rows, k, 1, 0, dst);
+}
+
+int q8_q4_quantize(const void *src, int dtype, int64_t rows, int64_t k, q4_block *dst) {
+    return quantize_rows(src, dtype, rows, k, 0, 1, dst);
 }
 
 int q8_quantize_packed(const void *src, int dtype, int64_t rows, int64_t k, int transposed,
                        q8x16 *dst, int64_t n, int64_t row0) {
-    Q8_CHECK(dst && q8_mat_ok(n, k) && row0 >= 0 && rows > 0 && row0 < n && rows <= n - row0);
-    quant_job job = {src, dtype, k, rows, transposed != 0, 0, NULL, dst, row0, 0};
-    const int rc = quantize_common(&job);
-    if (rc == Q8_OK && row0 + rows == n) q8_put_padding(dst, n, k / QK);
-    return rc;
-}
-
-int q8_q4_quantize(const void *src, int dtype, int64_t rows, int64_t k, q4_block *dst) {
-    Q8_CHECK(dst);
-    quant_job job = {src, dtype, k, rows, 0, 1, dst, NULL, 0, 0};
-    return quantize_common(&job);
+    return quantize_packed(src, dtype, rows, k, transposed, 0, dst, n, row0);
 }
 
 int q8_q4_quantize_packed(const void *src, int dtype, int64_t rows, int64_t k, int transposed,
                           q4x16 *dst, int64_t n, int64_t row0) {
-    Q8_CHECK(dst && q8_mat_ok(n, k) && row0 >= 0 && rows > 0 && row0 < n && rows <= n - row0);
-    quant_job job = {src, dtype, k, rows, transposed != 0, 1, NULL, dst, row0, 0};
-    const int rc = quantize_common(&job);
-    if (rc == Q8_OK && row0 + rows == n) q8_q4_put_padding(dst, n, k / QK);
-    return rc;
+    return quantize_packed(src, dtype, rows, k, transposed, 1, dst, n, row0);
 }
 
 int q8_dequantize(const q8_block *src, int64_t rows, int64_t k, float *dst) {
