@@ -191,13 +191,4 @@ static void axpy_f32_avx2(float a, const float *x, float *y, int64_t n) {
     for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }
 
-const q8_kernels q8_kernels_avx2 = {
-    .name = "avx2",
-    .quantize_row = quantize_row_avx2,
-    .panel_run = panel_run_avx2,
-    .q4_panel_run = q4_panel_run_avx2,
-    .f32_rows = f32_rows_avx2,
-    .f32_tile = f32_tile_avx2,
-    .dot_f32 = dot_f32_avx2,
-    .axpy_f32 = axpy_f32_avx2,
-};
+Q8_KERNEL_TABLE(avx2, quantize_row_avx2);

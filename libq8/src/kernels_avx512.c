@@ -8,12 +8,11 @@
 #include "q8_internal.h"
 
 #ifdef Q8_VNNI
-#define SUFFIX(name) name##_avx512vnni
-#define PATH_NAME "avx512vnni"
+#define PATH avx512vnni
 #else
-#define SUFFIX(name) name##_avx512
-#define PATH_NAME "avx512"
+#define PATH avx512
 #endif
+#define SUFFIX(name) Q8_PATHED(name, PATH)
 
 
 static inline float fold(__m512 acc) {
@@ -341,13 +340,4 @@ static void SUFFIX(axpy_f32)(float a, const float *x, float *y, int64_t n) {
     for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }
 
-const q8_kernels SUFFIX(q8_kernels) = {
-    .name = PATH_NAME,
-    .quantize_row = SUFFIX(quantize_row),
-    .panel_run = SUFFIX(panel_run),
-    .q4_panel_run = SUFFIX(q4_panel_run),
-    .f32_rows = SUFFIX(f32_rows),
-    .f32_tile = SUFFIX(f32_tile),
-    .dot_f32 = SUFFIX(dot_f32),
-    .axpy_f32 = SUFFIX(axpy_f32),
-};
+Q8_KERNEL_TABLE(PATH, SUFFIX(quantize_row));

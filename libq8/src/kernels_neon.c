@@ -8,12 +8,11 @@
 #include "q8_internal.h"
 
 #ifdef Q8_DOTPROD
-#define SUFFIX(name) name##_neon_dotprod
-#define PATH_NAME "neon_dotprod"
+#define PATH neon_dotprod
 #else
-#define SUFFIX(name) name##_neon
-#define PATH_NAME "neon"
+#define PATH neon
 #endif
+#define SUFFIX(name) Q8_PATHED(name, PATH)
 
 static inline float h2f(uint16_t h) {
     __fp16 v;
@@ -147,13 +146,5 @@ static void SUFFIX(axpy_f32)(float a, const float *x, float *y, int64_t n) {
     for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }
 
-const q8_kernels SUFFIX(q8_kernels) = {
-    .name = PATH_NAME,
-    .quantize_row = q8_quantize_row_ref, /* small next to the GEMV; not worth a variant yet */
-    .panel_run = SUFFIX(panel_run),
-    .q4_panel_run = SUFFIX(q4_panel_run),
-    .f32_rows = SUFFIX(f32_rows),
-    .f32_tile = SUFFIX(f32_tile),
-    .dot_f32 = SUFFIX(dot_f32),
-    .axpy_f32 = SUFFIX(axpy_f32),
-};
+/* The quantizer is small next to the GEMV; not worth a variant yet. */
+Q8_KERNEL_TABLE(PATH, q8_quantize_row_ref);

@@ -96,13 +96,4 @@ static void axpy_f32_ref(float a, const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }
 
-const q8_kernels q8_kernels_ref = {
-    .name = "ref",
-    .quantize_row = q8_quantize_row_ref,
-    .panel_run = panel_run_ref,
-    .q4_panel_run = q4_panel_run_ref,
-    .f32_rows = f32_rows_ref,
-    .f32_tile = f32_tile_ref,
-    .dot_f32 = dot_f32_ref,
-    .axpy_f32 = axpy_f32_ref,
-};
+Q8_KERNEL_TABLE(ref, q8_quantize_row_ref);

@@ -153,6 +153,28 @@ static inline float q8_fold8(__m256 s8) {
 }
 #endif
 
+/* Token pasting and quoting after expansion, for the files built once per path (their path is a
+ * macro); Q8_PATHED(name, path) is name_path. */
+#define Q8_CAT_(a, b) a##b
+#define Q8_CAT(a, b) Q8_CAT_(a, b)
+#define Q8_STR_(a) #a
+#define Q8_STR(a) Q8_STR_(a)
+#define Q8_PATHED(name, path) Q8_CAT(name##_, path)
+/* The table q8_kernels_<path>, named "<path>", of the kernels <slot>_<path> that every ISA file
+ * defines, with the quantizer given (the reference's where a path has none of its own): a new
+ * slot is one edit here. */
+#define Q8_KERNEL_TABLE(path, quantizer)                                                       \
+    const q8_kernels Q8_PATHED(q8_kernels, path) = {                                           \
+        .name = Q8_STR(path),                                                                  \
+        .quantize_row = quantizer,                                                             \
+        .panel_run = Q8_PATHED(panel_run, path),                                               \
+        .q4_panel_run = Q8_PATHED(q4_panel_run, path),                                         \
+        .f32_rows = Q8_PATHED(f32_rows, path),                                                 \
+        .f32_tile = Q8_PATHED(f32_tile, path),                                                 \
+        .dot_f32 = Q8_PATHED(dot_f32, path),                                                   \
+        .axpy_f32 = Q8_PATHED(axpy_f32, path),                                                 \
+    }
+
 extern const q8_kernels q8_kernels_ref;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const q8_kernels q8_kernels_avx2;
