@@ -201,20 +201,15 @@ float q8_fp16_to_fp32_ref(uint16_t h);
 
 /* Quantize one row of k floats (k % 32 == 0) to k/32 blocks, exactly as ggml's reference. */
 void q8_quantize_row_ref(const float *x, q8_block *y, int64_t k);
-/* The packed layout (pack.c): row r of a packed matrix with nb blocks per row, written from
- * or read into GGML blocks; the zero padding rows after row n - 1; the packed kernels' view
- * of nb quantized activation blocks. */
-void q8_put_row(q8x16 *dst, int64_t nb, int64_t r, const q8_block *row);
-void q8_get_row(const q8x16 *src, int64_t nb, int64_t r, q8_block *row);
-void q8_put_padding(q8x16 *dst, int64_t n, int64_t nb);
+/* The packed layouts (pack.c), q8x16 or q4x16 when q4: row r of a packed matrix with nb blocks
+ * per row, written from GGML blocks; the zero padding rows after row n - 1. Then the packed
+ * kernels' view of nb quantized activation blocks. */
+void q8_put_row(void *dst, int q4, int64_t nb, int64_t r, const void *row);
+void q8_put_padding(void *dst, int q4, int64_t n, int64_t nb);
 void q8_act_prep(const q8_block *x, int64_t nb, q8_act *out);
 
-/* Q4_0 (q4.c): the reference quantizer of one row, and the packed layout's row scatter, gather
- * and padding, as for Q8_0 above. */
+/* Q4_0 (q4.c): the reference quantizer of one row. */
 void q8_q4_quantize_row_ref(const float *x, q4_block *y, int64_t k);
-void q8_q4_put_row(q4x16 *dst, int64_t nb, int64_t r, const q4_block *row);
-void q8_q4_get_row(const q4x16 *src, int64_t nb, int64_t r, q4_block *row);
-void q8_q4_put_padding(q4x16 *dst, int64_t n, int64_t nb);
 
 /* ---- thread pool (pool.c) ---- */
 /* fn runs on chunks [begin, end) of [0, total); worker is 0 .. q8_pool_threads() - 1 and is

@@ -157,8 +157,7 @@ static void quant_task(void *vctx, int64_t begin, int64_t end, int worker) {
         void *out = job->packed ? blocks : (unsigned char *)job->dst + (size_t)(r * nb) * bsize;
         if (job->q4) q8_q4_quantize_row_ref(row, out, k);
         else quantize_row(row, out, k);
-        if (job->packed && job->q4) q8_q4_put_row(job->packed, nb, job->row0 + r, blocks);
-        else if (job->packed) q8_put_row(job->packed, nb, job->row0 + r, blocks);
+        if (job->packed) q8_put_row(job->packed, job->q4, nb, job->row0 + r, blocks);
     }
     free(blocks);
     free(row);
@@ -190,8 +189,7 @@ static int quantize_packed(const void *src, int dtype, int64_t rows, int64_t k, 
     quant_job job = {src, dtype, k, rows, transposed != 0, q4, NULL, dst, row0, 0};
     const int rc = quantize_common(&job);
     if (rc != Q8_OK || row0 + rows != n) return rc;
-    if (q4) q8_q4_put_padding(dst, n, k / QK);
-    else q8_put_padding(dst, n, k / QK);
+    q8_put_padding(dst, q4, n, k / QK);
     return Q8_OK;
 }
 
