@@ -110,23 +110,20 @@ static int q8_matmul(const q8x16 *w, const q4x16 *w4, int64_t n, int64_t k, cons
     return rc;
 }
 
-int q8_gemv(const q8x16 *w, int64_t n, int64_t k, const float *x, const float *bias,
-            float *y) {
+/* q8_matmul checks the weights: exactly one of w (Q8_0) and w4 (Q4_0) is passed. */
+int q8_gemv(const q8x16 *w, int64_t n, int64_t k, const float *x, const float *bias, float *y) {
     return q8_matmul(w, NULL, n, k, x, 1, bias, y);
 }
 
-int q8_gemm(const q8x16 *w, int64_t n, int64_t k, const float *x, int64_t t,
-            const float *bias, float *y) {
+int q8_gemm(const q8x16 *w, int64_t n, int64_t k, const float *x, int64_t t, const float *bias, float *y) {
     return q8_matmul(w, NULL, n, k, x, t, bias, y);
 }
 
-int q8_q4_gemv(const q4x16 *w, int64_t n, int64_t k, const float *x, const float *bias,
-               float *y) {
+int q8_q4_gemv(const q4x16 *w, int64_t n, int64_t k, const float *x, const float *bias, float *y) {
     return q8_matmul(NULL, w, n, k, x, 1, bias, y);
 }
 
-int q8_q4_gemm(const q4x16 *w, int64_t n, int64_t k, const float *x, int64_t t,
-               const float *bias, float *y) {
+int q8_q4_gemm(const q4x16 *w, int64_t n, int64_t k, const float *x, int64_t t, const float *bias, float *y) {
     return q8_matmul(NULL, w, n, k, x, t, bias, y);
 }
 
@@ -229,35 +226,28 @@ static int lmhead_common(const q8x16 *w, const q4x16 *w4, const float *wf, int64
     return rc;
 }
 
+/* lmhead_common checks the weights (exactly one of w, w4, wf is passed) and the outputs (y, or
+ * index and value for the argmax). */
 int q8_lmhead(const q8x16 *w, int64_t n, int64_t k, const float *x, float *y) {
-    Q8_CHECK(w && y);
     return lmhead_common(w, NULL, NULL, n, k, x, y, NULL, NULL);
 }
 
 int q8_lmhead_f32(const float *w, int64_t n, int64_t k, const float *x, float *y) {
-    Q8_CHECK(w && y);
     return lmhead_common(NULL, NULL, w, n, k, x, y, NULL, NULL);
 }
 
-int q8_lmhead_argmax(const q8x16 *w, int64_t n, int64_t k, const float *x,
-                     int64_t *index, float *value) {
-    Q8_CHECK(w && index && value);
-    return lmhead_common(w, NULL, NULL, n, k, x, NULL, index, value);
-}
-
-int q8_lmhead_argmax_f32(const float *w, int64_t n, int64_t k, const float *x,
-                         int64_t *index, float *value) {
-    Q8_CHECK(w && index && value);
-    return lmhead_common(NULL, NULL, w, n, k, x, NULL, index, value);
-}
-
 int q8_q4_lmhead(const q4x16 *w, int64_t n, int64_t k, const float *x, float *y) {
-    Q8_CHECK(w && y);
     return lmhead_common(NULL, w, NULL, n, k, x, y, NULL, NULL);
 }
 
-int q8_q4_lmhead_argmax(const q4x16 *w, int64_t n, int64_t k, const float *x,
-                        int64_t *index, float *value) {
-    Q8_CHECK(w && index && value);
+int q8_lmhead_argmax(const q8x16 *w, int64_t n, int64_t k, const float *x, int64_t *index, float *value) {
+    return lmhead_common(w, NULL, NULL, n, k, x, NULL, index, value);
+}
+
+int q8_lmhead_argmax_f32(const float *w, int64_t n, int64_t k, const float *x, int64_t *index, float *value) {
+    return lmhead_common(NULL, NULL, w, n, k, x, NULL, index, value);
+}
+
+int q8_q4_lmhead_argmax(const q4x16 *w, int64_t n, int64_t k, const float *x, int64_t *index, float *value) {
     return lmhead_common(NULL, w, NULL, n, k, x, NULL, index, value);
 }

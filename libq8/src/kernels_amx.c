@@ -254,13 +254,4 @@ static void axpy_f32_amx(float a, const float *x, float *y, int64_t n) {
     q8_kernels_avx512vnni.axpy_f32(a, x, y, n);
 }
 
-const q8_kernels q8_kernels_amx = {
-    .name = "amx",
-    .quantize_row = quantize_row_amx,
-    .panel_run = panel_run_amx,
-    .q4_panel_run = q4_panel_run_amx,
-    .f32_rows = f32_rows_amx,
-    .f32_tile = f32_tile_amx,
-    .dot_f32 = dot_f32_amx,
-    .axpy_f32 = axpy_f32_amx,
-};
+Q8_KERNEL_TABLE(amx, quantize_row_amx);

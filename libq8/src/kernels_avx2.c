@@ -7,12 +7,8 @@
 #include "q8_internal.h"
 
 
-static inline float fold(__m256 even, __m256 odd) {
-    const __m256 s8 = _mm256_add_ps(even, odd);
-    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
-}
+/* lanes 0-7 and 8-15 of the reference's 16 */
+static inline float fold(__m256 lo, __m256 hi) { return q8_fold8(_mm256_add_ps(lo, hi)); }
 
 /* Round half away from zero, exactly as roundf: floor(|v|) plus one when the (exact) fraction
  * is at least one half, with v's sign put back. */
@@ -26,7 +22,7 @@ static inline __m256i round_away(__m256 v) {
 }
 
 static void quantize_row_avx2(const float *x, q8_block *y, int64_t k) {
-    const __m256 sign = _mm256_set1_ps(-0.0f), big = _mm256_set1_ps(3.40282347e38f);
+    const __m256 sign = _mm256_set1_ps(-0.0f), big = _mm256_set1_ps(Q8_FLT_MAX);
     for (int64_t b = 0; b < k / QK; b++) {
         const float *xb = x + b * QK;
         __m256 v[4], amax = _mm256_setzero_ps(), fin = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
@@ -43,7 +39,7 @@ static void quantize_row_avx2(const float *x, q8_block *y, int64_t k) {
         __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         const float d = _mm_cvtss_f32(_mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1))) / 127.0f;
-        const float id = d != 0.0f && 1.0f / d <= 3.40282347e38f ? 1.0f / d : 0.0f; /* see quant.c */
+        const float id = q8_inv_scale(d);
         y[b].d = q8_fp32_to_fp16_ref(d);
         const __m256 idv = _mm256_set1_ps(id);
         __m256i q[4];
@@ -67,33 +63,6 @@ static inline __m256i step_half(__m256i s, const uint8_t *q, __m256i ax, __m256i
     return _mm256_add_epi32(s, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
 }
 
-/* One panel (16 rows, nb blocks) times one activation row. */
-static void panel_dot(const q8x16 *w, int64_t nb, const q8_act *x, float out[16]) {
-    __m256 lo = _mm256_setzero_ps(), hi = lo;
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i slo = _mm256_setzero_si256(), shi = slo;
-        for (int j = 0; j < 8; j++) {
-            int32_t v;
-            memcpy(&v, x[b].qs + 4 * j, 4);
-            const __m256i xb = _mm256_set1_epi32(v), ax = _mm256_sign_epi8(xb, xb);
-            slo = step_half(slo, w[b].qs + 64 * j, ax, xb);
-            shi = step_half(shi, w[b].qs + 64 * j + 32, ax, xb);
-        }
-        const __m256 dx = _mm256_set1_ps(x[b].d);
-        const __m256 dlo = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w[b].d)), dx);
-        const __m256 dhi = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w[b].d + 8))), dx);
-        lo = _mm256_fmadd_ps(dlo, _mm256_cvtepi32_ps(slo), lo);
-        hi = _mm256_fmadd_ps(dhi, _mm256_cvtepi32_ps(shi), hi);
-    }
-    _mm256_storeu_ps(out, lo);
-    _mm256_storeu_ps(out + 8, hi);
-}
-
-static void panel_run_avx2(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
-                           int64_t p1, int64_t n, float *y, int64_t ldy) {
-    q8_panels_by_token(panel_dot, w, nb, x, t, p0, p1, n, y, ldy);
-}
-
 /* ---- packed Q4_0: one 32-byte load holds 4 columns of 8 rows in its low nibbles and the 4
  * columns 16 further in its high ones; the nibbles (q + 8) are vpmaddubsw's unsigned operand
  * as they are (2 * 15 * 127 < 2^15), and the int sum starts at -8 * sum(x). ---- */
@@ -101,26 +70,53 @@ static inline __m256i q4_step_half(__m256i s, __m256i wu, __m256i xb) {
     return _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(wu, xb), _mm256_set1_epi16(1)));
 }
 
-static void q4_panel_dot(const q4x16 *w, int64_t nb, const q8_act *x, float out[16]) {
+/* One panel block x one activation block: the int sums of rows 0-7 (lo) and 8-15 (hi). */
+static inline void q8_block_sums(const q8x16 *wb, const q8_act *a, __m256i *lo, __m256i *hi) {
+    __m256i slo = _mm256_setzero_si256(), shi = slo;
+    for (int j = 0; j < 8; j++) {
+        int32_t v;
+        memcpy(&v, a->qs + 4 * j, 4);
+        const __m256i xb = _mm256_set1_epi32(v), ax = _mm256_sign_epi8(xb, xb);
+        slo = step_half(slo, wb->qs + 64 * j, ax, xb);
+        shi = step_half(shi, wb->qs + 64 * j + 32, ax, xb);
+    }
+    *lo = slo;
+    *hi = shi;
+}
+
+static inline void q4_block_sums(const q4x16 *wb, const q8_act *a, __m256i *lo, __m256i *hi) {
     const __m256i m = _mm256_set1_epi8(0x0f);
+    __m256i slo = _mm256_set1_epi32(a->nsum / 16), shi = slo;
+    for (int j = 0; j < 4; j++) {
+        int32_t v0, v1;
+        memcpy(&v0, a->qs + 4 * j, 4);
+        memcpy(&v1, a->qs + 16 + 4 * j, 4);
+        const __m256i x0 = _mm256_set1_epi32(v0), x1 = _mm256_set1_epi32(v1);
+        const __m256i c0 = _mm256_loadu_si256((const __m256i *)(wb->qs + 64 * j));
+        const __m256i c1 = _mm256_loadu_si256((const __m256i *)(wb->qs + 64 * j + 32));
+        slo = q4_step_half(slo, _mm256_and_si256(c0, m), x0);
+        slo = q4_step_half(slo, _mm256_and_si256(_mm256_srli_epi16(c0, 4), m), x1);
+        shi = q4_step_half(shi, _mm256_and_si256(c1, m), x0);
+        shi = q4_step_half(shi, _mm256_and_si256(_mm256_srli_epi16(c1, 4), m), x1);
+    }
+    *lo = slo;
+    *hi = shi;
+}
+
+/* One panel (16 rows, nb blocks) times one activation row, either format (q4 is a constant in
+ * both callers: each is one format's code). Both panel blocks lead with the 16 fp16 scales. */
+static inline __attribute__((always_inline)) void panel_dot(const void *w, int64_t nb, const q8_act *x,
+                                                            float out[16], const int q4) {
+    const size_t psize = q4 ? sizeof(q4x16) : sizeof(q8x16);
     __m256 lo = _mm256_setzero_ps(), hi = lo;
     for (int64_t b = 0; b < nb; b++) {
-        __m256i slo = _mm256_set1_epi32(x[b].nsum / 16), shi = slo;
-        for (int j = 0; j < 4; j++) {
-            int32_t v0, v1;
-            memcpy(&v0, x[b].qs + 4 * j, 4);
-            memcpy(&v1, x[b].qs + 16 + 4 * j, 4);
-            const __m256i x0 = _mm256_set1_epi32(v0), x1 = _mm256_set1_epi32(v1);
-            const __m256i a = _mm256_loadu_si256((const __m256i *)(w[b].qs + 64 * j));
-            const __m256i c = _mm256_loadu_si256((const __m256i *)(w[b].qs + 64 * j + 32));
-            slo = q4_step_half(slo, _mm256_and_si256(a, m), x0);
-            slo = q4_step_half(slo, _mm256_and_si256(_mm256_srli_epi16(a, 4), m), x1);
-            shi = q4_step_half(shi, _mm256_and_si256(c, m), x0);
-            shi = q4_step_half(shi, _mm256_and_si256(_mm256_srli_epi16(c, 4), m), x1);
-        }
+        const unsigned char *wb = (const unsigned char *)w + (size_t)b * psize;
+        __m256i slo, shi;
+        if (q4) q4_block_sums((const q4x16 *)wb, x + b, &slo, &shi);
+        else q8_block_sums((const q8x16 *)wb, x + b, &slo, &shi);
         const __m256 dx = _mm256_set1_ps(x[b].d);
-        const __m256 dlo = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w[b].d)), dx);
-        const __m256 dhi = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w[b].d + 8))), dx);
+        const __m256 dlo = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wb)), dx);
+        const __m256 dhi = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wb + 1)), dx);
         lo = _mm256_fmadd_ps(dlo, _mm256_cvtepi32_ps(slo), lo);
         hi = _mm256_fmadd_ps(dhi, _mm256_cvtepi32_ps(shi), hi);
     }
@@ -128,9 +124,22 @@ static void q4_panel_dot(const q4x16 *w, int64_t nb, const q8_act *x, float out[
     _mm256_storeu_ps(out + 8, hi);
 }
 
+static void q8_panel_dot(const void *w, int64_t nb, const q8_act *x, float out[16]) {
+    panel_dot(w, nb, x, out, 0);
+}
+
+static void q4_panel_dot(const void *w, int64_t nb, const q8_act *x, float out[16]) {
+    panel_dot(w, nb, x, out, 1);
+}
+
+static void panel_run_avx2(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
+                           int64_t p1, int64_t n, float *y, int64_t ldy) {
+    q8_panels_by_token(q8_panel_dot, w, sizeof *w, nb, x, t, p0, p1, n, y, ldy);
+}
+
 static void q4_panel_run_avx2(const q4x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
                               int64_t p1, int64_t n, float *y, int64_t ldy) {
-    q4_panels_by_token(q4_panel_dot, w, nb, x, t, p0, p1, n, y, ldy);
+    q8_panels_by_token(q4_panel_dot, w, sizeof *w, nb, x, t, p0, p1, n, y, ldy);
 }
 
 static float dot_f32_avx2(const float *a, const float *b, int64_t n) {
@@ -164,27 +173,14 @@ static void f32_rows_avx2(const float *w, int64_t k, const float *x, int64_t r0,
             l3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + i), xl, l3);
             h3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + i + 8), xh, h3);
         }
-        float s0 = fold(l0, h0), s1 = fold(l1, h1), s2 = fold(l2, h2), s3 = fold(l3, h3);
-        for (int64_t i = main; i < k; i++) {
-            s0 = fmaf(w0[i], x[i], s0);
-            s1 = fmaf(w1[i], x[i], s1);
-            s2 = fmaf(w2[i], x[i], s2);
-            s3 = fmaf(w3[i], x[i], s3);
-        }
-        y[r] = s0;
-        y[r + 1] = s1;
-        y[r + 2] = s2;
-        y[r + 3] = s3;
+        q8_f32_rows4_tail(w0, k, x, main, fold(l0, h0), fold(l1, h1), fold(l2, h2), fold(l3, h3), y + r);
     }
     for (; r < r1; r++) y[r] = dot_f32_avx2(w + r * k, x, k);
 }
 
 static void f32_tile_avx2(const float *w, int64_t k, const float *x, int64_t t, int64_t r0,
                           int64_t r1, float *y, int64_t ldy) {
-    for (int64_t g = r0; g < r1; g += 16) {
-        const int64_t g1 = g + 16 < r1 ? g + 16 : r1;
-        for (int64_t j = 0; j < t; j++) f32_rows_avx2(w, k, x + j * k, g, g1, y + j * ldy);
-    }
+    q8_f32_tile_by_rows(f32_rows_avx2, w, k, x, t, r0, r1, y, ldy);
 }
 
 static void axpy_f32_avx2(float a, const float *x, float *y, int64_t n) {
@@ -195,13 +191,4 @@ static void axpy_f32_avx2(float a, const float *x, float *y, int64_t n) {
     for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }
 
-const q8_kernels q8_kernels_avx2 = {
-    .name = "avx2",
-    .quantize_row = quantize_row_avx2,
-    .panel_run = panel_run_avx2,
-    .q4_panel_run = q4_panel_run_avx2,
-    .f32_rows = f32_rows_avx2,
-    .f32_tile = f32_tile_avx2,
-    .dot_f32 = dot_f32_avx2,
-    .axpy_f32 = axpy_f32_avx2,
-};
+Q8_KERNEL_TABLE(avx2, quantize_row_avx2);

@@ -8,19 +8,15 @@
 #include "q8_internal.h"
 
 #ifdef Q8_VNNI
-#define SUFFIX(name) name##_avx512vnni
-#define PATH_NAME "avx512vnni"
+#define PATH avx512vnni
 #else
-#define SUFFIX(name) name##_avx512
-#define PATH_NAME "avx512"
+#define PATH avx512
 #endif
+#define SUFFIX(name) Q8_PATHED(name, PATH)
 
 
 static inline float fold(__m512 acc) {
-    const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(acc), _mm512_extractf32x8_ps(acc, 1));
-    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+    return q8_fold8(_mm256_add_ps(_mm512_castps512_ps256(acc), _mm512_extractf32x8_ps(acc, 1)));
 }
 
 /* Round half away from zero, exactly as roundf (see kernels_avx2.c). */
@@ -34,7 +30,7 @@ static inline __m512i round_away(__m512 v) {
 }
 
 static void SUFFIX(quantize_row)(const float *x, q8_block *y, int64_t k) {
-    const __m512 sign = _mm512_set1_ps(-0.0f), big = _mm512_set1_ps(3.40282347e38f);
+    const __m512 sign = _mm512_set1_ps(-0.0f), big = _mm512_set1_ps(Q8_FLT_MAX);
     for (int64_t b = 0; b < k / QK; b++) {
         const float *xb = x + b * QK;
         const __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
@@ -46,7 +42,7 @@ static void SUFFIX(quantize_row)(const float *x, q8_block *y, int64_t k) {
             continue;
         }
         const float d = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1)) / 127.0f;
-        const float id = d != 0.0f && 1.0f / d <= 3.40282347e38f ? 1.0f / d : 0.0f; /* see quant.c */
+        const float id = q8_inv_scale(d);
         y[b].d = q8_fp32_to_fp16_ref(d);
         const __m512 idv = _mm512_set1_ps(id);
         _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtepi32_epi8(round_away(_mm512_mul_ps(v0, idv))));
@@ -92,76 +88,6 @@ static inline __m512i sum_start(const q8_act *a) {
 #endif
 }
 
-static inline __m512 wscales(const q8x16 *wb) {
-    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)wb->d));
-}
-
-static inline __mmask16 rows_mask(int64_t valid) {
-    return valid >= PANEL ? (__mmask16)0xffff : (__mmask16)((1u << valid) - 1u);
-}
-
-/* One panel x one token (decode): two int chains per block, so the 8 dependent steps of a
- * block are two chains of 4; blocks are independent until the final fmaf. */
-static inline void gemv_panel(const q8x16 *w, int64_t nb, const q8_act *x, float *y,
-                              int64_t valid) {
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const q8x16 *wb = w + b;
-        __m512i s0 = sum_start(x + b), s1 = _mm512_setzero_si512();
-#pragma GCC unroll 4
-        for (int j = 0; j < 8; j += 2) {
-            s0 = step(s0, wb, j, xgroup(x + b, j));
-            s1 = step(s1, wb, j + 1, xgroup(x + b, j + 1));
-        }
-        const __m512 d = _mm512_mul_ps(wscales(wb), _mm512_set1_ps(x[b].d));
-        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc);
-    }
-    _mm512_mask_storeu_ps(y, rows_mask(valid), acc);
-}
-
-/* R panels (w, w + nb, ...) x T tokens (x, x + nb, ...); always_inline with constant R and T
- * so the R * T int sums and float accumulators live in registers. */
-static inline __attribute__((always_inline)) void
-micro(const q8x16 *w, int64_t nb, const q8_act *x, float *y, int64_t ldy, int64_t valid,
-      const int R, const int T) {
-    __m512 acc[2][4];
-#pragma GCC unroll 2
-    for (int i = 0; i < R; i++)
-#pragma GCC unroll 4
-        for (int c = 0; c < T; c++) acc[i][c] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        __m512i s[2][4];
-#pragma GCC unroll 2
-        for (int i = 0; i < R; i++)
-#pragma GCC unroll 4
-            for (int c = 0; c < T; c++) s[i][c] = sum_start(x + c * nb + b);
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; j++) {
-            __m512i xb[4];
-#pragma GCC unroll 4
-            for (int c = 0; c < T; c++) xb[c] = xgroup(x + c * nb + b, j);
-#pragma GCC unroll 2
-            for (int i = 0; i < R; i++)
-#pragma GCC unroll 4
-                for (int c = 0; c < T; c++) s[i][c] = step(s[i][c], w + i * nb + b, j, xb[c]);
-        }
-#pragma GCC unroll 2
-        for (int i = 0; i < R; i++) {
-            const __m512 dw = wscales(w + i * nb + b);
-#pragma GCC unroll 4
-            for (int c = 0; c < T; c++) {
-                const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(x[c * nb + b].d));
-                acc[i][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s[i][c]), acc[i][c]);
-            }
-        }
-    }
-#pragma GCC unroll 2
-    for (int i = 0; i < R; i++)
-#pragma GCC unroll 4
-        for (int c = 0; c < T; c++)
-            _mm512_mask_storeu_ps(y + c * ldy + i * PANEL, rows_mask(valid - i * PANEL), acc[i][c]);
-}
-
 /* ---- packed Q4_0 products: the same structure. One 64-byte load holds columns 4j .. 4j + 3
  * of 16 rows in its low nibbles and columns 16 + 4j .. in its high ones; masking and a shift
  * give the two steps' unsigned weights (nibble = q + 8), and the int sum starts at -8 * sum(x)
@@ -182,31 +108,67 @@ static inline __m512i q4_hi(__m512i v) {
 
 static inline __m512i q4_start(const q8_act *a) { return _mm512_set1_epi32(a->nsum / 16); }
 
-static inline __m512 q4_wscales(const q4x16 *wb) {
-    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)wb->d));
+/* ---- the loops, for both formats. They take the weights untyped with q4 (0: q8x16, 1: q4x16)
+ * a constant in every caller and are always inlined, so each instance is one format's code
+ * with no branch left. */
+static inline size_t psize(const int q4) { return q4 ? sizeof(q4x16) : sizeof(q8x16); }
+
+/* Panel block i of w. */
+static inline const unsigned char *wblock(const void *w, int64_t i, const int q4) {
+    return (const unsigned char *)w + (size_t)i * psize(q4);
 }
 
-static inline void q4_gemv_panel(const q4x16 *w, int64_t nb, const q8_act *x, float *y,
-                                 int64_t valid) {
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const q4x16 *wb = w + b;
-        __m512i s0 = q4_start(x + b), s1 = _mm512_setzero_si512();
+/* The fp16 scales of a panel block's 16 rows. */
+static inline __m512 wscales(const unsigned char *wb) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)wb));
+}
+
+static inline __m512i start(const q8_act *a, const int q4) { return q4 ? q4_start(a) : sum_start(a); }
+
+static inline __mmask16 rows_mask(int64_t valid) {
+    return valid >= PANEL ? (__mmask16)0xffff : (__mmask16)((1u << valid) - 1u);
+}
+
+/* One panel block x one token's block: the 16 rows' int sums in two chains, so the 8 dependent
+ * steps of a block are two chains of 4. */
+static inline __attribute__((always_inline)) __m512i block_sums(const unsigned char *wb, const q8_act *a,
+                                                                const int q4) {
+    __m512i s0 = start(a, q4), s1 = _mm512_setzero_si512();
+    if (q4) {
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
-            const __m512i v = _mm512_loadu_si512((const void *)(wb->qs + 64 * j));
-            s0 = q4_step(s0, q4_lo(v), xgroup(x + b, j));
-            s1 = q4_step(s1, q4_hi(v), xgroup(x + b, j + 4));
+            const __m512i v = _mm512_loadu_si512((const void *)(((const q4x16 *)wb)->qs + 64 * j));
+            s0 = q4_step(s0, q4_lo(v), xgroup(a, j));
+            s1 = q4_step(s1, q4_hi(v), xgroup(a, j + 4));
         }
-        const __m512 d = _mm512_mul_ps(q4_wscales(wb), _mm512_set1_ps(x[b].d));
-        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc);
+    } else {
+#pragma GCC unroll 4
+        for (int j = 0; j < 8; j += 2) {
+            s0 = step(s0, (const q8x16 *)wb, j, xgroup(a, j));
+            s1 = step(s1, (const q8x16 *)wb, j + 1, xgroup(a, j + 1));
+        }
+    }
+    return _mm512_add_epi32(s0, s1);
+}
+
+/* One panel x one token (decode): blocks are independent until the final fmaf. */
+static inline __attribute__((always_inline)) void gemv_panel(const void *w, int64_t nb, const q8_act *x,
+                                                             float *y, int64_t valid, const int q4) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const unsigned char *wb = wblock(w, b, q4);
+        const __m512i s = block_sums(wb, x + b, q4);
+        const __m512 d = _mm512_mul_ps(wscales(wb), _mm512_set1_ps(x[b].d));
+        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc);
     }
     _mm512_mask_storeu_ps(y, rows_mask(valid), acc);
 }
 
+/* R panels (w, w + nb, ...) x T tokens (x, x + nb, ...); always_inline with constant R and T
+ * so the R * T int sums and float accumulators live in registers. */
 static inline __attribute__((always_inline)) void
-q4_micro(const q4x16 *w, int64_t nb, const q8_act *x, float *y, int64_t ldy, int64_t valid,
-         const int R, const int T) {
+micro(const void *w, int64_t nb, const q8_act *x, float *y, int64_t ldy, int64_t valid,
+      const int R, const int T, const int q4) {
     __m512 acc[2][4];
 #pragma GCC unroll 2
     for (int i = 0; i < R; i++)
@@ -217,23 +179,38 @@ q4_micro(const q4x16 *w, int64_t nb, const q8_act *x, float *y, int64_t ldy, int
 #pragma GCC unroll 2
         for (int i = 0; i < R; i++)
 #pragma GCC unroll 4
-            for (int c = 0; c < T; c++) s[i][c] = q4_start(x + c * nb + b);
+            for (int c = 0; c < T; c++) s[i][c] = start(x + c * nb + b, q4);
+        if (q4) {
 #pragma GCC unroll 4
-        for (int j = 0; j < 4; j++) {
-            __m512i xl[4], xh[4];
+            for (int j = 0; j < 4; j++) {
+                __m512i xl[4], xh[4];
 #pragma GCC unroll 4
-            for (int c = 0; c < T; c++) xl[c] = xgroup(x + c * nb + b, j), xh[c] = xgroup(x + c * nb + b, j + 4);
+                for (int c = 0; c < T; c++) xl[c] = xgroup(x + c * nb + b, j), xh[c] = xgroup(x + c * nb + b, j + 4);
 #pragma GCC unroll 2
-            for (int i = 0; i < R; i++) {
-                const __m512i v = _mm512_loadu_si512((const void *)(w[i * nb + b].qs + 64 * j));
-                const __m512i lo = q4_lo(v), hi = q4_hi(v);
+                for (int i = 0; i < R; i++) {
+                    const q4x16 *wb = (const q4x16 *)wblock(w, i * nb + b, 1);
+                    const __m512i v = _mm512_loadu_si512((const void *)(wb->qs + 64 * j));
+                    const __m512i lo = q4_lo(v), hi = q4_hi(v);
 #pragma GCC unroll 4
-                for (int c = 0; c < T; c++) s[i][c] = q4_step(q4_step(s[i][c], lo, xl[c]), hi, xh[c]);
+                    for (int c = 0; c < T; c++) s[i][c] = q4_step(q4_step(s[i][c], lo, xl[c]), hi, xh[c]);
+                }
+            }
+        } else {
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                __m512i xb[4];
+#pragma GCC unroll 4
+                for (int c = 0; c < T; c++) xb[c] = xgroup(x + c * nb + b, j);
+#pragma GCC unroll 2
+                for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+                    for (int c = 0; c < T; c++)
+                        s[i][c] = step(s[i][c], (const q8x16 *)wblock(w, i * nb + b, 0), j, xb[c]);
             }
         }
 #pragma GCC unroll 2
         for (int i = 0; i < R; i++) {
-            const __m512 dw = q4_wscales(w + i * nb + b);
+            const __m512 dw = wscales(wblock(w, i * nb + b, q4));
 #pragma GCC unroll 4
             for (int c = 0; c < T; c++) {
                 const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(x[c * nb + b].d));
@@ -248,16 +225,15 @@ q4_micro(const q4x16 *w, int64_t nb, const q8_act *x, float *y, int64_t ldy, int
             _mm512_mask_storeu_ps(y + c * ldy + i * PANEL, rows_mask(valid - i * PANEL), acc[i][c]);
 }
 
-/* The micro kernels take the weights untyped so that one tile loop serves both formats. */
 typedef void (*micro_fn)(const void *, int64_t, const q8_act *, float *, int64_t, int64_t);
 #define MICRO(R, T)                                                                            \
     static void micro_##R##x##T(const void *w, int64_t nb, const q8_act *x, float *y,           \
                                 int64_t ldy, int64_t valid) {                                  \
-        micro(w, nb, x, y, ldy, valid, R, T);                                                  \
+        micro(w, nb, x, y, ldy, valid, R, T, 0);                                               \
     }                                                                                          \
     static void q4_micro_##R##x##T(const void *w, int64_t nb, const q8_act *x, float *y,        \
                                    int64_t ldy, int64_t valid) {                               \
-        q4_micro(w, nb, x, y, ldy, valid, R, T);                                               \
+        micro(w, nb, x, y, ldy, valid, R, T, 1);                                               \
     }
 MICRO(1, 1) MICRO(1, 2) MICRO(1, 3) MICRO(1, 4)
 MICRO(2, 1) MICRO(2, 2) MICRO(2, 3) MICRO(2, 4)
@@ -278,10 +254,12 @@ static const micro_fn Q4_MICROS[2][4] = {
 
 /* t > 1: tokens in blocks whose activations fit L2; inside one, TILE_R panels stay in L1/L2
  * while every token tile passes over them, so each weight byte comes from DRAM once per token
- * block. psize: bytes of one panel block. */
-static void tiles_run(const micro_fn micros[2][4], const unsigned char *w, size_t psize, int64_t nb,
-                      const q8_act *x, int64_t t, int64_t p0, int64_t p1, int64_t n, float *y,
-                      int64_t ldy) {
+ * block. One loop for both formats: the micro kernels take the weights untyped, q4 picks the
+ * table and the panel block size. */
+static void tiles_run(const void *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0, int64_t p1,
+                      int64_t n, float *y, int64_t ldy, const int q4) {
+    const micro_fn(*micros)[4] = q4 ? Q4_MICROS : MICROS;
+    const size_t ps = psize(q4);
     int64_t tb = TOK_BLOCK_BYTES / (nb * (int64_t)sizeof(q8_act));
     tb = tb < TILE_T ? TILE_T : tb;
     for (int64_t j0 = 0; j0 < t; j0 += tb) {
@@ -293,7 +271,7 @@ static void tiles_run(const micro_fn micros[2][4], const unsigned char *w, size_
             int64_t c = 0;
             for (int64_t ti = 0; ti < ntiles; ti++) {
                 const int T = (int)((nt - c + (ntiles - ti) - 1) / (ntiles - ti));
-                micros[R - 1][T - 1](w + (size_t)(p * nb) * psize, nb, x + (j0 + c) * nb,
+                micros[R - 1][T - 1]((const unsigned char *)w + (size_t)(p * nb) * ps, nb, x + (j0 + c) * nb,
                                      y + (j0 + c) * ldy + p * PANEL, ldy, n - p * PANEL);
                 c += T;
             }
@@ -301,22 +279,23 @@ static void tiles_run(const micro_fn micros[2][4], const unsigned char *w, size_
     }
 }
 
+static inline __attribute__((always_inline)) void
+panels(const void *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0, int64_t p1, int64_t n,
+       float *y, int64_t ldy, const int q4) {
+    if (t == 1)
+        for (int64_t p = p0; p < p1; p++) gemv_panel(wblock(w, p * nb, q4), nb, x, y + p * PANEL, n - p * PANEL, q4);
+    else
+        tiles_run(w, nb, x, t, p0, p1, n, y, ldy, q4);
+}
+
 static void SUFFIX(panel_run)(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
                               int64_t p1, int64_t n, float *y, int64_t ldy) {
-    if (t == 1) {
-        for (int64_t p = p0; p < p1; p++) gemv_panel(w + p * nb, nb, x, y + p * PANEL, n - p * PANEL);
-        return;
-    }
-    tiles_run(MICROS, (const unsigned char *)w, sizeof *w, nb, x, t, p0, p1, n, y, ldy);
+    panels(w, nb, x, t, p0, p1, n, y, ldy, 0);
 }
 
 static void SUFFIX(q4_panel_run)(const q4x16 *w, int64_t nb, const q8_act *x, int64_t t,
                                  int64_t p0, int64_t p1, int64_t n, float *y, int64_t ldy) {
-    if (t == 1) {
-        for (int64_t p = p0; p < p1; p++) q4_gemv_panel(w + p * nb, nb, x, y + p * PANEL, n - p * PANEL);
-        return;
-    }
-    tiles_run(Q4_MICROS, (const unsigned char *)w, sizeof *w, nb, x, t, p0, p1, n, y, ldy);
+    panels(w, nb, x, t, p0, p1, n, y, ldy, 1);
 }
 
 static float SUFFIX(dot_f32)(const float *a, const float *b, int64_t n) {
@@ -343,27 +322,14 @@ static void SUFFIX(f32_rows)(const float *w, int64_t k, const float *x, int64_t 
             a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + i), xv, a2);
             a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + i), xv, a3);
         }
-        float s0 = fold(a0), s1 = fold(a1), s2 = fold(a2), s3 = fold(a3);
-        for (int64_t i = main; i < k; i++) {
-            s0 = fmaf(w0[i], x[i], s0);
-            s1 = fmaf(w1[i], x[i], s1);
-            s2 = fmaf(w2[i], x[i], s2);
-            s3 = fmaf(w3[i], x[i], s3);
-        }
-        y[r] = s0;
-        y[r + 1] = s1;
-        y[r + 2] = s2;
-        y[r + 3] = s3;
+        q8_f32_rows4_tail(w0, k, x, main, fold(a0), fold(a1), fold(a2), fold(a3), y + r);
     }
     for (; r < r1; r++) y[r] = SUFFIX(dot_f32)(w + r * k, x, k);
 }
 
 static void SUFFIX(f32_tile)(const float *w, int64_t k, const float *x, int64_t t, int64_t r0,
                              int64_t r1, float *y, int64_t ldy) {
-    for (int64_t g = r0; g < r1; g += 16) {
-        const int64_t g1 = g + 16 < r1 ? g + 16 : r1;
-        for (int64_t j = 0; j < t; j++) SUFFIX(f32_rows)(w, k, x + j * k, g, g1, y + j * ldy);
-    }
+    q8_f32_tile_by_rows(SUFFIX(f32_rows), w, k, x, t, r0, r1, y, ldy);
 }
 
 static void SUFFIX(axpy_f32)(float a, const float *x, float *y, int64_t n) {
@@ -374,13 +340,4 @@ static void SUFFIX(axpy_f32)(float a, const float *x, float *y, int64_t n) {
     for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }
 
-const q8_kernels SUFFIX(q8_kernels) = {
-    .name = PATH_NAME,
-    .quantize_row = SUFFIX(quantize_row),
-    .panel_run = SUFFIX(panel_run),
-    .q4_panel_run = SUFFIX(q4_panel_run),
-    .f32_rows = SUFFIX(f32_rows),
-    .f32_tile = SUFFIX(f32_tile),
-    .dot_f32 = SUFFIX(dot_f32),
-    .axpy_f32 = SUFFIX(axpy_f32),
-};
+Q8_KERNEL_TABLE(PATH, SUFFIX(quantize_row));

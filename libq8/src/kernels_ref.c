@@ -37,19 +37,34 @@ static float dot_f32_ref(const float *a, const float *b, int64_t n) {
     return s;
 }
 
-static void panel_run_ref(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
-                          int64_t p1, int64_t n, float *y, int64_t ldy) {
+/* Column c of row i in a panel block, as the signed quant: Q8_0 stores q + 128; Q4_0 holds
+ * q + 8 in the low nibble of byte c % 16 for c < 16 and in the high one for c >= 16. */
+static inline int32_t q8_at(const q8x16 *wb, int i, int c) {
+    return (int32_t)(int8_t)(wb->qs[q8_panel_byte(i, c)] ^ 0x80);
+}
+
+static inline int32_t q4_at(const q4x16 *wb, int i, int c) {
+    const uint8_t byte = wb->qs[q8_panel_byte(i, c % 16)];
+    return (int32_t)(c < 16 ? byte & 15 : byte >> 4) - 8;
+}
+
+/* Both formats (q4 a constant in each caller): row by row, the chain above. */
+static inline __attribute__((always_inline)) void panels_ref(const void *w, int64_t nb, const q8_act *x,
+                                                             int64_t t, int64_t p0, int64_t p1, int64_t n,
+                                                             float *y, int64_t ldy, const int q4) {
+    const size_t psize = q4 ? sizeof(q4x16) : sizeof(q8x16);
     for (int64_t j = 0; j < t; j++) {
         const q8_act *xj = x + j * nb;
         for (int64_t p = p0; p < p1; p++) {
             for (int i = 0; i < PANEL && p * PANEL + i < n; i++) {
                 float acc = 0.0f;
                 for (int64_t b = 0; b < nb; b++) {
-                    const q8x16 *wb = w + p * nb + b;
+                    const unsigned char *wb = (const unsigned char *)w + (size_t)(p * nb + b) * psize;
                     int32_t s = 0;
-                    for (int c = 0; c < QK; c++) /* column c: chunk c / 4, byte c % 4 */
-                        s += (int32_t)(int8_t)(wb->qs[64 * (c / 4) + 4 * i + c % 4] ^ 0x80) * xj[b].qs[c];
-                    acc = fmaf(q8_fp16_to_fp32_ref(wb->d[i]) * xj[b].d, (float)s, acc);
+                    for (int c = 0; c < QK; c++)
+                        s += (q4 ? q4_at((const q4x16 *)wb, i, c) : q8_at((const q8x16 *)wb, i, c)) * xj[b].qs[c];
+                    const uint16_t dw = ((const uint16_t *)wb)[i]; /* d[16] leads the block */
+                    acc = fmaf(q8_fp16_to_fp32_ref(dw) * xj[b].d, (float)s, acc);
                 }
                 y[j * ldy + p * PANEL + i] = acc;
             }
@@ -57,30 +72,14 @@ static void panel_run_ref(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t
     }
 }
 
-/* Column c of row i in a Q4_0 panel block: the low nibble of byte (c % 16) for c < 16, the
- * high one of the same byte for c >= 16, minus 8. */
-static inline int32_t q4_at(const q4x16 *wb, int i, int c) {
-    const uint8_t byte = wb->qs[64 * ((c % 16) / 4) + 4 * i + c % 4];
-    return (int32_t)(c < 16 ? byte & 15 : byte >> 4) - 8;
+static void panel_run_ref(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
+                          int64_t p1, int64_t n, float *y, int64_t ldy) {
+    panels_ref(w, nb, x, t, p0, p1, n, y, ldy, 0);
 }
 
 static void q4_panel_run_ref(const q4x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
                              int64_t p1, int64_t n, float *y, int64_t ldy) {
-    for (int64_t j = 0; j < t; j++) {
-        const q8_act *xj = x + j * nb;
-        for (int64_t p = p0; p < p1; p++) {
-            for (int i = 0; i < PANEL && p * PANEL + i < n; i++) {
-                float acc = 0.0f;
-                for (int64_t b = 0; b < nb; b++) {
-                    const q4x16 *wb = w + p * nb + b;
-                    int32_t s = 0;
-                    for (int c = 0; c < QK; c++) s += q4_at(wb, i, c) * xj[b].qs[c];
-                    acc = fmaf(q8_fp16_to_fp32_ref(wb->d[i]) * xj[b].d, (float)s, acc);
-                }
-                y[j * ldy + p * PANEL + i] = acc;
-            }
-        }
-    }
+    panels_ref(w, nb, x, t, p0, p1, n, y, ldy, 1);
 }
 
 static void f32_rows_ref(const float *w, int64_t k, const float *x, int64_t r0, int64_t r1,
@@ -97,13 +96,4 @@ static void axpy_f32_ref(float a, const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }
 
-const q8_kernels q8_kernels_ref = {
-    .name = "ref",
-    .quantize_row = q8_quantize_row_ref,
-    .panel_run = panel_run_ref,
-    .q4_panel_run = q4_panel_run_ref,
-    .f32_rows = f32_rows_ref,
-    .f32_tile = f32_tile_ref,
-    .dot_f32 = dot_f32_ref,
-    .axpy_f32 = axpy_f32_ref,
-};
+Q8_KERNEL_TABLE(ref, q8_quantize_row_ref);

@@ -13,10 +13,6 @@
 #ifndef Q8_LOOPS
 #define Q8_LOOPS base /* the table's suffix and name: base, avx2, avx512 */
 #endif
-#define Q8_CAT_(a, b) a##b
-#define Q8_CAT(a, b) Q8_CAT_(a, b)
-#define Q8_STR_(a) #a
-#define Q8_STR(a) Q8_STR_(a)
 
 /* Row reductions in double over 8 independent partial sums: the vectorized loop keeps them in
  * one register (a single chain of scalar double adds was most of a 4.5 us LayerNorm of 768).

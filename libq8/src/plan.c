@@ -10,23 +10,32 @@ typedef struct {
     const int64_t *tokens, *slots, *pos;
 } plan_rows;
 
+/* Row `token` of the i[0] x i[1] embedding table p[0] (packed Q8_0, packed Q4_0 or f32) to out. */
+static int embed_row(const q8_op *o, int64_t token, float *out) {
+    const int64_t *i = o->i;
+    switch (o->kind) {
+    case Q8_OP_EMBED_Q8:
+        return q8_dequantize_packed(o->p[0], i[0], i[1], token, 1, out);
+    case Q8_OP_EMBED_Q4:
+        return q8_q4_dequantize_packed(o->p[0], i[0], i[1], token, 1, out);
+    default:
+        memcpy(out, (const float *)o->p[0] + token * i[1], (size_t)i[1] * sizeof(float));
+        return Q8_OK;
+    }
+}
+
 static int run_op(const q8_op *o, const plan_rows *r, int64_t *marks, int64_t n_marks) {
     const float *x = o->p[0], *b = o->p[1], *c = o->p[2];
     const int64_t *i = o->i, t = r->t;
     switch (o->kind) {
     case Q8_OP_EMBED_Q8:
-        Q8_CHECK(o->y && q8_mat_ok(i[0], i[1]));
-        for (int64_t j = 0; j < t; j++) {
-            Q8_CHECK(r->tokens[j] >= 0 && r->tokens[j] < i[0]);
-            const int rc = q8_dequantize_packed(o->p[0], i[0], i[1], r->tokens[j], 1, o->y + j * i[1]);
-            if (rc != Q8_OK) return rc;
-        }
-        return Q8_OK;
+    case Q8_OP_EMBED_Q4:
     case Q8_OP_EMBED_F32:
         Q8_CHECK(o->p[0] && o->y && q8_mat_ok(i[0], i[1]));
         for (int64_t j = 0; j < t; j++) {
             Q8_CHECK(r->tokens[j] >= 0 && r->tokens[j] < i[0]);
-            memcpy(o->y + j * i[1], x + r->tokens[j] * i[1], (size_t)i[1] * sizeof(float));
+            const int rc = embed_row(o, r->tokens[j], o->y + j * i[1]);
+            if (rc != Q8_OK) return rc;
         }
         return Q8_OK;
     case Q8_OP_ADD_ROW:
@@ -52,14 +61,6 @@ static int run_op(const q8_op *o, const plan_rows *r, int64_t *marks, int64_t n_
     case Q8_OP_GEMV_Q4:
         if (t == 1) return q8_q4_gemv(o->p[0], i[0], i[1], b, c, o->y);
         return q8_q4_gemm(o->p[0], i[0], i[1], b, t, c, o->y);
-    case Q8_OP_EMBED_Q4:
-        Q8_CHECK(o->y && q8_mat_ok(i[0], i[1]));
-        for (int64_t j = 0; j < t; j++) {
-            Q8_CHECK(r->tokens[j] >= 0 && r->tokens[j] < i[0]);
-            const int rc = q8_q4_dequantize_packed(o->p[0], i[0], i[1], r->tokens[j], 1, o->y + j * i[1]);
-            if (rc != Q8_OK) return rc;
-        }
-        return Q8_OK;
     case Q8_OP_GEMV_F32:
         if (t == 1) return q8_gemv_f32(x, i[0], i[1], b, c, o->y);
         return q8_gemm_f32(x, i[0], i[1], b, t, c, o->y);

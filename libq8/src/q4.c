@@ -1,6 +1,6 @@
 /* Q4_0: the reference quantizer (the gguf package's, which the property suite uses as its
- * oracle), the packed layout q4x16 (see q8.h) and dequantization. Loading runs this file; a
- * decode step does not. */
+ * oracle) and dequantization; its packed layout q4x16 lives with q8x16's in pack.c. Loading runs
+ * this file; a decode step does not. */
 #include <math.h>
 
 #include "q8_internal.h"
@@ -25,9 +25,8 @@ void q8_q4_quantize_row_ref(const float *x, q4_block *y, int64_t k) {
             continue;
         }
         const float d = m / -8.0f;
-        /* 1/d overflows only for |m| below ~2^-125 (gguf's result is undefined there: x * inf);
-         * such a block stores fp16(d) = -0 and nibbles 8, as Q8_0 does with its tiny blocks. */
-        const float id = d != 0.0f && fabsf(1.0f / d) <= Q8_FLT_MAX ? 1.0f / d : 0.0f;
+        /* 1/d overflows only for |m| below ~2^-125: fp16(d) = -0 and nibbles 8 (q8_inv_scale). */
+        const float id = q8_inv_scale(d);
         y[b].d = q8_fp32_to_fp16_ref(d);
         for (int j = 0; j < QK / 2; j++) {
             const float v0 = xb[j] * id + 8.5f, v1 = xb[j + QK / 2] * id + 8.5f; /* both >= 0.5 */
@@ -45,72 +44,6 @@ int q8_q4_dequantize(const q4_block *src, int64_t rows, int64_t k, float *dst) {
         for (int j = 0; j < QK / 2; j++) {
             dst[b * QK + j] = d * (float)((src[b].qs[j] & 15) - 8);
             dst[b * QK + j + QK / 2] = d * (float)((src[b].qs[j] >> 4) - 8);
-        }
-    }
-    return Q8_OK;
-}
-
-/* ---- the packed layout ---------------------------------------------------------------------- */
-int64_t q8_q4_packed_count(int64_t n, int64_t k) { return q8_packed_count(n, k); }
-
-void q8_q4_put_row(q4x16 *dst, int64_t nb, int64_t r, const q4_block *row) {
-    q4x16 *pb = dst + r / PANEL * nb;
-    const int i = (int)(r % PANEL);
-    for (int64_t b = 0; b < nb; b++) {
-        pb[b].d[i] = row[b].d;
-        for (int j = 0; j < 4; j++) memcpy(pb[b].qs + 64 * j + 4 * i, row[b].qs + 4 * j, 4);
-    }
-}
-
-void q8_q4_get_row(const q4x16 *src, int64_t nb, int64_t r, q4_block *row) {
-    const q4x16 *pb = src + r / PANEL * nb;
-    const int i = (int)(r % PANEL);
-    for (int64_t b = 0; b < nb; b++) {
-        row[b].d = pb[b].d[i];
-        for (int j = 0; j < 4; j++) memcpy(row[b].qs + 4 * j, pb[b].qs + 64 * j + 4 * i, 4);
-    }
-}
-
-void q8_q4_put_padding(q4x16 *dst, int64_t n, int64_t nb) {
-    q4x16 *last = dst + (n - 1) / PANEL * nb;
-    for (int i = (int)(n % PANEL); i > 0 && i < PANEL; i++)
-        for (int64_t b = 0; b < nb; b++) {
-            last[b].d[i] = 0;
-            for (int j = 0; j < 4; j++) memset(last[b].qs + 64 * j + 4 * i, 0x88, 4);
-        }
-}
-
-int q8_q4_pack(const q4_block *src, int64_t n, int64_t k, q4x16 *dst) {
-    Q8_CHECK(src && dst && q8_mat_ok(n, k) && k % QK == 0);
-    const int64_t nb = k / QK;
-    for (int64_t r = 0; r < n; r++) q8_q4_put_row(dst, nb, r, src + r * nb);
-    q8_q4_put_padding(dst, n, nb);
-    return Q8_OK;
-}
-
-int q8_q4_unpack(const q4x16 *src, int64_t n, int64_t k, q4_block *dst) {
-    Q8_CHECK(src && dst && q8_mat_ok(n, k) && k % QK == 0);
-    const int64_t nb = k / QK;
-    for (int64_t r = 0; r < n; r++) q8_q4_get_row(src, nb, r, dst + r * nb);
-    return Q8_OK;
-}
-
-int q8_q4_dequantize_packed(const q4x16 *src, int64_t n, int64_t k, int64_t row0, int64_t rows,
-                            float *dst) {
-    Q8_CHECK(src && dst && q8_mat_ok(n, k) && k % QK == 0);
-    Q8_CHECK(row0 >= 0 && rows > 0 && row0 < n && rows <= n - row0);
-    const int64_t nb = k / QK;
-    for (int64_t r = 0; r < rows; r++) {
-        const q4x16 *pb = src + (row0 + r) / PANEL * nb;
-        const int i = (int)((row0 + r) % PANEL);
-        float *out = dst + r * k;
-        for (int64_t b = 0; b < nb; b++) {
-            const float d = q8_fp16_to_fp32_ref(pb[b].d[i]);
-            for (int c = 0; c < QK / 2; c++) {
-                const uint8_t byte = pb[b].qs[64 * (c / 4) + 4 * i + c % 4];
-                out[b * QK + c] = d * (float)((byte & 15) - 8);
-                out[b * QK + c + QK / 2] = d * (float)((byte >> 4) - 8);
-            }
         }
     }
     return Q8_OK;

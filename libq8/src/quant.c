@@ -73,9 +73,7 @@ void q8_quantize_row_ref(const float *x, q8_block *y, int64_t k) {
             continue;
         }
         const float d = amax / 127.0f;
-        /* d subnormal: 1/d overflows to inf and x * inf has no int8 value (ggml's cast is
-         * undefined there); such a block stores fp16(d) = 0, so its quants are 0 too. */
-        const float id = d != 0.0f && 1.0f / d <= Q8_FLT_MAX ? 1.0f / d : 0.0f;
+        const float id = q8_inv_scale(d);
         y[b].d = q8_fp32_to_fp16_ref(d);
         for (int i = 0; i < QK; i++) y[b].qs[i] = (int8_t)roundf(xb[i] * id);
     }
@@ -159,8 +157,7 @@ static void quant_task(void *vctx, int64_t begin, int64_t end, int worker) {
         void *out = job->packed ? blocks : (unsigned char *)job->dst + (size_t)(r * nb) * bsize;
         if (job->q4) q8_q4_quantize_row_ref(row, out, k);
         else quantize_row(row, out, k);
-        if (job->packed && job->q4) q8_q4_put_row(job->packed, nb, job->row0 + r, blocks);
-        else if (job->packed) q8_put_row(job->packed, nb, job->row0 + r, blocks);
+        if (job->packed) q8_put_row(job->packed, job->q4, nb, job->row0 + r, blocks);
     }
     free(blocks);
     free(row);
@@ -176,40 +173,46 @@ static int quantize_common(quant_job *job) {
     return atomic_load_explicit(&job->failed, memory_order_relaxed) ? Q8_ENOMEM : Q8_OK;
 }
 
-int q8_quantize(const void *src, int dtype, int64_t rows, int64_t k, q8_block *dst) {
+/* GGML rows (q8_block or q4_block) at dst. */
+static int quantize_rows(const void *src, int dtype, int64_t rows, int64_t k, int transposed, int q4,
+                         void *dst) {
     Q8_CHECK(dst);
-    quant_job job = {src, dtype, k, rows, 0, 0, dst, NULL, 0, 0};
+    quant_job job = {src, dtype, k, rows, transposed, q4, dst, NULL, 0, 0};
     return quantize_common(&job);
 }
 
+/* Rows row0 .. row0 + rows - 1 of the packed n x k matrix dst (q8x16 or q4x16); the call that
+ * writes row n - 1 also writes the padding rows. */
+static int quantize_packed(const void *src, int dtype, int64_t rows, int64_t k, int transposed, int q4,
+                           void *dst, int64_t n, int64_t row0) {
+    Q8_CHECK(dst && q8_mat_ok(n, k) && row0 >= 0 && rows > 0 && row0 < n && rows <= n - row0);
+    quant_job job = {src, dtype, k, rows, transposed != 0, q4, NULL, dst, row0, 0};
+    const int rc = quantize_common(&job);
+    if (rc != Q8_OK || row0 + rows != n) return rc;
+    q8_put_padding(dst, q4, n, k / QK);
+    return Q8_OK;
+}
+
+int q8_quantize(const void *src, int dtype, int64_t rows, int64_t k, q8_block *dst) {
+    return quantize_rows(src, dtype, rows, k, 0, 0, dst);
+}
+
 int q8_quantize_transposed(const void *src, int dtype, int64_t k, int64_t rows, q8_block *dst) {
-    Q8_CHECK(dst);
-    quant_job job = {src, dtype, k, rows, 1, 0, dst, NULL, 0, 0};
-    return quantize_common(&job);
+    return quantize_rows(src, dtype, rows, k, 1, 0, dst);
+}
+
+int q8_q4_quantize(const void *src, int dtype, int64_t rows, int64_t k, q4_block *dst) {
+    return quantize_rows(src, dtype, rows, k, 0, 1, dst);
 }
 
 int q8_quantize_packed(const void *src, int dtype, int64_t rows, int64_t k, int transposed,
                        q8x16 *dst, int64_t n, int64_t row0) {
-    Q8_CHECK(dst && q8_mat_ok(n, k) && row0 >= 0 && rows > 0 && row0 < n && rows <= n - row0);
-    quant_job job = {src, dtype, k, rows, transposed != 0, 0, NULL, dst, row0, 0};
-    const int rc = quantize_common(&job);
-    if (rc == Q8_OK && row0 + rows == n) q8_put_padding(dst, n, k / QK);
-    return rc;
-}
-
-int q8_q4_quantize(const void *src, int dtype, int64_t rows, int64_t k, q4_block *dst) {
-    Q8_CHECK(dst);
-    quant_job job = {src, dtype, k, rows, 0, 1, dst, NULL, 0, 0};
-    return quantize_common(&job);
+    return quantize_packed(src, dtype, rows, k, transposed, 0, dst, n, row0);
 }
 
 int q8_q4_quantize_packed(const void *src, int dtype, int64_t rows, int64_t k, int transposed,
                           q4x16 *dst, int64_t n, int64_t row0) {
-    Q8_CHECK(dst && q8_mat_ok(n, k) && row0 >= 0 && rows > 0 && row0 < n && rows <= n - row0);
-    quant_job job = {src, dtype, k, rows, transposed != 0, 1, NULL, dst, row0, 0};
-    const int rc = quantize_common(&job);
-    if (rc == Q8_OK && row0 + rows == n) q8_q4_put_padding(dst, n, k / QK);
-    return rc;
+    return quantize_packed(src, dtype, rows, k, transposed, 1, dst, n, row0);
 }
 
 int q8_dequantize(const q8_block *src, int64_t rows, int64_t k, float *dst) {

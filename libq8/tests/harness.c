@@ -62,9 +62,16 @@ void fill_f32(float *x, int64_t n, float mag) {
     for (int64_t i = 0; i < n; i++) x[i] = frand() * mag;
 }
 
-/* Floats for nblocks blocks of assorted kinds: zero blocks, all-+-max blocks (quants +-127, the
- * widest products), tiny and large scales; then quantized by the library's own producer. */
-void random_blocks(q8_block *dst, int64_t rows, int64_t nb) {
+/* Exits when building test data failed: no check could mean anything after it. */
+static void need(int ok, const char *what) {
+    if (ok) return;
+    fprintf(stderr, "%s failed while building test data\n", what);
+    exit(2);
+}
+
+/* Floats for rows * nb blocks of assorted kinds: zero blocks, all-+-max blocks (quants +-127 or
+ * the widest Q4_0 nibbles, the widest products), tiny and large scales. The caller frees them. */
+static float *random_block_floats(int64_t rows, int64_t nb) {
     float *f = xmalloc((size_t)(rows * nb * QK) * sizeof(float));
     for (int64_t b = 0; b < rows * nb; b++) {
         float *x = f + b * QK;
@@ -76,30 +83,20 @@ void random_blocks(q8_block *dst, int64_t rows, int64_t nb) {
             else x[i] = frand() * mag;
         }
     }
-    if (q8_quantize(f, Q8_DTYPE_F32, rows, nb * QK, dst) != Q8_OK) {
-        fprintf(stderr, "q8_quantize failed while building test data\n");
-        exit(2);
-    }
+    return f;
+}
+
+/* Those blocks, quantized by the library's own producer. */
+void random_blocks(q8_block *dst, int64_t rows, int64_t nb) {
+    float *f = random_block_floats(rows, nb);
+    need(q8_quantize(f, Q8_DTYPE_F32, rows, nb * QK, dst) == Q8_OK, "q8_quantize");
     free(f);
 }
 
 /* The same kinds of blocks as Q4_0 weights, by the library's Q4_0 quantizer. */
 void random_q4_blocks(q4_block *dst, int64_t rows, int64_t nb) {
-    float *f = xmalloc((size_t)(rows * nb * QK) * sizeof(float));
-    for (int64_t b = 0; b < rows * nb; b++) {
-        float *x = f + b * QK;
-        const unsigned kind = (unsigned)(rnd() % 8);
-        const float mag = ldexpf(1.0f, (int)(rnd() % 36) - 24);
-        for (int i = 0; i < QK; i++) {
-            if (kind == 0) x[i] = 0.0f;
-            else if (kind == 1) x[i] = (rnd() & 1) ? mag : -mag;
-            else x[i] = frand() * mag;
-        }
-    }
-    if (q8_q4_quantize(f, Q8_DTYPE_F32, rows, nb * QK, dst) != Q8_OK) {
-        fprintf(stderr, "q8_q4_quantize failed while building test data\n");
-        exit(2);
-    }
+    float *f = random_block_floats(rows, nb);
+    need(q8_q4_quantize(f, Q8_DTYPE_F32, rows, nb * QK, dst) == Q8_OK, "q8_q4_quantize");
     free(f);
 }
 
@@ -148,6 +145,12 @@ int isa_listed(const char *name) {
         s = e + 1;
     }
     return 0;
+}
+
+int use_table(int i) {
+    if (!isa_listed(all_tables[i].name)) return 0;
+    q8_isa_set(all_tables[i].name);
+    return 1;
 }
 
 const int64_t ROWS[6] = {1, 2, 3, 5, 31, 33};
@@ -203,19 +206,22 @@ int row_is_padding(const q8x16 *p, int64_t nb, int64_t r) {
     return 1;
 }
 
+/* A GUARD-filled buffer of count panel blocks of `size` bytes, count as the library's packed
+ * count gave it for an n x k matrix. */
+static void *panel_buffer(int64_t count, size_t size, int64_t n, int64_t k) {
+    if (count <= 0) {
+        fprintf(stderr, "packed count(%lld, %lld) = %lld\n", (long long)n, (long long)k, (long long)count);
+        exit(2);
+    }
+    void *p = xmalloc((size_t)count * size);
+    memset(p, GUARD, (size_t)count * size);
+    return p;
+}
+
 /* The packed copy of n x k GGML blocks (q8_pack), in a buffer of its own. */
 q8x16 *packed(const q8_block *w, int64_t n, int64_t k) {
-    const int64_t count = q8_packed_count(n, k);
-    if (count <= 0) {
-        fprintf(stderr, "q8_packed_count(%lld, %lld) = %lld\n", (long long)n, (long long)k, (long long)count);
-        exit(2);
-    }
-    q8x16 *p = xmalloc((size_t)count * sizeof *p);
-    memset(p, GUARD, (size_t)count * sizeof *p);
-    if (q8_pack(w, n, k, p) != Q8_OK) {
-        fprintf(stderr, "q8_pack failed while building test data\n");
-        exit(2);
-    }
+    q8x16 *p = panel_buffer(q8_packed_count(n, k), sizeof *p, n, k);
+    need(q8_pack(w, n, k, p) == Q8_OK, "q8_pack");
     return p;
 }
 
@@ -246,17 +252,8 @@ double now_s(void) {
 }
 
 q4x16 *packed4(const q4_block *w, int64_t n, int64_t k) {
-    const int64_t count = q8_q4_packed_count(n, k);
-    if (count <= 0) {
-        fprintf(stderr, "q8_q4_packed_count(%lld, %lld) = %lld\n", (long long)n, (long long)k, (long long)count);
-        exit(2);
-    }
-    q4x16 *p = xmalloc((size_t)count * sizeof *p);
-    memset(p, GUARD, (size_t)count * sizeof *p);
-    if (q8_q4_pack(w, n, k, p) != Q8_OK) {
-        fprintf(stderr, "q8_q4_pack failed while building test data\n");
-        exit(2);
-    }
+    q4x16 *p = panel_buffer(q8_q4_packed_count(n, k), sizeof *p, n, k);
+    need(q8_q4_pack(w, n, k, p) == Q8_OK, "q8_q4_pack");
     return p;
 }
 

@@ -43,11 +43,13 @@ int64_t first_diff(const float *a, const float *b, int64_t n);
 #define GUARD 0xa5
 int untouched(const void *p, size_t n);
 /* call must return Q8_EINVAL and leave bytes of out untouched */
-#define EINV(call, out, bytes)                                                                     \
+#define EINV(call, out, bytes) EINV_AS("", call, out, bytes)
+/* The same, with the entry point's name first in the message (for calls through a table). */
+#define EINV_AS(name, call, out, bytes)                                                            \
     do {                                                                                           \
         memset((out), GUARD, (bytes));                                                             \
         const int rc_ = (call);                                                                    \
-        CHECK(rc_ == Q8_EINVAL && untouched((out), (bytes)), "%s -> %d%s", #call, rc_,             \
+        CHECK(rc_ == Q8_EINVAL && untouched((out), (bytes)), "%s%s -> %d%s", (name), #call, rc_,   \
               untouched((out), (bytes)) ? "" : " (wrote output)");                               \
     } while (0)
 
@@ -61,6 +63,7 @@ extern const int n_tables;
 #define N_TABLES n_tables
 #define MAX_TABLES 8
 int isa_listed(const char *name); /* whether q8_isa_supported() lists this name */
+int use_table(int i); /* makes all_tables[i] the active path if it is listed; returns whether */
 
 extern const int64_t ROWS[6], KS[7], TS[6];
 #define LEN(a) (int)(sizeof(a) / sizeof((a)[0]))

@@ -2,9 +2,20 @@
 #include "harness.h"
 
 /* ---- argument checks --------------------------------------------------------------------------- */
+enum { N = 64, K = 64 };
+
+/* The products in one shape, weights w, input x, output y (N x K weights; the GEMMs take 2
+ * tokens), so that one loop gives each of the three pointers NULL in turn. */
+typedef int (*product_fn)(const void *w, const float *x, float *y);
+static int gemv(const void *w, const float *x, float *y) { return q8_gemv(w, N, K, x, NULL, y); }
+static int gemm(const void *w, const float *x, float *y) { return q8_gemm(w, N, K, x, 2, NULL, y); }
+static int gemv_f32(const void *w, const float *x, float *y) { return q8_gemv_f32(w, N, K, x, NULL, y); }
+static int gemm_f32(const void *w, const float *x, float *y) { return q8_gemm_f32(w, N, K, x, 2, NULL, y); }
+static int lmhead(const void *w, const float *x, float *y) { return q8_lmhead(w, N, K, x, y); }
+static int lmhead_f32(const void *w, const float *x, float *y) { return q8_lmhead_f32(w, N, K, x, y); }
+
 void test_args(void) {
     group("arguments");
-    enum { N = 64, K = 64 };
     static q8_block w[N * K / QK];
     static float wf[N * K], x[4 * K], a[N * K], g[N * K], out[4 * N * K];
     q8_block qout[N * K / QK];
@@ -76,24 +87,18 @@ void test_args(void) {
     EINV(q8_quantize_packed(x, -1, 1, K, 1, pout, N, 0), pout, PB);
     EINV(q8_dequantize_packed(NULL, N, K, 0, 1, out), out, OB);
     EINV(q8_dequantize_packed(wp, N, K, 0, 1, NULL), out, OB);
-    EINV(q8_gemv(NULL, N, K, x, NULL, out), out, OB);
-    EINV(q8_gemv(wp, N, K, NULL, NULL, out), out, OB);
-    EINV(q8_gemv(wp, N, K, x, NULL, NULL), out, OB);
-    EINV(q8_gemm(NULL, N, K, x, 2, NULL, out), out, OB);
-    EINV(q8_gemm(wp, N, K, NULL, 2, NULL, out), out, OB);
-    EINV(q8_gemm(wp, N, K, x, 2, NULL, NULL), out, OB);
-    EINV(q8_gemv_f32(NULL, N, K, x, NULL, out), out, OB);
-    EINV(q8_gemv_f32(wf, N, K, NULL, NULL, out), out, OB);
-    EINV(q8_gemv_f32(wf, N, K, x, NULL, NULL), out, OB);
-    EINV(q8_gemm_f32(NULL, N, K, x, 2, NULL, out), out, OB);
-    EINV(q8_gemm_f32(wf, N, K, NULL, 2, NULL, out), out, OB);
-    EINV(q8_gemm_f32(wf, N, K, x, 2, NULL, NULL), out, OB);
-    EINV(q8_lmhead(NULL, N, K, x, out), out, OB);
-    EINV(q8_lmhead(wp, N, K, NULL, out), out, OB);
-    EINV(q8_lmhead(wp, N, K, x, NULL), out, OB);
-    EINV(q8_lmhead_f32(NULL, N, K, x, out), out, OB);
-    EINV(q8_lmhead_f32(wf, N, K, NULL, out), out, OB);
-    EINV(q8_lmhead_f32(wf, N, K, x, NULL), out, OB);
+    const struct {
+        const char *name;
+        product_fn f;
+        const void *w;
+    } products[] = {{"q8_gemv: ", gemv, wp},         {"q8_gemm: ", gemm, wp},
+                    {"q8_gemv_f32: ", gemv_f32, wf}, {"q8_gemm_f32: ", gemm_f32, wf},
+                    {"q8_lmhead: ", lmhead, wp},     {"q8_lmhead_f32: ", lmhead_f32, wf}};
+    for (int i = 0; i < LEN(products); i++) {
+        EINV_AS(products[i].name, products[i].f(NULL, x, out), out, OB);
+        EINV_AS(products[i].name, products[i].f(products[i].w, NULL, out), out, OB);
+        EINV_AS(products[i].name, products[i].f(products[i].w, x, NULL), out, OB);
+    }
     EINV(q8_lmhead_argmax(NULL, N, K, x, &iv.index, &iv.value), &iv, IVB);
     EINV(q8_lmhead_argmax(wp, N, K, NULL, &iv.index, &iv.value), &iv, IVB);
     EINV(q8_lmhead_argmax(wp, N, K, x, NULL, &iv.value), &iv, IVB);

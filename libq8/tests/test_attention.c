@@ -92,44 +92,43 @@ static void attn_run(const attn_cfg *c, const int64_t *chunks, int n_chunks, con
     attn_worst = worst > attn_worst ? worst : attn_worst;
 }
 
+/* attn_run over a schedule written as runs {steps, t}: `steps` calls of t new tokens each. */
+static void attn_runs(const attn_cfg *c, const int64_t runs[][2], int n_runs, const char *name) {
+    int64_t sched[40];
+    int n = 0;
+    for (int r = 0; r < n_runs; r++)
+        for (int64_t i = 0; i < runs[r][0]; i++) {
+            if (n == LEN(sched)) {
+                fprintf(stderr, "attention schedule %s: more than %d calls\n", name, LEN(sched));
+                exit(2);
+            }
+            sched[n++] = runs[r][1];
+        }
+    attn_run(c, sched, n, name);
+}
+
 void test_attention(void) {
     group("attention");
     q8_pool_init(3);
     /* GQA (4 query heads per KV head), whole history: prefill, decode steps, another prefill */
     const attn_cfg gqa = {8, 2, 64, 64, 0, 0.125f, 0.0f};
-    int64_t sched[40];
-    int n = 0;
-    sched[n++] = 5;
-    for (int i = 0; i < 30; i++) sched[n++] = 1;
-    sched[n++] = 7;
-    sched[n++] = 1;
-    attn_run(&gqa, sched, n, "gqa");
+    static const int64_t gqa_runs[][2] = {{1, 5}, {30, 1}, {1, 7}, {1, 1}};
+    attn_runs(&gqa, gqa_runs, LEN(gqa_runs), "gqa");
     /* multi-head, head_dim with a tail past 16, softcap, more than one 64-position block */
     const attn_cfg mha = {3, 3, 40, 160, 0, 0.3f, 5.0f};
-    n = 0;
-    sched[n++] = 70;
-    sched[n++] = 1;
-    sched[n++] = 66;
-    sched[n++] = 1;
-    attn_run(&mha, sched, n, "softcap");
-    /* sliding window in a ring smaller than the context: decode, and chunks that just fit */
+    static const int64_t mha_runs[][2] = {{1, 70}, {1, 1}, {1, 66}, {1, 1}};
+    attn_runs(&mha, mha_runs, LEN(mha_runs), "softcap");
+    /* sliding window in a ring smaller than the context: decode, and chunks that just fit (t = 4,
+     * window 5, cap 8: the oldest position read is exactly the oldest kept) */
     const attn_cfg ring = {6, 3, 24, 8, 5, 0.2f, 0.0f};
-    n = 0;
-    sched[n++] = 3;
-    for (int i = 0; i < 20; i++) sched[n++] = 1;
-    sched[n++] = 4; /* t = 4, window 5, cap 8: the oldest position read is exactly the oldest kept */
-    sched[n++] = 2;
-    for (int i = 0; i < 10; i++) sched[n++] = 1;
-    attn_run(&ring, sched, n, "ring+window");
+    static const int64_t ring_runs[][2] = {{1, 3}, {20, 1}, {1, 4}, {1, 2}, {10, 1}};
+    attn_runs(&ring, ring_runs, LEN(ring_runs), "ring+window");
     const attn_cfg ring_full = {2, 1, 16, 8, 8, 1.0f, 0.0f}; /* window == cap */
-    n = 0;
-    for (int i = 0; i < 20; i++) sched[n++] = 1;
-    attn_run(&ring_full, sched, n, "window=cap");
+    static const int64_t ring_full_runs[][2] = {{20, 1}};
+    attn_runs(&ring_full, ring_full_runs, LEN(ring_full_runs), "window=cap");
     const attn_cfg hd1 = {2, 2, 1, 16, 0, 1.0f, 0.0f};
-    n = 0;
-    sched[n++] = 9;
-    sched[n++] = 1;
-    attn_run(&hd1, sched, n, "head_dim=1");
+    static const int64_t hd1_runs[][2] = {{1, 9}, {1, 1}};
+    attn_runs(&hd1, hd1_runs, LEN(hd1_runs), "head_dim=1");
     /* in a ring of 8 with window 5, a chunk of 5 would overwrite a position its first query reads */
     {
         float kc[8 * 24], vc[8 * 24], q[5 * 24], out[5 * 24];

@@ -168,8 +168,7 @@ void test_gemm_batches(void) {
         fill_f32(x, tmax * k, 2.0f);
         fill_f32(bias, n, 0.5f);
         for (int i = 0; i < N_TABLES; i++) {
-            if (!isa_listed(all_tables[i].name)) continue;
-            q8_isa_set(all_tables[i].name);
+            if (!use_table(i)) continue;
             for (int ti = 0; ti < LEN(THREADS); ti++) {
                 q8_pool_init(THREADS[ti]);
                 int rc = 0;
@@ -260,8 +259,7 @@ void test_q4_drivers(void) {
             for (int64_t r = 0; r < n; r++) spec[j * n + r] = spec_dot4(wg + r * nb, xq, nb) + bias[r];
         }
         for (int i = 0; i < N_TABLES; i++) {
-            if (!isa_listed(all_tables[i].name)) continue;
-            q8_isa_set(all_tables[i].name);
+            if (!use_table(i)) continue;
             for (int ti = 0; ti < LEN(THREADS); ti++) {
                 q8_pool_init(THREADS[ti]);
                 int ok = 1;
@@ -307,8 +305,7 @@ void test_q4_drivers(void) {
         float *x = xmalloc((size_t)(t * k) * sizeof(float)), *y = xmalloc((size_t)(t * nn) * sizeof(float));
         fill_f32(x, t * k, 1.0f);
         for (int i = 0; i < N_TABLES; i++) {
-            if (!isa_listed(all_tables[i].name)) continue;
-            q8_isa_set(all_tables[i].name);
+            if (!use_table(i)) continue;
             int ok = q8_q4_gemm(w, nn, k, x, t, NULL, y) == Q8_OK;
             for (int64_t j = 0; j < t; j++)
                 for (int64_t r = 0; r < nn; r++) ok &= (r == 2 || r == 17) == (isnan(y[j * nn + r]) != 0);

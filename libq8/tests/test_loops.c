@@ -97,8 +97,7 @@ void test_loops(void) {
     const int th = q8_pool_threads();
     const char *best = q8_isa_active();
     for (int i = 0; i < N_TABLES; i++) {
-        if (!isa_listed(all_tables[i].name)) continue;
-        q8_isa_set(all_tables[i].name);
+        if (!use_table(i)) continue;
         q8_pool_init(1);
         const int ok1 = q8_geglu_rows(gu, R, C, y1) == Q8_OK && q8_gelu_tanh(gu, R * C, g1) == Q8_OK;
         q8_pool_init(3);

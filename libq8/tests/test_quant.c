@@ -15,6 +15,33 @@ static float u2f(uint32_t u) {
 }
 static int h_isnan(uint16_t h) { return (h & 0x7fff) > 0x7c00; }
 
+/* n floats as dtype dt: F16 rounded by the library's converter, BF16 the top half (truncated). */
+static void to_half(const float *f, int64_t n, int dt, uint16_t *h) {
+    for (int64_t i = 0; i < n; i++) h[i] = dt == Q8_DTYPE_F16 ? q8_fp32_to_fp16(f[i]) : (uint16_t)(f2u(f[i]) >> 16);
+}
+
+/* Checks that the pool's quantizer (Q4_0 when q4, else Q8_0) gives qa the bytes the reference
+ * gives qb row by row. */
+static void check_threaded_is_row_by_row(const float *f, int64_t rows, int64_t k, int q4, void *qa, void *qb) {
+    const int64_t nb = k / QK;
+    const size_t bs = q4 ? sizeof(q4_block) : sizeof(q8_block);
+    CHECK((q4 ? q8_q4_quantize(f, Q8_DTYPE_F32, rows, k, qa) : q8_quantize(f, Q8_DTYPE_F32, rows, k, qa)) == Q8_OK,
+          "rc");
+    for (int64_t r = 0; r < rows; r++) {
+        void *out = (unsigned char *)qb + (size_t)(r * nb) * bs;
+        if (q4) q8_q4_quantize_row_ref(f + r * k, out, k);
+        else q8_quantize_row_ref(f + r * k, out, k);
+    }
+    CHECK(memcmp(qa, qb, (size_t)(rows * nb) * bs) == 0, "threaded != row by row");
+}
+
+/* The quantizer checks' source rows: n floats, block scales 2^-10 .. 2^9 in turn. */
+static float *random_rows(int64_t n) {
+    float *f = xmalloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) f[i] = frand() * ldexpf(1.0f, (int)(i / QK % 20) - 10);
+    return f;
+}
+
 
 #if defined(__x86_64__)
 static int have_f16c(void) {
@@ -33,17 +60,12 @@ __attribute__((target("f16c"))) static float hw_to_float(uint16_t h) { return _c
 #define HW_HALF_TARGET __attribute__((target("f16c"))) /* lets the sweep inline the hardware op */
 #elif defined(__aarch64__)
 /* AArch64 converts in hardware (FCVT), round to nearest even under the default FPCR. */
-static uint16_t hw_to_half(float f) {
-    __fp16 h = (__fp16)f;
-    uint16_t u;
-    memcpy(&u, &h, 2);
-    return u;
-}
-static float hw_to_float(uint16_t u) {
+typedef union {
     __fp16 h;
-    memcpy(&h, &u, 2);
-    return (float)h;
-}
+    uint16_t u;
+} half_bits;
+static uint16_t hw_to_half(float f) { return (half_bits){.h = (__fp16)f}.u; }
+static float hw_to_float(uint16_t u) { return (float)(half_bits){.u = u}.h; }
 #define HAVE_HW_HALF 1
 #define HW_HALF_TARGET
 #else
@@ -141,13 +163,10 @@ void test_quantize(void) {
     }
     /* random rows: properties of the definition, and the pool's split equals one row at a time */
     const int64_t rows = 67, k = 5 * QK, nb = k / QK;
-    float *f = xmalloc((size_t)(rows * k) * sizeof(float));
-    for (int64_t i = 0; i < rows * k; i++) f[i] = frand() * ldexpf(1.0f, (int)(i / QK % 20) - 10);
+    float *f = random_rows(rows * k);
     q8_block *qa = xmalloc((size_t)(rows * nb) * sizeof *qa);
     q8_block *qb = xmalloc((size_t)(rows * nb) * sizeof *qb);
-    CHECK(q8_quantize(f, Q8_DTYPE_F32, rows, k, qa) == Q8_OK, "rc");
-    for (int64_t r = 0; r < rows; r++) q8_quantize_row_ref(f + r * k, qb + r * nb, k);
-    CHECK(memcmp(qa, qb, (size_t)(rows * nb) * sizeof *qa) == 0, "threaded != row by row");
+    check_threaded_is_row_by_row(f, rows, k, 0, qa, qb);
     int props = 1;
     for (int64_t b = 0; b < rows * nb; b++) {
         float amax = 0.0f;
@@ -164,8 +183,7 @@ void test_quantize(void) {
     uint16_t *h = xmalloc((size_t)(rows * k) * 2);
     float *hf = xmalloc((size_t)(rows * k) * sizeof(float));
     for (int dt = Q8_DTYPE_F16; dt <= Q8_DTYPE_BF16; dt++) {
-        for (int64_t i = 0; i < rows * k; i++)
-            h[i] = dt == Q8_DTYPE_F16 ? q8_fp32_to_fp16(f[i]) : (uint16_t)(f2u(f[i]) >> 16);
+        to_half(f, rows * k, dt, h);
         CHECK(q8_convert_to_f32(h, dt, rows * k, hf) == Q8_OK, "convert rc");
         int conv = 1; /* bf16 is the top half of a float32; fp16 decoding is checked in fp16 */
         for (int64_t i = 0; i < rows * k; i++)
@@ -292,8 +310,7 @@ void test_pack(void) {
     for (int in = 0; in < LEN(QN); in++) {
         const int64_t n = QN[in], k = 5 * QK, nb = 5, count = q8_packed_count(n, k);
         const size_t pbytes = (size_t)count * sizeof(q8x16);
-        float *f = xmalloc((size_t)(n * k) * sizeof(float)), *tr = xmalloc((size_t)(n * k) * sizeof(float));
-        for (int64_t i = 0; i < n * k; i++) f[i] = frand() * ldexpf(1.0f, (int)(i / QK % 20) - 10);
+        float *f = random_rows(n * k), *tr = xmalloc((size_t)(n * k) * sizeof(float));
         for (int64_t r = 0; r < n; r++)
             for (int64_t i = 0; i < k; i++) tr[i * n + r] = f[r * k + i];
         q8_block *g = xmalloc((size_t)(n * nb) * sizeof *g);
@@ -334,8 +351,7 @@ void test_pack(void) {
         /* f16 and bf16 sources (plain and transposed) equal q8_quantize of the same data */
         uint16_t *h = xmalloc((size_t)(n * k) * 2), *ht = xmalloc((size_t)(n * k) * 2);
         for (int dt = Q8_DTYPE_F16; dt <= Q8_DTYPE_BF16; dt++) {
-            for (int64_t i = 0; i < n * k; i++)
-                h[i] = dt == Q8_DTYPE_F16 ? q8_fp32_to_fp16(f[i]) : (uint16_t)(f2u(f[i]) >> 16);
+            to_half(f, n * k, dt, h);
             for (int64_t r = 0; r < n; r++)
                 for (int64_t i = 0; i < k; i++) ht[i * n + r] = h[r * k + i];
             CHECK(q8_quantize(h, dt, n, k, g) == Q8_OK, "rc");
@@ -411,13 +427,10 @@ void test_q4_quantize(void) {
           "tiny block: d=0x%04x qs[3]=0x%02x", q[0].d, q[0].qs[3]);
     /* random rows: threaded = row by row; properties; dtypes; transposed; dequantize */
     const int64_t rows = 67, k = 5 * QK, nb = k / QK;
-    float *f = xmalloc((size_t)(rows * k) * sizeof(float)), *tr = xmalloc((size_t)(rows * k) * sizeof(float));
-    for (int64_t i = 0; i < rows * k; i++) f[i] = frand() * ldexpf(1.0f, (int)(i / QK % 20) - 10);
+    float *f = random_rows(rows * k), *tr = xmalloc((size_t)(rows * k) * sizeof(float));
     q4_block *qa = xmalloc((size_t)(rows * nb) * sizeof *qa), *qb = xmalloc((size_t)(rows * nb) * sizeof *qb);
     q8_pool_init(3);
-    CHECK(q8_q4_quantize(f, Q8_DTYPE_F32, rows, k, qa) == Q8_OK, "rc");
-    for (int64_t r = 0; r < rows; r++) q8_q4_quantize_row_ref(f + r * k, qb + r * nb, k);
-    CHECK(memcmp(qa, qb, (size_t)(rows * nb) * sizeof *qa) == 0, "threaded != row by row");
+    check_threaded_is_row_by_row(f, rows, k, 1, qa, qb);
     int props = 1;
     for (int64_t b = 0; b < rows * nb; b++) {
         float m = 0.0f;
@@ -431,8 +444,7 @@ void test_q4_quantize(void) {
     uint16_t *h = xmalloc((size_t)(rows * k) * 2);
     float *hf = xmalloc((size_t)(rows * k) * sizeof(float));
     for (int dt = Q8_DTYPE_F16; dt <= Q8_DTYPE_BF16; dt++) {
-        for (int64_t i = 0; i < rows * k; i++)
-            h[i] = dt == Q8_DTYPE_F16 ? q8_fp32_to_fp16(f[i]) : (uint16_t)(f2u(f[i]) >> 16);
+        to_half(f, rows * k, dt, h);
         q8_convert_to_f32(h, dt, rows * k, hf);
         CHECK(q8_q4_quantize(h, dt, rows, k, qa) == Q8_OK && q8_q4_quantize(hf, Q8_DTYPE_F32, rows, k, qb) == Q8_OK &&
                   memcmp(qa, qb, (size_t)(rows * nb) * sizeof *qa) == 0,
