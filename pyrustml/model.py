@@ -73,8 +73,9 @@ class GenerateOptions(TypedDict, total=False):
 
 class Submission:
     """A generation the engine is running: its tokens and log-probabilities so far, and close()
-    to cancel it (its sequence leaves at the next step). Model.submit returns one; TextStream is
-    one whose text a caller iterates."""
+    to cancel it (its sequence leaves at the next step). Model.submit returns one, and dropping
+    it cancels nothing: the sink goes on receiving. TextStream is one whose text a caller
+    iterates; dropping a TextStream cancels its request."""
 
     _seq: Sequence
     _engine: Scheduler
@@ -97,12 +98,6 @@ class Submission:
         if self._seq.result is None:  # finished ones have nothing to cancel
             self._engine.cancel(self._seq)
 
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
 
 class TextStream(Submission):
     """Text pieces of a running generation as they become final. After the last piece,
@@ -119,6 +114,13 @@ class TextStream(Submission):
 
     def __iter__(self) -> Iterator[str]:
         return self
+
+    def __del__(self) -> None:
+        # Nobody can read a dropped stream: its request ends (a Submission's sink still reads).
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def __next__(self) -> str:
         if self.generation is not None or self._seq.cancelled:

@@ -134,6 +134,7 @@ def test_submit_hands_the_events_to_a_sink_in_order(name: str) -> None:
     prompt, opts = REQUESTS[1]
     sink = _Sink()
     request = m.submit(prompt, sink, **opts)
+    del request  # the sink, not the handle, is the consumer: dropping it cancels nothing
     assert sink.ended.wait(30)
     kinds = [k for k, _ in sink.events]
     assert kinds == ["text"] * (len(kinds) - 1) + ["done"]
@@ -141,7 +142,6 @@ def test_submit_hands_the_events_to_a_sink_in_order(name: str) -> None:
     assert isinstance(gen, pyrustml.Generation)
     assert "".join(str(v) for _, v in sink.events[:-1]) == gen.text
     assert (gen.tokens, gen.text, gen.finish_reason) == solo(name, 1)
-    assert request.tokens == gen.tokens
     assert sink.threads == {"pyrustml-engine"}  # on the engine thread, as the step ends
 
 
