@@ -11,7 +11,16 @@ from support import FIX
 
 import pyrustml
 from pyrustml.engine._ffi import ffi, lib
+from pyrustml.engine.plan import op_kind
+from pyrustml.errors import KernelArgumentError
 from pyrustml.models.base import Transformer
+
+# libq8's plan ops (libq8/src/plan.c), by the names the Plan methods use.
+OP_NAMES = [
+    "embed_q8", "embed_q4", "embed_f32", "add_row", "scale", "layernorm", "rmsnorm", "gemv_q8",
+    "gemv_q4", "gemv_f32", "rope", "rope_freq", "kv_write", "attention", "add", "gelu",
+    "geglu_rows", "swiglu_rows", "copy_cols", "mark",
+]  # fmt: skip
 
 
 def slot_caches(net: Transformer, slot: int) -> list[np.ndarray]:
@@ -87,6 +96,16 @@ def test_profiled_plan_laps_cover_the_layers() -> None:
         assert s.components_ns <= s.total_ns
 
 
+def test_op_kinds_come_from_libq8_by_name() -> None:
+    kinds = [op_kind(name) for name in OP_NAMES]
+    assert sorted(kinds) == list(range(1, len(OP_NAMES) + 1))  # every op, one kind each
+    for name in ("", "nope", "ADD", "add "):
+        assert lib.q8_op_kind(name.encode()) == lib.Q8_EINVAL
+        with pytest.raises(KernelArgumentError, match="no plan op"):
+            op_kind(name)
+    assert lib.q8_op_kind(ffi.NULL) == lib.Q8_EINVAL
+
+
 def one_op(kind: int) -> Any:
     ops = ffi.new("q8_op[]", 1)
     ops[0].kind = kind
@@ -131,14 +150,13 @@ def test_plan_run_refuses_malformed_ops() -> None:
     # Unknown kinds, a nonzero reserved field, empty or missing lists, NULL operands.
     assert run(0, 0, 0, ops=one_op(0), count=1) == lib.Q8_EINVAL
     assert run(0, 0, 0, ops=one_op(99), count=1) == lib.Q8_EINVAL
-    bad = one_op(lib.Q8_OP_MARK)
+    assert run(0, 0, 0, ops=one_op(len(OP_NAMES) + 1), count=1) == lib.Q8_EINVAL
+    bad = one_op(op_kind("mark"))
     bad[0].reserved = 1
     assert run(0, 0, 0, ops=bad, count=1) == lib.Q8_EINVAL
-    assert run(0, 0, 0, ops=one_op(lib.Q8_OP_MARK), count=0) == lib.Q8_EINVAL
+    assert run(0, 0, 0, ops=one_op(op_kind("mark")), count=0) == lib.Q8_EINVAL
     assert run(0, 0, 0, ops=ffi.NULL, count=1) == lib.Q8_EINVAL
-    for kind in range(lib.Q8_OP_EMBED_Q8, lib.Q8_OP_COPY_COLS + 1):
-        if kind == lib.Q8_OP_MARK:
-            continue
+    for kind in (op_kind(name) for name in OP_NAMES if name != "mark"):
         op = one_op(kind)
         op[0].i[0] = op[0].i[1] = 32
         assert run(0, 0, 0, ops=op, count=1) == lib.Q8_EINVAL, kind

@@ -19,30 +19,29 @@ from typing import Any
 
 import pyrustml
 from pyrustml import kernels
-from pyrustml.engine._ffi import ffi, lib
-from pyrustml.engine.plan import DecodePlan
+from pyrustml.engine._ffi import ffi
+from pyrustml.engine.plan import Plan
+from pyrustml.models.base import PREFILL_CHUNK
 
-OP_NAMES = {getattr(lib, n): n[len("Q8_OP_") :] for n in dir(lib) if n.startswith("Q8_OP_")}
 
-
-class MarkedPlan(DecodePlan):
-    """A decode plan with a mark after every op; `ops` names them, in order."""
+class MarkedPlan(Plan):
+    """The model's plan with a mark after every op; `ops` names them, in order."""
 
     ops: list[tuple[str, tuple[int, ...]]]
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(PREFILL_CHUNK)
         self.ops = []
 
-    def _add(self, kind: int, ptrs: list[Any], y: Any, ints: list[int], floats: list[float]) -> None:
-        super()._add(kind, ptrs, y, ints, floats)
-        if kind != lib.Q8_OP_MARK:
-            self.ops.append((OP_NAMES[kind], tuple(ints[:2])))
-            super()._add(lib.Q8_OP_MARK, [], ffi.NULL, [self.n_marks], [])
+    def _add(self, name: str, ptrs: list[Any], y: Any, ints: list[int], floats: list[float]) -> None:
+        super()._add(name, ptrs, y, ints, floats)
+        if name != "mark":
+            self.ops.append((name, tuple(ints[:2])))
+            super()._add("mark", [], ffi.NULL, [self.n_marks], [])
             self.n_marks += 1
 
-    def _mark(self) -> None:  # the model's own component marks are not needed here
-        pass
+    def _mark(self, what: str) -> None:  # the model's component marks: only their order is checked
+        self._marks_seen.append(what)
 
 
 def main() -> None:
@@ -53,16 +52,21 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=128)
     args = ap.parse_args()
     m = pyrustml.load(args.model, threads=args.threads)
-    net = m.net
-    plan = MarkedPlan()
-    net.forward(plan)
-    plan.finish()
+    with m.exclusive() as net:
+        plan = MarkedPlan()
+        net.forward(plan)
+        plan.finish(net.n_layers)
+        rounds(args, net, plan)
+
+
+def rounds(args: argparse.Namespace, net: Any, plan: MarkedPlan) -> None:
     weights = {(x.n, x.k): x.nbytes for attn, ffn in net.layer_weights() for x in attn + ffn}
     ids = [100 + i for i in range(args.prompt)]
     positions = range(args.prompt, min(2 * args.prompt, net.max_positions))
     n = len(positions)
     kv = statistics.fmean(net.decode_bytes(p).kv_cache for p in positions)
     step_bytes = statistics.fmean(net.decode_bytes(p).total for p in positions)
+    tok, slot, pos_ptr = (ffi.new("int64_t[]", 1) for _ in range(3))
     for _ in range(args.rounds):
         net.forward_chunk(ids, 0)
         before = kernels.probe_read_bandwidth(1 << 28, 5)
@@ -70,14 +74,15 @@ def main() -> None:
         steps, lm = [], 0
         token = ids[-1]
         for pos in positions:
+            tok[0], pos_ptr[0] = token, pos
             t0 = time.perf_counter_ns()
-            marks = plan.run(token, pos, True)
+            marks = plan.run(1, tok, slot, pos_ptr, True)
             t1 = time.perf_counter_ns()
             token = net.argmax_row(0)
             t2 = time.perf_counter_ns()
             prev = t0
             for (name, shape), t in zip(plan.ops, marks, strict=True):
-                per_op[f"GEMV{shape}" if name.startswith("GEMV") else name] += t - prev
+                per_op[f"gemv{shape}" if name.startswith("gemv") else name] += t - prev
                 prev = t
             lm += t2 - t1
             steps.append(t2 - t0)
@@ -92,10 +97,10 @@ def main() -> None:
         for name, total in sorted(per_op.items(), key=lambda kv: -kv[1]):
             t = total / n
             b = 0.0
-            if name.startswith("GEMV"):
+            if name.startswith("gemv"):
                 shape = tuple(int(v) for v in name[5:-1].split(","))
                 b = weights.get((shape[0], shape[1]), 0) * net.n_layers
-            elif name == "ATTENTION":
+            elif name == "attention":
                 b = kv
             rate = f"  {b / t:5.1f} GB/s, {b / probe / 1e3:6.0f} us at the probe" if b else ""
             print(f"  {name:24s} {t / 1e3:8.0f} us{rate}")

@@ -78,7 +78,7 @@ enum {
 /* ---- library facts ---------------------------------------------------------------------- */
 /* The ABI this header describes; q8_abi_version() returns the one the library was built with,
  * and the binding refuses a library whose number differs from its header's. */
-enum { Q8_ABI_VERSION = 7 };
+enum { Q8_ABI_VERSION = 8 };
 int q8_abi_version(void);
 /* Comma-separated kernel paths this CPU and OS can run, best last ("ref,avx2,avx512,...").
  * "amx" (x86-64) is avx512vnni plus AMX-INT8 tiles for the batched products (16 tokens and
@@ -244,53 +244,13 @@ int q8_copy_cols(const float *x, int64_t rows, int64_t n, int64_t c0, int64_t wi
  * weights exist, with per-row sizes; q8_plan_run executes it for t rows: row j is token
  * tokens[j] of the sequence in cache slot slots[j] at position pos[j] (one decode step of t
  * sequences, one prefill chunk of one sequence, or a mix). Each op calls the entry point of the
- * same name above with the same checks, so a plan computes exactly what the calls would; a
- * float vector operand holds t rows of the per-row size. Operands by kind (x, y: float vectors;
- * y may alias x where the entry point allows it):
- *   EMBED_Q8     p0 packed table (i0 rows x i1), y[j] = row tokens[j] (0 <= token < i0)
- *   EMBED_F32    p0 float table (i0 rows x i1), y[j] = row tokens[j]
- *   ADD_ROW      p0 float table (i0 rows x i1), p1 x: y[j] = x[j] + row pos[j] (pos < i0)
- *   SCALE        p0 x, i0 n, f0 s
- *   LAYERNORM    p0 x, p1 gamma, p2 beta, i0 rows, i1 n, f0 eps
- *   RMSNORM      p0 x, p1 w, i0 rows, i1 n, f0 eps, f1 offset
- *   GEMV_Q8      p0 packed W (i0 x i1), p1 x, p2 bias or NULL (a GEMM when t > 1)
- *   GEMV_F32     p0 float W (i0 x i1), p1 x, p2 bias or NULL (a GEMM when t > 1)
- *   GEMV_Q4      p0 packed Q4_0 W (i0 x i1), p1 x, p2 bias or NULL (a GEMM when t > 1)
- *   EMBED_Q4     p0 packed Q4_0 table (i0 rows x i1), y[j] = row tokens[j] (0 <= token < i0)
- *   ROPE         y in place, i0 heads, i1 head_dim, f0 theta, at pos[j]
- *   KV_WRITE     p0 k, p1 v, p2 key cache, p3 value cache, i0 n_kv, i1 cap, i2 head_dim,
- *                i3 n_slots (q8_kv_write_rows)
- *   ATTENTION    p0 q, p1 key cache, p2 value cache, i0 heads, i1 n_kv, i2 cap, i3 head_dim,
- *                i4 window, i5 n_slots, f0 scale, f1 softcap (q8_attention_rows)
- *   ADD          p0 a, p1 b, i0 n
- *   GELU         p0 x, i0 n
- *   GEGLU_ROWS   p0 gate|up, i0 rows, i1 n
- *   MARK         marks[i0] = CLOCK_MONOTONIC now in ns, when marks is not NULL (i0 < n_marks)
- *   COPY_COLS    p0 x (rows of i0), i1 c0, i2 width: y[j] = x[j][c0 .. c0 + width)
- *   SWIGLU_ROWS  p0 gate|up, i0 rows, i1 n
- *   ROPE_FREQ    y in place, p0 inv_freq (i1 / 2 floats), i0 heads, i1 head_dim, at pos[j] */
-enum {
-    Q8_OP_EMBED_Q8 = 1,
-    Q8_OP_EMBED_F32 = 2,
-    Q8_OP_ADD_ROW = 3,
-    Q8_OP_SCALE = 4,
-    Q8_OP_LAYERNORM = 5,
-    Q8_OP_RMSNORM = 6,
-    Q8_OP_GEMV_Q8 = 7,
-    Q8_OP_GEMV_F32 = 8,
-    Q8_OP_ROPE = 9,
-    Q8_OP_KV_WRITE = 10,
-    Q8_OP_ATTENTION = 11,
-    Q8_OP_ADD = 12,
-    Q8_OP_GELU = 13,
-    Q8_OP_GEGLU_ROWS = 14,
-    Q8_OP_MARK = 15,
-    Q8_OP_COPY_COLS = 16,
-    Q8_OP_GEMV_Q4 = 17,
-    Q8_OP_EMBED_Q4 = 18,
-    Q8_OP_SWIGLU_ROWS = 19,
-    Q8_OP_ROPE_FREQ = 20
-};
+ * same name above with the same checks, so a plan computes exactly what the calls would. The
+ * ops, and what each reads from an op's p (pointers), y (output), i (sizes) and f (scalars),
+ * are listed in src/plan.c, their one home: a caller finds an op's kind by its name. */
+
+/* The kind of the op called `name` ("add", "rmsnorm", "attention", ...: src/plan.c), > 0; or
+ * Q8_EINVAL for a name libq8 does not know. */
+int32_t q8_op_kind(const char *name);
 
 typedef struct {
     int32_t kind;

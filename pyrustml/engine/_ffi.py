@@ -18,7 +18,7 @@ import cffi
 
 from ..errors import LibraryError
 
-ABI_VERSION = 7
+ABI_VERSION = 8
 
 
 def _cdef_text(header: str) -> str:

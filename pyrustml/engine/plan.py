@@ -56,13 +56,25 @@ class Buf:
 
 
 _Op = tuple[int, list[Any], Any, list[int], list[float]]
+_kinds: dict[str, int] = {}
+
+
+def op_kind(name: str) -> int:
+    """The libq8 kind of the plan op `name` (libq8/src/plan.c lists them, with their operands)."""
+    kind = _kinds.get(name)
+    if kind is None:
+        kind = int(lib.q8_op_kind(name.encode()))
+        if kind <= 0:
+            raise KernelArgumentError(f"libq8 has no plan op {name!r}")
+        _kinds[name] = kind
+    return kind
 
 
 class Plan:
     """The ops of a forward pass, in the order the model issues them, with per-row sizes.
     Recorded once at load; finish() freezes them into a q8_op array that run() executes for t
-    rows. Adding an op: its libq8 entry point, its q8.h op kind and plan.c case, and one method
-    here. The plan keeps every operand it was given alive."""
+    rows. Adding an op: its function and its line in libq8/src/plan.c's table, and one method
+    here naming it. The plan keeps every operand it was given alive."""
 
     n_marks: int
     max_rows: int  # the height of the buffers the operands point into
@@ -90,20 +102,18 @@ class Plan:
         self._keep.append(b)
         return b.ptr
 
-    def _add(self, kind: int, ptrs: list[Any], y: Any, ints: list[int], floats: list[float]) -> None:
-        self._ops.append((kind, ptrs, y, ints, floats))
+    def _add(self, name: str, ptrs: list[Any], y: Any, ints: list[int], floats: list[float]) -> None:
+        self._ops.append((op_kind(name), ptrs, y, ints, floats))
 
     def embed(self, emb: Embedding, y: Buf) -> None:
         table = emb.table
-        kind = (
-            lib.Q8_OP_EMBED_Q4 if table.q4 else lib.Q8_OP_EMBED_Q8 if table.quantized else lib.Q8_OP_EMBED_F32
-        )
+        kind = "embed_q4" if table.q4 else "embed_q8" if table.quantized else "embed_f32"
         self._keep.append(table)
         self._add(kind, [table.w_ptr], self._buf(y, "y"), [table.n, table.k], [])
 
     def add_pos_row(self, table: Buf, rows: int, n: int, x: Buf, y: Buf) -> None:
         self._add(
-            lib.Q8_OP_ADD_ROW,
+            "add_row",
             [self._buf(table, "table"), self._buf(x, "x")],
             self._buf(y, "y"),
             [rows, n],
@@ -111,15 +121,15 @@ class Plan:
         )
 
     def scale(self, x: Buf, s: float, n: int, y: Buf) -> None:
-        self._add(lib.Q8_OP_SCALE, [self._buf(x, "x")], self._buf(y, "y"), [n], [s])
+        self._add("scale", [self._buf(x, "x")], self._buf(y, "y"), [n], [s])
 
     def layernorm(self, x: Buf, gamma: Buf, beta: Buf, rows: int, n: int, eps: float, y: Buf) -> None:
         ptrs = [self._buf(x, "x"), self._buf(gamma, "gamma"), self._buf(beta, "beta")]
-        self._add(lib.Q8_OP_LAYERNORM, ptrs, self._buf(y, "y"), [rows, n], [eps])
+        self._add("layernorm", ptrs, self._buf(y, "y"), [rows, n], [eps])
 
     def rmsnorm(self, x: Buf, w: Buf, rows: int, n: int, eps: float, offset: float, y: Buf) -> None:
         self._add(
-            lib.Q8_OP_RMSNORM,
+            "rmsnorm",
             [self._buf(x, "x"), self._buf(w, "w")],
             self._buf(y, "y"),
             [rows, n],
@@ -127,7 +137,7 @@ class Plan:
         )
 
     def matmul(self, m: Linear, x: Buf, y: Buf) -> None:
-        kind = lib.Q8_OP_GEMV_Q4 if m.q4 else lib.Q8_OP_GEMV_Q8 if m.quantized else lib.Q8_OP_GEMV_F32
+        kind = "gemv_q4" if m.q4 else "gemv_q8" if m.quantized else "gemv_f32"
         self._keep.append(m)
         self._add(kind, [m.w_ptr, self._buf(x, "x"), m.b_ptr], self._buf(y, "y"), [m.n, m.k], [])
 
@@ -136,19 +146,19 @@ class Plan:
         p = self._buf(src, "src")
         for dst in parts:
             w = dst.width
-            self._add(lib.Q8_OP_COPY_COLS, [p], self._buf(dst, "part"), [src.width, c, w], [])
+            self._add("copy_cols", [p], self._buf(dst, "part"), [src.width, c, w], [])
             c += w
         if c != src.width:
             raise KernelArgumentError(f"split: the parts' widths add up to {c}, not the source's {src.width}")
 
     def rope(self, x: Buf, heads: int, head_dim: int, theta: float) -> None:
-        self._add(lib.Q8_OP_ROPE, [], self._buf(x, "x"), [heads, head_dim], [theta])
+        self._add("rope", [], self._buf(x, "x"), [heads, head_dim], [theta])
 
     def kv_write(self, k: Buf, v: Buf, cache: KVCache) -> None:
         c = cache
         self._keep.append(cache)
         ptrs = [self._buf(k, "k"), self._buf(v, "v"), c.k_ptr, c.v_ptr]
-        self._add(lib.Q8_OP_KV_WRITE, ptrs, ffi.NULL, [c.n_kv, c.cap, c.head_dim, c.slots], [])
+        self._add("kv_write", ptrs, ffi.NULL, [c.n_kv, c.cap, c.head_dim, c.slots], [])
 
     def attention(
         self, q: Buf, cache: KVCache, heads: int, window: int, scale: float, softcap: float, y: Buf
@@ -157,7 +167,7 @@ class Plan:
         self._keep.append(cache)
         ints = [heads, c.n_kv, c.cap, c.head_dim, window, c.slots]
         self._add(
-            lib.Q8_OP_ATTENTION,
+            "attention",
             [self._buf(q, "q"), c.k_ptr, c.v_ptr],
             self._buf(y, "y"),
             ints,
@@ -165,29 +175,29 @@ class Plan:
         )
 
     def add(self, a: Buf, b: Buf, n: int, y: Buf) -> None:
-        self._add(lib.Q8_OP_ADD, [self._buf(a, "a"), self._buf(b, "b")], self._buf(y, "y"), [n], [])
+        self._add("add", [self._buf(a, "a"), self._buf(b, "b")], self._buf(y, "y"), [n], [])
 
     def gelu(self, x: Buf, n: int, y: Buf) -> None:
-        self._add(lib.Q8_OP_GELU, [self._buf(x, "x")], self._buf(y, "y"), [n], [])
+        self._add("gelu", [self._buf(x, "x")], self._buf(y, "y"), [n], [])
 
     def geglu_rows(self, gate_up: Buf, rows: int, n: int, y: Buf) -> None:
-        self._add(lib.Q8_OP_GEGLU_ROWS, [self._buf(gate_up, "gate_up")], self._buf(y, "y"), [rows, n], [])
+        self._add("geglu_rows", [self._buf(gate_up, "gate_up")], self._buf(y, "y"), [rows, n], [])
 
     def swiglu_rows(self, gate_up: Buf, rows: int, n: int, y: Buf) -> None:
         """y = silu(gate) * up over fused gate|up rows (2n wide) into rows of n."""
-        self._add(lib.Q8_OP_SWIGLU_ROWS, [self._buf(gate_up, "gate_up")], self._buf(y, "y"), [rows, n], [])
+        self._add("swiglu_rows", [self._buf(gate_up, "gate_up")], self._buf(y, "y"), [rows, n], [])
 
     def rope_freq(self, x: Buf, heads: int, head_dim: int, inv_freq: Buf) -> None:
         """RoPE in place with a table of head_dim / 2 frequencies (scaled variants: models/rope.py)."""
         if inv_freq.array.size != head_dim // 2:
             raise KernelArgumentError(f"rope_freq: {inv_freq.array.size} frequencies for head_dim {head_dim}")
         self._add(
-            lib.Q8_OP_ROPE_FREQ, [self._buf(inv_freq, "inv_freq")], self._buf(x, "x"), [heads, head_dim], []
+            "rope_freq", [self._buf(inv_freq, "inv_freq")], self._buf(x, "x"), [heads, head_dim], []
         )
 
     def _mark(self, what: str) -> None:
         self._marks_seen.append(what)
-        self._add(lib.Q8_OP_MARK, [], ffi.NULL, [self.n_marks], [])
+        self._add("mark", [], ffi.NULL, [self.n_marks], [])
         self.n_marks += 1
 
     # The marks come back in issue order: embedding, attention 0, ffn 0, ..., final norm
