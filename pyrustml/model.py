@@ -115,6 +115,11 @@ class TextStream(Submission):
     def __iter__(self) -> Iterator[str]:
         return self
 
+    def close(self) -> None:
+        """Stop here: no more pieces, even ones the engine already made."""
+        if self.generation is None:
+            self._engine.cancel(self._seq)
+
     def __del__(self) -> None:
         # Nobody can read a dropped stream: its request ends (a Submission's sink still reads).
         try:
@@ -139,6 +144,8 @@ class TextStream(Submission):
                     assert isinstance(value, str)
                     if value:
                         return value
+                elif kind == "logprobs":
+                    continue  # .logprobs reads them from the sequence
                 elif kind == "done":
                     assert isinstance(value, Generation)
                     self.generation = value
@@ -353,11 +360,13 @@ class Model:
 
     def submit(self, prompt: object, sink: EventSink, **options: Unpack[GenerateOptions]) -> Submission:
         """Start a generation whose events go to `sink.put(event)` as they happen, on the engine
-        thread: ("text", piece) for each piece of final UTF-8 text, then ("done", Generation) or
-        ("error", PyrustmlError). For a server that follows many requests from one event loop,
-        where stream() would need a thread waiting on each. put runs inside the engine's step:
-        it must be quick and must neither block nor raise. close() on the returned Submission
-        ends it at the next step without a further event. Options as for generate."""
+        thread: ("text", piece) for each piece of final UTF-8 text, each preceded, when logprobs
+        were asked for, by ("logprobs", [TokenLogprob, ...]) of its tokens; then ("done",
+        Generation) or ("error", PyrustmlError). For a server that follows many requests from
+        one event loop, where stream() would need a thread waiting on each. put runs inside the
+        engine's step: it must be quick and must not block (a put that raises cancels its
+        request). close() on the returned Submission ends it at the next step: the step in
+        progress may still hand out its text, never the end. Options as for generate."""
         seq = self._sequence(self.encode(prompt), options, sink)
         self.engine.submit(seq)
         return Submission(seq, self.engine)

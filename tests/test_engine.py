@@ -124,7 +124,7 @@ class _Sink:
     def put(self, event: tuple[str, object], /) -> None:
         self.events.append(event)
         self.threads.add(threading.current_thread().name)
-        if event[0] != "text":
+        if event[0] in ("done", "error"):
             self.ended.set()
 
 
@@ -170,6 +170,84 @@ def test_closing_a_submission_frees_its_slot_without_an_end_event() -> None:
     assert m.stats().active == 0
     assert [k for k, _ in sink.events] == ["text"] and not sink.ended.is_set()
     assert m.generate(REQUESTS[0][0], **REQUESTS[0][1]).tokens == solo("gpt2-tiny-hf", 0)[0]
+
+
+def test_a_sink_that_raises_cancels_its_request_not_the_engine() -> None:
+    m = model("gpt2-tiny-hf", parallel=2)
+
+    class Raising(_Sink):
+        def put(self, event: tuple[str, object], /) -> None:
+            super().put(event)
+            raise ValueError("a broken sink")
+
+    def tokens_within(seconds: float) -> list[int]:
+        """A greedy request's tokens, from a daemon thread: a dead engine fails this, not hangs it."""
+        out: list[list[int]] = []
+        th = threading.Thread(
+            target=lambda: out.append(m.generate(REQUESTS[0][0], **REQUESTS[0][1]).tokens), daemon=True
+        )
+        th.start()
+        th.join(seconds)
+        assert out, "the engine stopped serving"
+        return out[0]
+
+    bad = Raising()
+    m.submit([1, 2, 3], bad, max_tokens=10_000, temperature=0, ignore_eos=True)
+    # Beside it, and after it, requests run as they would alone.
+    assert tokens_within(30) == solo("gpt2-tiny-hf", 0)[0]
+    deadline = time.monotonic() + 10
+    while m.stats().active and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert m.stats().active == 0
+    assert len(bad.events) == 1  # cut off at its first event
+    assert tokens_within(30) == solo("gpt2-tiny-hf", 0)[0]
+
+
+def test_closing_inside_the_last_step_sends_no_end() -> None:
+    """close() while the step that finishes the request runs: its text may still come, its end
+    (done) never does."""
+    m = model("gpt2-tiny-hf", parallel=1)
+
+    class Closing(_Sink):
+        request: Any = None
+
+        def put(self, event: tuple[str, object], /) -> None:
+            super().put(event)
+            if self.request is not None:
+                self.request.close()
+
+    sink = Closing()
+    sink.request = m.submit([1, 2, 3], sink, max_tokens=1, temperature=0, ignore_eos=True)
+    deadline = time.monotonic() + 10
+    while (m.stats().active or m.stats().queued) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.05)
+    assert not sink.ended.is_set() and {k for k, _ in sink.events} <= {"text"}
+
+
+def test_a_sink_gets_each_pieces_logprobs_before_it() -> None:
+    m = model("gpt2-tiny-hf")
+    sink = _Sink()
+    m.submit(REQUESTS[0][0], sink, logprobs=True, top_logprobs=2, **REQUESTS[0][1])
+    assert sink.ended.wait(30)
+    gen = sink.events[-1][1]
+    assert isinstance(gen, pyrustml.Generation) and gen.logprobs is not None
+    sent = [e for k, v in sink.events if k == "logprobs" for e in v]  # type: ignore[attr-defined]
+    assert [e.token for e in sent] == [e.token for e in gen.logprobs] == gen.tokens
+    kinds = [k for k, _ in sink.events]
+    for i, k in enumerate(kinds[:-1]):
+        if k == "logprobs":
+            assert kinds[i + 1] in ("text", "done")  # entries travel just ahead of their text
+
+
+def test_a_closed_stream_yields_nothing_more() -> None:
+    m = model("gpt2-tiny-hf", parallel=1)
+    s = m.stream([1, 2, 3], max_tokens=5, temperature=0, ignore_eos=True)
+    deadline = time.monotonic() + 10
+    while (m.stats().active or m.stats().queued) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    s.close()  # finished in the engine, unread here
+    assert list(s) == [] and s.generation is None
 
 
 def test_prefix_cache_reuses_shared_positions() -> None:

@@ -59,6 +59,9 @@ def test_steps_cover_the_run_and_components_add_up(path: str) -> None:
         assert s.lm_head_ns > 0 and s.total_ns > 0
         # The laps are contiguous from the step's start to its end: nothing is lost or counted twice.
         assert s.components_ns == s.total_ns
+        # ... and in order on one clock (libq8's marks are CLOCK_MONOTONIC, perf_counter_ns's):
+        # with no lap negative, every mark lies inside the step.
+        assert min(s.embedding_ns, s.norm_ns, s.glue_ns, s.lm_head_ns, s.sampling_ns) >= 0
     # The steps are disjoint, in order, and inside the call that ran them (one monotonic clock).
     ends = [s.start_ns + s.total_ns for s in steps]
     assert before <= steps[0].start_ns

@@ -8,6 +8,7 @@ step's results; nothing here touches another sequence.
 
 from __future__ import annotations
 
+import logging
 import queue
 import time
 from collections.abc import Callable
@@ -27,8 +28,11 @@ PREFILL = 0  # prompt tokens still to run
 DECODE = 1  # a chosen token waits to be fed
 DONE = 2
 
-# What a sequence hands its caller, in order: ("text", str) pieces of valid UTF-8, then the end,
-# ("done", Generation) or ("error", PyrustmlError).
+log = logging.getLogger("pyrustml")
+
+# What a sequence hands its caller, in order: ("text", str) pieces of valid UTF-8, each preceded
+# (when log-probabilities were asked for) by ("logprobs", list[TokenLogprob]) of the tokens
+# since the last piece; then the end, ("done", Generation) or ("error", PyrustmlError).
 Event = tuple[str, object]
 
 
@@ -66,6 +70,7 @@ class Sequence:
     finish: str
     truncated: bool
     logprobs: list[TokenLogprob]
+    logprobs_sent: int  # entries already handed to the caller
     timings: Timings
     events: EventSink
     cancelled: bool
@@ -115,6 +120,7 @@ class Sequence:
         self.finish = "length"
         self.truncated = False
         self.logprobs = []
+        self.logprobs_sent = 0
         self.timings = Timings()
         self.events = queue.SimpleQueue() if events is None else events
         self.cancelled = False
@@ -225,18 +231,18 @@ class Sequence:
         if not self.stops:
             piece = self.text_parts[-1]
             self.emitted += len(piece)
-            self.events.put(("text", piece))
+            self._text(piece)
             return
         cut = stop_index(full, self.stops)
         if cut >= 0:
             self.finish = "stop"
             if cut > self.emitted:
-                self.events.put(("text", full[self.emitted : cut]))
+                self._text(full[self.emitted : cut])
                 self.emitted = cut
             return
         safe = len(full) - stop_prefix_len(full, self.stops)
         if safe > self.emitted:
-            self.events.put(("text", full[self.emitted : safe]))
+            self._text(full[self.emitted : safe])
             self.emitted = safe
 
     def stepped(self) -> None:
@@ -262,7 +268,7 @@ class Sequence:
             self.finish = "stop"
         end = len(full) if end < 0 else end
         if end > self.emitted:
-            self.events.put(("text", full[self.emitted : end]))
+            self._text(full[self.emitted : end])
             self.emitted = end
         t = self.timings
         t.eval_tokens = max(0, len(self.out) - 1)
@@ -286,9 +292,33 @@ class Sequence:
     def publish(self) -> None:
         """Tell the caller it ended (after the step that ended it is fully accounted for)."""
         if self.error is not None:
-            self.events.put(("error", self.error))
+            self._deliver(("error", self.error))
         elif self.result is not None:
-            self.events.put(("done", self.result))
+            self._new_logprobs()
+            self._deliver(("done", self.result))
+
+    # ---- the caller's events -----------------------------------------------------------------
+    def _deliver(self, event: Event) -> None:
+        """Every event leaves through here. None after the caller cancelled (close() under the
+        engine's lock: the step in progress may still hand out its text, never the end), and a
+        sink that raises is cut off instead of taking the engine thread and its other
+        sequences down with it."""
+        if self.cancelled:
+            return
+        try:
+            self.events.put(event)
+        except Exception:
+            log.exception("an event sink raised: its request is cancelled")
+            self.cancelled = True
+
+    def _new_logprobs(self) -> None:
+        if self.want_logprobs and len(self.logprobs) > self.logprobs_sent:
+            self._deliver(("logprobs", self.logprobs[self.logprobs_sent :]))
+            self.logprobs_sent = len(self.logprobs)
+
+    def _text(self, piece: str) -> None:
+        self._new_logprobs()
+        self._deliver(("text", piece))
 
 
 def log_probability(row: np.ndarray, token: int, top: int, tokenizer: Tokenizer) -> TokenLogprob:

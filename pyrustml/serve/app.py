@@ -313,7 +313,7 @@ async def _generate(
     try:
         job = await anyio.to_thread.run_sync(_prepare, state, req, limiter=state.limiter)
         # Submitting only queues the sequence: quick enough for the loop.
-        pump = Pump(state.model, job.ids, job.options, bool(job.options["logprobs"]))
+        pump = Pump(state.model, job.ids, job.options)
     except BaseException:
         release()
         raise

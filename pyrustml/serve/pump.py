@@ -17,21 +17,19 @@ from ..generate.result import Generation
 if TYPE_CHECKING:
     from ..generate.result import TokenLogprob
     from ..generate.sequence import Event
-    from ..model import Model
+    from ..model import Model, Submission
 
 # (piece, logprob entries that came with it, error): piece None ends the stream.
 Item = tuple[str | None, "list[TokenLogprob]", PyrustmlError | None]
 
 
 class Pump:
-    def __init__(self, model: Model, ids: list[int], options: dict[str, Any], with_logprobs: bool) -> None:
-        self.with_logprobs = with_logprobs
-        self.sent = 0  # logprob entries handed over so far
+    def __init__(self, model: Model, ids: list[int], options: dict[str, Any]) -> None:
         self.finished = False  # the request ended (or failed): nothing to cancel
         self.generation: Generation | None = None
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
-        self.request = model.submit(ids, self, **options)
+        self.request: Submission | None = model.submit(ids, self, **options)
 
     def put(self, event: Event) -> None:
         """On the engine thread, inside its step: hand the event to the loop and return."""
@@ -40,30 +38,36 @@ class Pump:
         except RuntimeError:
             pass  # the loop is closed: the server is gone, and with it the reader
 
-    def _new_logprobs(self) -> list[TokenLogprob]:
-        if not self.with_logprobs:
-            return []
-        entries = self.request.logprobs[self.sent :]
-        self.sent += len(entries)
-        return entries
-
     async def next(self) -> Item:
+        """The next piece of text with the log-probabilities of its tokens, or the end."""
+        entries: list[TokenLogprob] = []
         while True:
             kind, value = await self._queue.get()
+            if kind == "logprobs":
+                assert isinstance(value, list)
+                entries.extend(value)
+                continue
             if kind == "text":
                 if value:
-                    return str(value), self._new_logprobs(), None
+                    return str(value), entries, None
                 continue
-            self.finished = True
+            self._end()
             if isinstance(value, Generation):
                 self.generation = value
-                return None, self._new_logprobs(), None
+                return None, entries, None
             if isinstance(value, PyrustmlError):
                 return None, [], value
             return None, [], PyrustmlError(f"internal error: the engine ended a request with {value!r}")
 
+    def _end(self) -> None:
+        # The sequence holds this pump as its sink: let go of it, so neither waits for the
+        # cycle collector.
+        self.finished = True
+        self.request = None
+
     def cancel(self) -> None:
         """The reader is gone: the engine drops the sequence at its next step. Quick (it only
         marks the sequence under the engine's lock), so the loop may call it."""
-        if not self.finished:
+        if self.request is not None:
             self.request.close()
+        self._end()

@@ -82,6 +82,13 @@ def build_app(
 
     if replicas < 1 or threads_per_replica < 1:
         raise OptionError("replicas and threads_per_replica must be at least 1")
+    # Checked here, not on each replica when Ray starts it (the keywords are typed, not checked).
+    unknown = sorted(set(load) - set(ReplicaLoad.__annotations__))
+    if unknown:
+        raise OptionError(
+            f"build_app got an unknown option {unknown[0]!r} (load options: "
+            f"{', '.join(ReplicaLoad.__annotations__)}; threads: threads_per_replica)"
+        )
     slots = load.get("parallel") or DEFAULT_PARALLEL
     settings = ReplicaSettings(
         model=model,

@@ -86,3 +86,13 @@ def test_streaming_and_models_through_the_proxy(ray_url: str) -> None:
     whole = c.completions.create(**args)  # type: ignore[call-overload]
     streamed = "".join(ch.choices[0].text for ch in c.completions.create(stream=True, **args) if ch.choices)  # type: ignore[call-overload]
     assert streamed == whole.choices[0].text
+
+
+def test_build_app_refuses_an_unknown_option_before_ray_starts_anything() -> None:
+    pytest.importorskip("ray")
+    from pyrustml.errors import OptionError
+    from pyrustml.serve.ray import build_app
+
+    for bad in ({"threads": 2}, {"paralel": 4}):
+        with pytest.raises(OptionError, match=f"unknown option {next(iter(bad))!r}"):
+            build_app(str(FIXTURES / GPT2), **bad)  # type: ignore[arg-type]
