@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -186,3 +187,20 @@ def test_a_template_without_typed_parts_gets_the_joined_text() -> None:
         )
         == "[ab]"
     )
+
+
+def test_recursion_is_bounded_whatever_the_interpreters_limit() -> None:
+    """A recursive macro stops at MAX_CALL_DEPTH, not at sys.getrecursionlimit(): each level costs
+    C stack (the sandbox's call is compiled), so a raised limit (hypothesis raises it while its
+    tests run) let a full-suite run overflow the stack before any RecursionError."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1_000_000)
+    try:
+        with pytest.raises(ChatTemplateError, match="nested more than") as info:
+            ChatTemplate("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", {}).render(HI)
+        assert isinstance(info.value.__cause__, RecursionError)
+        loop = "{% for m in messages recursive %}{{ loop(messages) }}{% endfor %}"
+        with pytest.raises(ChatTemplateError, match="nested more than"):
+            ChatTemplate(loop, {}).render(HI)
+    finally:
+        sys.setrecursionlimit(limit)

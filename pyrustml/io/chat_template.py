@@ -30,6 +30,7 @@ import math
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -44,6 +45,11 @@ RENDER_SECONDS: Final = 5.0
 MAX_RENDER_CHARS: Final = 8_000_000  # a whole long-context conversation is far less
 MAX_STRING_CHARS: Final = 8_000_000  # any one string or list a template builds
 MAX_POWER_DIGITS: Final = 1000
+# Calls (macros, loop(), methods) nested inside one another. Real templates nest a few deep; each
+# level costs C stack (the sandbox's call is compiled), and Python's recursion limit counts only
+# Python frames, so a recursive macro could overflow the thread's stack before RecursionError.
+MAX_CALL_DEPTH: Final = 100
+_depth = threading.local()  # per thread: renders run in worker threads at once
 TEMPLATE_FILE: Final = "<template>"  # the filename Jinja gives code compiled from a string
 
 
@@ -187,7 +193,14 @@ def _environment() -> Any:
         def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
             _check_args("a call", args, kwargs)
             _check_method(__obj, args)
-            return super().call(__context, __obj, *args, **kwargs)
+            depth = getattr(_depth, "n", 0) + 1
+            if depth > MAX_CALL_DEPTH:
+                raise RecursionError(f"calls nested more than {MAX_CALL_DEPTH} deep")
+            _depth.n = depth
+            try:
+                return super().call(__context, __obj, *args, **kwargs)
+            finally:
+                _depth.n = depth - 1
 
     env = BoundedSandbox(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
     env.filters["tojson"] = _tojson
