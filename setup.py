@@ -14,15 +14,23 @@ from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
 
 # Typed modules compiled by mypyc. Left interpreted, each for a reason:
-#   _ffi.py   owns cffi, whose objects are dynamic; it runs once at import.
-#   errors.py exception classes with two built-in bases, which mypyc cannot make native.
-#   hub.py    a thin wrapper over huggingface_hub, imported lazily, runs once per load.
-#   chat.py   hands callables to Jinja's sandbox and runs once per turn.
-#   model.py  the public facade: runs once per call, and types its options once as keyword
-#             arguments (PEP 692 **kwargs), which compiled code cannot take.
-#   __init__.py, __main__.py, cli.py: entry points, run once.
-#   serve/    the HTTP server and Ray deployment: glue over Starlette, pydantic, uvicorn and Ray
-#             (dynamic, optional dependencies); the per-token work stays in the engine.
+#   engine/_ffi.py      owns cffi, whose objects are dynamic; it runs once at import.
+#   engine/plan.py      records forward() once at load (cffi pointers in, a q8_op array out);
+#                       a step is then one libq8 call, so nothing per row runs in it.
+#   engine/kv_cache.py, engine/host.py: allocate the caches and read the host (psutil) once
+#                       per load.
+#   errors.py           exception classes with two built-in bases, which mypyc cannot make native.
+#   io/hub.py           a thin wrapper over huggingface_hub, imported lazily, runs once per load.
+#   io/chat_template.py subclasses Jinja's sandbox and hands it callables; runs once per turn.
+#   generate/options.py checks a call's options once per call.
+#   model.py            the public facade: runs once per call, and types its options once as
+#                       keyword arguments (PEP 692 **kwargs), which compiled code cannot take.
+#   kernels.py (the public re-export), __init__.py, __main__.py, cli.py: entry points.
+#   perf/               the profiler's report, the audit and the benchmark driver: once per run,
+#                       over JSON-shaped dicts.
+#   serve/              the HTTP server and Ray deployment: glue over Starlette, pydantic, uvicorn
+#                       and Ray (dynamic, optional dependencies); the per-token work stays in the
+#                       engine.
 COMPILED = [
     "pyrustml/engine/kernels.py",
     "pyrustml/engine/pool.py",
