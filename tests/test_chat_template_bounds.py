@@ -190,9 +190,9 @@ def test_a_template_without_typed_parts_gets_the_joined_text() -> None:
 
 
 def test_recursion_is_bounded_whatever_the_interpreters_limit() -> None:
-    """A recursive macro stops at MAX_CALL_DEPTH, not at sys.getrecursionlimit(): each level costs
-    C stack (the sandbox's call is compiled), so a raised limit (hypothesis raises it while its
-    tests run) let a full-suite run overflow the stack before any RecursionError."""
+    """A recursive macro stops at MAX_CALL_DEPTH, not at sys.getrecursionlimit(): each level goes
+    through C calls and costs C stack, so a raised limit (hypothesis raises it while its tests
+    run) let a full-suite run overflow the stack before any RecursionError."""
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(1_000_000)
     try:

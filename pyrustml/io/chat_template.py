@@ -45,9 +45,9 @@ RENDER_SECONDS: Final = 5.0
 MAX_RENDER_CHARS: Final = 8_000_000  # a whole long-context conversation is far less
 MAX_STRING_CHARS: Final = 8_000_000  # any one string or list a template builds
 MAX_POWER_DIGITS: Final = 1000
-# Calls (macros, loop(), methods) nested inside one another. Real templates nest a few deep; each
-# level costs C stack (the sandbox's call is compiled), and Python's recursion limit counts only
-# Python frames, so a recursive macro could overflow the thread's stack before RecursionError.
+# Calls (macros, loop(), methods) nested inside one another. Real templates nest a few deep. Each
+# level passes through C (Jinja's Macro.__call__, the sandbox's call) and so costs C stack, which
+# Python's recursion limit does not bound once raised: a recursive macro overflowed the stack.
 MAX_CALL_DEPTH: Final = 100
 _depth = threading.local()  # per thread: renders run in worker threads at once
 TEMPLATE_FILE: Final = "<template>"  # the filename Jinja gives code compiled from a string
