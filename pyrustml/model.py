@@ -367,6 +367,8 @@ class Model:
         engine's step: it must be quick and must not block (a put that raises cancels its
         request). close() on the returned Submission ends it at the next step: the step in
         progress may still hand out its text, never the end. Options as for generate."""
+        if not callable(getattr(sink, "put", None)):
+            raise OptionTypeError(f"sink must have a put(event) method, got {type(sink).__name__}")
         seq = self._sequence(self.encode(prompt), options, sink)
         self.engine.submit(seq)
         return Submission(seq, self.engine)

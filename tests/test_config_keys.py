@@ -190,3 +190,15 @@ def test_add_bos_token_false_is_false(tmp_path: Path) -> None:
     m = pyrustml.load(str(d))
     assert m.add_bos is False
     assert m.encode("Hello")[0] != m.bos_id
+
+
+@pytest.mark.parametrize("theta", [1e300, 1.0, 0.5, -10000.0, "10000", True])
+def test_a_rope_base_float32_cannot_hold_is_refused(theta: object) -> None:
+    """Both key styles: 1e300 becomes inf in float32 and every frequency but the first 0."""
+    from pyrustml.io.config import Fields
+    from pyrustml.models.rope import parse_rope
+
+    for data in ({"rope_theta": theta}, {"rope_parameters": {"rope_type": "default", "rope_theta": theta}}):
+        with pytest.raises(ModelFormatError, match="RoPE base"):
+            parse_rope(Fields(data, "config.json"), 10000.0)
+    assert parse_rope(Fields({"rope_theta": 500000.0}, "config.json"), 10000.0).theta == 500000.0

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from support import FIX
 
 import pyrustml
-from pyrustml.errors import ContextLengthError, OptionError
+from pyrustml.errors import ContextLengthError, OptionError, OptionTypeError
 
 NAMES = ["gpt2-tiny-hf", "gemma3-tiny"]
 _models: dict[tuple[str, int], pyrustml.Model] = {}
@@ -92,6 +92,7 @@ def test_random_arrivals_equal_solo_runs(
 def test_generate_batch_and_streams_equal_solo(name: str) -> None:
     m = model(name)
     batch = m.generate_batch([ids for ids, _ in REQUESTS[:1]] * 3, **REQUESTS[0][1])
+    assert len(batch) == 3
     assert all((g.tokens, g.text, g.finish_reason) == solo(name, 0) for g in batch)
     streams = [m.stream(ids, **opts) for ids, opts in REQUESTS]
     texts = ["".join(s) for s in streams]
@@ -143,6 +144,15 @@ def test_submit_hands_the_events_to_a_sink_in_order(name: str) -> None:
     assert "".join(str(v) for _, v in sink.events[:-1]) == gen.text
     assert (gen.tokens, gen.text, gen.finish_reason) == solo(name, 1)
     assert sink.threads == {"pyrustml-engine"}  # on the engine thread, as the step ends
+
+
+def test_a_sink_without_put_is_refused_before_anything_runs() -> None:
+    m = model("gpt2-tiny-hf")
+    before = m.stats().requests
+    for bad in (None, print, object()):
+        with pytest.raises(OptionTypeError, match="put"):
+            m.submit([1, 2, 3], bad, max_tokens=2)  # type: ignore[arg-type]
+    assert m.stats().requests == before
 
 
 def test_closing_a_submission_frees_its_slot_without_an_end_event() -> None:

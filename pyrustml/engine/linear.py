@@ -49,16 +49,6 @@ class Linear:
             return self.q.nbytes
         return 0 if self.wf is None else int(self.wf.nbytes)
 
-    def gemv(self, x: Any, y: Any) -> None:
-        """y[n] = W x[k] + b; x, y are float pointers."""
-        if self.q4:
-            rc = lib.q8_q4_gemv(self.w_ptr, self.n, self.k, x, self.b_ptr, y)
-        elif self.quantized:
-            rc = lib.q8_gemv(self.w_ptr, self.n, self.k, x, self.b_ptr, y)
-        else:
-            rc = lib.q8_gemv_f32(self.w_ptr, self.n, self.k, x, self.b_ptr, y)
-        check(rc, "gemv")
-
     def gemm(self, x: Any, t: int, y: Any) -> None:
         """y[t, n] = x[t, k] W^T + b."""
         if self.q4:
@@ -68,12 +58,6 @@ class Linear:
         else:
             rc = lib.q8_gemm_f32(self.w_ptr, self.n, self.k, x, t, self.b_ptr, y)
         check(rc, "gemm")
-
-    def apply(self, x: Any, t: int, y: Any) -> None:
-        if t == 1:
-            self.gemv(x, y)
-        else:
-            self.gemm(x, t, y)
 
 
 class Embedding:
@@ -86,15 +70,3 @@ class Embedding:
     def __init__(self, table: Linear) -> None:
         self.table = table
         self.dim = table.k
-
-    def lookup(self, token: int, out: Any) -> None:
-        if not 0 <= token < self.table.n:
-            raise KernelArgumentError(f"token id {token} outside the vocabulary of {self.table.n}")
-        if self.table.q4:
-            rc = lib.q8_q4_dequantize_packed(self.table.w_ptr, self.table.n, self.dim, token, 1, out)
-            check(rc, "embedding lookup")
-        elif self.table.quantized:
-            rc = lib.q8_dequantize_packed(self.table.w_ptr, self.table.n, self.dim, token, 1, out)
-            check(rc, "embedding lookup")
-        else:
-            ffi.memmove(out, self.table.w_ptr + token * self.dim, self.dim * 4)

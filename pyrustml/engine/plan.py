@@ -25,8 +25,6 @@ from .kernels import check
 from .kv_cache import KVCache
 from .linear import Embedding, Linear
 
-MAX_ROWS = int(lib.Q8_PLAN_MAX_ROWS)
-
 
 class Buf:
     """A float32 activation buffer of `rows` rows x `width`, or a column range of one. A plan
@@ -191,9 +189,7 @@ class Plan:
         """RoPE in place with a table of head_dim / 2 frequencies (scaled variants: models/rope.py)."""
         if inv_freq.array.size != head_dim // 2:
             raise KernelArgumentError(f"rope_freq: {inv_freq.array.size} frequencies for head_dim {head_dim}")
-        self._add(
-            "rope_freq", [self._buf(inv_freq, "inv_freq")], self._buf(x, "x"), [heads, head_dim], []
-        )
+        self._add("rope_freq", [self._buf(inv_freq, "inv_freq")], self._buf(x, "x"), [heads, head_dim], [])
 
     def _mark(self, what: str) -> None:
         self._marks_seen.append(what)

@@ -86,11 +86,6 @@ def _where(info: TensorInfo) -> str:
     return f"{os.path.basename(info.path)}: tensor {info.name!r}"
 
 
-def check_finite(ckpt: Checkpoint, name: str, *, fmt: str = F32) -> None:
-    """Refuse NaN/Inf weights at load (the whole tensor, read once for the check)."""
-    check_finite_words(ckpt.info(name), ckpt.raw(name), fmt=fmt)
-
-
 def check_finite_words(info: TensorInfo, raw: np.ndarray, *, fmt: str = F32) -> None:
     """Refuse NaN/Inf in these stored words of a tensor (all of it, or a chunk), and for fmt
     q8_0 / q4_0 also weights too large for that format's fp16 block scale.

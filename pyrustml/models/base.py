@@ -13,7 +13,7 @@ from ..engine.kernels import check
 from ..engine.linear import Linear
 from ..engine.plan import Buf, Plan
 from ..engine.profiler import Profiler
-from ..errors import ModelFormatError, NumericalError, OutOfMemoryError
+from ..errors import KernelArgumentError, ModelFormatError, NumericalError, OutOfMemoryError
 from ..io.weights import QuantPlan
 
 PREFILL_CHUNK = 256  # rows per plan run (a prefill chunk, or a batched step): the buffers' height
@@ -114,7 +114,7 @@ class Transformer(ABC):
         single-sequence path of tools and tests (the engine fills the row arrays itself)."""
         t = len(ids)
         if not 0 < t <= self.prefill_chunk:
-            raise ValueError(f"a chunk holds 1..{self.prefill_chunk} tokens, not {t}")
+            raise KernelArgumentError(f"a chunk holds 1..{self.prefill_chunk} tokens, not {t}")
         self.row_tokens[:t] = ids
         self.row_slots[:t] = slot
         self.row_pos[:t] = np.arange(pos0, pos0 + t)
@@ -244,25 +244,6 @@ class Transformer(ABC):
         if v != v or v in (float("inf"), float("-inf")):
             raise NumericalError(f"the logits hold {v} (NaN/Inf) at the greedy step")
         return int(idx[0])
-
-    def _project_rows(self, t: int) -> np.ndarray:
-        """lm_head over rows 0 .. t-1 of `final` in one batched pass (no softcap): (t, vocab)."""
-        return self.project(list(range(t)))
-
-    def argmax_rows(self, t: int) -> list[int]:
-        """Greedy token of each of rows 0 .. t-1 of `final`, from one batched lm_head pass (the
-        weights stream once). Softcap is skipped, as in argmax_row: it is monotonic, and
-        rounding after it could tie what the raw logits order; ties go to the lowest index."""
-        out = self._project_rows(t)
-        if not bool(np.isfinite(out).all()):
-            raise NumericalError("the logits hold NaN or Inf at the greedy step")
-        return [int(i) for i in np.argmax(out, axis=1)]
-
-    def logits_rows(self, t: int) -> np.ndarray:
-        """Logits of rows 0 .. t-1 of `final` as a new (t, vocab) array."""
-        out = self._project_rows(t)
-        self.softcap(out)
-        return out
 
     def project(self, rows: list[int]) -> np.ndarray:
         """Raw logits (no softcap) of the given rows of `final`, (len(rows), vocab), from one

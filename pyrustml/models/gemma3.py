@@ -25,7 +25,7 @@ from ..io.weight_map import WeightMap, vec
 from ..io.weights import check_lm_head
 from .base import PREFILL_CHUNK, LoadOptions, Transformer
 from .decoder import Decoder, DecoderConfig, layer_map
-from .rope import Rope, parse_rope
+from .rope import Rope, check_theta, parse_rope
 
 SLIDING = "sliding_attention"
 FULL = "full_attention"
@@ -107,18 +107,12 @@ def _layer_types(f: Fields, n_layer: int) -> list[str]:
 
 # A RoPE base at or below 1 makes every rotation frequency >= 1 radian per position (a base of
 # 1e-300 reached libq8 as garbage); no model uses one.
-MIN_ROPE_BASE = 1.0 + 1e-6
 # Keys a RoPE parameter object may carry without changing the computation of rope_type "default".
 _ROPE_INERT = {"rope_type", "type", "rope_theta", "factor"}  # default RoPE ignores factor
 
 
 def _rope_theta(f: Fields, where: str, v: object) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not MIN_ROPE_BASE <= v <= F32_MAX:
-        raise ModelFormatError(
-            f"{f.where}: {where} must be a number in ({MIN_ROPE_BASE - 1e-6:g}, {F32_MAX:.3g}] "
-            f"(a float32 RoPE base above 1), got {str(v)[:40]}"
-        )
-    return float(v)
+    return check_theta(f.where, where, v)
 
 
 def _rope_entry(

@@ -20,9 +20,21 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedModelError
-from ..io.config import Fields
+from ..io.config import F32_MAX, Fields
 
 IMPLEMENTED = ("default", "linear", "llama3")
+MIN_BASE = 1.0 + 1e-6  # a base at or below 1 gives no rotation, or growing frequencies
+
+
+def check_theta(where: str, key: str, v: object) -> float:
+    """A RoPE base as float32 holds it: above 1 and finite (1e300 would become inf, and every
+    frequency after the first 0: a model that loads and computes nonsense)."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or not MIN_BASE <= v <= F32_MAX:
+        raise ModelFormatError(
+            f"{where}: {key} must be a number in ({MIN_BASE - 1e-6:g}, {F32_MAX:.3g}] "
+            f"(a float32 RoPE base above 1), got {str(v)[:40]}"
+        )
+    return float(v)
 
 
 class Rope:
@@ -80,8 +92,9 @@ def parse_rope(f: Fields, default_theta: float) -> Rope:
         if not isinstance(params, dict):
             raise ModelFormatError(f"{f.where}: 'rope_parameters' must be an object")
         p = Fields(params, f"{f.where} rope_parameters")
-        return Rope(p.float_("rope_theta", default_theta), _kind(p), p)
-    theta = f.float_("rope_theta", default_theta)
+        theta = check_theta(p.where, "rope_theta", p.data.get("rope_theta", default_theta))
+        return Rope(theta, _kind(p), p)
+    theta = check_theta(f.where, "rope_theta", f.data.get("rope_theta", default_theta))
     scaling = f.data.get("rope_scaling")
     if scaling is None:
         return Rope(theta, "default", Fields({}, f.where))

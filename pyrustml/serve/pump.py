@@ -25,7 +25,6 @@ Item = tuple[str | None, "list[TokenLogprob]", PyrustmlError | None]
 
 class Pump:
     def __init__(self, model: Model, ids: list[int], options: dict[str, Any]) -> None:
-        self.finished = False  # the request ended (or failed): nothing to cancel
         self.generation: Generation | None = None
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
@@ -60,9 +59,8 @@ class Pump:
             return None, [], PyrustmlError(f"internal error: the engine ended a request with {value!r}")
 
     def _end(self) -> None:
-        # The sequence holds this pump as its sink: let go of it, so neither waits for the
-        # cycle collector.
-        self.finished = True
+        # The request ended: nothing to cancel, and the sequence holds this pump as its sink:
+        # let go of it, so neither waits for the cycle collector.
         self.request = None
 
     def cancel(self) -> None:
