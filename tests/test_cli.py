@@ -348,6 +348,8 @@ def test_interactive_chat_banner_turn_clear_and_exit() -> None:
         t.expect("> ", timeout=60)
         t.send("/clear\r")
         t.expect("conversation cleared")
+        t.expect("> ")
+        time.sleep(0.3)  # as for Ctrl-C below: a key sent as the prompt prints can come before readline reads
         t.send("\x04")  # Ctrl-D at the prompt
         assert t.close() == 0
     finally:
