@@ -67,6 +67,7 @@ class Sequence:
     lookup: PromptLookup | None
     text_parts: list[str]
     emitted: int  # characters of the text already handed to the caller
+    held: str  # the text after `emitted` that a stop string may still claim (with stops only)
     finish: str
     truncated: bool
     logprobs: list[TokenLogprob]
@@ -117,6 +118,7 @@ class Sequence:
         self.lookup = PromptLookup(ids) if params.lookup else None
         self.text_parts = []
         self.emitted = 0
+        self.held = ""
         self.finish = "length"
         self.truncated = False
         self.logprobs = []
@@ -215,7 +217,7 @@ class Sequence:
         piece = self.decoder.push(token)
         if piece:
             self.text_parts.append(piece)
-            self._emit_safe()
+            self._emit_safe(piece)
         if self.finish == "stop":
             return False
         if len(self.out) >= self.params.max_tokens:
@@ -225,25 +227,25 @@ class Sequence:
             return False
         return True
 
-    def _emit_safe(self) -> None:
-        """Hand out the text that no stop string can still claim."""
-        full = "".join(self.text_parts) if self.stops else ""
+    def _emit_safe(self, piece: str) -> None:
+        """Hand out the text that no stop string can still claim. Only the held-back tail is
+        searched: the text before it holds no stop and no start of one (stop_prefix_len keeps
+        the longest such start), so a token costs the same however long the text has grown."""
         if not self.stops:
-            piece = self.text_parts[-1]
             self.emitted += len(piece)
             self._text(piece)
             return
-        cut = stop_index(full, self.stops)
+        held = self.held + piece
+        cut = stop_index(held, self.stops)
         if cut >= 0:
             self.finish = "stop"
-            if cut > self.emitted:
-                self._text(full[self.emitted : cut])
-                self.emitted = cut
-            return
-        safe = len(full) - stop_prefix_len(full, self.stops)
-        if safe > self.emitted:
-            self._text(full[self.emitted : safe])
-            self.emitted = safe
+            safe = cut
+        else:
+            safe = len(held) - stop_prefix_len(held, self.stops)
+        if safe > 0:
+            self._text(held[:safe])
+            self.emitted += safe
+        self.held = held[safe:]
 
     def stepped(self) -> None:
         """A decode step of this sequence ended: its duration joins the timings."""
