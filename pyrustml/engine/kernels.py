@@ -31,6 +31,13 @@ Q4_PANEL_BLOCK_BYTES: Final = 16 * Q4_BLOCK_BYTES  # one q4x16
 _DTYPE_CODES: Final = {"float32": lib.Q8_DTYPE_F32, "float16": lib.Q8_DTYPE_F16}  # q8.h Q8_DTYPE_*
 
 
+def check_greedy(value: float) -> None:
+    """The greedy step's winning logit must be finite: NaN or Inf there means the forward pass
+    broke, and an argmax over it would pick a token silently."""
+    if not math.isfinite(value):
+        raise NumericalError(f"the logits hold {value} (NaN/Inf) at the greedy step")
+
+
 def check(rc: int, what: str) -> None:
     """The one map from libq8's return codes (q8.h) to the error family."""
     if rc == lib.Q8_OK:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..engine.kernels import check_greedy
 from ..engine.profiler import DECODE as P_DECODE
 from ..engine.profiler import PREFILL as P_PREFILL
 from ..engine.profiler import StepRecord
@@ -404,9 +405,7 @@ class Scheduler:
             assert rows is not None
             preds = [int(np.argmax(r)) for r in rows]
             for r, p in zip(rows, preds, strict=True):
-                v = float(r[p])
-                if v != v or v in (float("inf"), float("-inf")):
-                    raise NumericalError(f"the logits hold {v} (NaN/Inf) at the greedy step")
+                check_greedy(float(r[p]))
             k = 0
             while k < len(seq.drafts) and preds[k] == seq.drafts[k]:
                 k += 1

@@ -16,8 +16,8 @@ from typing import Protocol
 
 import numpy as np
 
-from ..engine.kernels import expsum, topk
-from ..errors import NumericalError, PyrustmlError
+from ..engine.kernels import check_greedy, expsum, topk
+from ..errors import PyrustmlError
 from ..io.tokenizer import StreamDecoder, Tokenizer
 from .prompt_lookup import PromptLookup
 from .result import Generation, Timings, TokenLogprob
@@ -179,9 +179,7 @@ class Sequence:
         p = self.params
         if p.greedy and p.repetition_penalty == 1.0:
             token = int(np.argmax(raw))
-            v = float(raw[token])
-            if v != v or v in (float("inf"), float("-inf")):
-                raise NumericalError(f"the logits hold {v} (NaN/Inf) at the greedy step")
+            check_greedy(float(raw[token]))
             if self.want_logprobs:
                 row = raw.copy()
                 softcap(row)

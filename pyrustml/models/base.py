@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 
 from ..engine._ffi import ffi, lib
-from ..engine.kernels import check
+from ..engine.kernels import check, check_greedy
 from ..engine.linear import Linear
 from ..engine.plan import Buf, Plan
 from ..engine.profiler import Profiler
-from ..errors import KernelArgumentError, ModelFormatError, NumericalError, OutOfMemoryError
+from ..errors import KernelArgumentError, ModelFormatError, OutOfMemoryError
 from ..io.weights import QuantPlan
 
 PREFILL_CHUNK = 256  # rows per plan run (a prefill chunk, or a batched step): the buffers' height
@@ -240,9 +240,7 @@ class Transformer(ABC):
         else:
             rc = lib.q8_lmhead_argmax_f32(h.w_ptr, h.n, h.k, x, idx, val)
         check(rc, "lm_head argmax")
-        v = float(val[0])
-        if v != v or v in (float("inf"), float("-inf")):
-            raise NumericalError(f"the logits hold {v} (NaN/Inf) at the greedy step")
+        check_greedy(float(val[0]))
         return int(idx[0])
 
     def project(self, rows: list[int]) -> np.ndarray:
