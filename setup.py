@@ -22,7 +22,8 @@ from setuptools.command.build_py import build_py
 #   errors.py           exception classes with two built-in bases, which mypyc cannot make native.
 #   io/hub.py           a thin wrapper over huggingface_hub, imported lazily, runs once per load.
 #   io/chat_template.py subclasses Jinja's sandbox and hands it callables; runs once per turn.
-#   generate/options.py checks a call's options once per call.
+#   generate/options.py checks a call's options once per call; io/values.py holds the ranges it,
+#                       the CLI and generation_config.json share (once per call or load).
 #   model.py            the public facade: runs once per call, and types its options once as
 #                       keyword arguments (PEP 692 **kwargs), which compiled code cannot take.
 #   kernels.py (the public re-export), __init__.py, __main__.py, cli.py: entry points.

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import secrets
 import sys
@@ -33,8 +32,19 @@ SAMPLER_DEFAULTS = {
     "min_p": 0.05,
     "repetition_penalty": 1.0,
 }
-MIN_TEMPERATURE = 1e-3  # below this, float32 logits / T overflow: 0 is the way to ask for greedy
-MAX_THREADS = 256
+# The generation flags as the library's option names: their values are checked by the library's
+# own rules (io.values), so the CLI, the API and generation_config.json agree at every edge.
+FLAG_NAMES = {
+    "max_tokens": "--max-tokens",
+    "temperature": "--temperature",
+    "top_k": "--top-k",
+    "top_p": "--top-p",
+    "min_p": "--min-p",
+    "repetition_penalty": "--repeat-penalty",
+    "seed": "--seed",
+    "lookup": "--lookup",
+    "ignore_eos": "--ignore-eos",
+}
 # load()'s weight formats, as io.weights.QUANTS lists them (not imported from there: this module
 # loads without numpy or libq8, so a Ctrl-C in the first instant reaches its handler).
 QUANT_CHOICES = ("q8_0", "q4_0", "q4_0-pure", "f32")
@@ -236,41 +246,42 @@ def _setup_logging() -> None:
 # ---- checks made before anything loads --------------------------------------------------------
 
 
-def _finite(flag: str, v: float | None) -> None:
-    if v is not None and not math.isfinite(v):
-        raise UsageError(f"{flag} must be a finite number, got {v}")
-
-
 def _validate(args: argparse.Namespace) -> None:
     """Every option value, before the model loads: errors name the flag the user typed."""
-    for flag, v in (("--temperature", args.temperature), ("--top-p", args.top_p), ("--min-p", args.min_p),
-                    ("--repeat-penalty", args.repeat_penalty)):  # fmt: skip
-        _finite(flag, v)
+    from .errors import PyrustmlError
+    from .generate.options import check_generation_options
+    from .io.values import MAX_THREADS
+
+    # What only the CLI has: -1 as "no limit" and "a random seed", and the greedy rule for
+    # --lookup stated in terms of the flags.
     if args.max_tokens is not None and args.max_tokens != -1 and args.max_tokens < 1:
         raise UsageError(f"--max-tokens must be >= 1, or -1 for no limit; got {args.max_tokens}")
-    t = args.temperature
-    if t is not None and (t < 0 or 0 < t < MIN_TEMPERATURE):
-        raise UsageError(f"--temperature must be 0 (greedy) or at least {MIN_TEMPERATURE}; got {t:g}")
-    if args.top_k is not None and args.top_k < 0:
-        raise UsageError(f"--top-k must be >= 0 (0 turns it off); got {args.top_k}")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise UsageError(f"--top-p must be in (0, 1]; got {args.top_p:g}")
-    if args.min_p is not None and not 0 <= args.min_p <= 1:
-        raise UsageError(f"--min-p must be in [0, 1]; got {args.min_p:g}")
-    if args.repeat_penalty is not None and args.repeat_penalty <= 0:
-        raise UsageError(f"--repeat-penalty must be > 0 (1 turns it off); got {args.repeat_penalty:g}")
     if args.seed < -1:
         raise UsageError(f"--seed must be >= 0, or -1 for a random seed; got {args.seed}")
-    if args.lookup < 0:
-        raise UsageError(f"--lookup must be >= 0; got {args.lookup}")
+    if args.stop is not None and any(not s for s in args.stop):
+        raise UsageError("--stop needs a non-empty string")  # the API drops "": here it is a slip
+    try:
+        check_generation_options(
+            max_tokens=None if args.max_tokens in (None, -1) else args.max_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            min_p=args.min_p,
+            repetition_penalty=args.repeat_penalty,
+            seed=None if args.seed == -1 else args.seed,
+            stop=args.stop,
+            lookup=args.lookup,
+            names=FLAG_NAMES,
+        )
+    except PyrustmlError as exc:
+        raise UsageError(str(exc)) from None
+    t = args.temperature
     if args.lookup and t is not None and t > 0:
         raise UsageError(f"--lookup needs greedy decoding: add --temp 0 (got --temp {t:g}), or drop --lookup")
     if args.ctx is not None and args.ctx < 1:
         raise UsageError(f"--ctx-size must be >= 1; got {args.ctx}")
     if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
         raise UsageError(f"--threads must be in [1, {MAX_THREADS}]; got {args.threads}")
-    if args.stop is not None and any(not s for s in args.stop):
-        raise UsageError("--stop needs a non-empty string")
     if args.prompt is not None and args.file is not None:
         raise UsageError("give the prompt with --prompt or --file, not both")
     if args.chat and args.json and args.prompt is None and args.file is None:

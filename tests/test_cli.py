@@ -66,7 +66,7 @@ def test_version(cli: Any) -> None:
 
 BAD = [
     (["--top-p", "1.5"], "--top-p"),
-    (["--top-p", "0"], "--top-p"),
+    (["--top-p", "-0.5"], "--top-p"),
     (["--temperature", "-1"], "--temperature"),
     (["--temp", "1e-320"], "--temperature"),
     (["--temp", "nan"], "--temperature"),

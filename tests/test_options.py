@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+from typing import Any
 
 import numpy as np
 import pytest
@@ -219,3 +220,42 @@ def test_load_numbers_are_normalized() -> None:
     a = check_load_arguments("d", "f32", np.int64(2), "main", np.int32(4096), np.uint8(2))
     assert (a.quant, a.threads, a.revision, a.ctx, a.parallel) == ("f32", 2, "main", 4096, 2)
     assert type(a.threads) is int and type(a.ctx) is int and type(a.parallel) is int
+
+
+# ---- one rule for every boundary -------------------------------------------------------------
+# (option, CLI flag, value): values at and around each range's edges. The API, the CLI and a
+# checkpoint's generation_config.json take their ranges from io.values, so each edge value is
+# accepted by all three or refused by all three (before, the CLI refused --top-p 0 and
+# --temperature 1e-4 that the API took, and the API took a top_k the config file refused).
+EDGES = [
+    ("temperature", "--temperature", v) for v in (0.0, 1e-7, 1e-6, 1e-4, 2.0, -0.0, -1e-9, 1e6)
+] + [
+    ("top_p", "--top-p", v) for v in (0.0, 1e-9, 1.0, 1.0000001, -1e-9)
+] + [
+    ("min_p", "--min-p", v) for v in (0.0, 1.0, 1.5)
+] + [
+    ("repetition_penalty", "--repeat-penalty", v) for v in (1e-7, 1e-6, 1.0, 1e6, 1.1e6)
+] + [
+    ("top_k", "--top-k", v) for v in (0, 1, 2**31, 2**62, -1)
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("option", "flag", "value"), EDGES, ids=[f"{o}={v!r}" for o, _, v in EDGES])
+def test_api_cli_and_config_agree_at_the_edges(option: str, flag: str, value: float) -> None:
+    from pyrustml import cli
+    from pyrustml.io.config import Fields, generation_defaults
+
+    def refused(f: Any) -> str | None:
+        try:
+            f()
+        except (PyrustmlError, cli.UsageError) as exc:
+            return str(exc)
+        return None
+
+    api = refused(lambda: check_generation_options(**{option: value}))
+    args = cli._parser().parse_args(["-p", "x", f"{flag}={value}"])
+    by_cli = refused(lambda: cli._validate(args))
+    by_config = refused(lambda: generation_defaults(Fields({option: value}, "generation_config.json")))
+    assert (api is None) == (by_cli is None) == (by_config is None), (api, by_cli, by_config)
+    if api is not None:
+        assert option in api and flag in str(by_cli) and repr(option) in str(by_config)

@@ -6,14 +6,12 @@ temperature, top-k, top-p, min-p; then a draw. temperature <= 0 means greedy (ar
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..engine.kernels import expsum, topk
 from ..errors import NumericalError, OptionError
+from ..io.values import INT63_MAX, MAX_LOOKUP, as_int, check_penalty, check_probability, check_temperature
 
-MAX_LOOKUP = 64  # draft tokens per verify pass (a batched pass of up to 65 rows)
 FIRST_CANDIDATES = 64  # top-p / min-p without top-k: candidates taken first (x8 when short)
 
 
@@ -42,37 +40,18 @@ class SamplingParams:
         ignore_eos: bool = False,
         lookup: int = 0,
     ) -> None:
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise OptionError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
-        if not isinstance(temperature, int | float) or math.isnan(temperature) or temperature < 0:
-            raise OptionError(f"temperature must be >= 0 (0 is greedy), got {temperature!r}")
-        if math.isinf(temperature):
-            raise OptionError("temperature must be finite")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-            raise OptionError(f"top_k must be an integer >= 0 (0 disables it), got {top_k!r}")
-        if not isinstance(top_p, int | float) or not 0.0 <= top_p <= 1.0:
-            raise OptionError(f"top_p must lie in [0, 1], got {top_p!r}")
-        if not isinstance(min_p, int | float) or not 0.0 <= min_p <= 1.0:
-            raise OptionError(f"min_p must lie in [0, 1], got {min_p!r}")
-        if not isinstance(repetition_penalty, int | float) or not (
-            math.isfinite(repetition_penalty) and repetition_penalty > 0
-        ):
-            raise OptionError(f"repetition_penalty must be a positive number, got {repetition_penalty!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise OptionError(f"seed must be a non-negative integer, got {seed!r}")
-        self.max_tokens = max_tokens
-        self.temperature = float(temperature)
-        self.top_k = top_k
-        self.top_p = float(top_p)
-        self.min_p = float(min_p)
-        self.repetition_penalty = float(repetition_penalty)
+        # The same rules as every boundary's (the values reach here checked; defaults too).
+        self.max_tokens = as_int("max_tokens", max_tokens, minimum=1, maximum=INT63_MAX)
+        self.temperature = check_temperature("temperature", temperature)
+        self.top_k = as_int("top_k", top_k, minimum=0, maximum=INT63_MAX)
+        self.top_p = check_probability("top_p", top_p)
+        self.min_p = check_probability("min_p", min_p)
+        self.repetition_penalty = check_penalty("repetition_penalty", repetition_penalty)
         self.ignore_eos = bool(ignore_eos)
-        if isinstance(lookup, bool) or not isinstance(lookup, int) or not 0 <= lookup <= MAX_LOOKUP:
-            raise OptionError(f"lookup must be an integer in [0, {MAX_LOOKUP}], got {lookup!r}")
-        self.lookup = lookup
+        self.lookup = as_int("lookup", lookup, minimum=0, maximum=MAX_LOOKUP)
         if lookup and self.needs_logits:
             raise OptionError("lookup needs greedy decoding (temperature 0, no repetition penalty)")
-        self.seed = seed
+        self.seed = None if seed is None else as_int("seed", seed, minimum=0, maximum=(1 << 128) - 1)
 
     @property
     def greedy(self) -> bool:

@@ -8,9 +8,9 @@ import os
 import sys
 from typing import Any
 
-from ..errors import ModelFormatError, UnsupportedModelError
+from ..errors import ModelFormatError, PyrustmlError, UnsupportedModelError
+from .values import INT32_MAX, INT63_MAX, as_int, check_penalty, check_probability, check_temperature
 
-INT32_MAX = (1 << 31) - 1
 FLOAT_MAX = sys.float_info.max
 # Layer counts: far above any real model (Gemma 3 27B has 62), and small enough that a hostile
 # config cannot make the per-layer tables of a Config enormous before a tensor is missing.
@@ -158,31 +158,28 @@ GENERATION_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty
 
 
 def generation_defaults(f: Fields) -> dict[str, float]:
-    """Sampling defaults from generation_config.json, each checked: a wrong type ("0.7") or an
-    impossible value (top_k 1e400, NaN, temperature -1) is a ModelFormatError naming the file and
-    the key, not silently dropped. do_sample false means greedy."""
+    """Sampling defaults from generation_config.json, each checked by the API's own rules
+    (io.values): a wrong type ("0.7") or an impossible value (top_k 1e400, NaN, temperature -1)
+    is a ModelFormatError naming the file and the key, not silently dropped. do_sample false
+    means greedy."""
     out: dict[str, float] = {}
     for key in GENERATION_KEYS:
         if not f.has(key):
             continue
         v = f.data[key]
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise f._err(key, f"must be a number, got {repr(v)[:40]}")
-        if key == "top_k":
-            if isinstance(v, float) and not v.is_integer():
-                raise f._err(key, f"must be an integer, got {v!r}")
-            if not 0 <= v <= INT32_MAX:
-                raise f._err(key, f"must be an integer in [0, {INT32_MAX}], got {str(v)[:40]}")
-            out[key] = float(int(v))
-            continue
-        x = f.float_(key, positive=False)
-        if key in ("top_p", "min_p") and not 0.0 <= x <= 1.0:
-            raise f._err(key, f"must lie in [0, 1], got {x!r}")
-        if key == "temperature" and (x < 0 or 0 < x < 1e-6):
-            raise f._err(key, f"must be 0 or at least 1e-06, got {x!r}")
-        if key == "repetition_penalty" and not 1e-6 <= x <= 1e6:
-            raise f._err(key, f"must lie in [1e-06, 1e+06], got {x!r}")
-        out[key] = x
+        if key == "top_k" and isinstance(v, float) and v.is_integer():
+            v = int(v) if abs(v) <= INT63_MAX else v  # 50.0 is a count; 1e400 stays refused
+        try:
+            if key == "top_k":
+                out[key] = float(as_int(key, v, minimum=0, maximum=INT63_MAX))
+            elif key == "temperature":
+                out[key] = check_temperature(key, v)
+            elif key == "repetition_penalty":
+                out[key] = check_penalty(key, v)
+            else:
+                out[key] = check_probability(key, v)
+        except PyrustmlError as exc:
+            raise f._err(key, str(exc).removeprefix(key + " ")) from None
     if f.has("do_sample"):
         if f.bool_("do_sample", True) is False:
             out["temperature"] = 0.0
