@@ -25,7 +25,7 @@ RUN_FIELDS = {
     "threads", "threads_label", "isa", "pid", "repeat", "load_ms", "load_wall_ms", "rss_before_load_kib",
     "peak_rss_load_kib", "rss_after_load_kib", "peak_rss_reset", "peak_rss_run_kib", "rss_end_kib",
     "cold_first_token_ms", "cold_generate_wall_ms", "warm_first_token_ms", "first_prefill_ms",
-    "prompt_tokens", "prompt_ms", "time_to_first_token_ms", "queue_ms", "decode_tokens", "step_ms",
+    "prompt_tokens", "prompt_ms", "cached_prompt_tokens", "time_to_first_token_ms", "queue_ms", "decode_tokens", "step_ms",
     "bytes_per_token", "bytes_first_step", "bytes_last_step", "bytes_embedding", "bytes_attention",
     "bytes_ffn", "bytes_lm_head", "generated_tokens", "wall_s", "other_processes_pct", "steal_pct",
     "decode_ms_median", "decode_ms_p90", "decode_ms_min", "decode_ms_max", "decode_tok_s",
@@ -112,6 +112,8 @@ def test_derived_figures_agree_with_the_raw_ones(quick_run: tuple[dict[str, Any]
         assert r["roofline_ms"] == approx(1000.0 / r["roofline_tok_s"])
         assert r["pct_of_probe"] == approx(100.0 * r["decode_tok_s"] / r["roofline_tok_s"])
         assert r["prefill_tok_s"] == approx(1000.0 * TOKENS / r["prompt_ms"])
+        # The warm-up ran the same prompt: the measured prefill must not take it from the cache.
+        assert r["cached_prompt_tokens"] == 0
         # The first token comes after the wait for a slot in the engine's batch and the prefill.
         assert r["time_to_first_token_ms"] == approx(r["queue_ms"] + r["prompt_ms"])
         assert r["prompt_ms"] > 0 and r["queue_ms"] >= 0

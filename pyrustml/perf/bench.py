@@ -191,7 +191,16 @@ def measure(
     first_prefill = greedy(model, prompt, 1)
     # The roofline of this run: the pool this model uses, probed right before and right after it.
     probe_before = kernels.probe_read_bandwidth(probe_mib << 20, probe_reps) if probe_mib else 0.0
+    # The engine keeps a finished sequence's cache as a prefix cache: the same prompt again
+    # would prefill one token, not prompt_tokens. Forget it, and check that nothing was reused.
+    with model.exclusive():
+        pass
     run = greedy(model, prompt, decode_tokens + 1)
+    if run.timings.cached_tokens:
+        raise RuntimeError(
+            f"the measured prefill reused {run.timings.cached_tokens} cached prompt tokens: its "
+            "tok/s would not be a prefill's"
+        )
     probe_after = kernels.probe_read_bandwidth(probe_mib << 20, probe_reps) if probe_mib else 0.0
     steps = list(run.timings.step_ms)
     if len(steps) != decode_tokens or run.timings.prompt_tokens != prompt_tokens:
@@ -229,6 +238,7 @@ def measure(
         "first_prefill_ms": first_prefill.timings.prompt_ms,
         "prompt_tokens": run.timings.prompt_tokens,
         "prompt_ms": run.timings.prompt_ms,
+        "cached_prompt_tokens": run.timings.cached_tokens,  # 0: every prompt token ran
         "time_to_first_token_ms": run.timings.first_token_ms,  # queue_ms + prompt_ms
         "queue_ms": run.timings.queue_ms,
         "decode_tokens": len(steps),
