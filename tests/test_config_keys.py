@@ -202,3 +202,50 @@ def test_a_rope_base_float32_cannot_hold_is_refused(theta: object) -> None:
         with pytest.raises(ModelFormatError, match="RoPE base"):
             parse_rope(Fields(data, "config.json"), 10000.0)
     assert parse_rope(Fields({"rope_theta": 500000.0}, "config.json"), 10000.0).theta == 500000.0
+
+
+# ---- tie_word_embeddings against a stored lm_head: one rule for every architecture ------------
+# (checkpoint, its embedding's name); llama-attnbias-f32 is made by tests/support/checkpoints.py.
+TIED = [
+    ("gpt2-tiny-hf", "transformer.wte.weight"),
+    ("gemma3-tiny", "model.embed_tokens.weight"),
+    ("llama-attnbias-f32", "model.embed_tokens.weight"),
+]
+
+
+def tied_checkpoint(tmp: Path, name: str, head: str) -> Path:
+    """A tied checkpoint that also stores lm_head.weight: the embedding itself ("same"), or the
+    embedding with one value changed ("other")."""
+    from safetensors.numpy import load_file, save_file
+    from support import checkpoints as GEN
+
+    d = tmp / f"{name}-{head}"
+    if name in GEN.CASES:
+        GEN.write_checkpoint(name, d)
+    else:
+        shutil.copytree(FIX / name, d)
+    embed = dict(TIED)[name]
+    tensors = load_file(d / "model.safetensors")
+    w = tensors[embed].copy()
+    if head == "other":
+        w[0, 0] += 1.0
+    tensors["lm_head.weight"] = w
+    save_file(tensors, d / "model.safetensors")
+    return d
+
+
+@pytest.mark.parametrize("name", [n for n, _ in TIED])
+def test_a_stored_head_equal_to_the_embedding_is_not_loaded_again(tmp_path: Path, name: str) -> None:
+    d = tied_checkpoint(tmp_path, name, "same")
+    m = pyrustml.load(str(d))
+    try:
+        assert m.net.lm_head is m.net.embed.table  # one matrix, as transformers ties them
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("name", [n for n, _ in TIED])
+def test_a_stored_head_that_differs_from_the_tied_embedding_is_refused(tmp_path: Path, name: str) -> None:
+    d = tied_checkpoint(tmp_path, name, "other")
+    with pytest.raises(UnsupportedModelError, match="differs"):
+        pyrustml.load(str(d))

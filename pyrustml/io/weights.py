@@ -18,7 +18,6 @@ from ..engine._ffi import ffi, lib
 from ..engine.kernels import QK8_0, Q4Matrix, Q8Matrix, WeightArena, check
 from ..engine.linear import Linear
 from ..errors import ModelFormatError, OptionError, UnsupportedModelError
-from .config import Fields
 from .safetensors import CHUNK_BYTES, DTYPES, Checkpoint, TensorInfo, to_float32
 
 # libq8's source dtypes (q8.h Q8_DTYPE_*) by safetensors name
@@ -241,17 +240,21 @@ def load_fused(
     return Linear(n, k, None, out, bias)
 
 
-def check_lm_head(f: Fields, ckpt: Checkpoint, embed_name: str, head_name: str = "lm_head.weight") -> None:
-    """tie_word_embeddings against the tensors: untied needs its own lm_head; tied with an
-    lm_head that differs from the embedding would be read differently by transformers (it ties
-    them, ignoring the stored head), so it is refused rather than guessed."""
-    tied = f.bool_("tie_word_embeddings", True)
+def lm_head_is_stored(tied: bool, ckpt: Checkpoint, embed_name: str, head_name: str, where: str) -> bool:
+    """Whether the lm_head is a matrix of its own; else the embedding is the head. The one
+    place that reads tie_word_embeddings against the tensors, for every architecture. Untied
+    needs the stored head. Tied, transformers ties over a stored head: one equal to the
+    embedding (some exports save both) is not loaded again, and one that differs is refused
+    rather than silently dropped (the config or the checkpoint is wrong)."""
     names = set(ckpt.names())
-    if not tied and head_name not in names:
-        raise UnsupportedModelError(
-            f"{f.where}: tie_word_embeddings is false but the checkpoint has no {head_name!r} ({ckpt.source})"
-        )
-    if tied and head_name in names and embed_name in names:
+    if not tied:
+        if head_name not in names:
+            raise UnsupportedModelError(
+                f"{where}: tie_word_embeddings is false but the checkpoint has no "
+                f"{head_name!r} ({ckpt.source})"
+            )
+        return True
+    if head_name in names and embed_name in names:
         a, b = ckpt.info(embed_name), ckpt.info(head_name)
         same = (
             a.dtype == b.dtype
@@ -260,6 +263,7 @@ def check_lm_head(f: Fields, ckpt: Checkpoint, embed_name: str, head_name: str =
         )
         if not same:
             raise UnsupportedModelError(
-                f"{f.where}: tie_word_embeddings is true but {head_name!r} differs from {embed_name!r}; "
+                f"{where}: tie_word_embeddings is true but {head_name!r} differs from {embed_name!r}; "
                 "set tie_word_embeddings to false to use the stored head"
             )
+    return False

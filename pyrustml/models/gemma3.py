@@ -22,7 +22,7 @@ from ..errors import ModelFormatError, UnsupportedModelError
 from ..io.config import F32_MAX, F32_TINY, MAX_LAYERS, Fields, refuse_unsupported
 from ..io.safetensors import Checkpoint
 from ..io.weight_map import WeightMap, vec
-from ..io.weights import check_lm_head
+from ..io.weights import lm_head_is_stored
 from .base import PREFILL_CHUNK, LoadOptions, Transformer
 from .decoder import Decoder, DecoderConfig, layer_map
 from .rope import Rope, check_theta, parse_rope
@@ -210,8 +210,9 @@ class Gemma3(Decoder):
             "k": vec("self_attn.k_norm.weight", hd),
         }
         windows = [cfg.window if t == SLIDING else 0 for t in cfg.layer_types]
-        # lm_head: absent when tied to the embedding
-        load_head = lm_head in ckpt.names()
+        load_head = lm_head_is_stored(
+            cfg.tie_word_embeddings, ckpt, prefix + "embed_tokens.weight", lm_head, f.where
+        )
         self.load_decoder(
             cfg,
             ckpt,
@@ -268,5 +269,4 @@ class Gemma3(Decoder):
 
 
 def build(f: Fields, ckpt: Checkpoint, opts: LoadOptions) -> Transformer:
-    check_lm_head(f, ckpt, "model.embed_tokens.weight")
     return Gemma3(f, ckpt, opts)

@@ -20,7 +20,7 @@ from ..errors import ModelFormatError, UnsupportedModelError
 from ..io.config import MAX_LAYERS, Fields, refuse_unsupported
 from ..io.safetensors import Checkpoint
 from ..io.weight_map import WeightMap, checkpoint_names, linear, load_into, mat, vec
-from ..io.weights import check_lm_head
+from ..io.weights import lm_head_is_stored
 from .base import PREFILL_CHUNK, LoadOptions, Transformer
 
 # Every config.json key that changes the computation is either read (CONFIG_KEYS_READ) or refused
@@ -132,7 +132,7 @@ class GPT2(Transformer):
         # The checkpoint's tensors: name, shape, what each becomes. Conv1D weights are [in, out]:
         # transposed=True gives the (out, in) rows we stream.
         top: WeightMap = {"wte": linear("wte.weight", V, D, role="embed"), "wpe": mat("wpe.weight", P, D)}
-        # lm_head: absent when tied to wte
+        # lm_head: read when untied (io.weights.lm_head_is_stored)
         head: WeightMap = {"lm_head": linear("lm_head.weight", V, D, role="lm_head")}
         block: WeightMap = {
             "ln1_w": vec("ln_1.weight", D),
@@ -148,7 +148,7 @@ class GPT2(Transformer):
         # Token embedding, also the lm_head (tied) unless the checkpoint carries its own.
         load_into(self, top, ckpt, pre, plan=plan, arena=arena)
         self.lm_head = self.wte
-        if "lm_head.weight" in names:
+        if lm_head_is_stored(cfg.tie_word_embeddings, ckpt, pre + "wte.weight", "lm_head.weight", f.where):
             load_into(self, head, ckpt, "", plan=plan, arena=arena)
         self.embed = Embedding(self.wte)
         self.blocks = []
@@ -219,7 +219,4 @@ class GPT2(Transformer):
 
 
 def build(f: Fields, ckpt: Checkpoint, opts: LoadOptions) -> Transformer:
-    names = set(ckpt.names())
-    pre = "transformer." if "transformer.wte.weight" in names else ""
-    check_lm_head(f, ckpt, pre + "wte.weight")
     return GPT2(f, ckpt, opts)

@@ -12,8 +12,8 @@ Every quirk in code:
   attention_bias is true; mlp_bias is refused.
 - Qwen3: per-head q_norm / k_norm (plain RMSNorm weight of head_dim) before RoPE.
 - SwiGLU MLP: down(silu(gate(x)) * up(x)), gate|up fused; hidden_act must be silu.
-- tie_word_embeddings: the lm_head is the embedding table (a checkpoint's own lm_head.weight is
-  then ignored, as transformers ties over it); otherwise lm_head.weight is required.
+- tie_word_embeddings: the lm_head is the embedding table (a stored lm_head.weight must then
+  equal it); otherwise lm_head.weight is required (io.weights.lm_head_is_stored).
 - Sliding windows: mistral's sliding_window on every layer when set (4096 when the key is absent,
   as transformers defaults it; null: none); qwen2/qwen3's use_sliding_window with sliding_window
   on layers i >= max_window_layers; transformers 5's layer_types when present. Sliding layers
@@ -37,6 +37,7 @@ from ..errors import ModelFormatError, UnsupportedModelError
 from ..io.config import MAX_LAYERS, Fields
 from ..io.safetensors import Checkpoint
 from ..io.weight_map import WeightMap, vec
+from ..io.weights import lm_head_is_stored
 from .base import PREFILL_CHUNK, LoadOptions, Transformer
 from .decoder import Decoder, DecoderConfig, layer_map
 from .rope import parse_rope
@@ -133,8 +134,6 @@ class Llama(Decoder):
         }
         if cfg.qk_norm:
             norms |= {"q": vec("self_attn.q_norm.weight", hd), "k": vec("self_attn.k_norm.weight", hd)}
-        # Tied: the embedding is the head (a stored lm_head.weight is ignored, as transformers
-        # ties over it). Untied: lm_head.weight must be there.
         self.load_decoder(
             cfg,
             ckpt,
@@ -142,7 +141,9 @@ class Llama(Decoder):
             layer_map(cfg, cfg.qkv_bias, cfg.o_bias),
             norms,
             cfg.windows,
-            load_head=not cfg.tied,
+            load_head=lm_head_is_stored(
+                cfg.tied, ckpt, "model.embed_tokens.weight", "lm_head.weight", f.where
+            ),
             # a buffer some exporters save: recomputed from the config, never read
             allowed=("self_attn.rotary_emb.inv_freq",),
         )
