@@ -10,7 +10,8 @@ once. pyrustml-serve runs once with --parallel max(C); llama-server (when given)
 `--parallel C` for each C, with the same client (the official openai AsyncOpenAI) and prompts.
 Every round has prompts of its own (no prefix left in a cache by an earlier round), and one
 short request with an unrelated prompt warms the server up before it. --library-check N then
-alternates N single streams through the server with N library generations in-process.
+alternates N single streams through the server (read by the openai client, plain httpx and a lean
+stdlib client) with N library generations in-process.
 
 Reported per server and C:
 - aggregate tok/s: all generated tokens / (last stream's end - first request's start)
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import random
@@ -206,10 +208,9 @@ def rounds(args: argparse.Namespace, texts: list[str]) -> list[list[str]]:
     return out
 
 
-def raw_stream_tok_s(url: str, prompt: str, max_tokens: int) -> float:
+def httpx_stream_tok_s(url: str, prompt: str, max_tokens: int) -> float:
     """One stream read with plain httpx, each SSE line parsed with json: a client whose own CPU
-    per token is a small fraction of the openai client's, which on a 2-core host runs on the
-    same cores as the server it measures."""
+    per token is under half the openai client's."""
     body = {
         "model": "bench", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
         "stream": True, "ignore_eos": True,
@@ -222,27 +223,57 @@ def raw_stream_tok_s(url: str, prompt: str, max_tokens: int) -> float:
     return (max_tokens - 1) / (chunks[-1] - chunks[0])
 
 
+def lean_stream_tok_s(url: str, prompt: str, max_tokens: int) -> float:
+    """One stream read with the standard library's http.client, one read1() per arrival and no
+    JSON parsing (the chunks are counted by their "text" field): a client whose CPU per token is
+    a few tens of microseconds, so the figure shows the server's own cost. On a 2-core host the
+    client runs on the cores the decode uses: every microsecond it spends is taken from the step."""
+    body = json.dumps({
+        "model": "bench", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+        "stream": True, "ignore_eos": True,
+    }).encode()  # fmt: skip
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=600)
+    conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+    r = conn.getresponse()
+    arrivals: list[tuple[float, int]] = []
+    while True:
+        data = r.read1(65536)
+        if not data:
+            break
+        n = data.count(b'"text":"')  # chunks in this read; the finish chunk has text "" too
+        if n:
+            arrivals.append((time.perf_counter(), n))
+    conn.close()
+    # The first chunk's arrival starts the clock; the finish chunk (no token) is not counted.
+    tokens = sum(n for _, n in arrivals) - 1
+    return (tokens - 1) / (arrivals[-1][0] - arrivals[0][0])
+
+
 def library_check(args: argparse.Namespace, url: str) -> None:
     """One stream through the server against the library's own decode rate, alternating
     (paired: the machine's noise hits all alike); fresh prompts each time. The server is read
-    by the openai client (as in the rounds above) and by a plain httpx client."""
+    by the openai client (as in the rounds above), by plain httpx, and by a lean stdlib client."""
     import pyrustml
 
     model = pyrustml.load(args.model, threads=args.threads)
-    texts = prompts(args.model, 3 * args.library_check + 100, args.prompt_tokens)[100:]
-    server, raw, library = [], [], []
+    texts = prompts(args.model, 4 * args.library_check + 100, args.prompt_tokens)[100:]
+    server, raw, lean, library = [], [], [], []
     for i in range(args.library_check):
-        s = summarize(asyncio.run(round_(url, "bench", [texts[3 * i]], args.gen_tokens)))
+        s = summarize(asyncio.run(round_(url, "bench", [texts[4 * i]], args.gen_tokens)))
         server.append(s["per_stream_tok_s"])
-        raw.append(raw_stream_tok_s(url, texts[3 * i + 1], args.gen_tokens))
-        g = model.generate(texts[3 * i + 2], max_tokens=args.gen_tokens, temperature=0, ignore_eos=True)
+        raw.append(httpx_stream_tok_s(url, texts[4 * i + 1], args.gen_tokens))
+        lean.append(lean_stream_tok_s(url, texts[4 * i + 2], args.gen_tokens))
+        g = model.generate(texts[4 * i + 3], max_tokens=args.gen_tokens, temperature=0, ignore_eos=True)
         library.append(g.timings.as_dict()["eval_tok_per_s"])
     model.close()
-    ms, mr, ml = statistics.median(server), statistics.median(raw), statistics.median(library)
+    med = statistics.median
+    ms, mr, mn, ml = med(server), med(raw), med(lean), med(library)
     print(
-        f"single stream, {args.library_check} alternating triples (median tok/s): server with the "
-        f"openai client {ms:.1f}, with plain httpx {mr:.1f}, library {ml:.1f}; server / library = "
-        f"{ms / ml:.3f} (openai client), {mr / ml:.3f} (plain httpx)"
+        f"single stream, {args.library_check} alternating rounds (median tok/s): server with the "
+        f"openai client {ms:.1f}, with plain httpx {mr:.1f}, with the lean client {mn:.1f}, library "
+        f"{ml:.1f}; server / library = {ms / ml:.3f} (openai client), {mr / ml:.3f} (plain httpx), "
+        f"{mn / ml:.3f} (lean client)"
     )
 
 
