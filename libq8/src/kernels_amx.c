@@ -2,11 +2,14 @@
  * avx512vnni path with its panel runs replaced for 16 tokens and more.
  *
  * One tile product gives, for 16 tokens x 16 weight rows, the exact int32 dot product of one
- * block (K = 32: A is 16 tokens x 32 activation quants, B is the panel block as it is stored,
- * 8 rows of 4 columns x 16 weight rows: q8x16 is already the VNNI layout AMX wants). The float
- * steps after it are the reference's, per row and token in block order, so results are
- * bitwise equal to every other path. Tokens past the last full group of 16 (and calls with
- * fewer than 16) go to the avx512vnni kernels, which compute the same bits. */
+ * block (K = 32: A is 16 tokens x 32 activation quants, B is the panel block's quants made
+ * signed, in the VNNI order the panels already use: 8 rows of 4 columns x 16 weight rows).
+ * The float steps after it are the reference's, per row and token in block order, so results
+ * are bitwise equal to every other path. Tokens past the last full group of 16 (and calls with
+ * fewer than 16) go to the avx512vnni kernels, which compute the same bits.
+ * Where the time goes (tools/PERF_NOTES.md, "AMX-INT8, second pass"): per block and 16 x 16,
+ * the product (~19 cycles), the tile store of its 1 KiB of sums (~17), the two tile loads
+ * (~10) and the float steps (48 vector ops, ~26) barely overlap on the CPU measured. */
 #include <immintrin.h>
 #include <stdlib.h>
 #include <cpuid.h>
@@ -66,19 +69,16 @@ static void tiles_on(void) {
 #define GROUP 16 /* tokens per tile */
 
 /* 16 tokens' activation block b, as the tiles and the float steps read it: the quants of the
- * 16 tokens contiguous (one 512-byte tile load, instead of 16 rows nb * 40 bytes apart), then
- * their scales and offset sums. */
+ * 16 tokens contiguous (one 512-byte tile load; straight from q8_act, 16 rows nb * 40 bytes
+ * apart, the same run took ~6 ns a block more), then their scales. */
 typedef struct {
     int8_t qs[GROUP][QK];
     float d[GROUP];
-    int32_t nsum[GROUP];
 } act_group;
-static_assert(sizeof(act_group) == 640, "act_group is 640 bytes");
+static_assert(sizeof(act_group) == 576, "act_group is 576 bytes");
 
 /* Tokens [0, groups * 16) of x (nb blocks each) regrouped: element g * nb + b. */
-static act_group *group_acts(const q8_act *x, int64_t nb, int64_t groups) {
-    act_group *out = aligned_alloc(64, (size_t)(groups * nb) * sizeof *out);
-    if (!out) return NULL;
+static void group_acts(const q8_act *x, int64_t nb, int64_t groups, act_group *out) {
     for (int64_t g = 0; g < groups; g++)
         for (int m = 0; m < GROUP; m++)
             for (int64_t b = 0; b < nb; b++) {
@@ -86,57 +86,95 @@ static act_group *group_acts(const q8_act *x, int64_t nb, int64_t groups) {
                 act_group *o = out + g * nb + b;
                 memcpy(o->qs[m], a->qs, QK);
                 o->d[m] = a->d;
-                o->nsum[m] = a->nsum;
             }
-    return out;
 }
 
-/* The reference's float step for one block of 16 tokens x 16 rows: s (int32, token-major, as
- * tile-stored) plus the token's offset correction (Q8_0 only), then
- * acc = fmaf(dw * dx, (float)s, acc). */
-static inline __attribute__((always_inline)) void
-block_step(__m512 acc[GROUP], const int32_t s[GROUP][16], __m512 dw, const act_group *a, const int q4) {
-#pragma GCC unroll 16
-    for (int m = 0; m < GROUP; m++) {
-        __m512i si = _mm512_load_si512((const void *)s[m]);
-        if (!q4) si = _mm512_add_epi32(si, _mm512_set1_epi32(a->nsum[m]));
-        const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(a->d[m]));
-        acc[m] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(si), acc[m]);
+/* One panel block as B and the float steps read it: the 16 rows' quants signed (Q8_0: q, not
+ * q + 128; Q4_0: nibble - 8) in the VNNI order the panels already use (8 tile rows of 4
+ * columns x 16 weight rows), so one TDPBSSD gives the exact block dot with no offset term,
+ * and the 16 row scales widened to float. Both formats are unpacked once per panel for all
+ * token groups; 64-byte aligned, which tile loads want (q8x16.qs sits at byte 32). */
+typedef struct {
+    int8_t qs[QK / 4][64];
+    float dw[PANEL];
+} wblock;
+static_assert(sizeof(wblock) == 576, "wblock is 576 bytes");
+
+/* Blocks [0, count) of the next panel, to be unpacked while this one's tiles run: done in
+ * bulk before a panel, the unpack waited on every weight line from L2/L3 with the tile unit
+ * idle (~24 ns a block); spread over the quads its loads overlap the tile work. */
+typedef struct {
+    void (*unpack)(const void *src, int64_t nb, wblock *out);
+    const unsigned char *src;
+    size_t size; /* bytes per source panel block */
+    wblock *dst;
+    int64_t count;
+} next_panel;
+
+static void unpack_q8(const void *src, int64_t nb, wblock *out) {
+    const q8x16 *w = src;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (int64_t b = 0; b < nb; b++) {
+        for (int j = 0; j < QK / 4; j++)
+            _mm512_store_si512((void *)out[b].qs[j],
+                               _mm512_xor_si512(_mm512_loadu_si512((const void *)(w[b].qs + 64 * j)), flip));
+        _mm512_store_ps(out[b].dw, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[b].d)));
     }
 }
 
-static inline void store_rows(const __m512 acc[GROUP], float *y, int64_t ldy, int64_t valid) {
-    const __mmask16 k = valid >= PANEL ? (__mmask16)0xffff : (__mmask16)((1u << valid) - 1u);
-    for (int m = 0; m < GROUP; m++) _mm512_mask_storeu_ps(y + m * ldy, k, acc[m]);
+/* Q4_0: tile rows 0-3 hold the low nibbles (columns 0-15), rows 4-7 the high ones (16-31). */
+static void unpack_q4(const void *src, int64_t nb, wblock *out) {
+    const q4x16 *w = src;
+    const __m512i m = _mm512_set1_epi8(0x0f), eight = _mm512_set1_epi8(8);
+    for (int64_t b = 0; b < nb; b++) {
+        for (int j = 0; j < 4; j++) {
+            const __m512i v = _mm512_loadu_si512((const void *)(w[b].qs + 64 * j));
+            _mm512_store_si512((void *)out[b].qs[j], _mm512_sub_epi8(_mm512_and_si512(v, m), eight));
+            _mm512_store_si512((void *)out[b].qs[j + 4],
+                               _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), m), eight));
+        }
+        _mm512_store_ps(out[b].dw, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[b].d)));
+    }
 }
+
+/* The 16 accumulators (one per token, 16 rows each) are named variables, not an array: gcc
+ * kept an array of them in memory, a load and a store per token and block, and those stores
+ * competed with the tile stores for the store port. */
+#define TOKENS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+#define ACC_DECL(m) __m512 acc##m = _mm512_setzero_ps();
+/* The reference's float step for token m of one block (s: int32, token-major as tile-stored):
+ * acc = fmaf(dw * dx, (float)s, acc). Three vector ops. */
+#define ACC_STEP(m)                                                                                \
+    acc##m = _mm512_fmadd_ps(_mm512_mul_ps(dw_, _mm512_set1_ps(xa_->d[m])),                      \
+                             _mm512_cvtepi32_ps(_mm512_load_si512((const void *)s_[m])), acc##m);
+#define ACC_STORE(m) _mm512_mask_storeu_ps(y + m * ldy, k, acc##m);
 
 /* The block products of one panel x 16 tokens, software-pipelined: the tile products of blocks
  * b .. b + 3 are issued (four C tiles in flight), then the float steps of b - 4 .. b - 1 read
  * what the previous round stored, then b .. b + 3 are stored; so no float step waits for the
- * tile store just before it, and the tile unit has four independent products to overlap.
- * Q8_0 (q4 = 0): B is the panel block as stored (q + 128, unsigned): TDPBSUD, and the sum
- * takes -128 * sum(x) (q8_act.nsum) to remove the offset. Q4_0 (q4 = 1): B comes from wq, the
- * panel's blocks unpacked to signed nibble - 8: TDPBSSD, exact as it stands. */
-static inline __attribute__((always_inline)) void
-group_run(const q8x16 *w8, const q4x16 *w4, const int8_t (*wq)[QK / 4][64], int64_t nb, const act_group *x,
-          float *y, int64_t ldy, int64_t valid, const int q4) {
-    __m512 acc[GROUP];
-    for (int m = 0; m < GROUP; m++) acc[m] = _mm512_setzero_ps();
+ * tile store just before it, and the tile unit has four independent products to overlap. */
+static void group_run(const wblock *w, int64_t nb, const act_group *x, float *y, int64_t ldy, int64_t valid,
+                      const next_panel *np) {
+    TOKENS(ACC_DECL)
     int32_t s[4][GROUP][16] __attribute__((aligned(64)));
-#define B_OF(b) (q4 ? (const void *)wq[b] : (const void *)w8[b].qs)
-#define DW_OF(b) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(q4 ? w4[b].d : w8[b].d)))
 #define ISSUE(C, A, B, b)                                                                      \
     do {                                                                                       \
         _tile_loadd(A, x[b].qs, QK);                                                           \
-        _tile_loadd(B, B_OF(b), 64);                                                           \
+        _tile_loadd(B, w[b].qs, 64);                                                           \
         _tile_zero(C);                                                                         \
-        if (q4) _tile_dpbssd(C, A, B);                                                         \
-        else _tile_dpbsud(C, A, B);                                                            \
+        _tile_dpbssd(C, A, B);                                                                 \
     } while (0)
-#define STEP(i, b) block_step(acc, (const int32_t(*)[16])s[i], DW_OF(b), x + (b), q4)
-    const int64_t quads = nb / 4;
+#define STEP(i, b)                                                                             \
+    do {                                                                                       \
+        const __m512 dw_ = _mm512_load_ps(w[b].dw);                                            \
+        const act_group *xa_ = x + (b);                                                        \
+        const int32_t(*s_)[16] = s[i];                                                         \
+        TOKENS(ACC_STEP)                                                                       \
+    } while (0)
+    const int64_t quads = nb / 4, per_quad = quads ? (np->count + quads - 1) / quads : 0;
     for (int64_t i = 0; i < quads; i++) {
-        const int64_t b = 4 * i;
+        const int64_t b = 4 * i, u0 = i * per_quad, u1 = u0 + per_quad < np->count ? u0 + per_quad : np->count;
+        if (u1 > u0) np->unpack(np->src + (size_t)u0 * np->size, u1 - u0, np->dst + u0);
         ISSUE(2, 0, 1, b);
         ISSUE(3, 4, 5, b + 1);
         ISSUE(6, 0, 1, b + 2);
@@ -159,6 +197,7 @@ group_run(const q8x16 *w8, const q4x16 *w4, const int8_t (*wq)[QK / 4][64], int6
         STEP(2, b - 2);
         STEP(3, b - 1);
     }
+    if (!quads && np->count) np->unpack(np->src, np->count, np->dst);
     for (int64_t b = 4 * quads; b < nb; b++) {
         ISSUE(2, 0, 1, b);
         _tile_stored(2, s[0], 64);
@@ -166,74 +205,52 @@ group_run(const q8x16 *w8, const q4x16 *w4, const int8_t (*wq)[QK / 4][64], int6
     }
 #undef STEP
 #undef ISSUE
-#undef DW_OF
-#undef B_OF
-    store_rows(acc, y, ldy, valid);
+    const __mmask16 k = valid >= PANEL ? (__mmask16)0xffff : (__mmask16)((1u << valid) - 1u);
+    TOKENS(ACC_STORE)
 }
 
-static void q8_group(const q8x16 *w, int64_t nb, const act_group *x, float *y, int64_t ldy, int64_t valid) {
-    group_run(w, NULL, NULL, nb, x, y, ldy, valid, 0);
-}
-
-/* The nibbles of a Q4_0 panel block as B wants them, signed (nibble - 8): rows 0-3 hold the
- * low nibbles (columns 0-15), rows 4-7 the high ones (columns 16-31). */
-static inline void q4_unpack_b(const q4x16 *wb, int8_t out[QK / 4][64]) {
-    const __m512i m = _mm512_set1_epi8(0x0f), eight = _mm512_set1_epi8(8);
-    for (int j = 0; j < 4; j++) {
-        const __m512i v = _mm512_loadu_si512((const void *)(wb->qs + 64 * j));
-        _mm512_store_si512((void *)out[j], _mm512_sub_epi8(_mm512_and_si512(v, m), eight));
-        _mm512_store_si512((void *)out[j + 4],
-                           _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), m), eight));
-    }
-}
-
-static void q4_group(const q4x16 *w, const int8_t (*wq)[QK / 4][64], int64_t nb, const act_group *x, float *y,
-                     int64_t ldy, int64_t valid) {
-    group_run(NULL, w, wq, nb, x, y, ldy, valid, 1);
-}
-
-/* Panels outer, token groups inner: a panel's weights stay in L1/L2 while every group passes.
- * Without memory for the regrouped activations (or the unpacked nibbles) the avx512vnni kernels
- * take every token: the same bits. */
-static void panel_run_amx(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
-                          int64_t p1, int64_t n, float *y, int64_t ldy) {
-    int64_t full = t / GROUP * GROUP;
-    act_group *xg = full ? group_acts(x, nb, full / GROUP) : NULL;
-    if (!xg) full = 0;
+/* Panels outer, token groups inner: a panel's unpacked weights (nb x 576 bytes) stay in L1/L2
+ * while every group passes, and the groups' runs unpack the next panel into the other half of
+ * wu, a share each. Without memory for the unpacked panels and the regrouped activations the
+ * avx512vnni kernels take every token: the same bits. */
+static void runs_amx(const void *w, size_t size, void (*unpack)(const void *, int64_t, wblock *), int64_t nb,
+                     const q8_act *x, int64_t t, int64_t p0, int64_t p1, int64_t n, float *y, int64_t ldy) {
+    const int64_t groups = t / GROUP;
+    wblock *wu = groups ? aligned_alloc(64, (size_t)nb * (2 * sizeof(wblock) + (size_t)groups * sizeof(act_group)))
+                        : NULL;
+    const int64_t full = wu ? groups * GROUP : 0;
     if (full) {
-        tiles_on();
-        for (int64_t p = p0; p < p1; p++)
-            for (int64_t g = 0; g < full / GROUP; g++)
-                q8_group(w + p * nb, nb, xg + g * nb, y + g * GROUP * ldy + p * PANEL, ldy, n - p * PANEL);
-        _tile_release();
-    }
-    free(xg);
-    if (t > full)
-        q8_kernels_avx512vnni.panel_run(w, nb, x + full * nb, t - full, p0, p1, n, y + full * ldy, ldy);
-}
-
-static void q4_panel_run_amx(const q4x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0,
-                             int64_t p1, int64_t n, float *y, int64_t ldy) {
-    int64_t full = t / GROUP * GROUP;
-    /* A panel's nibbles are unpacked once for all of its token groups (nb x 512 bytes). */
-    int8_t (*wq)[QK / 4][64] = full ? aligned_alloc(64, (size_t)nb * sizeof *wq) : NULL;
-    act_group *xg = wq ? group_acts(x, nb, full / GROUP) : NULL;
-    if (!xg) full = 0;
-    if (full) {
+        act_group *xg = (act_group *)(wu + 2 * nb);
+        group_acts(x, nb, groups, xg);
+        const unsigned char *src = w;
+        unpack(src + (size_t)(p0 * nb) * size, nb, wu);
         tiles_on();
         for (int64_t p = p0; p < p1; p++) {
-            for (int64_t b = 0; b < nb; b++) q4_unpack_b(w + p * nb + b, wq[b]);
-            for (int64_t g = 0; g < full / GROUP; g++)
-                q4_group(w + p * nb, (const int8_t(*)[QK / 4][64])wq, nb, xg + g * nb, y + g * GROUP * ldy + p * PANEL,
-                         ldy, n - p * PANEL);
+            wblock *cur = wu + (p - p0) % 2 * nb, *nxt = wu + (p - p0 + 1) % 2 * nb;
+            for (int64_t g = 0; g < groups; g++) {
+                const int64_t b0 = nb * g / groups, b1 = p + 1 < p1 ? nb * (g + 1) / groups : b0;
+                const next_panel np = {unpack, src + (size_t)((p + 1) * nb + b0) * size, size, nxt + b0, b1 - b0};
+                group_run(cur, nb, xg + g * nb, y + g * GROUP * ldy + p * PANEL, ldy, n - p * PANEL, &np);
+            }
         }
         _tile_release();
     }
-    free(wq);
-    free(xg);
-    if (t > full)
-        q8_kernels_avx512vnni.q4_panel_run(w, nb, x + full * nb, t - full, p0, p1, n, y + full * ldy,
-                                           ldy);
+    free(wu);
+    if (t > full) {
+        if (size == sizeof(q4x16))
+            q8_kernels_avx512vnni.q4_panel_run(w, nb, x + full * nb, t - full, p0, p1, n, y + full * ldy, ldy);
+        else q8_kernels_avx512vnni.panel_run(w, nb, x + full * nb, t - full, p0, p1, n, y + full * ldy, ldy);
+    }
+}
+
+static void panel_run_amx(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0, int64_t p1,
+                          int64_t n, float *y, int64_t ldy) {
+    runs_amx(w, sizeof(q8x16), unpack_q8, nb, x, t, p0, p1, n, y, ldy);
+}
+
+static void q4_panel_run_amx(const q4x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0, int64_t p1,
+                             int64_t n, float *y, int64_t ldy) {
+    runs_amx(w, sizeof(q4x16), unpack_q4, nb, x, t, p0, p1, n, y, ldy);
 }
 
 /* Everything else is avx512vnni's (a C initializer cannot copy another table's members). */
