@@ -18,6 +18,7 @@ import queue
 import time
 import weakref
 from collections.abc import Iterator
+from collections.abc import Sequence as Seq
 from typing import Any, TypedDict, Unpack
 
 import numpy as np
@@ -393,10 +394,10 @@ class Model:
         """The assistant's reply to a conversation of {"role", "content"} messages."""
         return _finish(self.stream_chat(messages, **options))
 
-    def generate_batch(self, prompts: list[object], **options: Unpack[GenerateOptions]) -> list[Generation]:
+    def generate_batch(self, prompts: Seq[object], **options: Unpack[GenerateOptions]) -> list[Generation]:
         """Generate for every prompt at once (decoded together); results in prompt order."""
-        if not isinstance(prompts, list):
-            raise PromptTypeError(f"prompts must be a list, got {type(prompts).__name__}")
+        if not isinstance(prompts, list | tuple):  # a str is a Sequence too, and one prompt
+            raise PromptTypeError(f"prompts must be a list or tuple of prompts, got {type(prompts).__name__}")
         streams = [self.stream(p, **options) for p in prompts]
         try:
             return [_finish(s) for s in streams]
