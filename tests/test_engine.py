@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from support import FIX
 
 import pyrustml
-from pyrustml.errors import ContextLengthError, OptionError, OptionTypeError
+from pyrustml.errors import ContextLengthError, OptionError, OptionTypeError, PromptTypeError
 
 NAMES = ["gpt2-tiny-hf", "gemma3-tiny"]
 _models: dict[tuple[str, int], pyrustml.Model] = {}
@@ -94,6 +94,10 @@ def test_generate_batch_and_streams_equal_solo(name: str) -> None:
     batch = m.generate_batch([ids for ids, _ in REQUESTS[:1]] * 3, **REQUESTS[0][1])
     assert len(batch) == 3
     assert all((g.tokens, g.text, g.finish_reason) == solo(name, 0) for g in batch)
+    pair = m.generate_batch(tuple([ids for ids, _ in REQUESTS[:1]] * 2), **REQUESTS[0][1])
+    assert [g.tokens for g in pair] == [batch[0].tokens] * 2  # a tuple of prompts as a list
+    with pytest.raises(PromptTypeError, match="list or tuple"):
+        m.generate_batch("one prompt", max_tokens=1)  # a str is one prompt, not a batch
     streams = [m.stream(ids, **opts) for ids, opts in REQUESTS]
     texts = ["".join(s) for s in streams]
     for i, (s, text) in enumerate(zip(streams, texts, strict=True)):
@@ -322,3 +326,36 @@ def _tokens(s: pyrustml.TextStream) -> list[int]:
         pass
     assert s.generation is not None
     return s.generation.tokens
+
+
+def test_prompt_rows_beside_decode_rows_follow_the_step_times() -> None:
+    """A joining prompt's rows per step cost at most INTERFERENCE of a decode step, by the
+    engine's own running timings, within [MIN_PREFILL_ROWS, prefill_rows]."""
+    from pyrustml.generate.scheduler import INTERFERENCE, MIN_PREFILL_ROWS, PREFILL_ROWS
+
+    m = pyrustml.load(str(FIX / "gpt2-tiny-hf"), parallel=2)
+    eng = m.engine
+    assert eng.prompt_rows() == PREFILL_ROWS  # nothing timed yet
+    eng._timed(0.010, 0)  # a decode-only step of 10 ms
+    assert eng.prompt_rows() == PREFILL_ROWS  # no prompt row timed yet
+    eng._timed(0.010 + 16 * 0.001, 16)  # 16 prompt rows beside it added 1 ms each
+    assert eng.row_s == pytest.approx(0.001)
+    # 7.5 ms of 1 ms rows -> 7, below the floor
+    assert eng.prompt_rows() == MIN_PREFILL_ROWS == max(MIN_PREFILL_ROWS, int(INTERFERENCE * 10))
+    for _ in range(40):  # cheap rows: the cap holds
+        eng._timed(0.010 + 16 * 0.00001, 16)
+    assert eng.prompt_rows() == PREFILL_ROWS
+    for _ in range(40):
+        eng._timed(0.010 + 16 * 0.0004, 16)  # 0.4 ms a row: 7.5 / 0.4 -> 18 rows
+    assert eng.prompt_rows() == int(INTERFERENCE * eng.decode_s / eng.row_s) == 18
+    # A real run with a joining prompt keeps the estimates positive and the outputs unchanged.
+    first = m.stream([5, 6], max_tokens=30, temperature=0, ignore_eos=True)
+    next(iter(first))
+    joiner = m.generate(list(range(1, 60)), max_tokens=4, temperature=0, ignore_eos=True)
+    alone = pyrustml.load(str(FIX / "gpt2-tiny-hf"), parallel=1)
+    assert (
+        joiner.tokens
+        == alone.generate(list(range(1, 60)), max_tokens=4, temperature=0, ignore_eos=True).tokens
+    )
+    assert _tokens(first) == alone.generate([5, 6], max_tokens=30, temperature=0, ignore_eos=True).tokens
+    assert eng.decode_s > 0

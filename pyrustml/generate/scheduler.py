@@ -7,8 +7,11 @@ the sequences still reading their prompts, up to the step's row budget. A new re
 the next step; a finished or cancelled one leaves, and its slot keeps its tokens' keys and
 values for the next request that shares their prefix (a system prompt, a chat's earlier turns).
 
-Interference: a step's prefill rows are bounded by `prefill_rows`, so a long prompt joining
-delays the running sequences' next token by at most one such chunk, never by its whole length.
+Interference: beside running sequences a step takes at most `prefill_rows` prompt rows, and
+fewer when they would cost more than INTERFERENCE of a decode step (both timed as the steps run:
+a row of Gemma 3 1B's prefill costs what 1/30 of its 8-row decode step does, GPT-2's 1/35). So a
+long prompt joining delays the running sequences' next token by at most one such chunk, never by
+its whole length, and a step that carries one stays under ~1.75x a decode step.
 
 Results never depend on batching: every row of a run computes exactly what it would alone (the
 plan's contract), the lm_head rows likewise, and each sequence samples from its own seeded
@@ -38,7 +41,10 @@ from .sequence import DECODE, DONE, PREFILL, Sequence
 # Signals for the process, not a thread's own fault: the main thread takes them.
 ASYNC_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGALRM, signal.SIGCHLD,
                  signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE, signal.SIGWINCH}  # fmt: skip
-PREFILL_ROWS = 32  # prompt rows a step takes beside the decode rows (see the docstring)
+PREFILL_ROWS = 32  # prompt rows a step takes beside the decode rows, at most (see the docstring)
+MIN_PREFILL_ROWS = 8  # ... and at least: a joining prompt always moves
+INTERFERENCE = 0.75  # a step's prompt rows may add this fraction of a decode step's time
+EMA = 0.25  # weight of the newest step in the running step-time estimates
 
 
 @dataclass(eq=False)
@@ -117,6 +123,8 @@ class Scheduler:
     net: Transformer
     tokenizer: Tokenizer
     prefill_rows: int
+    decode_s: float  # running estimate of a decode-only step's time (0: none seen yet)
+    row_s: float  # ... and of what a prompt row adds beside decode rows (0: none seen yet)
     stats: EngineStats
     step_lock: threading.Lock  # held for each step; tools hold it to use the model directly
     _q: WorkQueue
@@ -130,6 +138,8 @@ class Scheduler:
         self.net = net
         self.tokenizer = tokenizer
         self.prefill_rows = prefill_rows
+        self.decode_s = 0.0
+        self.row_s = 0.0
         self.stats = EngineStats()
         self._reset()
 
@@ -293,8 +303,9 @@ class Scheduler:
         spans: list[tuple[Sequence, int, int, int]] = []
         # Alone, a prompt runs in the model's full chunks; beside running sequences, its rows per
         # step are bounded so their next token waits at most one small chunk.
-        budget = PREFILL_CHUNK if not decoding else min(PREFILL_CHUNK, self.prefill_rows + len(decoding))
+        budget = PREFILL_CHUNK if not decoding else min(PREFILL_CHUNK, self.prompt_rows() + len(decoding))
         spare = budget - len(decoding)  # rows left for drafts and prompt chunks
+        prompt_rows = 0
         for seq in decoding:
             row = seq.decode_rows(min(spare, net.prefill_chunk - 1))
             spare -= len(row) - 1
@@ -310,6 +321,7 @@ class Scheduler:
             last = seq.prefilled + len(chunk) == len(seq.ids)
             want = len(chunk) if seq.logits_out is not None else (1 if last else 0)
             spans.append((seq, len(tokens), len(chunk), want))
+            prompt_rows += len(chunk)
             tokens.extend(chunk)
             slots.extend([seq.slot] * len(chunk))
             positions.extend(range(seq.pos, seq.pos + len(chunk)))
@@ -331,13 +343,32 @@ class Scheduler:
             pr.lap_glue()
         net.run(t)
         self._take(spans)
+        took = time.perf_counter() - t0
+        if decoding:
+            self._timed(took, prompt_rows)
         with self._q.cv:
             self.stats.steps += 1
-            self.stats.step_seconds += time.perf_counter() - t0
+            self.stats.step_seconds += took
         if pr is not None:
             pr.end()
         with self._q.cv:
             self._release_done()
+
+    def prompt_rows(self) -> int:
+        """Prompt rows a step may take beside decode rows: what costs at most INTERFERENCE of a
+        decode step, within [MIN_PREFILL_ROWS, prefill_rows] (prefill_rows until both are timed)."""
+        if self.decode_s <= 0.0 or self.row_s <= 0.0:
+            return self.prefill_rows
+        fit = int(INTERFERENCE * self.decode_s / self.row_s)
+        return max(min(MIN_PREFILL_ROWS, self.prefill_rows), min(fit, self.prefill_rows))
+
+    def _timed(self, took: float, prompt_rows: int) -> None:
+        """A step with decode rows took `took` seconds: update the running estimates."""
+        if prompt_rows == 0:
+            self.decode_s = took if self.decode_s <= 0.0 else (1 - EMA) * self.decode_s + EMA * took
+        elif self.decode_s > 0.0:
+            per_row = max(0.0, took - self.decode_s) / prompt_rows
+            self.row_s = per_row if self.row_s <= 0.0 else (1 - EMA) * self.row_s + EMA * per_row
 
     def _take(self, spans: list[tuple[Sequence, int, int, int]]) -> None:
         """The lm_head over the rows that need it (one batched pass), then each sequence's tokens."""
