@@ -11,7 +11,10 @@ Interference: beside running sequences a step takes at most `prefill_rows` promp
 fewer when they would cost more than INTERFERENCE of a decode step (both timed as the steps run:
 a row of Gemma 3 1B's prefill costs what 1/30 of its 8-row decode step does, GPT-2's 1/35). So a
 long prompt joining delays the running sequences' next token by at most one such chunk, never by
-its whole length, and a step that carries one stays under ~1.75x a decode step.
+its whole length, and a step that carries one takes at most about two decode steps. (Measured:
+with a fixed 32 rows such a step took 2.1-2.3x a decode step on Gemma 3 1B, which set the
+inter-token p99 of running streams; the ramp of 8 joining prompts now takes longer in exchange,
+tools/PERF_NOTES.md.)
 
 Results never depend on batching: every row of a run computes exactly what it would alone (the
 plan's contract), the lm_head rows likewise, and each sequence samples from its own seeded
@@ -43,7 +46,7 @@ ASYNC_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, s
                  signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE, signal.SIGWINCH}  # fmt: skip
 PREFILL_ROWS = 32  # prompt rows a step takes beside the decode rows, at most (see the docstring)
 MIN_PREFILL_ROWS = 8  # ... and at least: a joining prompt always moves
-INTERFERENCE = 0.75  # a step's prompt rows may add this fraction of a decode step's time
+INTERFERENCE = 1.0  # a step's prompt rows may add this fraction of a decode step's time
 EMA = 0.25  # weight of the newest step in the running step-time estimates
 
 
