@@ -1,7 +1,7 @@
 """Where a decode step goes, op by op: time per step of each kind of op and, for the weight and
 cache passes, their GB/s against the read-bandwidth probe taken in the same run.
 
-    python tools/decode_ops.py /tmp/gpt2-random [--threads 2] [--rounds 3] [--prompt 128]
+    python tools/decode_ops.py /tmp/gpt2-random [--threads 2] [--rounds 3] [--prompt 128] [--quant q8_0]
 
 The model's decode plan is recorded again with a timestamp after every op (the profiler's MARK
 op), then run for --prompt positions after a --prompt token prefill, with the lm_head argmax
@@ -50,8 +50,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--prompt", type=int, default=128)
+    ap.add_argument("--quant", choices=["q8_0", "q4_0", "q4_0-pure", "f32"], default="q8_0")
     args = ap.parse_args()
-    m = pyrustml.load(args.model, threads=args.threads)
+    m = pyrustml.load(args.model, quant=args.quant, threads=args.threads)
     with m.exclusive() as net:
         plan = MarkedPlan()
         net.forward(plan)

@@ -89,10 +89,14 @@ static inline __m512i sum_start(const q8_act *a) {
 }
 
 /* ---- packed Q4_0 products: the same structure. One 64-byte load holds columns 4j .. 4j + 3
- * of 16 rows in its low nibbles and columns 16 + 4j .. in its high ones; masking and a shift
- * give the two steps' unsigned weights (nibble = q + 8), and the int sum starts at -8 * sum(x)
- * (nsum / 16) to take the offset out. Without VNNI, vpmaddubsw takes the nibbles as its
- * unsigned operand directly: 2 * 15 * 127 < 2^15, no saturation. */
+ * of 16 rows in its low nibbles and columns 16 + 4j .. in its high ones; masking gives the low
+ * step's unsigned weights (nibble = q + 8), and the int sum starts at -8 * sum(x) (nsum / 16)
+ * to take the offset out. With VNNI the high step takes the byte with its low nibble cleared,
+ * 16 x the nibble, so one op (not a shift and a mask) per load: its chain then holds 16 x its
+ * sum, exact (|sum| <= 16 * 16 * 15 * 127 < 2^31), and an arithmetic shift by 4 at the end gives
+ * the sum back exactly. Without VNNI, vpmaddubsw takes both steps' nibbles (the high ones
+ * shifted down) as its unsigned operand: 2 * 15 * 127 < 2^15, no saturation, where 16 x the
+ * nibble would saturate. */
 static inline __m512i q4_step(__m512i s, __m512i wu, __m512i xb) {
 #ifdef Q8_VNNI
     return _mm512_dpbusd_epi32(s, wu, xb);
@@ -106,6 +110,22 @@ static inline __m512i q4_hi(__m512i v) {
     return _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0f));
 }
 
+/* The high step's weights and what turns that chain's total into the plain int sum. */
+static inline __m512i q4_hi_w(__m512i v) {
+#ifdef Q8_VNNI
+    return _mm512_andnot_si512(_mm512_set1_epi8(0x0f), v);
+#else
+    return q4_hi(v);
+#endif
+}
+static inline __m512i q4_hi_sum(__m512i s) {
+#ifdef Q8_VNNI
+    return _mm512_srai_epi32(s, 4);
+#else
+    return s;
+#endif
+}
+
 static inline __m512i q4_start(const q8_act *a) { return _mm512_set1_epi32(a->nsum / 16); }
 
 /* ---- the loops, for both formats. They take the weights untyped with q4 (0: q8x16, 1: q4x16)
@@ -115,8 +135,23 @@ static inline size_t psize(const int q4) { return q4 ? sizeof(q4x16) : sizeof(q8
 
 /* Decode streams each matrix once from DRAM. Two cores' hardware prefetchers alone kept a
  * Qwen2.5-0.5B step at ~72% of the read probe; asking for the lines 2 KiB ahead as each panel
- * block is read brings it to ~80% (2, 4 and 8 KiB measured alike; tools/PERF_NOTES.md). */
+ * block is read brings it to ~80% (2, 4 and 8 KiB measured alike; tools/PERF_NOTES.md). Q4_0,
+ * with twice the instructions per byte, streams best from lines asked 2.5 KiB ahead into L2
+ * only (T1): Gemma 3 1B q4_0-pure's products went from ~86% to ~90% of the probe; T0 at 2 or
+ * 3 KiB, and T1 at 1 or 4 KiB, were slower (tools/PERF_NOTES.md). */
 #define PF_AHEAD 2048
+#define Q4_PF_AHEAD 2560
+
+/* Asks for the lines that start in [wb + ahead, wb + ahead + block size): each line once (a
+ * 288-byte Q4_0 block spans 4 or 5). As an integer: the lines ahead may lie past the matrix (a
+ * prefetch never faults). */
+static inline __attribute__((always_inline)) void prefetch_ahead(const unsigned char *wb, const int q4) {
+    const uintptr_t a = (uintptr_t)wb + (q4 ? Q4_PF_AHEAD : PF_AHEAD);
+    for (uintptr_t l = (a + 63) & ~(uintptr_t)63; l < a + psize(q4); l += 64) {
+        if (q4) _mm_prefetch((const char *)l, _MM_HINT_T1);
+        else _mm_prefetch((const char *)l, _MM_HINT_T0);
+    }
+}
 
 /* Panel block i of w. */
 static inline const unsigned char *wblock(const void *w, int64_t i, const int q4) {
@@ -144,8 +179,9 @@ static inline __attribute__((always_inline)) __m512i block_sums(const unsigned c
         for (int j = 0; j < 4; j++) {
             const __m512i v = _mm512_loadu_si512((const void *)(((const q4x16 *)wb)->qs + 64 * j));
             s0 = q4_step(s0, q4_lo(v), xgroup(a, j));
-            s1 = q4_step(s1, q4_hi(v), xgroup(a, j + 4));
+            s1 = q4_step(s1, q4_hi_w(v), xgroup(a, j + 4));
         }
+        return _mm512_add_epi32(s0, q4_hi_sum(s1));
     } else {
 #pragma GCC unroll 4
         for (int j = 0; j < 8; j += 2) {
@@ -162,9 +198,7 @@ static inline __attribute__((always_inline)) void gemv_panel(const void *w, int6
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const unsigned char *wb = wblock(w, b, q4);
-        /* As an integer: the lines ahead may lie past the matrix (a prefetch never faults). */
-        for (size_t l = 0; l < psize(q4); l += 64)
-            _mm_prefetch((const char *)((uintptr_t)wb + PF_AHEAD + l), _MM_HINT_T0);
+        prefetch_ahead(wb, q4);
         const __m512i s = block_sums(wb, x + b, q4);
         const __m512 d = _mm512_mul_ps(wscales(wb), _mm512_set1_ps(x[b].d));
         acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc);
