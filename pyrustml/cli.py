@@ -43,7 +43,6 @@ FLAG_NAMES = {
     "repetition_penalty": "--repeat-penalty",
     "seed": "--seed",
     "lookup": "--lookup",
-    "ignore_eos": "--ignore-eos",
 }
 # load()'s weight formats, as io.weights.QUANTS lists them (not imported from there: this module
 # loads without numpy or libq8, so a Ctrl-C in the first instant reaches its handler).
@@ -250,7 +249,7 @@ def _validate(args: argparse.Namespace) -> None:
     """Every option value, before the model loads: errors name the flag the user typed."""
     from .errors import PyrustmlError
     from .generate.options import check_generation_options
-    from .io.values import MAX_THREADS
+    from .io.values import INT32_MAX, MAX_THREADS, as_int
 
     # What only the CLI has: -1 as "no limit" and "a random seed", and the greedy rule for
     # --lookup stated in terms of the flags.
@@ -273,15 +272,16 @@ def _validate(args: argparse.Namespace) -> None:
             lookup=args.lookup,
             names=FLAG_NAMES,
         )
+        # load()'s own ranges (generate.options.check_load_arguments), under the flags' names.
+        if args.ctx is not None:
+            as_int("--ctx-size", args.ctx, minimum=1, maximum=INT32_MAX)
+        if args.threads is not None:
+            as_int("--threads", args.threads, minimum=1, maximum=MAX_THREADS)
     except PyrustmlError as exc:
         raise UsageError(str(exc)) from None
     t = args.temperature
     if args.lookup and t is not None and t > 0:
         raise UsageError(f"--lookup needs greedy decoding: add --temp 0 (got --temp {t:g}), or drop --lookup")
-    if args.ctx is not None and args.ctx < 1:
-        raise UsageError(f"--ctx-size must be >= 1; got {args.ctx}")
-    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
-        raise UsageError(f"--threads must be in [1, {MAX_THREADS}]; got {args.threads}")
     if args.prompt is not None and args.file is not None:
         raise UsageError("give the prompt with --prompt or --file, not both")
     if args.chat and args.json and args.prompt is None and args.file is None:

@@ -350,7 +350,8 @@ def test_prompt_rows_beside_decode_rows_follow_the_step_times() -> None:
     fit = int(INTERFERENCE * 0.010 / 0.0005 + 1e-9)
     assert MIN_PREFILL_ROWS < fit < PREFILL_ROWS
     assert eng.prompt_rows() in (fit - 1, fit)  # the running estimates converge to 0.5 ms
-    # A real run with a joining prompt keeps the estimates positive and the outputs unchanged.
+    # A real run with a joining prompt times its decode steps afresh; the outputs are unchanged.
+    eng.decode_s = eng.row_s = 0.0
     first = m.stream([5, 6], max_tokens=30, temperature=0, ignore_eos=True)
     next(iter(first))
     joiner = m.generate(list(range(1, 60)), max_tokens=4, temperature=0, ignore_eos=True)

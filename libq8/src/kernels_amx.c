@@ -212,9 +212,10 @@ static void group_run(const wblock *w, int64_t nb, const act_group *x, float *y,
 
 /* Panels outer, token groups inner: a panel's unpacked weights (nb x 576 bytes) stay in L1/L2
  * while every group passes, and the groups' runs unpack the next panel into the other half of
- * wu, a share each. Without memory for the unpacked panels and the regrouped activations the
- * avx512vnni kernels take every token: the same bits. */
-static void runs_amx(const void *w, size_t size, void (*unpack)(const void *, int64_t, wblock *), int64_t nb,
+ * wu, a share each. Returns how many leading tokens it computed (whole groups of 16; none
+ * without memory for the unpacked panels and the regrouped activations): the caller's
+ * avx512vnni kernel takes the rest, with the same bits. */
+static int64_t runs_amx(const void *w, size_t size, void (*unpack)(const void *, int64_t, wblock *), int64_t nb,
                      const q8_act *x, int64_t t, int64_t p0, int64_t p1, int64_t n, float *y, int64_t ldy) {
     const int64_t groups = t / GROUP;
     wblock *wu = groups ? aligned_alloc(64, (size_t)nb * (2 * sizeof(wblock) + (size_t)groups * sizeof(act_group)))
@@ -237,21 +238,21 @@ static void runs_amx(const void *w, size_t size, void (*unpack)(const void *, in
         _tile_release();
     }
     free(wu);
-    if (t > full) {
-        if (size == sizeof(q4x16))
-            q8_kernels_avx512vnni.q4_panel_run(w, nb, x + full * nb, t - full, p0, p1, n, y + full * ldy, ldy);
-        else q8_kernels_avx512vnni.panel_run(w, nb, x + full * nb, t - full, p0, p1, n, y + full * ldy, ldy);
-    }
+    return full;
 }
 
 static void panel_run_amx(const q8x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0, int64_t p1,
                           int64_t n, float *y, int64_t ldy) {
-    runs_amx(w, sizeof(q8x16), unpack_q8, nb, x, t, p0, p1, n, y, ldy);
+    const int64_t full = runs_amx(w, sizeof(q8x16), unpack_q8, nb, x, t, p0, p1, n, y, ldy);
+    if (t > full)
+        q8_kernels_avx512vnni.panel_run(w, nb, x + full * nb, t - full, p0, p1, n, y + full * ldy, ldy);
 }
 
 static void q4_panel_run_amx(const q4x16 *w, int64_t nb, const q8_act *x, int64_t t, int64_t p0, int64_t p1,
                              int64_t n, float *y, int64_t ldy) {
-    runs_amx(w, sizeof(q4x16), unpack_q4, nb, x, t, p0, p1, n, y, ldy);
+    const int64_t full = runs_amx(w, sizeof(q4x16), unpack_q4, nb, x, t, p0, p1, n, y, ldy);
+    if (t > full)
+        q8_kernels_avx512vnni.q4_panel_run(w, nb, x + full * nb, t - full, p0, p1, n, y + full * ldy, ldy);
 }
 
 /* Everything else is avx512vnni's (a C initializer cannot copy another table's members). */
